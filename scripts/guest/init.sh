@@ -1,0 +1,29 @@
+#!/bin/sh
+# /init of the test initramfs built by test/harness/initramfs.ts. Runs as PID 1 under busybox:
+# mounts the pseudo filesystems, loads the vfio modules listed in /etc/vfio-ts/modules (already
+# decompressed on the host), runs /guest.sh, prints the end marker with its exit status and
+# powers off (QEMU runs with -no-reboot, so power-off ends QEMU).
+export PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin HOME=/root TERM=dumb
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t debugfs debugfs /sys/kernel/debug
+mkdir -p /dev/pts /dev/shm /tmp /run /root
+mount -t devpts devpts /dev/pts
+mount -t tmpfs tmpfs /dev/shm
+mount -t tmpfs tmpfs /tmp
+nonce=$(cat /etc/vfio-ts/nonce)
+if [ -f /etc/vfio-ts/modules ]; then
+  while read -r m; do
+    [ -n "$m" ] || continue
+    insmod "/lib/modules/$m" || echo "vfio-ts-init: insmod $m failed"
+  done </etc/vfio-ts/modules
+fi
+echo "@@VFIO-TS-GUEST-BEGIN $nonce@@"
+cd /
+/bin/sh /guest.sh </dev/null
+rc=$?
+echo "@@VFIO-TS-GUEST-END $nonce status=$rc@@"
+sync
+poweroff -f
+# Not reached; if poweroff fails, PID 1 exiting panics the kernel and panic=-1 ends QEMU.

@@ -1,0 +1,339 @@
+/**
+ * Boots a guest kernel under QEMU (q35, TCG, emulated Intel IOMMU) with an initramfs from
+ * buildInitramfs, and reports the console and the guest script's exit status. QEMU is always
+ * killed by a timeout: a test never hangs on a guest. The recipe (q35 + intel-iommu +
+ * intel_iommu=on, TCG rather than nested KVM) is the one /work/shared/docs/real-kernel.md found
+ * to give a working vfio-pci in Debian's kernels.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { copyFileSync, linkSync, mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { basename, join, relative } from 'node:path';
+import { buildInitramfs, type Initramfs, type InitramfsOptions } from './initramfs.js';
+import type { Provisioned } from './provisioned.js';
+
+export const DEFAULT_BOOT_TIMEOUT_MS = 90_000;
+export const DEFAULT_GUEST_MEMORY_MIB = 1024;
+/** Console text kept per boot; beyond it output is dropped (and `truncated` set). */
+export const MAX_CONSOLE_CHARS = 32 << 20;
+/** After the end marker, how long QEMU gets to power off before it is killed. */
+export const POWEROFF_GRACE_MS = 5_000;
+export const BASE_APPEND = 'console=ttyS0 intel_iommu=on iommu=pt quiet panic=-1';
+
+// --- devices ---------------------------------------------------------------------------------
+
+/** QEMU's educational device (1234:11e8): one 1 MiB BAR, INTx and MSI (hw/misc/edu.c). */
+export function edu(): string[] {
+  return ['-device', 'edu'];
+}
+
+/** ivshmem-plain (1af4:1110) on a shared RAM backend: BAR2 is 64-bit prefetchable. */
+export function ivshmemPlain(opts: { id?: string; sizeMiB?: number } = {}): string[] {
+  const id = opts.id ?? 'ivshmem0';
+  const size = opts.sizeMiB ?? 4;
+  return [
+    '-object',
+    `memory-backend-ram,id=${id},size=${size}M,share=on`,
+    '-device',
+    `ivshmem-plain,memdev=${id}`,
+  ];
+}
+
+/** NVMe controller (1b36:0010) on a raw image; its MSI-X table sits inside BAR0. */
+export function nvme(opts: { image: string; id?: string; serial?: string }): string[] {
+  const id = opts.id ?? 'nvme0';
+  return [
+    '-drive',
+    `file=${opts.image},if=none,id=${id}-drive,format=raw`,
+    '-device',
+    `nvme,drive=${id}-drive,serial=${opts.serial ?? 'vfiots0'}`,
+  ];
+}
+
+/** Creates a sparse raw image for nvme(). */
+export function makeSparseImage(path: string, sizeMiB = 16): string {
+  writeFileSync(path, '');
+  truncateSync(path, sizeMiB << 20);
+  return path;
+}
+
+/** Intel 82574 NIC (8086:10d3) with no network behind it. */
+export function e1000e(opts: { id?: string } = {}): string[] {
+  const id = opts.id ?? 'net0';
+  return ['-netdev', `hubport,id=${id},hubid=0`, '-device', `e1000e,netdev=${id}`];
+}
+
+/** Guest RAM in a shared memfd: vfio-user needs fd-backed RAM to hand DMA regions to a server. */
+export function sharedMemory(sizeMiB = DEFAULT_GUEST_MEMORY_MIB): string[] {
+  return [
+    '-object',
+    `memory-backend-memfd,id=ram0,size=${sizeMiB}M,share=on`,
+    '-machine',
+    'memory-backend=ram0',
+  ];
+}
+
+// --- command lines ---------------------------------------------------------------------------
+
+export interface GuestArgsOptions {
+  vmlinuz: string;
+  initrd: string;
+  /** Appended to BASE_APPEND. */
+  append?: string;
+  memoryMiB?: number;
+  /** Extra arguments, e.g. `[...edu(), ...ivshmemPlain()]`. */
+  args?: readonly string[];
+}
+
+/** QEMU arguments (without the program) for a TCG q35 guest with an emulated Intel IOMMU. */
+export function guestQemuArgs(o: GuestArgsOptions): string[] {
+  return [
+    '-machine',
+    'q35',
+    '-accel',
+    'tcg',
+    '-cpu',
+    'max',
+    '-smp',
+    '1',
+    '-m',
+    String(o.memoryMiB ?? DEFAULT_GUEST_MEMORY_MIB),
+    '-nographic',
+    '-no-reboot',
+    '-nic',
+    'none',
+    '-device',
+    'intel-iommu',
+    '-kernel',
+    o.vmlinuz,
+    '-initrd',
+    o.initrd,
+    '-append',
+    o.append === undefined || o.append === '' ? BASE_APPEND : `${BASE_APPEND} ${o.append}`,
+    ...(o.args ?? []),
+  ];
+}
+
+export interface Command {
+  file: string;
+  args: string[];
+}
+
+/** Runs the trixie chroot's QEMU 11 with these arguments: every path in them is a chroot path. */
+export function trixieQemuCommand(p: Provisioned, qemuArgs: readonly string[]): Command {
+  return { file: 'chroot', args: [p.trixieRoot, p.trixieQemu, ...qemuArgs] };
+}
+
+/** A scratch directory inside the trixie chroot, for sockets, kernels and initramfs images. */
+export interface ChrootWorkDir {
+  /** The directory as the host sees it. */
+  hostDir: string;
+  /** The same directory as QEMU in the chroot sees it. */
+  chrootDir: string;
+  /** Puts a host file into the directory (hard link, or copy across filesystems); returns its chroot path. */
+  bring(hostFile: string, name?: string): string;
+  /** Host path and chroot path of a name in the directory (e.g. a socket a server listens on). */
+  path(name: string): { host: string; chroot: string };
+  cleanup(): void;
+}
+
+export function chrootWorkDir(p: Provisioned): ChrootWorkDir {
+  const hostDir = mkdtempSync(join(p.trixieRoot, 'tmp', 'vfio-ts-'));
+  const chrootDir = `/${relative(p.trixieRoot, hostDir)}`;
+  const path = (name: string) => ({ host: join(hostDir, name), chroot: `${chrootDir}/${name}` });
+  return {
+    hostDir,
+    chrootDir,
+    path,
+    bring: (hostFile, name = basename(hostFile)) => {
+      const dest = path(name);
+      try {
+        linkSync(hostFile, dest.host);
+      } catch {
+        copyFileSync(hostFile, dest.host);
+      }
+      return dest.chroot;
+    },
+    cleanup: () => rmSync(hostDir, { recursive: true, force: true }),
+  };
+}
+
+// --- running ---------------------------------------------------------------------------------
+
+const live = new Set<ChildProcess>();
+let exitHookInstalled = false;
+/** QEMU children are killed if the test process exits first. */
+function track(child: ChildProcess): void {
+  if (!exitHookInstalled) {
+    exitHookInstalled = true;
+    process.on('exit', () => {
+      for (const c of live) c.kill('SIGKILL');
+    });
+  }
+  live.add(child);
+  child.once('exit', () => live.delete(child));
+}
+
+/** Spawns a QEMU (host or chroot) with piped stdio, tracked so it dies with the test process. */
+export function spawnQemu(cmd: Command): ChildProcess {
+  const child = spawn(cmd.file, cmd.args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  track(child);
+  return child;
+}
+
+export interface BootOptions {
+  initramfs: Initramfs;
+  /** Extra QEMU arguments: device helpers above, or anything else. Chroot paths for 'trixie'. */
+  args?: readonly string[];
+  append?: string;
+  memoryMiB?: number;
+  timeoutMs?: number;
+  /** 'host': bookworm's QEMU 7.2 (default). 'trixie': QEMU 11 in the chroot (needs root). */
+  qemu?: 'host' | 'trixie';
+  /** For 'trixie': where kernel and initramfs are placed; default a fresh one, removed after. */
+  workDir?: ChrootWorkDir;
+  /** Live console text, as it arrives (e.g. to echo while debugging). */
+  onConsole?: (text: string) => void;
+}
+
+export interface BootResult {
+  /** Everything QEMU printed on stdout (serial console), `\r` removed. */
+  console: string;
+  /** What the guest script printed: the console between /init's begin and end markers. */
+  output: string;
+  /** The guest script's exit status; undefined when the end marker never came. */
+  status: number | undefined;
+  /** QEMU's own stderr. */
+  stderr: string;
+  exitCode: number | null;
+  signal: NodeJS.Signals | null;
+  timedOut: boolean;
+  truncated: boolean;
+  durationMs: number;
+  argv: string[];
+}
+
+/** Finds /init's markers in console text. */
+export function parseMarkers(
+  consoleText: string,
+  nonce: string,
+): { output: string; status: number | undefined } {
+  const begin = `@@VFIO-TS-GUEST-BEGIN ${nonce}@@\n`;
+  const endRe = new RegExp(`@@VFIO-TS-GUEST-END ${nonce} status=(\\d+)@@`);
+  const b = consoleText.indexOf(begin);
+  const m = endRe.exec(consoleText);
+  const start = b < 0 ? 0 : b + begin.length;
+  const stop = m === null ? consoleText.length : m.index;
+  return {
+    output: b < 0 && m === null ? '' : consoleText.slice(start, Math.max(start, stop)),
+    status: m?.[1] === undefined ? undefined : Number(m[1]),
+  };
+}
+
+/** Boots the kernel of `opts.initramfs` and waits for power-off, the timeout, or QEMU's exit. */
+export function bootGuest(p: Provisioned, opts: BootOptions): Promise<BootResult> {
+  const timeoutMs = opts.timeoutMs ?? DEFAULT_BOOT_TIMEOUT_MS;
+  let work: ChrootWorkDir | undefined;
+  let ownWork = false;
+  let cmd: Command;
+  const common = {
+    ...(opts.append === undefined ? {} : { append: opts.append }),
+    ...(opts.memoryMiB === undefined ? {} : { memoryMiB: opts.memoryMiB }),
+    args: opts.args ?? [],
+  };
+  if (opts.qemu === 'trixie') {
+    work = opts.workDir ?? chrootWorkDir(p);
+    ownWork = opts.workDir === undefined;
+    const vmlinuz = work.bring(opts.initramfs.kernel.vmlinuz, `vmlinuz-${opts.initramfs.kernel.label}`);
+    const initrd = work.bring(opts.initramfs.path, `initrd-${opts.initramfs.nonce}.gz`);
+    cmd = trixieQemuCommand(p, guestQemuArgs({ vmlinuz, initrd, ...common }));
+  } else {
+    cmd = {
+      file: p.qemuHost,
+      args: guestQemuArgs({ vmlinuz: opts.initramfs.kernel.vmlinuz, initrd: opts.initramfs.path, ...common }),
+    };
+  }
+
+  const started = Date.now();
+  const child = spawnQemu(cmd);
+  child.stdin?.end();
+  let text = '';
+  let stderr = '';
+  let truncated = false;
+  let timedOut = false;
+  let graceTimer: NodeJS.Timeout | undefined;
+  const endMarker = `@@VFIO-TS-GUEST-END ${opts.initramfs.nonce} status=`;
+
+  child.stdout?.setEncoding('utf8');
+  child.stdout?.on('data', (chunk: string) => {
+    opts.onConsole?.(chunk);
+    if (text.length + chunk.length > MAX_CONSOLE_CHARS) {
+      truncated = true;
+      return;
+    }
+    text += chunk;
+    // The script is done: power-off normally follows at once; never wait on it for long.
+    if (graceTimer === undefined && text.includes(endMarker)) {
+      graceTimer = setTimeout(() => child.kill('SIGKILL'), POWEROFF_GRACE_MS);
+    }
+  });
+  child.stderr?.setEncoding('utf8');
+  child.stderr?.on('data', (chunk: string) => {
+    if (stderr.length < MAX_CONSOLE_CHARS) stderr += chunk;
+  });
+  const timer = setTimeout(() => {
+    timedOut = true;
+    child.kill('SIGKILL');
+  }, timeoutMs);
+
+  return new Promise<BootResult>((resolvePromise, reject) => {
+    child.once('error', (err) => {
+      clearTimeout(timer);
+      if (graceTimer !== undefined) clearTimeout(graceTimer);
+      if (ownWork) work?.cleanup();
+      reject(err);
+    });
+    child.once('close', (exitCode, signal) => {
+      clearTimeout(timer);
+      if (graceTimer !== undefined) clearTimeout(graceTimer);
+      if (ownWork) work?.cleanup();
+      const consoleText = text.replace(/\r/g, '');
+      const parsed = parseMarkers(consoleText, opts.initramfs.nonce);
+      resolvePromise({
+        console: consoleText,
+        output: parsed.output,
+        status: parsed.status,
+        stderr,
+        exitCode,
+        signal,
+        timedOut,
+        truncated,
+        durationMs: Date.now() - started,
+        argv: [cmd.file, ...cmd.args],
+      });
+    });
+  });
+}
+
+export type RunGuestOptions = InitramfsOptions & Omit<BootOptions, 'initramfs'>;
+
+/** buildInitramfs + bootGuest + cleanup, for the common one-shot case. */
+export async function runGuest(p: Provisioned, opts: RunGuestOptions): Promise<BootResult> {
+  const initramfs = await buildInitramfs(p, opts);
+  try {
+    return await bootGuest(p, { ...opts, initramfs });
+  } finally {
+    initramfs.cleanup();
+  }
+}
+
+/** A readable summary of a boot for assertion messages. */
+export function describeBoot(r: BootResult, tailLines = 60): string {
+  const lines = r.console.split('\n');
+  const tail = lines.slice(-tailLines).join('\n');
+  return [
+    `status=${r.status} exitCode=${r.exitCode} signal=${r.signal} timedOut=${r.timedOut} ${r.durationMs} ms`,
+    `argv: ${r.argv.join(' ')}`,
+    r.stderr === '' ? '' : `stderr:\n${r.stderr.slice(-4000)}`,
+    `console (last ${tailLines} lines):\n${tail}`,
+  ].join('\n');
+}
