@@ -20,6 +20,11 @@ export interface BarDescription {
    * of a page or more.
    */
   readonly mmappable?: boolean;
+  /**
+   * 'memory' (default): plain memory in shared memory (memfd), mappable and handed to peers.
+   * 'trapped': every access goes to the device behaviour's barRead/barWrite (registers).
+   */
+  readonly backing?: 'memory' | 'trapped';
 }
 
 export interface MsiDescription {

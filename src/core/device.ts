@@ -1,0 +1,1112 @@
+/**
+ * VfioPciDevice: an emulated PCI device that answers the VFIO device uAPI the way Linux's
+ * vfio-pci does (drivers/vfio/pci/vfio_pci_core.c), byte for byte, through a raw
+ * `ioctl(request, bytes)`, `pread`/`pwrite` at region offsets and `mmap`.
+ *
+ * Write combining: every request path of the seed thread resolves to one mechanism, a mapping
+ * handle = (region, range, attribute), found through an offset of the device fd ("mmap cookie")
+ * or a dma-buf fd:
+ *   1. RFC: SET_REGION_FLAGS(WRITE_COMBINE) flips a BAR's default attribute (rfc.ts docs);
+ *   2. per-request cookies: VFIO_TS_FEATURE_MMAP_COOKIE returns a new offset bound to
+ *      (region, attribute);
+ *   3. WC alias regions: VFIO_TS_FEATURE_ALIAS_REGION creates a device-specific region;
+ *   4. DMA_BUF (feature 11) with ATTR_WC.
+ * docs/wc-uapi.md is the uAPI of 2-4 written down.
+ */
+import { Errno } from '../abi/errno.js';
+import {
+  PCI_STD_NUM_BARS,
+  VFIO_DEVICE_FEATURE,
+  VFIO_DEVICE_FEATURE_DMA_BUF,
+  VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_MASK,
+  VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_UC,
+  VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_WC,
+  VFIO_DEVICE_FEATURE_GET,
+  VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY,
+  VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY_WITH_WAKEUP,
+  VFIO_DEVICE_FEATURE_LOW_POWER_EXIT,
+  VFIO_DEVICE_FEATURE_MASK,
+  VFIO_DEVICE_FEATURE_PROBE,
+  VFIO_DEVICE_FEATURE_SET,
+  VFIO_DEVICE_FLAGS_PCI,
+  VFIO_DEVICE_FLAGS_RESET,
+  VFIO_DEVICE_GET_INFO,
+  VFIO_DEVICE_GET_IRQ_INFO,
+  VFIO_DEVICE_GET_REGION_INFO,
+  VFIO_DEVICE_RESET,
+  VFIO_DEVICE_SET_IRQS,
+  VFIO_DEVICE_SET_REGION_FLAGS,
+  VFIO_IRQ_INFO_AUTOMASKED,
+  VFIO_IRQ_INFO_EVENTFD,
+  VFIO_IRQ_INFO_MASKABLE,
+  VFIO_IRQ_INFO_NORESIZE,
+  VFIO_IRQ_SET_ACTION_TYPE_MASK,
+  VFIO_IRQ_SET_DATA_BOOL,
+  VFIO_IRQ_SET_DATA_EVENTFD,
+  VFIO_IRQ_SET_DATA_NONE,
+  VFIO_IRQ_SET_DATA_TYPE_MASK,
+  VFIO_PCI_CONFIG_REGION_INDEX,
+  VFIO_PCI_ERR_IRQ_INDEX,
+  VFIO_PCI_INTX_IRQ_INDEX,
+  VFIO_PCI_MSI_IRQ_INDEX,
+  VFIO_PCI_MSIX_IRQ_INDEX,
+  VFIO_PCI_NUM_IRQS,
+  VFIO_PCI_NUM_REGIONS,
+  VFIO_PCI_OFFSET_SHIFT,
+  VFIO_PCI_REQ_IRQ_INDEX,
+  VFIO_PCI_ROM_REGION_INDEX,
+  VFIO_PCI_VGA_REGION_INDEX,
+  VFIO_REGION_FLAG_WRITE_COMBINE,
+  VFIO_REGION_INFO_FLAG_CAPS,
+  VFIO_REGION_INFO_FLAG_MMAP,
+  VFIO_REGION_INFO_FLAG_PREFETCH,
+  VFIO_REGION_INFO_FLAG_READ,
+  VFIO_REGION_INFO_FLAG_WRITE,
+  VFIO_REGION_SUBTYPE_ALIAS_WC,
+  VFIO_REGION_TYPE_PCI_BAR0_WC,
+  VFIO_TS_FEATURE_ALIAS_REGION,
+  VFIO_TS_FEATURE_MMAP_COOKIE,
+  VFIO_TS_MMAP_COOKIE_FLAG_RELEASE,
+  vfio_device_feature,
+  vfio_device_feature_dma_buf,
+  vfio_device_info,
+  vfio_irq_info,
+  vfio_irq_set,
+  vfio_region_flags,
+  vfio_region_info,
+  vfio_ts_alias_region,
+  vfio_ts_mmap_cookie,
+} from '../abi/vfio.js';
+import { fail, VfioError } from '../errors.js';
+import { encodeCapChain, putU32, putU64, type RegionCap, u32, u64, view } from '../wire/vfio.js';
+import { ConfigSpace } from './config.js';
+import type { BarDescription, DeviceDescription, KernelProfile } from './description.js';
+import { DmaSpace } from './dma.js';
+import type { CoreEnvironment, MemoryMapping, SharedMemory } from './env.js';
+import { IrqState } from './irqs.js';
+import { DEFAULT_OFFSET_BITS, OffsetSpace, PAGE_SIZE, roundUp } from './offsets.js';
+
+export type MemoryAttribute = 'uc' | 'wc';
+/** Which front door a mapping came through. */
+export type MappingPath = 'region' | 'rfc-region-flags' | 'cookie' | 'alias-region' | 'dma-buf';
+
+/** Which of the write-combining request paths the device offers (all by default). */
+export interface Extensions {
+  /** The seed RFC: PREFETCH flag in REGION_INFO and VFIO_DEVICE_SET_REGION_FLAGS. */
+  readonly rfc: boolean;
+  /** VFIO_TS_FEATURE_MMAP_COOKIE. */
+  readonly cookies: boolean;
+  /** VFIO_TS_FEATURE_ALIAS_REGION. */
+  readonly alias: boolean;
+  /** DMA_BUF's proposed ATTR field and mmap of the dma-buf fd (needs the 7.3 profile). */
+  readonly dmabufWc: boolean;
+}
+export const ALL_EXTENSIONS: Extensions = { rfc: true, cookies: true, alias: true, dmabufWc: true };
+export const NO_EXTENSIONS: Extensions = { rfc: false, cookies: false, alias: false, dmabufWc: false };
+
+export interface DeviceOptions {
+  readonly env: CoreEnvironment;
+  /** Which kernel's vfio-pci to answer like (default 7.3). */
+  readonly profile?: KernelProfile;
+  readonly extensions?: Partial<Extensions>;
+  /**
+   * The RFC allows WC only on prefetchable memory BARs (IORESOURCE_PREFETCH). The thread argues
+   * prefetch says nothing about WC safety; `false` relaxes the rule to any memory BAR.
+   */
+  readonly wcRequiresPrefetch?: boolean;
+  /** Width of the device fd's offset space in bits (44 = a 32-bit pgoff with 4 KiB pages). */
+  readonly offsetBits?: number;
+  /**
+   * 'kernel': region i at i << 40 like every Linux (cookies packed above the alias windows);
+   * 'dense': regions packed by size too (offsets are opaque; the seed thread's point).
+   */
+  readonly regionOffsets?: 'kernel' | 'dense';
+  /** Let mmap cover trapped (behaviour-handled) BARs too, as the kernel does for real hardware. */
+  readonly mmapTrappedBars?: boolean;
+  /**
+   * MSI-X table pages: 'kernel' reports MSIX_MAPPABLE and allows mmap over them (Linux >= 4.16);
+   * 'sparse' reports a sparse-mmap capability without them and refuses mmap there (default).
+   */
+  readonly msixMmap?: 'kernel' | 'sparse';
+}
+
+/** What a device's behaviour (src/devices/*) can reach. */
+export interface DeviceContext {
+  readonly config: ConfigSpace;
+  readonly dma: DmaSpace;
+  /** The memory of a memory-backed BAR. */
+  barMemory(bar: number): Uint8Array | undefined;
+  /** Raise interrupt `vector` of whatever type the driver enabled (INTx: 0). */
+  raise(vector?: number): boolean;
+  readonly irqType: 'none' | 'intx' | 'msi' | 'msix';
+}
+
+/** Trapped BAR accesses, naturally aligned, 1, 2 or 4 bytes (vfio_pci_core_do_io_rw splits). */
+export interface DeviceBehaviour {
+  attach?(ctx: DeviceContext): void;
+  barRead?(bar: number, offset: number, size: 1 | 2 | 4): number;
+  barWrite?(bar: number, offset: number, size: 1 | 2 | 4, value: number): void;
+  reset?(): void;
+  close?(): void;
+}
+
+/** Kept as a name for device files; `backing` lives in BarDescription. */
+export type DeviceBarDescription = BarDescription;
+
+/** A live mapping of device memory. */
+export interface DeviceMapping {
+  readonly regionIndex: number;
+  /** Offset of the mapping's first byte within the region (BAR). */
+  readonly regionOffset: bigint;
+  readonly length: number;
+  readonly attribute: MemoryAttribute;
+  readonly via: MappingPath;
+  readonly bytes: Uint8Array;
+  unmap(): void;
+}
+
+/** How a transport hands a mapping to a peer: this fd, at this offset within it. */
+export interface MappingSource {
+  readonly memory: SharedMemory;
+  readonly memoryOffset: bigint;
+  readonly regionIndex: number;
+  readonly attribute: MemoryAttribute;
+  readonly via: MappingPath;
+}
+
+interface Region {
+  readonly index: number;
+  readonly size: bigint;
+  readonly flags: number;
+  readonly base: bigint;
+  readonly caps: RegionCap[];
+  /** BAR this region maps (BARs and aliases). */
+  readonly bar?: number;
+  readonly aliasAttribute?: MemoryAttribute;
+}
+
+interface Cookie {
+  readonly base: bigint;
+  readonly size: bigint;
+  readonly bar: number;
+  readonly attribute: MemoryAttribute;
+  released: boolean;
+  mappings: number;
+}
+
+interface DmaBuf {
+  readonly fd: number;
+  readonly bar: number;
+  readonly ranges: readonly { offset: bigint; length: bigint }[];
+  readonly size: bigint;
+  readonly attribute: MemoryAttribute;
+}
+
+type OffsetOwner = { kind: 'region'; region: number } | { kind: 'cookie'; cookie: Cookie };
+
+/** Alias regions take indexes 9..14 (one per BAR) so cookies can be packed above 15 << 40. */
+const MAX_ALIAS_REGIONS = PCI_STD_NUM_BARS;
+const COOKIE_BASE_INDEX = BigInt(VFIO_PCI_NUM_REGIONS + MAX_ALIAS_REGIONS);
+/** Linux's VGA region: legacy VGA ranges, 0xa0000-0xbffff plus I/O ports (vfio_pci_core.c). */
+const VGA_REGION_SIZE = 0xc0000n;
+/** The kernel caps dma-buf ranges implicitly by argsz; we name a limit. */
+export const MAX_DMABUF_RANGES = 1024;
+
+export class VfioPciDevice {
+  readonly profile: KernelProfile;
+  readonly extensions: Extensions;
+  readonly config: ConfigSpace;
+  readonly irqs: IrqState;
+  readonly dma = new DmaSpace();
+  readonly offsets: OffsetSpace<OffsetOwner>;
+  private readonly bars: (DeviceBarDescription | undefined)[];
+  private readonly barMemory: (SharedMemory | undefined)[] = [];
+  private readonly romImage: Uint8Array | undefined;
+  private readonly regions: Region[] = [];
+  /** RFC: vdev->bar_write_combine[] */
+  private readonly barWriteCombine = new Array<boolean>(PCI_STD_NUM_BARS).fill(false);
+  private readonly dmabufs = new Map<number, DmaBuf>();
+  private readonly liveMappings = new Set<DeviceMapping>();
+  private readonly wcRequiresPrefetch: boolean;
+  private readonly mmapTrappedBars: boolean;
+  private readonly msixMmap: 'kernel' | 'sparse';
+  private readonly denseOffsets: boolean;
+  private lowPower = false;
+  private closed = false;
+
+  constructor(
+    readonly description: DeviceDescription,
+    private readonly behaviour: DeviceBehaviour,
+    private readonly options: DeviceOptions,
+  ) {
+    this.profile = options.profile ?? '7.3';
+    this.extensions = { ...ALL_EXTENSIONS, ...options.extensions };
+    this.wcRequiresPrefetch = options.wcRequiresPrefetch ?? true;
+    this.mmapTrappedBars = options.mmapTrappedBars ?? false;
+    this.msixMmap = options.msixMmap ?? 'sparse';
+    this.denseOffsets = options.regionOffsets === 'dense';
+    this.offsets = new OffsetSpace(options.offsetBits ?? DEFAULT_OFFSET_BITS);
+    this.bars = [...description.bars];
+    while (this.bars.length < PCI_STD_NUM_BARS) this.bars.push(undefined);
+    this.config = new ConfigSpace(description);
+    this.irqs = new IrqState(options.env, {
+      onMsiChange: (msix, vectors) => {
+        if (msix) this.config.setMsixEnabled(vectors > 0);
+        else this.config.setMsiEnabled(vectors > 0);
+      },
+    });
+    for (let i = 0; i < PCI_STD_NUM_BARS; i++) {
+      const bar = this.bars[i];
+      if (bar && bar.kind !== 'io')
+        this.barMemory[i] = options.env.allocate(
+          `${description.name}-bar${i}`,
+          Number(roundUp(BigInt(bar.size), PAGE_SIZE)),
+        );
+    }
+    this.romImage = description.rom ? romImage(description) : undefined;
+    for (let i = 0; i < VFIO_PCI_NUM_REGIONS; i++) this.addRegion(this.fixedRegion(i));
+    behaviour.attach?.(this.context());
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Regions
+  // -------------------------------------------------------------------------------------------
+  private bar(i: number): DeviceBarDescription | undefined {
+    return i >= 0 && i < PCI_STD_NUM_BARS ? this.bars[i] : undefined;
+  }
+
+  private barMmapSupported(i: number): boolean {
+    const b = this.bar(i);
+    if (!b || b.kind === 'io') return false;
+    if (b.mmappable !== undefined) return b.mmappable;
+    return b.backing !== 'trapped' || this.mmapTrappedBars;
+  }
+
+  private isPrefetchable(i: number): boolean {
+    const b = this.bar(i);
+    return !!b && b.kind !== 'io' && !!b.prefetchable;
+  }
+
+  private msixOnBar(i: number): boolean {
+    return this.description.msix?.tableBar === i;
+  }
+
+  private fixedRegion(index: number): Omit<Region, 'base'> {
+    const caps: RegionCap[] = [];
+    if (index < PCI_STD_NUM_BARS) {
+      const b = this.bar(index);
+      if (!b) return { index, size: 0n, flags: 0, caps };
+      let flags = VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE;
+      if (this.barMmapSupported(index)) {
+        flags |= VFIO_REGION_INFO_FLAG_MMAP;
+        if (this.msixOnBar(index)) caps.push(this.msixCap(index));
+        // Seed RFC: PREFETCH is reported inside `if (bar_mmap_supported)` for IORESOURCE_PREFETCH.
+        if (this.extensions.rfc && this.isPrefetchable(index)) flags |= VFIO_REGION_INFO_FLAG_PREFETCH;
+      }
+      return { index, size: BigInt(b.size), flags, caps, bar: index };
+    }
+    if (index === VFIO_PCI_ROM_REGION_INDEX) {
+      // "Report the BAR size, not the ROM size"; READ only when a ROM is really there.
+      const size = this.description.rom ? BigInt(this.description.rom.size) : 0n;
+      return { index, size, flags: size ? VFIO_REGION_INFO_FLAG_READ : 0, caps };
+    }
+    if (index === VFIO_PCI_CONFIG_REGION_INDEX)
+      return {
+        index,
+        size: BigInt(this.config.size),
+        flags: VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE,
+        caps,
+      };
+    // VGA: exists only for VGA devices; REGION_INFO answers EINVAL otherwise.
+    return {
+      index,
+      size: this.description.vga ? VGA_REGION_SIZE : 0n,
+      flags: this.description.vga ? VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE : 0,
+      caps,
+    };
+  }
+
+  /** MSI-X BAR: MSIX_MAPPABLE (kernel >= 4.16) or a sparse mmap around the table and PBA. */
+  private msixCap(bar: number): RegionCap {
+    if (this.msixMmap === 'kernel') return { kind: 'msix-mappable' };
+    const size = roundUp(BigInt(this.bar(bar)!.size), PAGE_SIZE);
+    const holes = this.msixHoles(bar);
+    const areas: { offset: bigint; size: bigint }[] = [];
+    let at = 0n;
+    for (const [s, e] of holes) {
+      if (s > at) areas.push({ offset: at, size: s - at });
+      at = e > at ? e : at;
+    }
+    if (at < size) areas.push({ offset: at, size: size - at });
+    return { kind: 'sparse-mmap', areas };
+  }
+
+  /** Page-aligned [start, end) ranges of `bar` holding the MSI-X table or PBA. */
+  private msixHoles(bar: number): [bigint, bigint][] {
+    const m = this.description.msix;
+    if (!m || this.msixMmap === 'kernel') return [];
+    const holes: [bigint, bigint][] = [];
+    const page = (s: number, len: number): [bigint, bigint] => [
+      (BigInt(s) / PAGE_SIZE) * PAGE_SIZE,
+      roundUp(BigInt(s + len), PAGE_SIZE),
+    ];
+    if (m.tableBar === bar) holes.push(page(m.tableOffset, m.tableSize * 16));
+    if (m.pbaBar === bar) holes.push(page(m.pbaOffset, Math.ceil(m.tableSize / 64) * 8));
+    return holes.sort((a, b) => (a[0] < b[0] ? -1 : 1));
+  }
+
+  private addRegion(r: Omit<Region, 'base'>): Region {
+    let base: bigint;
+    if (this.denseOffsets) {
+      base = this.offsets.allocate(r.size > 0n ? r.size : PAGE_SIZE, {
+        kind: 'region',
+        region: r.index,
+      }).base;
+    } else {
+      base = BigInt(r.index) << VFIO_PCI_OFFSET_SHIFT;
+      this.offsets.reserveFixed(base, 1n << VFIO_PCI_OFFSET_SHIFT, { kind: 'region', region: r.index });
+    }
+    const region = { ...r, base };
+    this.regions[r.index] = region;
+    return region;
+  }
+
+  get numRegions(): number {
+    return this.regions.length;
+  }
+
+  /** The offset of region `index` in the device fd (what REGION_INFO reports). */
+  regionOffset(index: number): bigint {
+    const r = this.regions[index];
+    if (!r) fail(Errno.EINVAL, 'region offset', `no region ${index}`);
+    return r.base;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // ioctl
+  // -------------------------------------------------------------------------------------------
+  /**
+   * The device fd's ioctl. `arg` is the user buffer, read and written in place like the kernel's
+   * copy_from_user/copy_to_user; a buffer shorter than what the kernel would copy is EFAULT.
+   * Returns the ioctl's result (0, or an fd for DMA_BUF).
+   * @throws VfioError
+   */
+  ioctl(request: number, arg: Uint8Array): number {
+    this.assertOpen('ioctl');
+    switch (request) {
+      case VFIO_DEVICE_GET_INFO:
+        return this.getInfo(arg);
+      case VFIO_DEVICE_GET_REGION_INFO:
+        return this.getRegionInfo(arg);
+      case VFIO_DEVICE_GET_IRQ_INFO:
+        return this.getIrqInfo(arg);
+      case VFIO_DEVICE_SET_IRQS:
+        return this.setIrqs(arg);
+      case VFIO_DEVICE_RESET:
+        return this.resetIoctl();
+      case VFIO_DEVICE_FEATURE:
+        return this.feature(arg);
+      case VFIO_DEVICE_SET_REGION_FLAGS:
+        if (this.extensions.rfc) return this.setRegionFlags(arg);
+        break;
+    }
+    return fail(Errno.ENOTTY, 'ioctl', `request 0x${request.toString(16)}`);
+  }
+
+  /** vfio_pci_ioctl_get_info: minsz ends at num_irqs; copies back min(argsz, sizeof) bytes. */
+  private getInfo(arg: Uint8Array): number {
+    const op = 'VFIO_DEVICE_GET_INFO';
+    const minsz = 16;
+    need(arg, minsz, op);
+    const argsz = u32(arg, 0);
+    if (argsz < minsz) fail(Errno.EINVAL, op, `argsz ${argsz} < ${minsz}`);
+    const out = Math.min(argsz, vfio_device_info.size);
+    need(arg, out, op);
+    const flags = VFIO_DEVICE_FLAGS_PCI | (this.description.resettable ? VFIO_DEVICE_FLAGS_RESET : 0);
+    putU32(arg, 4, flags);
+    putU32(arg, 8, this.regions.length);
+    putU32(arg, 12, VFIO_PCI_NUM_IRQS);
+    if (out >= 20) putU32(arg, 16, 0);
+    return 0;
+  }
+
+  /** vfio_pci_ioctl_get_region_info, including the argsz exchange for capabilities. */
+  private getRegionInfo(arg: Uint8Array): number {
+    const op = 'VFIO_DEVICE_GET_REGION_INFO';
+    const minsz = vfio_region_info.size;
+    need(arg, minsz, op);
+    const argsz = u32(arg, 0);
+    if (argsz < minsz) fail(Errno.EINVAL, op, `argsz ${argsz} < ${minsz}`);
+    const index = u32(arg, 8);
+    const r = this.regions[index];
+    if (!r || (index === VFIO_PCI_VGA_REGION_INDEX && !this.description.vga))
+      fail(Errno.EINVAL, op, `index ${index}`);
+    // `flags` is output only: whatever the caller put there is overwritten (seed thread, A.W.).
+    let flags = r.flags;
+    let capOffset = 0;
+    let newArgsz = argsz;
+    if (r.caps.length) {
+      const chain = encodeCapChain(r.caps, minsz);
+      flags |= VFIO_REGION_INFO_FLAG_CAPS;
+      if (argsz < minsz + chain.length) {
+        newArgsz = minsz + chain.length;
+      } else {
+        need(arg, minsz + chain.length, op);
+        arg.set(chain, minsz);
+        capOffset = minsz;
+      }
+    }
+    putU32(arg, 0, newArgsz);
+    putU32(arg, 4, flags);
+    putU32(arg, 12, capOffset);
+    putU64(arg, 16, r.size);
+    putU64(arg, 24, r.base);
+    return 0;
+  }
+
+  private isPcie(): boolean {
+    return !!this.description.pcie;
+  }
+
+  /** vfio_pci_get_irq_count */
+  irqCount(index: number): number {
+    const d = this.description;
+    switch (index) {
+      case VFIO_PCI_INTX_IRQ_INDEX:
+        return d.identity.interruptPin ? 1 : 0;
+      case VFIO_PCI_MSI_IRQ_INDEX:
+        return d.msi ? d.msi.vectors : 0;
+      case VFIO_PCI_MSIX_IRQ_INDEX:
+        return d.msix ? d.msix.tableSize : 0;
+      case VFIO_PCI_ERR_IRQ_INDEX:
+        return this.profile === '6.1' ? (this.isPcie() ? 1 : 0) : 1;
+      case VFIO_PCI_REQ_IRQ_INDEX:
+        return 1;
+    }
+    return 0;
+  }
+
+  /** vfio_pci_ioctl_get_irq_info */
+  private getIrqInfo(arg: Uint8Array): number {
+    const op = 'VFIO_DEVICE_GET_IRQ_INFO';
+    const minsz = vfio_irq_info.size;
+    need(arg, minsz, op);
+    if (u32(arg, 0) < minsz) fail(Errno.EINVAL, op, 'argsz');
+    const index = u32(arg, 8);
+    if (index >= VFIO_PCI_NUM_IRQS) fail(Errno.EINVAL, op, `index ${index}`);
+    // 6.1: ERR exists only on PCIe devices; 7.3 answers it for every device (seen in the guest).
+    if (index === VFIO_PCI_ERR_IRQ_INDEX && this.profile === '6.1' && !this.isPcie())
+      fail(Errno.EINVAL, op, 'ERR IRQ on a non-PCIe device');
+    let flags = VFIO_IRQ_INFO_EVENTFD;
+    if (index === VFIO_PCI_INTX_IRQ_INDEX) flags |= VFIO_IRQ_INFO_MASKABLE | VFIO_IRQ_INFO_AUTOMASKED;
+    else flags |= VFIO_IRQ_INFO_NORESIZE;
+    putU32(arg, 4, flags);
+    putU32(arg, 12, this.irqCount(index));
+    return 0;
+  }
+
+  /** vfio_pci_ioctl_set_irqs → vfio_set_irqs_validate_and_prepare → vfio_pci_set_irqs_ioctl */
+  private setIrqs(arg: Uint8Array): number {
+    const op = 'VFIO_DEVICE_SET_IRQS';
+    const minsz = vfio_irq_set.size;
+    need(arg, minsz, op);
+    const argsz = u32(arg, 0);
+    const flags = u32(arg, 4);
+    const index = u32(arg, 8);
+    const start = u32(arg, 12);
+    const count = u32(arg, 16);
+    if (
+      argsz < minsz ||
+      index >= VFIO_PCI_NUM_IRQS ||
+      count >= 0xffffffff - start ||
+      flags & ~(VFIO_IRQ_SET_DATA_TYPE_MASK | VFIO_IRQ_SET_ACTION_TYPE_MASK)
+    )
+      fail(Errno.EINVAL, op, 'header');
+    const max = this.irqCount(index);
+    if (start >= max || start + count > max) fail(Errno.EINVAL, op, `start ${start} count ${count} > ${max}`);
+    let size: number;
+    switch (flags & VFIO_IRQ_SET_DATA_TYPE_MASK) {
+      case VFIO_IRQ_SET_DATA_NONE:
+        size = 0;
+        break;
+      case VFIO_IRQ_SET_DATA_BOOL:
+        size = 1;
+        break;
+      case VFIO_IRQ_SET_DATA_EVENTFD:
+        size = 4;
+        break;
+      default:
+        return fail(Errno.EINVAL, op, 'data type');
+    }
+    let data: Uint8Array = new Uint8Array(0);
+    if (size) {
+      if (argsz - minsz < count * size) fail(Errno.EINVAL, op, 'argsz too small for data');
+      need(arg, minsz + count * size, op);
+      data = arg.subarray(minsz, minsz + count * size);
+    }
+    this.irqs.set(index, flags, start, count, data, this.isPcie());
+    return 0;
+  }
+
+  /** vfio_pci_ioctl_reset: EINVAL when the device cannot reset (reset_works false). */
+  private resetIoctl(): number {
+    if (!this.description.resettable) fail(Errno.EINVAL, 'VFIO_DEVICE_RESET', 'no reset method');
+    this.reset();
+    return 0;
+  }
+
+  /** Device reset: config space and device state; interrupts stay as configured (as in vfio). */
+  reset(): void {
+    this.config.reset();
+    for (const m of this.barMemory) m?.bytes.fill(0);
+    this.behaviour.reset?.();
+  }
+
+  /** vfio_ioctl_device_feature (vfio_main.c) → vfio_pci_core_ioctl_feature. */
+  private feature(arg: Uint8Array): number {
+    const op = 'VFIO_DEVICE_FEATURE';
+    const minsz = vfio_device_feature.size;
+    need(arg, minsz, op);
+    const argsz = u32(arg, 0);
+    const flags = u32(arg, 4);
+    if (argsz < minsz) fail(Errno.EINVAL, op, 'argsz');
+    if (
+      flags &
+      ~(
+        VFIO_DEVICE_FEATURE_MASK |
+        VFIO_DEVICE_FEATURE_SET |
+        VFIO_DEVICE_FEATURE_GET |
+        VFIO_DEVICE_FEATURE_PROBE
+      )
+    )
+      fail(Errno.EINVAL, op, 'unknown flags');
+    if (
+      !(flags & VFIO_DEVICE_FEATURE_PROBE) &&
+      flags & VFIO_DEVICE_FEATURE_SET &&
+      flags & VFIO_DEVICE_FEATURE_GET
+    )
+      fail(Errno.EINVAL, op, 'GET and SET together');
+    const dataSize = argsz - minsz;
+    // The kernel reads `data` from user memory as the feature needs it; a short buffer is EFAULT.
+    const data = arg.subarray(minsz);
+    switch (flags & VFIO_DEVICE_FEATURE_MASK) {
+      case VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY:
+      case VFIO_DEVICE_FEATURE_LOW_POWER_EXIT:
+        if (checkFeature(flags, dataSize, VFIO_DEVICE_FEATURE_SET, 0) !== 1) return 0;
+        this.lowPower = (flags & VFIO_DEVICE_FEATURE_MASK) === VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY;
+        return 0;
+      case VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY_WITH_WAKEUP:
+        if (checkFeature(flags, dataSize, VFIO_DEVICE_FEATURE_SET, 8) !== 1) return 0;
+        need(data, 8, op);
+        this.options.env.eventfd(view(data).getInt32(0, true)).close();
+        this.lowPower = true;
+        return 0;
+      case VFIO_DEVICE_FEATURE_DMA_BUF:
+        if (this.profile === '6.1') break;
+        return this.dmaBufFeature(flags, dataSize, data);
+      case VFIO_TS_FEATURE_MMAP_COOKIE:
+        if (!this.extensions.cookies) break;
+        return this.cookieFeature(flags, dataSize, data);
+      case VFIO_TS_FEATURE_ALIAS_REGION:
+        if (!this.extensions.alias) break;
+        return this.aliasFeature(flags, dataSize, data);
+    }
+    return fail(Errno.ENOTTY, op, `feature ${flags & VFIO_DEVICE_FEATURE_MASK}`);
+  }
+
+  get inLowPower(): boolean {
+    return this.lowPower;
+  }
+
+  /** vfio_pci_core_feature_dma_buf (Linux 7.3), plus the proposed ATTR field when enabled. */
+  private dmaBufFeature(flags: number, dataSize: number, data: Uint8Array): number {
+    const op = 'VFIO_DEVICE_FEATURE_DMA_BUF';
+    if (checkFeature(flags, dataSize, VFIO_DEVICE_FEATURE_GET, vfio_device_feature_dma_buf.size) !== 1)
+      return 0;
+    need(data, vfio_device_feature_dma_buf.size, op);
+    const regionIndex = u32(data, 0);
+    const openFlags = u32(data, 4);
+    const dflags = u32(data, 8);
+    const nr = u32(data, 12);
+    let attribute: MemoryAttribute = 'uc';
+    if (this.extensions.dmabufWc) {
+      if (dflags & ~VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_MASK) fail(Errno.EINVAL, op, 'unknown flags');
+      const attr = dflags & VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_MASK;
+      if (attr === VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_WC) attribute = 'wc';
+      else if (attr !== VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_UC) fail(Errno.EINVAL, op, 'unknown attribute');
+      if (!nr) fail(Errno.EINVAL, op, 'no ranges');
+    } else if (!nr || dflags) fail(Errno.EINVAL, op, 'flags must be 0 and nr_ranges > 0');
+    if (regionIndex >= VFIO_PCI_ROM_REGION_INDEX) fail(Errno.ENODEV, op, `region ${regionIndex}`);
+    if (nr > MAX_DMABUF_RANGES) fail(Errno.EINVAL, op, `${nr} ranges`);
+    need(data, vfio_device_feature_dma_buf.size + 16 * nr, op);
+    // validate_dmabuf_input: every range non-empty and page aligned; the total must not overflow.
+    const ranges: { offset: bigint; length: bigint }[] = [];
+    let total = 0n;
+    for (let i = 0; i < nr; i++) {
+      const offset = u64(data, 16 + 16 * i);
+      const length = u64(data, 24 + 16 * i);
+      if (!length || offset % PAGE_SIZE || length % PAGE_SIZE)
+        fail(Errno.EINVAL, op, `range ${i} not page aligned`);
+      total += length;
+      if (total >= 1n << 64n) fail(Errno.EINVAL, op, 'total overflows');
+      ranges.push({ offset, length });
+    }
+    // get_dmabuf_phys: only memory BARs have a p2pdma provider; ranges must end inside the BAR.
+    const b = this.bar(regionIndex);
+    const mem = this.barMemory[regionIndex];
+    if (!b || b.kind === 'io' || !mem) fail(Errno.EINVAL, op, `BAR ${regionIndex} is not memory`);
+    for (const r of ranges) {
+      if (r.offset + r.length >= 1n << 64n) fail(Errno.EOVERFLOW, op, 'range overflows');
+      if (r.offset + r.length > BigInt(b.size)) fail(Errno.EINVAL, op, 'range beyond the BAR');
+    }
+    void openFlags;
+    const fd = mem.dup() ?? fail(Errno.ENOMEM, op, 'no fd');
+    this.dmabufs.set(fd, { fd, bar: regionIndex, ranges, size: total, attribute });
+    return fd;
+  }
+
+  /** VFIO_TS_FEATURE_MMAP_COOKIE: GET allocates, SET with RELEASE frees (docs/wc-uapi.md). */
+  private cookieFeature(flags: number, dataSize: number, data: Uint8Array): number {
+    const op = 'VFIO_TS_FEATURE_MMAP_COOKIE';
+    const isGet = !!(flags & VFIO_DEVICE_FEATURE_GET);
+    if (
+      checkFeature(
+        flags,
+        dataSize,
+        VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_SET,
+        vfio_ts_mmap_cookie.size,
+      ) !== 1
+    )
+      return 0;
+    need(data, vfio_ts_mmap_cookie.size, op);
+    const index = u32(data, 0);
+    const cflags = u32(data, 4);
+    if (!isGet) {
+      if (cflags !== VFIO_TS_MMAP_COOKIE_FLAG_RELEASE) fail(Errno.EINVAL, op, 'SET needs flags RELEASE');
+      const owner = this.offsets.lookup(u64(data, 8));
+      if (owner?.owner.kind !== 'cookie' || owner.base !== u64(data, 8) || owner.owner.cookie.released)
+        fail(Errno.EINVAL, op, 'no such cookie');
+      const c = owner.owner.cookie;
+      c.released = true;
+      if (c.mappings === 0) this.freeCookie(c);
+      return 0;
+    }
+    const attribute = attributeFromFlags(cflags, op);
+    if (!this.barMmapSupported(index)) fail(Errno.EINVAL, op, `region ${index} cannot be mapped`);
+    this.checkWcAllowed(index, attribute, op, false);
+    const size = roundUp(BigInt(this.bar(index)!.size), PAGE_SIZE);
+    const cookie: Cookie = { base: 0n, size, bar: index, attribute, released: false, mappings: 0 };
+    const range = this.allocateCookieRange(size, cookie);
+    (cookie as { base: bigint }).base = range.base;
+    putU64(data, 8, range.base);
+    putU64(data, 16, BigInt(this.bar(index)!.size));
+    return 0;
+  }
+
+  /** Cookies pack densely; under kernel offsets they stay above the alias windows (15 << 40). */
+  private allocateCookieRange(size: bigint, cookie: Cookie) {
+    const floor = this.denseOffsets ? 0n : COOKIE_BASE_INDEX << VFIO_PCI_OFFSET_SHIFT;
+    const r = this.offsets.allocate(size, { kind: 'cookie', cookie }, floor);
+    this.cookies.add(cookie);
+    return r;
+  }
+  private readonly cookies = new Set<Cookie>();
+
+  /**
+   * Whether WC may be requested for `bar`. Every path needs a memory BAR; the RFC path (and the
+   * others unless relaxed) also needs it prefetchable, following the RFC and the existing
+   * resourceN_wc convention (pci_create_resource_files).
+   */
+  private checkWcAllowed(bar: number, attribute: MemoryAttribute, op: string, rfc: boolean): void {
+    if (attribute !== 'wc') return;
+    const b = this.bar(bar);
+    if (!b || b.kind === 'io') fail(Errno.EINVAL, op, `BAR ${bar} is not a memory BAR`);
+    if (this.wcRequiresPrefetch && !b.prefetchable)
+      fail(Errno.EINVAL, op, `BAR ${bar} is not prefetchable${rfc ? '' : ' (wcRequiresPrefetch)'}`);
+  }
+
+  /** VFIO_TS_FEATURE_ALIAS_REGION: GET creates or finds the WC alias region of a BAR. */
+  private aliasFeature(flags: number, dataSize: number, data: Uint8Array): number {
+    const op = 'VFIO_TS_FEATURE_ALIAS_REGION';
+    if (checkFeature(flags, dataSize, VFIO_DEVICE_FEATURE_GET, vfio_ts_alias_region.size) !== 1) return 0;
+    need(data, vfio_ts_alias_region.size, op);
+    const bar = u32(data, 0);
+    const attribute = attributeFromFlags(u32(data, 4), op);
+    if (attribute !== 'wc') fail(Errno.EINVAL, op, 'only WC aliases (UC is the BAR region itself)');
+    if (!this.barMmapSupported(bar)) fail(Errno.EINVAL, op, `BAR ${bar} cannot be mapped`);
+    this.checkWcAllowed(bar, attribute, op, false);
+    let region = this.regions.find((r) => r.index >= VFIO_PCI_NUM_REGIONS && r.bar === bar);
+    if (!region) {
+      if (this.regions.length >= VFIO_PCI_NUM_REGIONS + MAX_ALIAS_REGIONS)
+        fail(Errno.ENOSPC, op, 'alias slots full');
+      const size = BigInt(this.bar(bar)!.size);
+      region = this.addRegion({
+        index: this.regions.length,
+        size,
+        // Alex Williamson: alias regions "may expose only the MMAP flag and not READ or WRITE".
+        flags: VFIO_REGION_INFO_FLAG_MMAP,
+        caps: [
+          { kind: 'type', type: VFIO_REGION_TYPE_PCI_BAR0_WC + bar, subtype: VFIO_REGION_SUBTYPE_ALIAS_WC },
+        ],
+        bar,
+        aliasAttribute: 'wc',
+      });
+    }
+    putU32(data, 8, region.index);
+    putU32(data, 12, 0);
+    return 0;
+  }
+
+  /** Seed RFC: vfio_pci_ioctl_set_region_flags. */
+  private setRegionFlags(arg: Uint8Array): number {
+    const op = 'VFIO_DEVICE_SET_REGION_FLAGS';
+    need(arg, vfio_region_flags.size, op);
+    const index = u32(arg, 0);
+    const flags = u32(arg, 4);
+    if (index >= PCI_STD_NUM_BARS) fail(Errno.EINVAL, op, `index ${index}`);
+    if (flags & VFIO_REGION_FLAG_WRITE_COMBINE) {
+      // The RFC: !(res->flags & IORESOURCE_MEM) || !(res->flags & IORESOURCE_PREFETCH) → EINVAL.
+      this.checkWcAllowed(index, 'wc', op, true);
+      this.barWriteCombine[index] = true;
+    } else this.barWriteCombine[index] = false;
+    return 0;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Region read/write (vfio_pci_rw)
+  // -------------------------------------------------------------------------------------------
+  private resolve(offset: bigint, op: string): { region: Region; pos: bigint } {
+    const hit = this.offsets.lookup(offset);
+    if (hit?.owner.kind !== 'region') fail(Errno.EINVAL, op, `offset 0x${offset.toString(16)}`);
+    const region = this.regions[hit.owner.region]!;
+    return { region, pos: offset - hit.base };
+  }
+
+  /**
+   * pread on the device fd. Like the kernel: a read starting at or past the region's end is
+   * EINVAL, one that crosses it is cut short (vfio_pci_bar_rw: count = min(count, end - pos)).
+   */
+  pread(offset: bigint, length: number): Uint8Array {
+    this.assertOpen('pread');
+    const { region, pos } = this.resolve(offset, 'pread');
+    return this.regionRw(region, pos, new Uint8Array(length), false);
+  }
+
+  /** pwrite on the device fd; returns the bytes written. */
+  pwrite(offset: bigint, data: Uint8Array): number {
+    this.assertOpen('pwrite');
+    const { region, pos } = this.resolve(offset, 'pwrite');
+    return this.regionRw(region, pos, data, true).length;
+  }
+
+  private regionRw(region: Region, pos: bigint, buf: Uint8Array, write: boolean): Uint8Array {
+    const op = write ? 'pwrite' : 'pread';
+    const index = region.index;
+    const rwFlag = write ? VFIO_REGION_INFO_FLAG_WRITE : VFIO_REGION_INFO_FLAG_READ;
+    if (!(region.flags & rwFlag) || pos >= region.size)
+      fail(Errno.EINVAL, op, `region ${index} at 0x${pos.toString(16)}`);
+    const count = Number(BigInt(buf.length) < region.size - pos ? BigInt(buf.length) : region.size - pos);
+    const at = Number(pos);
+    const part = buf.subarray(0, count);
+    if (index === VFIO_PCI_CONFIG_REGION_INDEX) {
+      if (write) this.config.write(at, part);
+      else part.set(this.config.read(at, count));
+      return part;
+    }
+    if (index === VFIO_PCI_ROM_REGION_INDEX) {
+      if (write) fail(Errno.EINVAL, op, 'ROM is read-only');
+      part.set(this.romImage!.subarray(at, at + count));
+      return part;
+    }
+    if (index === VFIO_PCI_VGA_REGION_INDEX) {
+      if (!write) part.fill(0xff);
+      return part;
+    }
+    this.barRw(index, at, part, write);
+    return part;
+  }
+
+  /**
+   * BAR access: memory-backed BARs read and write their memory; trapped BARs go to the behaviour in
+   * naturally aligned 4/2/1-byte pieces. The MSI-X table and PBA read as 0xff and drop writes,
+   * as vfio_pci_bar_rw's "x_start/x_end" exclusion does.
+   */
+  private barRw(bar: number, at: number, part: Uint8Array, write: boolean): void {
+    const b = this.bar(bar)!;
+    const mem = this.barMemory[bar];
+    const holes = this.msixExclusion(bar);
+    let i = 0;
+    while (i < part.length) {
+      const pos = at + i;
+      const hole = holes.find(([s, e]) => pos >= s && pos < e);
+      if (hole) {
+        const n = Math.min(part.length - i, hole[1] - pos);
+        if (!write) part.fill(0xff, i, i + n);
+        i += n;
+        continue;
+      }
+      const nextHole = holes
+        .filter(([s]) => s > pos)
+        .reduce((m, [s]) => Math.min(m, s), Number.POSITIVE_INFINITY);
+      const limit = Math.min(part.length - i, nextHole - pos);
+      if (b.backing === 'trapped' || !mem) {
+        const size: 1 | 2 | 4 = pos % 4 === 0 && limit >= 4 ? 4 : pos % 2 === 0 && limit >= 2 ? 2 : 1;
+        const dv = view(part);
+        if (write) {
+          const v = size === 4 ? dv.getUint32(i, true) : size === 2 ? dv.getUint16(i, true) : part[i]!;
+          this.behaviour.barWrite?.(bar, pos, size, v);
+        } else {
+          const v = this.behaviour.barRead?.(bar, pos, size) ?? 0xffffffff;
+          if (size === 4) dv.setUint32(i, v >>> 0, true);
+          else if (size === 2) dv.setUint16(i, v & 0xffff, true);
+          else part[i] = v & 0xff;
+        }
+        i += size;
+      } else {
+        if (write) mem.bytes.set(part.subarray(i, i + limit), pos);
+        else part.set(mem.bytes.subarray(pos, pos + limit), i);
+        i += limit;
+      }
+    }
+  }
+
+  /** Byte ranges (not page-rounded) of the MSI-X table and PBA in `bar`. */
+  private msixExclusion(bar: number): [number, number][] {
+    const m = this.description.msix;
+    if (!m) return [];
+    const out: [number, number][] = [];
+    if (m.tableBar === bar) out.push([m.tableOffset, m.tableOffset + m.tableSize * 16]);
+    if (m.pbaBar === bar) out.push([m.pbaOffset, m.pbaOffset + Math.ceil(m.tableSize / 64) * 8]);
+    return out;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // mmap (vfio_pci_core_mmap) — every WC path ends here
+  // -------------------------------------------------------------------------------------------
+  /**
+   * Where `offset` of the device fd maps: the region's memory, the offset within it, and the
+   * attribute the mapping gets. Validates like vfio_pci_core_mmap. Transports use it to hand the
+   * memory's fd to a peer; `mmap` uses it to map.
+   */
+  mappingSource(offset: bigint, length: number, shared = true): MappingSource & { regionOffset: bigint } {
+    const op = 'mmap';
+    this.assertOpen(op);
+    if (length <= 0 || offset % PAGE_SIZE) fail(Errno.EINVAL, op, 'length 0 or offset not page aligned');
+    if (!shared) fail(Errno.EINVAL, op, 'MAP_PRIVATE');
+    const hit = this.offsets.lookup(offset) ?? fail(Errno.EINVAL, op, `offset 0x${offset.toString(16)}`);
+    const len = roundUp(BigInt(length), PAGE_SIZE);
+    let bar: number;
+    let pos = offset - hit.base;
+    let attribute: MemoryAttribute;
+    let via: MappingPath;
+    if (hit.owner.kind === 'cookie') {
+      const c = hit.owner.cookie;
+      if (c.released) fail(Errno.EINVAL, op, 'cookie released');
+      ({ bar, attribute } = c);
+      via = 'cookie';
+    } else if (hit.owner.kind === 'region') {
+      const region = this.regions[hit.owner.region]!;
+      if (region.index >= PCI_STD_NUM_BARS && region.aliasAttribute === undefined)
+        fail(Errno.EINVAL, op, `region ${region.index} cannot be mapped`);
+      bar = region.bar ?? fail(Errno.EINVAL, op, 'not a BAR');
+      if (region.aliasAttribute) {
+        attribute = region.aliasAttribute;
+        via = 'alias-region';
+      } else {
+        attribute = this.barWriteCombine[bar] ? 'wc' : 'uc';
+        via = this.barWriteCombine[bar] ? 'rfc-region-flags' : 'region';
+      }
+    } else return fail(Errno.EINVAL, op, 'unknown offset owner');
+    if (!this.barMmapSupported(bar)) fail(Errno.EINVAL, op, `BAR ${bar} cannot be mapped`);
+    const physLen = roundUp(BigInt(this.bar(bar)!.size), PAGE_SIZE);
+    if (pos + len > physLen) fail(Errno.EINVAL, op, 'beyond the BAR');
+    for (const [s, e] of this.msixHoles(bar))
+      if (pos < e && s < pos + len) fail(Errno.EINVAL, op, 'overlaps the MSI-X table or PBA');
+    pos = BigInt(pos);
+    return {
+      memory: this.barMemory[bar]!,
+      memoryOffset: pos,
+      regionIndex: bar,
+      regionOffset: pos,
+      attribute,
+      via,
+    };
+  }
+
+  /** mmap(MAP_SHARED) of the device fd at `offset`. */
+  mmap(offset: bigint, length: number, shared = true): DeviceMapping {
+    const src = this.mappingSource(offset, length, shared);
+    const cookie = this.offsets.lookup(offset)?.owner;
+    const c = cookie?.kind === 'cookie' ? cookie.cookie : undefined;
+    return this.track(
+      src,
+      src.memory.map(Number(src.memoryOffset), length),
+      length,
+      () => {
+        if (c && --c.mappings === 0 && c.released) this.freeCookie(c);
+      },
+      c,
+    );
+  }
+
+  /** mmap of a dma-buf fd this device exported. 7.3 refuses (EINVAL); the extension maps it. */
+  mmapDmaBuf(fd: number, offset: bigint, length: number): DeviceMapping {
+    const op = 'mmap dma-buf';
+    const d = this.dmabufs.get(fd) ?? fail(Errno.EBADF, op, `fd ${fd}`);
+    if (!this.extensions.dmabufWc) fail(Errno.EINVAL, op, 'Linux 7.3 dma-bufs cannot be mmapped');
+    if (length <= 0 || offset % PAGE_SIZE) fail(Errno.EINVAL, op, 'alignment');
+    // Offsets count through the ranges in order; one mapping must stay inside one range.
+    let at = offset;
+    for (const r of d.ranges) {
+      if (at < r.length) {
+        if (at + BigInt(length) > r.length) fail(Errno.EINVAL, op, 'mapping spans two ranges');
+        const src: MappingSource = {
+          memory: this.barMemory[d.bar]!,
+          memoryOffset: r.offset + at,
+          regionIndex: d.bar,
+          attribute: d.attribute,
+          via: 'dma-buf',
+        };
+        return this.track(
+          { ...src, regionOffset: r.offset + at },
+          src.memory.map(Number(r.offset + at), length),
+          length,
+        );
+      }
+      at -= r.length;
+    }
+    return fail(Errno.EINVAL, op, 'beyond the dma-buf');
+  }
+
+  /** The dma-buf behind an fd this device exported (for transports). */
+  dmaBuf(
+    fd: number,
+  ): (MappingSource & { size: bigint; ranges: readonly { offset: bigint; length: bigint }[] }) | undefined {
+    const d = this.dmabufs.get(fd);
+    if (!d) return undefined;
+    return {
+      memory: this.barMemory[d.bar]!,
+      memoryOffset: d.ranges[0]!.offset,
+      regionIndex: d.bar,
+      attribute: d.attribute,
+      via: 'dma-buf',
+      size: d.size,
+      ranges: d.ranges,
+    };
+  }
+
+  /** Closes a dma-buf fd (the file's release). */
+  closeDmaBuf(fd: number): void {
+    if (this.dmabufs.delete(fd)) this.options.env.closeFd(fd);
+  }
+
+  private track(
+    src: MappingSource & { regionOffset: bigint },
+    m: MemoryMapping,
+    length: number,
+    onUnmap?: () => void,
+    cookie?: Cookie,
+  ): DeviceMapping {
+    if (cookie) cookie.mappings++;
+    let live = true;
+    const mapping: DeviceMapping = {
+      regionIndex: src.regionIndex,
+      regionOffset: src.regionOffset,
+      length,
+      attribute: src.attribute,
+      via: src.via,
+      bytes: m.bytes,
+      unmap: () => {
+        if (!live) return;
+        live = false;
+        m.unmap();
+        this.liveMappings.delete(mapping);
+        onUnmap?.();
+      },
+    };
+    this.liveMappings.add(mapping);
+    return mapping;
+  }
+
+  /** Live mappings, for reports and tests. */
+  mappings(): readonly DeviceMapping[] {
+    return [...this.liveMappings];
+  }
+
+  /** Cookies holding offset space (released ones that are still mapped included). */
+  get cookieCount(): number {
+    return this.cookies.size;
+  }
+
+  private freeCookie(c: Cookie): void {
+    this.offsets.release(c.base);
+    this.cookies.delete(c);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Device side
+  // -------------------------------------------------------------------------------------------
+  private context(): DeviceContext {
+    const self = this;
+    return {
+      config: this.config,
+      dma: this.dma,
+      barMemory: (bar) => this.barMemory[bar]?.bytes,
+      raise: (vector = 0) =>
+        this.config.intxDisabled && this.irqs.type === 'intx' ? false : this.irqs.raise(vector),
+      get irqType() {
+        return self.irqs.type;
+      },
+    };
+  }
+
+  /** Closes the device: drops interrupts, mappings, dma-bufs, DMA ranges and BAR memory. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.irqs.close();
+    for (const m of [...this.liveMappings]) m.unmap();
+    for (const fd of [...this.dmabufs.keys()]) this.closeDmaBuf(fd);
+    this.dma.unmapAll();
+    this.behaviour.close?.();
+    for (const m of this.barMemory) m?.close();
+  }
+
+  private assertOpen(op: string): void {
+    if (this.closed) throw new VfioError(Errno.EBADF, op, 'device closed');
+  }
+}
+
+/** vfio_check_feature (include/linux/vfio.h): 0 = PROBE answered, 1 = go on; throws otherwise. */
+export function checkFeature(flags: number, argsz: number, supported: number, minsz: number): 0 | 1 {
+  const op = 'VFIO_DEVICE_FEATURE';
+  if (flags & (VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_SET) & ~supported)
+    fail(Errno.EINVAL, op, 'op not supported');
+  if (flags & VFIO_DEVICE_FEATURE_PROBE) return 0;
+  if (!(flags & (VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_SET)))
+    fail(Errno.EINVAL, op, 'neither GET nor SET');
+  if (argsz < minsz) fail(Errno.EINVAL, op, `argsz ${argsz} < ${minsz}`);
+  return 1;
+}
+
+function attributeFromFlags(flags: number, op: string): MemoryAttribute {
+  if (flags & ~VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_MASK) fail(Errno.EINVAL, op, 'unknown flags');
+  const attr = flags & VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_MASK;
+  if (attr === VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_UC) return 'uc';
+  if (attr === VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_WC) return 'wc';
+  return fail(Errno.EINVAL, op, `attribute 0x${attr.toString(16)}`);
+}
+
+/** copy_from_user/copy_to_user of `size` bytes from a buffer that is shorter: EFAULT. */
+function need(buf: Uint8Array, size: number, op: string): void {
+  if (buf.length < size) fail(Errno.EFAULT, op, `buffer of ${buf.length} bytes, ${size} needed`);
+}
+
+/** A minimal valid expansion ROM image: 0x55 0xAA signature, size in 512-byte units. */
+function romImage(d: DeviceDescription): Uint8Array {
+  const img = new Uint8Array(d.rom!.size);
+  img[0] = 0x55;
+  img[1] = 0xaa;
+  img[2] = Math.min(255, Math.ceil(d.rom!.size / 512));
+  return img;
+}

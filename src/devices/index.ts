@@ -1,0 +1,21 @@
+/** The example devices, by the names the command line uses. */
+import type { DeviceOptions } from '../core/device.js';
+import { VfioPciDevice } from '../core/device.js';
+import { EduBehaviour, eduDescription } from './edu.js';
+import { IvshmemBehaviour, ivshmemDescription } from './ivshmem.js';
+
+export const DEVICE_NAMES = ['edu', 'ivshmem'] as const;
+export type DeviceName = (typeof DEVICE_NAMES)[number];
+
+export function isDeviceName(name: string): name is DeviceName {
+  return (DEVICE_NAMES as readonly string[]).includes(name);
+}
+
+export function createDevice(name: DeviceName, options: DeviceOptions): VfioPciDevice {
+  switch (name) {
+    case 'edu':
+      return new VfioPciDevice(eduDescription(), new EduBehaviour(), options);
+    case 'ivshmem':
+      return new VfioPciDevice(ivshmemDescription(), new IvshmemBehaviour(), options);
+  }
+}

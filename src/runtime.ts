@@ -1,0 +1,79 @@
+/**
+ * The production CoreEnvironment: BAR and DMA memory in memfds (so a transport can pass them to
+ * a peer with SCM_RIGHTS), and real eventfds. Ties src/core (pure) to src/native (syscalls).
+ */
+import { readlinkSync } from 'node:fs';
+import { Errno } from './abi/errno.js';
+import type { CoreEnvironment, EventSignal, SharedMemory } from './core/env.js';
+import { VfioError } from './errors.js';
+import {
+  closeFd,
+  dupFd,
+  eventfdSignal,
+  MAP_SHARED,
+  memfdCreate,
+  mmap,
+  PROT_READ,
+  PROT_WRITE,
+} from './native/index.js';
+
+/** Shared memory in a memfd, mapped once for the process's own use. */
+export function allocateShared(name: string, size: number): SharedMemory {
+  const fd = memfdCreate(name, size);
+  let whole: ReturnType<typeof mmap>;
+  try {
+    whole = mmap(fd, 0n, size, PROT_READ | PROT_WRITE, MAP_SHARED);
+  } catch (e) {
+    closeFd(fd);
+    throw e;
+  }
+  let open = true;
+  return {
+    fd,
+    size,
+    bytes: whole.bytes,
+    map(offset, length) {
+      const m = mmap(fd, BigInt(offset), length, PROT_READ | PROT_WRITE, MAP_SHARED);
+      return { bytes: m.bytes, unmap: () => m.unmap() };
+    },
+    dup: () => dupFd(fd),
+    close() {
+      if (!open) return;
+      open = false;
+      whole.unmap();
+      closeFd(fd);
+    },
+  };
+}
+
+/**
+ * eventfd_ctx_fdget: EBADF when `fd` is not open, EINVAL when it is not an eventfd. The core keeps
+ * its own reference (a dup), so the caller may close its fd at once, as with the kernel.
+ */
+export function takeEventfd(fd: number): EventSignal {
+  let target: string;
+  try {
+    target = readlinkSync(`/proc/self/fd/${fd}`);
+  } catch {
+    throw new VfioError(Errno.EBADF, 'eventfd_ctx_fdget', `fd ${fd}`);
+  }
+  if (target !== 'anon_inode:[eventfd]')
+    throw new VfioError(Errno.EINVAL, 'eventfd_ctx_fdget', `fd ${fd} is ${target}`);
+  const own = dupFd(fd);
+  let open = true;
+  return {
+    fd: own,
+    signal: () => {
+      if (open) eventfdSignal(own);
+    },
+    close: () => {
+      if (!open) return;
+      open = false;
+      closeFd(own);
+    },
+  };
+}
+
+export function nativeEnvironment(): CoreEnvironment {
+  return { allocate: allocateShared, eventfd: takeEventfd, closeFd };
+}

@@ -1,0 +1,707 @@
+/**
+ * The device core through its raw uAPI: the same probe bytes the kernel gets, the answers
+ * Linux's vfio-pci gives (/work/shared/tools/qemu-vfio/sample-output.txt for edu and
+ * ivshmem-plain on 6.1; docs/kernel-profiles.md for 7.3).
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { Errno } from '../../src/abi/errno.js';
+import * as A from '../../src/abi/vfio.js';
+import { NO_EXTENSIONS, VfioPciDevice } from '../../src/core/device.js';
+import { heapEnvironment } from '../../src/core/env.js';
+import { EduBehaviour, eduDescription } from '../../src/devices/edu.js';
+import { IvshmemBehaviour, ivshmemDescription } from '../../src/devices/ivshmem.js';
+import { VfioError } from '../../src/errors.js';
+import {
+  decodeRegionInfo,
+  encodeDeviceFeature,
+  encodeDmaBuf,
+  encodeIrqSet,
+  putU32,
+  u32,
+} from '../../src/wire/vfio.js';
+
+function edu(profile: '6.1' | '7.3' = '6.1', extensions = NO_EXTENSIONS) {
+  const env = heapEnvironment();
+  const dev = new VfioPciDevice(eduDescription(), new EduBehaviour(), {
+    env,
+    profile,
+    extensions,
+    mmapTrappedBars: true,
+  });
+  return { env, dev };
+}
+function ivshmem(profile: '6.1' | '7.3' = '7.3', extensions = {}, opts = {}) {
+  const env = heapEnvironment();
+  const dev = new VfioPciDevice(ivshmemDescription(), new IvshmemBehaviour(), {
+    env,
+    profile,
+    extensions,
+    ...opts,
+  });
+  return { env, dev };
+}
+
+function errnoOf(fn: () => unknown): number | undefined {
+  try {
+    fn();
+    return undefined;
+  } catch (e) {
+    if (e instanceof VfioError) return e.errno;
+    throw e;
+  }
+}
+
+function regionInfoBytes(index: number, argsz = 32, flags = 0, size = argsz): Uint8Array {
+  const b = new Uint8Array(Math.max(size, 16));
+  putU32(b, 0, argsz);
+  putU32(b, 4, flags);
+  putU32(b, 8, index);
+  return b;
+}
+
+describe('DEVICE_GET_INFO', () => {
+  test('flags PCI, 9 regions, 5 irqs; argsz below 16 is EINVAL', () => {
+    const { dev } = edu();
+    const b = new Uint8Array(20);
+    putU32(b, 0, 20);
+    assert.equal(dev.ioctl(A.VFIO_DEVICE_GET_INFO, b), 0);
+    assert.deepEqual([u32(b, 0), u32(b, 4), u32(b, 8), u32(b, 12), u32(b, 16)], [20, 0x2, 9, 5, 0]);
+    putU32(b, 0, 15);
+    assert.equal(
+      errnoOf(() => dev.ioctl(A.VFIO_DEVICE_GET_INFO, b)),
+      Errno.EINVAL,
+    );
+  });
+});
+
+describe('DEVICE_GET_REGION_INFO matches Linux 6.1 for edu', () => {
+  // index, flags, size (sample-output.txt)
+  const expected: [number, number, bigint][] = [
+    [0, 0x7, 0x100000n],
+    [1, 0, 0n],
+    [2, 0, 0n],
+    [3, 0, 0n],
+    [4, 0, 0n],
+    [5, 0, 0n],
+    [6, 0, 0n],
+    [7, 0x3, 0x100n],
+  ];
+  for (const [index, flags, size] of expected) {
+    test(`region ${index}`, () => {
+      const { dev } = edu();
+      const b = regionInfoBytes(index, 32, 0xffffffff);
+      dev.ioctl(A.VFIO_DEVICE_GET_REGION_INFO, b);
+      const r = decodeRegionInfo(b);
+      assert.equal(r.flags, flags, 'output-only flags overwrite the garbage the caller put in');
+      assert.equal(r.size, size);
+      assert.equal(r.offset, BigInt(index) << 40n);
+      assert.equal(r.argsz, 32);
+    });
+  }
+  const bad: [string, Uint8Array, number][] = [
+    ['VGA on a non-VGA device', regionInfoBytes(8), Errno.EINVAL],
+    ['index 99', regionInfoBytes(99), Errno.EINVAL],
+    ['argsz 8', regionInfoBytes(0, 8, 0, 32), Errno.EINVAL],
+    ['argsz 31', regionInfoBytes(0, 31, 0, 32), Errno.EINVAL],
+    ['buffer shorter than the struct', regionInfoBytes(0, 32, 0, 16), Errno.EFAULT],
+  ];
+  for (const [name, arg, errno] of bad)
+    test(name, () => {
+      assert.equal(
+        errnoOf(() => edu().dev.ioctl(A.VFIO_DEVICE_GET_REGION_INFO, arg)),
+        errno,
+      );
+    });
+});
+
+describe('capabilities and the argsz exchange', () => {
+  const nvmeLike = () => {
+    const env = heapEnvironment();
+    const d = {
+      ...ivshmemDescription(),
+      name: 'msix-dev',
+      bars: [{ size: 0x4000, kind: 'mem64' as const }],
+      msix: { tableSize: 64, tableBar: 0, tableOffset: 0x2000, pbaBar: 0, pbaOffset: 0x3000 },
+    };
+    return { env, d };
+  };
+  test('sparse mmap around the MSI-X table: argsz grows, then caps arrive at 32', () => {
+    const { env, d } = nvmeLike();
+    const dev = new VfioPciDevice(d, {}, { env });
+    const b = regionInfoBytes(0);
+    dev.ioctl(A.VFIO_DEVICE_GET_REGION_INFO, b);
+    const first = decodeRegionInfo(b);
+    assert.ok(first.flags & A.VFIO_REGION_INFO_FLAG_CAPS);
+    assert.equal(first.capOffset, 0);
+    assert.ok(first.argsz > 32);
+    const b2 = regionInfoBytes(0, first.argsz, 0, first.argsz);
+    dev.ioctl(A.VFIO_DEVICE_GET_REGION_INFO, b2);
+    const r = decodeRegionInfo(b2);
+    assert.equal(r.capOffset, 32);
+    assert.deepEqual(r.caps, [{ kind: 'sparse-mmap', areas: [{ offset: 0n, size: 0x2000n }] }]);
+    // mmap over the table is refused; below it works.
+    assert.equal(
+      errnoOf(() => dev.mmap(0x2000n, 4096)),
+      Errno.EINVAL,
+    );
+    assert.equal(
+      errnoOf(() => dev.mmap(0n, 0x4000)),
+      Errno.EINVAL,
+    );
+    assert.equal(dev.mmap(0n, 0x2000).length, 0x2000);
+    // reads of the table are 0xff, writes dropped (vfio_pci_bar_rw's MSI-X exclusion)
+    dev.pwrite(0x2000n, new Uint8Array([1, 2, 3, 4]));
+    assert.deepEqual([...dev.pread(0x1ffen, 4)], [0, 0, 0xff, 0xff]);
+  });
+  test("'kernel' MSI-X mode reports MSIX_MAPPABLE like Linux >= 4.16", () => {
+    const { env, d } = nvmeLike();
+    const dev = new VfioPciDevice(d, {}, { env, msixMmap: 'kernel' });
+    const b = regionInfoBytes(0, 64, 0, 64);
+    dev.ioctl(A.VFIO_DEVICE_GET_REGION_INFO, b);
+    assert.deepEqual(decodeRegionInfo(b).caps, [{ kind: 'msix-mappable' }]);
+  });
+});
+
+describe('IRQ_INFO and SET_IRQS', () => {
+  test('edu on 6.1: INTx 0x7/1, MSI 0x9/1, MSI-X 0x9/0, ERR EINVAL, REQ 0x9/1', () => {
+    const { dev } = edu();
+    const rows = [0, 1, 2, 3, 4].map((i) => {
+      const b = new Uint8Array(16);
+      putU32(b, 0, 16);
+      putU32(b, 8, i);
+      const e = errnoOf(() => dev.ioctl(A.VFIO_DEVICE_GET_IRQ_INFO, b));
+      return e ?? [u32(b, 4), u32(b, 12)];
+    });
+    assert.deepEqual(rows, [[0x7, 1], [0x9, 1], [0x9, 0], Errno.EINVAL, [0x9, 1]]);
+  });
+  test('ivshmem on 7.3: ERR answers 0x9 count 1 (seen on 7.3.4)', () => {
+    const { dev } = ivshmem('7.3');
+    const b = new Uint8Array(16);
+    putU32(b, 0, 16);
+    putU32(b, 8, 3);
+    dev.ioctl(A.VFIO_DEVICE_GET_IRQ_INFO, b);
+    assert.deepEqual([u32(b, 4), u32(b, 12)], [0x9, 1]);
+  });
+  test('MSI with an eventfd, loopback trigger, device raise, disable', () => {
+    const { env, dev } = edu();
+    const efd = env.createEventfd();
+    const fds = new Uint8Array(4);
+    new DataView(fds.buffer).setInt32(0, efd.fd, true);
+    const flags = A.VFIO_IRQ_SET_DATA_EVENTFD | A.VFIO_IRQ_SET_ACTION_TRIGGER;
+    dev.ioctl(A.VFIO_DEVICE_SET_IRQS, encodeIrqSet({ flags, index: 1, start: 0, count: 1, data: fds }));
+    assert.equal(dev.irqs.type, 'msi');
+    const none = A.VFIO_IRQ_SET_DATA_NONE | A.VFIO_IRQ_SET_ACTION_TRIGGER;
+    dev.ioctl(
+      A.VFIO_DEVICE_SET_IRQS,
+      encodeIrqSet({ flags: none, index: 1, start: 0, count: 1, data: new Uint8Array() }),
+    );
+    assert.equal(efd.count, 1n);
+    // edu's "raise interrupt" register
+    dev.pwrite(0x60n, new Uint8Array([1, 0, 0, 0]));
+    assert.equal(efd.count, 2n);
+    // INTx while MSI is active: EINVAL
+    const intx = encodeIrqSet({ flags, index: 0, start: 0, count: 1, data: fds });
+    assert.equal(
+      errnoOf(() => dev.ioctl(A.VFIO_DEVICE_SET_IRQS, intx)),
+      Errno.EINVAL,
+    );
+    dev.ioctl(
+      A.VFIO_DEVICE_SET_IRQS,
+      encodeIrqSet({ flags: none, index: 1, start: 0, count: 0, data: new Uint8Array() }),
+    );
+    assert.equal(dev.irqs.type, 'none');
+  });
+  test('INTx is automasked and delivered again after UNMASK', () => {
+    const { env, dev } = edu();
+    const efd = env.createEventfd();
+    const fds = new Uint8Array(4);
+    new DataView(fds.buffer).setInt32(0, efd.fd, true);
+    dev.ioctl(
+      A.VFIO_DEVICE_SET_IRQS,
+      encodeIrqSet({
+        flags: A.VFIO_IRQ_SET_DATA_EVENTFD | A.VFIO_IRQ_SET_ACTION_TRIGGER,
+        index: 0,
+        start: 0,
+        count: 1,
+        data: fds,
+      }),
+    );
+    dev.pwrite(0x60n, new Uint8Array([1, 0, 0, 0]));
+    dev.pwrite(0x60n, new Uint8Array([1, 0, 0, 0]));
+    assert.equal(efd.count, 1n, 'second raise waits while masked');
+    dev.ioctl(
+      A.VFIO_DEVICE_SET_IRQS,
+      encodeIrqSet({
+        flags: A.VFIO_IRQ_SET_DATA_NONE | A.VFIO_IRQ_SET_ACTION_UNMASK,
+        index: 0,
+        start: 0,
+        count: 1,
+        data: new Uint8Array(),
+      }),
+    );
+    assert.equal(efd.count, 2n, 'pending INTx delivered on unmask');
+  });
+  const T = A.VFIO_IRQ_SET_ACTION_TRIGGER;
+  const cases: [string, Parameters<typeof encodeIrqSet>[0], number][] = [
+    [
+      'index 5',
+      { flags: A.VFIO_IRQ_SET_DATA_NONE | T, index: 5, start: 0, count: 0, data: new Uint8Array() },
+      Errno.EINVAL,
+    ],
+    ['two data types', { flags: 3 | T, index: 1, start: 0, count: 1, data: new Uint8Array(4) }, Errno.EINVAL],
+    [
+      'unknown flag bit',
+      { flags: (1 << 6) | 1 | T, index: 1, start: 0, count: 0, data: new Uint8Array() },
+      Errno.EINVAL,
+    ],
+    [
+      'start beyond count',
+      { flags: A.VFIO_IRQ_SET_DATA_NONE | T, index: 1, start: 1, count: 1, data: new Uint8Array() },
+      Errno.EINVAL,
+    ],
+    [
+      'MSI-X on edu (0 vectors)',
+      { flags: A.VFIO_IRQ_SET_DATA_NONE | T, index: 2, start: 0, count: 0, data: new Uint8Array() },
+      Errno.EINVAL,
+    ],
+    [
+      'count overflows start',
+      { flags: A.VFIO_IRQ_SET_DATA_NONE | T, index: 1, start: 1, count: 0xffffffff, data: new Uint8Array() },
+      Errno.EINVAL,
+    ],
+    [
+      'eventfd data missing',
+      {
+        flags: A.VFIO_IRQ_SET_DATA_EVENTFD | T,
+        index: 1,
+        start: 0,
+        count: 1,
+        data: new Uint8Array(),
+        argsz: 20,
+      },
+      Errno.EINVAL,
+    ],
+    [
+      'MSI mask: not implemented',
+      {
+        flags: A.VFIO_IRQ_SET_DATA_NONE | A.VFIO_IRQ_SET_ACTION_MASK,
+        index: 1,
+        start: 0,
+        count: 1,
+        data: new Uint8Array(),
+      },
+      Errno.ENOTTY,
+    ],
+    [
+      'two actions',
+      {
+        flags: A.VFIO_IRQ_SET_DATA_NONE | T | A.VFIO_IRQ_SET_ACTION_MASK,
+        index: 0,
+        start: 0,
+        count: 1,
+        data: new Uint8Array(),
+      },
+      Errno.ENOTTY,
+    ],
+    [
+      'INTx unmask while disabled',
+      {
+        flags: A.VFIO_IRQ_SET_DATA_NONE | A.VFIO_IRQ_SET_ACTION_UNMASK,
+        index: 0,
+        start: 0,
+        count: 1,
+        data: new Uint8Array(),
+      },
+      Errno.EINVAL,
+    ],
+    [
+      'not an open fd',
+      {
+        flags: A.VFIO_IRQ_SET_DATA_EVENTFD | T,
+        index: 1,
+        start: 0,
+        count: 1,
+        data: new Uint8Array([7, 0, 0, 0]),
+      },
+      Errno.EBADF,
+    ],
+  ];
+  for (const [name, s, errno] of cases)
+    test(`SET_IRQS ${name}: ${errno}`, () => {
+      assert.equal(
+        errnoOf(() => edu().dev.ioctl(A.VFIO_DEVICE_SET_IRQS, encodeIrqSet(s))),
+        errno,
+      );
+    });
+});
+
+describe('region access', () => {
+  test('edu registers through pread/pwrite: id, liveness, factorial', () => {
+    const { dev } = edu();
+    const rd = (o: bigint) => new DataView(dev.pread(o, 4).buffer).getUint32(0, true);
+    assert.equal(rd(0n), 0x010000ed);
+    dev.pwrite(4n, new Uint8Array([0x78, 0x56, 0x34, 0x12]));
+    assert.equal(rd(4n), ~0x12345678 >>> 0);
+    dev.pwrite(8n, new Uint8Array([5, 0, 0, 0]));
+    assert.equal(rd(8n), 120);
+  });
+  test('pread at the end of a BAR is EINVAL, across the end is short (vfio_pci_bar_rw)', () => {
+    const { dev } = ivshmem();
+    assert.equal(
+      errnoOf(() => dev.pread(256n, 4)),
+      Errno.EINVAL,
+    );
+    assert.equal(dev.pread(254n, 4).length, 2);
+    assert.equal(
+      errnoOf(() => dev.pread(1n << 40n, 4)),
+      Errno.EINVAL,
+      'empty BAR1',
+    );
+    assert.equal(
+      errnoOf(() => dev.pread(99n << 40n, 4)),
+      Errno.EINVAL,
+      'no region there',
+    );
+  });
+  test('config space: vendor/device, BAR sizing reads back the mask', () => {
+    const { dev } = edu();
+    const cfg = 7n << 40n;
+    assert.deepEqual([...dev.pread(cfg, 4)], [0x34, 0x12, 0xe8, 0x11]);
+    dev.pwrite(cfg + 0x10n, new Uint8Array([0xff, 0xff, 0xff, 0xff]));
+    assert.equal(new DataView(dev.pread(cfg + 0x10n, 4).buffer).getUint32(0, true), 0xfff00000);
+  });
+  test('ROM is read-only; VGA absent', () => {
+    const { dev } = edu();
+    assert.equal(
+      errnoOf(() => dev.pread(6n << 40n, 4)),
+      Errno.EINVAL,
+      'no ROM: region flags 0',
+    );
+  });
+  test('unknown ioctl ENOTTY; SET_REGION_FLAGS is ENOTTY without the RFC (Linux: ENOTTY)', () => {
+    const { dev } = edu();
+    assert.equal(
+      errnoOf(() => dev.ioctl(A.vfioIoctl(42), new Uint8Array(8))),
+      Errno.ENOTTY,
+    );
+    assert.equal(
+      errnoOf(() => dev.ioctl(A.VFIO_DEVICE_SET_REGION_FLAGS, new Uint8Array(8))),
+      Errno.ENOTTY,
+    );
+  });
+  test('DEVICE_RESET without a reset method: EINVAL', () => {
+    assert.equal(
+      errnoOf(() => edu().dev.ioctl(A.VFIO_DEVICE_RESET, new Uint8Array())),
+      Errno.EINVAL,
+    );
+  });
+});
+
+describe('mmap rules (vfio_pci_core_mmap)', () => {
+  const cases: [string, bigint, number, boolean, number][] = [
+    ['config region', 7n << 40n, 4096, true, Errno.EINVAL],
+    ['MAP_PRIVATE', 2n << 40n, 4096, false, Errno.EINVAL],
+    ['beyond the BAR', (2n << 40n) + (4n << 20n), 4096, true, Errno.EINVAL],
+    ['straddling the end', (2n << 40n) + (4n << 20n) - 4096n, 8192, true, Errno.EINVAL],
+    ['unaligned offset', (2n << 40n) + 100n, 4096, true, Errno.EINVAL],
+    ['zero length', 2n << 40n, 0, true, Errno.EINVAL],
+    ['empty BAR1', 1n << 40n, 4096, true, Errno.EINVAL],
+    ['ROM', 6n << 40n, 4096, true, Errno.EINVAL],
+  ];
+  for (const [name, off, len, shared, errno] of cases)
+    test(name, () => {
+      assert.equal(
+        errnoOf(() => ivshmem().dev.mmap(off, len, shared)),
+        errno,
+      );
+    });
+  test('a sub-page BAR0 maps one page; writes are seen by region reads', () => {
+    const { dev } = ivshmem();
+    const m = dev.mmap(0n, 4096);
+    m.bytes[8] = 0x5a;
+    assert.equal(dev.pread(8n, 1)[0], 0x5a);
+    assert.equal(m.attribute, 'uc');
+  });
+});
+
+describe('write combining: four front doors, one mechanism', () => {
+  const BAR2 = 2n << 40n;
+  test('path 1, the RFC: PREFETCH flag, SET_REGION_FLAGS, then mmaps of BAR2 are WC', () => {
+    const { dev } = ivshmem('7.3', { rfc: true });
+    const b = regionInfoBytes(2);
+    dev.ioctl(A.VFIO_DEVICE_GET_REGION_INFO, b);
+    assert.equal(decodeRegionInfo(b).flags, 0x7 | A.VFIO_REGION_INFO_FLAG_PREFETCH);
+    const before = dev.mmap(BAR2, 4096);
+    const rf = new Uint8Array(8);
+    putU32(rf, 0, 2);
+    putU32(rf, 4, A.VFIO_REGION_FLAG_WRITE_COMBINE);
+    dev.ioctl(A.VFIO_DEVICE_SET_REGION_FLAGS, rf);
+    const after = dev.mmap(BAR2, 4096);
+    assert.deepEqual([before.attribute, after.attribute, after.via], ['uc', 'wc', 'rfc-region-flags']);
+    putU32(rf, 4, 0);
+    dev.ioctl(A.VFIO_DEVICE_SET_REGION_FLAGS, rf);
+    assert.equal(dev.mmap(BAR2, 4096).attribute, 'uc');
+  });
+  const rfcErrors: [string, number, number, boolean, number][] = [
+    ['index 6', 6, 1, true, Errno.EINVAL],
+    ['non-prefetchable BAR0', 0, 1, true, Errno.EINVAL],
+    ['empty BAR1', 1, 1, true, Errno.EINVAL],
+    ['non-prefetchable BAR0, relaxed rule', 0, 1, false, 0],
+    ['clearing on BAR0 is always fine', 0, 0, true, 0],
+  ];
+  for (const [name, index, flags, strict, errno] of rfcErrors)
+    test(`RFC SET_REGION_FLAGS ${name}`, () => {
+      const { dev } = ivshmem('7.3', { rfc: true }, { wcRequiresPrefetch: strict });
+      const rf = new Uint8Array(8);
+      putU32(rf, 0, index);
+      putU32(rf, 4, flags);
+      assert.equal(errnoOf(() => dev.ioctl(A.VFIO_DEVICE_SET_REGION_FLAGS, rf)) ?? 0, errno);
+    });
+
+  function cookie(dev: VfioPciDevice, region: number, flags: number, op = A.VFIO_DEVICE_FEATURE_GET) {
+    const data = new Uint8Array(24);
+    putU32(data, 0, region);
+    putU32(data, 4, flags);
+    const b = encodeDeviceFeature(op | A.VFIO_TS_FEATURE_MMAP_COOKIE, data);
+    dev.ioctl(A.VFIO_DEVICE_FEATURE, b);
+    return new DataView(b.buffer).getBigUint64(16, true);
+  }
+  test('path 2, cookies: a new offset per request; REGION_INFO unchanged; release frees', () => {
+    const { dev } = ivshmem();
+    const c1 = cookie(dev, 2, A.VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_WC);
+    const c2 = cookie(dev, 2, A.VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_WC);
+    assert.notEqual(c1, c2);
+    assert.equal(c2 - c1, 4n << 20n, 'packed densely: the second right after the first');
+    const m = dev.mmap(c1, 4096);
+    assert.deepEqual([m.attribute, m.via, m.regionIndex], ['wc', 'cookie', 2]);
+    m.bytes[0] = 0xa5;
+    assert.equal(dev.pread(BAR2, 1)[0], 0xa5, 'same memory as the BAR');
+    const info = new Uint8Array(16);
+    putU32(info, 0, 16);
+    dev.ioctl(A.VFIO_DEVICE_GET_INFO, info);
+    assert.equal(u32(info, 8), 9, 'no new regions');
+    // release while mapped: no new mmaps; space freed when the mapping goes
+    const rel = new Uint8Array(24);
+    putU32(rel, 4, A.VFIO_TS_MMAP_COOKIE_FLAG_RELEASE);
+    new DataView(rel.buffer).setBigUint64(8, c1, true);
+    dev.ioctl(
+      A.VFIO_DEVICE_FEATURE,
+      encodeDeviceFeature(A.VFIO_DEVICE_FEATURE_SET | A.VFIO_TS_FEATURE_MMAP_COOKIE, rel),
+    );
+    assert.equal(
+      errnoOf(() => dev.mmap(c1, 4096)),
+      Errno.EINVAL,
+    );
+    assert.equal(dev.cookieCount, 2);
+    m.unmap();
+    assert.equal(dev.cookieCount, 1);
+    assert.equal(
+      errnoOf(() =>
+        dev.ioctl(
+          A.VFIO_DEVICE_FEATURE,
+          encodeDeviceFeature(A.VFIO_DEVICE_FEATURE_SET | A.VFIO_TS_FEATURE_MMAP_COOKIE, rel),
+        ),
+      ),
+      Errno.EINVAL,
+      'double release',
+    );
+  });
+  const cookieErrors: [string, number, number, number][] = [
+    ['unknown flag bits', 2, 1 << 3, Errno.EINVAL],
+    ['unknown attribute', 2, 2 << 28, Errno.EINVAL],
+    ['config region', 7, 0, Errno.EINVAL],
+    ['empty BAR', 1, 0, Errno.EINVAL],
+    ['WC on non-prefetchable BAR0', 0, 1 << 28, Errno.EINVAL],
+  ];
+  for (const [name, region, flags, errno] of cookieErrors)
+    test(`cookie ${name}`, () => {
+      assert.equal(
+        errnoOf(() => cookie(ivshmem().dev, region, flags)),
+        errno,
+      );
+    });
+
+  test('path 3, alias regions: a new region with a TYPE cap, MMAP only, maps WC', () => {
+    const { dev } = ivshmem();
+    const data = new Uint8Array(16);
+    putU32(data, 0, 2);
+    putU32(data, 4, A.VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_WC);
+    const b = encodeDeviceFeature(A.VFIO_DEVICE_FEATURE_GET | A.VFIO_TS_FEATURE_ALIAS_REGION, data);
+    dev.ioctl(A.VFIO_DEVICE_FEATURE, b);
+    const index = u32(b, 16);
+    assert.equal(index, 9);
+    const info = regionInfoBytes(index, 64, 0, 64);
+    dev.ioctl(A.VFIO_DEVICE_GET_REGION_INFO, info);
+    const r = decodeRegionInfo(info);
+    assert.equal(r.flags, A.VFIO_REGION_INFO_FLAG_MMAP | A.VFIO_REGION_INFO_FLAG_CAPS);
+    assert.deepEqual(r.caps, [{ kind: 'type', type: A.VFIO_REGION_TYPE_PCI_BAR0_WC + 2, subtype: 1 }]);
+    assert.equal(r.offset, 9n << 40n);
+    const m = dev.mmap(r.offset, 4096);
+    assert.deepEqual([m.attribute, m.via], ['wc', 'alias-region']);
+    assert.equal(
+      errnoOf(() => dev.pread(r.offset, 4)),
+      Errno.EINVAL,
+      'no READ flag',
+    );
+    // asking again finds the same region; existing indexes never move
+    dev.ioctl(A.VFIO_DEVICE_FEATURE, b);
+    assert.equal(u32(b, 16), 9);
+  });
+
+  function dmabuf(
+    dev: VfioPciDevice,
+    region: number,
+    flags: number,
+    ranges: { offset: bigint; length: bigint }[],
+  ) {
+    return dev.ioctl(
+      A.VFIO_DEVICE_FEATURE,
+      encodeDeviceFeature(
+        A.VFIO_DEVICE_FEATURE_GET | A.VFIO_DEVICE_FEATURE_DMA_BUF,
+        encodeDmaBuf({ regionIndex: region, openFlags: 0, flags, ranges }),
+      ),
+    );
+  }
+  const one = [{ offset: 0n, length: 4096n }];
+  // Linux 7.3 exactly (vfio_pci_dmabuf.c), with the extension off
+  const kernel73: [string, number, number, { offset: bigint; length: bigint }[], number][] = [
+    ['flags WC refused (not merged)', 2, 1 << 28, one, Errno.EINVAL],
+    ['flags 1<<5', 2, 1 << 5, one, Errno.EINVAL],
+    ['no ranges', 2, 0, [], Errno.EINVAL],
+    ['ROM region', 6, 0, one, Errno.ENODEV],
+    ['range past the BAR', 2, 0, [{ offset: 4n << 20n, length: 4096n }], Errno.EINVAL],
+    ['unaligned offset', 2, 0, [{ offset: 100n, length: 4096n }], Errno.EINVAL],
+    ['zero length', 2, 0, [{ offset: 0n, length: 0n }], Errno.EINVAL],
+    ['empty BAR', 1, 0, one, Errno.EINVAL],
+  ];
+  for (const [name, region, flags, ranges, errno] of kernel73)
+    test(`DMA_BUF as Linux 7.3: ${name}`, () => {
+      const { dev } = ivshmem('7.3', NO_EXTENSIONS);
+      assert.equal(
+        errnoOf(() => dmabuf(dev, region, flags, ranges)),
+        errno,
+      );
+    });
+  test('DMA_BUF as Linux 7.3: flags 0 returns an fd; mmap of it is EINVAL; 6.1 has no feature', () => {
+    const { dev } = ivshmem('7.3', NO_EXTENSIONS);
+    const fd = dmabuf(dev, 2, 0, one);
+    assert.ok(fd > 0);
+    assert.equal(
+      errnoOf(() => dev.mmapDmaBuf(fd, 0n, 4096)),
+      Errno.EINVAL,
+    );
+    assert.equal(
+      errnoOf(() => dmabuf(ivshmem('6.1', NO_EXTENSIONS).dev, 2, 0, one)),
+      Errno.ENOTTY,
+    );
+  });
+  test('path 4, DMA_BUF with ATTR_WC (extension): fd maps WC, same memory', () => {
+    const { dev, env } = ivshmem();
+    const fd = dmabuf(dev, 2, A.VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_WC, [{ offset: 8192n, length: 8192n }]);
+    const m = dev.mmapDmaBuf(fd, 4096n, 4096);
+    assert.deepEqual([m.attribute, m.via, m.regionOffset], ['wc', 'dma-buf', 12288n]);
+    m.bytes[1] = 0x3c;
+    assert.equal(dev.pread(BAR2 + 12289n, 1)[0], 0x3c);
+    assert.equal(
+      errnoOf(() => dev.mmapDmaBuf(fd, 4096n, 8192)),
+      Errno.EINVAL,
+      'past the dma-buf',
+    );
+    dev.closeDmaBuf(fd);
+    assert.equal(env.openFds(), 0, 'fd released');
+    assert.equal(
+      errnoOf(() => dmabuf(dev, 2, 3 << 28, one)),
+      Errno.EINVAL,
+      'unknown attribute',
+    );
+  });
+});
+
+describe('DEVICE_FEATURE framing (vfio_ioctl_device_feature)', () => {
+  const { PROBE, GET, SET } = {
+    PROBE: A.VFIO_DEVICE_FEATURE_PROBE,
+    GET: A.VFIO_DEVICE_FEATURE_GET,
+    SET: A.VFIO_DEVICE_FEATURE_SET,
+  };
+  const cases: [string, number, number][] = [
+    ['probe DMA_BUF on 7.3', PROBE | GET | 11, 0],
+    ['probe DMA_BUF with SET', PROBE | SET | 11, Errno.EINVAL],
+    ['GET and SET together', GET | SET | 11, Errno.EINVAL],
+    ['unknown flag bit 19', (1 << 19) | 11, Errno.EINVAL],
+    ['probe migration (no mig_ops)', PROBE | GET | 1, Errno.ENOTTY],
+    ['probe low power entry', PROBE | SET | 3, 0],
+    ['probe unknown feature 200', PROBE | 200, Errno.ENOTTY],
+    ['probe cookie feature', PROBE | GET | A.VFIO_TS_FEATURE_MMAP_COOKIE, 0],
+  ];
+  for (const [name, flags, errno] of cases)
+    test(name, () => {
+      const { dev } = ivshmem();
+      assert.equal(errnoOf(() => dev.ioctl(A.VFIO_DEVICE_FEATURE, encodeDeviceFeature(flags))) ?? 0, errno);
+    });
+  test('argsz below 8: EINVAL', () => {
+    const b = encodeDeviceFeature(A.VFIO_DEVICE_FEATURE_PROBE | 11);
+    putU32(b, 0, 4);
+    assert.equal(
+      errnoOf(() => ivshmem().dev.ioctl(A.VFIO_DEVICE_FEATURE, b)),
+      Errno.EINVAL,
+    );
+  });
+});
+
+describe('offset space: cookies vs the fixed index << 40 encoding', () => {
+  test('with a 32-bit pgoff (44 offset bits) cookies run out with ENOSPC, never wrap', () => {
+    const { dev } = ivshmem('7.3', {}, { offsetBits: 44 });
+    let n = 0;
+    const seen = new Set<bigint>();
+    for (;;) {
+      const data = new Uint8Array(24);
+      putU32(data, 0, 2);
+      const b = encodeDeviceFeature(A.VFIO_DEVICE_FEATURE_GET | A.VFIO_TS_FEATURE_MMAP_COOKIE, data);
+      const e = errnoOf(() => dev.ioctl(A.VFIO_DEVICE_FEATURE, b));
+      if (e !== undefined) {
+        assert.equal(e, Errno.ENOSPC);
+        break;
+      }
+      const off = new DataView(b.buffer).getBigUint64(16, true);
+      assert.ok(off < 1n << 44n && !seen.has(off));
+      seen.add(off);
+      n++;
+    }
+    // Fixed windows 0..14 take 15 of the 16 windows; the 16th holds 2^40 / 4 MiB cookies.
+    assert.equal(n, 2 ** 40 / 2 ** 22);
+    console.log(`offset space 2^44, kernel encoding: 16 region windows, ${n} 4-MiB cookies`);
+  });
+  test('dense region offsets fit 16x more cookies in the same 44 bits', () => {
+    const { dev } = ivshmem('7.3', {}, { offsetBits: 44, regionOffsets: 'dense' });
+    const b = regionInfoBytes(2);
+    dev.ioctl(A.VFIO_DEVICE_GET_REGION_INFO, b);
+    assert.ok(decodeRegionInfo(b).offset < 1n << 24n, 'regions packed near 0');
+    let n = 0;
+    for (;;) {
+      const data = new Uint8Array(24);
+      putU32(data, 0, 2);
+      if (
+        errnoOf(() =>
+          dev.ioctl(
+            A.VFIO_DEVICE_FEATURE,
+            encodeDeviceFeature(A.VFIO_DEVICE_FEATURE_GET | A.VFIO_TS_FEATURE_MMAP_COOKIE, data),
+          ),
+        ) !== undefined
+      )
+        break;
+      n++;
+    }
+    assert.ok(n > 16 * (2 ** 40 / 2 ** 22) - 16, `${n} cookies`);
+    console.log(`offset space 2^44, dense encoding: ${n} 4-MiB cookies`);
+  });
+  test('alias regions under the kernel encoding: 44 bits allow 6 (indexes 9..14)', () => {
+    const { dev } = ivshmem('7.3', {}, { offsetBits: 44, wcRequiresPrefetch: false });
+    const data = new Uint8Array(16);
+    putU32(data, 0, 0);
+    putU32(data, 4, A.VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_WC);
+    const b = encodeDeviceFeature(A.VFIO_DEVICE_FEATURE_GET | A.VFIO_TS_FEATURE_ALIAS_REGION, data);
+    dev.ioctl(A.VFIO_DEVICE_FEATURE, b);
+    assert.equal(u32(b, 16), 9);
+  });
+});
