@@ -253,14 +253,33 @@ export class VfioDevice {
     const info = await this.regionInfo(region);
     if (region >= PCI_STD_NUM_BARS || !(info.flags & VFIO_REGION_INFO_FLAG_MMAP)) return [];
     const paths: WcPath[] = [];
-    if (await this.probeFeature(VFIO_TS_FEATURE_MMAP_COOKIE)) paths.push('cookie');
+    // A cookie is cheap: ask for one and give it back, so the device's own policy (e.g. WC only
+    // on prefetchable BARs) decides. An alias region cannot be given back, so it is listed when
+    // the feature exists and the same policy allowed a WC cookie or the BAR is prefetchable.
+    const cookieOk = await this.probeCookieWc(region);
+    if (cookieOk) paths.push('cookie');
     if (await this.probeDmaBufWc(region)) paths.push('dma-buf');
-    if (await this.probeFeature(VFIO_TS_FEATURE_ALIAS_REGION)) paths.push('alias-region');
+    if (
+      (cookieOk || info.flags & VFIO_REGION_INFO_FLAG_PREFETCH) &&
+      (await this.probeFeature(VFIO_TS_FEATURE_ALIAS_REGION))
+    )
+      paths.push('alias-region');
     if (info.flags & VFIO_REGION_INFO_FLAG_PREFETCH) paths.push('rfc-region-flags');
     if (this.file.mapWriteCombining && info.flags & VFIO_REGION_INFO_FLAG_PREFETCH)
       paths.push('sysfs-resource-wc');
     else if (this.file.mapWriteCombining && this.file.transport === 'kernel') paths.push('sysfs-resource-wc');
     return paths;
+  }
+
+  private async probeCookieWc(region: number): Promise<boolean> {
+    if (!(await this.probeFeature(VFIO_TS_FEATURE_MMAP_COOKIE))) return false;
+    try {
+      await this.releaseCookie((await this.mmapCookie(region, 'wc')).offset);
+      return true;
+    } catch (e) {
+      if (e instanceof VfioError) return false;
+      throw e;
+    }
   }
 
   /**

@@ -1,0 +1,167 @@
+/**
+ * A device, described the way `lspci -v` would, from the uAPI alone: config-space identity,
+ * regions with their flags and capabilities, IRQs, and the write-combining paths per BAR.
+ * Works over any backend (it only uses VfioDevice).
+ */
+import {
+  PCI_STD_NUM_BARS,
+  VFIO_IRQ_INFO_AUTOMASKED,
+  VFIO_IRQ_INFO_EVENTFD,
+  VFIO_IRQ_INFO_MASKABLE,
+  VFIO_IRQ_INFO_NORESIZE,
+  VFIO_PCI_CONFIG_REGION_INDEX,
+  VFIO_PCI_NUM_REGIONS,
+  VFIO_PCI_ROM_REGION_INDEX,
+  VFIO_PCI_VGA_REGION_INDEX,
+  VFIO_REGION_INFO_FLAG_CAPS,
+  VFIO_REGION_INFO_FLAG_MMAP,
+  VFIO_REGION_INFO_FLAG_PREFETCH,
+  VFIO_REGION_INFO_FLAG_READ,
+  VFIO_REGION_INFO_FLAG_WRITE,
+} from '../abi/vfio.js';
+import { VfioError } from '../errors.js';
+import type { RegionCap } from '../wire/vfio.js';
+import type { VfioDevice, WcPath } from './device.js';
+
+const IRQ_NAMES = ['INTx', 'MSI', 'MSI-X', 'ERR', 'REQ'];
+
+export interface RegionReport {
+  readonly index: number;
+  readonly name: string;
+  readonly size: bigint;
+  readonly offset: bigint;
+  readonly flags: readonly string[];
+  readonly caps: readonly RegionCap[];
+  readonly wcPaths: readonly WcPath[];
+}
+export interface IrqReport {
+  readonly index: number;
+  readonly name: string;
+  readonly count: number;
+  readonly flags: readonly string[];
+}
+export interface DeviceReport {
+  readonly transport: string;
+  readonly vendorId: number;
+  readonly deviceId: number;
+  readonly subsystemVendorId: number;
+  readonly subsystemId: number;
+  readonly classCode: number;
+  readonly revision: number;
+  readonly reset: boolean;
+  readonly regions: readonly RegionReport[];
+  readonly irqs: readonly (IrqReport | { index: number; name: string; errno: string })[];
+}
+
+export function regionName(index: number): string {
+  if (index < PCI_STD_NUM_BARS) return `BAR${index}`;
+  if (index === VFIO_PCI_ROM_REGION_INDEX) return 'ROM';
+  if (index === VFIO_PCI_CONFIG_REGION_INDEX) return 'CONFIG';
+  if (index === VFIO_PCI_VGA_REGION_INDEX) return 'VGA';
+  return `DEV${index - VFIO_PCI_NUM_REGIONS}`;
+}
+
+function flagNames(flags: number, table: [number, string][]): string[] {
+  return table.filter(([bit]) => flags & bit).map(([, n]) => n);
+}
+const REGION_FLAGS: [number, string][] = [
+  [VFIO_REGION_INFO_FLAG_READ, 'READ'],
+  [VFIO_REGION_INFO_FLAG_WRITE, 'WRITE'],
+  [VFIO_REGION_INFO_FLAG_MMAP, 'MMAP'],
+  [VFIO_REGION_INFO_FLAG_CAPS, 'CAPS'],
+  [VFIO_REGION_INFO_FLAG_PREFETCH, 'PREFETCH'],
+];
+const IRQ_FLAGS: [number, string][] = [
+  [VFIO_IRQ_INFO_EVENTFD, 'EVENTFD'],
+  [VFIO_IRQ_INFO_MASKABLE, 'MASKABLE'],
+  [VFIO_IRQ_INFO_AUTOMASKED, 'AUTOMASKED'],
+  [VFIO_IRQ_INFO_NORESIZE, 'NORESIZE'],
+];
+
+export async function describeDevice(dev: VfioDevice): Promise<DeviceReport> {
+  const info = await dev.info();
+  const cfg = await dev.readConfig(0, 0x30);
+  const v = new DataView(cfg.buffer, cfg.byteOffset, cfg.byteLength);
+  const regions: RegionReport[] = [];
+  for (const r of await dev.regions()) {
+    if (r.size === 0n && r.flags === 0) continue;
+    regions.push({
+      index: r.index,
+      name: regionName(r.index),
+      size: r.size,
+      offset: r.offset,
+      flags: flagNames(r.flags, REGION_FLAGS),
+      caps: r.caps,
+      wcPaths: r.index < PCI_STD_NUM_BARS ? await dev.wcPaths(r.index) : [],
+    });
+  }
+  const irqs: DeviceReport['irqs'][number][] = [];
+  for (let i = 0; i < info.numIrqs; i++) {
+    const name = IRQ_NAMES[i] ?? `IRQ${i}`;
+    try {
+      const q = await dev.irqInfo(i);
+      irqs.push({ index: i, name, count: q.count, flags: flagNames(q.flags, IRQ_FLAGS) });
+    } catch (e) {
+      if (!(e instanceof VfioError)) throw e;
+      irqs.push({ index: i, name, errno: e.code });
+    }
+  }
+  return {
+    transport: dev.transport,
+    vendorId: v.getUint16(0, true),
+    deviceId: v.getUint16(2, true),
+    revision: v.getUint8(8),
+    classCode: v.getUint32(8, true) >>> 8,
+    subsystemVendorId: v.getUint16(0x2c, true),
+    subsystemId: v.getUint16(0x2e, true),
+    reset: !!(info.flags & 1),
+    regions,
+    irqs,
+  };
+}
+
+const hex = (n: number | bigint, w = 0) => `0x${n.toString(16).padStart(w, '0')}`;
+
+export function formatCap(c: RegionCap): string {
+  switch (c.kind) {
+    case 'sparse-mmap':
+      return `sparse mmap: ${c.areas.map((a) => `[${hex(a.offset)}+${hex(a.size)}]`).join(' ')}`;
+    case 'type':
+      return `type ${hex(c.type)} subtype ${c.subtype}`;
+    case 'msix-mappable':
+      return 'MSI-X table mappable';
+    case 'unknown':
+      return `capability id ${c.id} v${c.version} (${c.body.length} bytes)`;
+  }
+}
+
+/** Text in the spirit of `lspci -v`. */
+export function formatReport(r: DeviceReport, title = ''): string {
+  const out = [
+    `${title ? `${title}: ` : ''}[${hex(r.vendorId, 4).slice(2)}:${hex(r.deviceId, 4).slice(2)}] class ${hex(r.classCode, 6)} rev ${hex(r.revision, 2)} (${r.transport})`,
+    `\tSubsystem: [${hex(r.subsystemVendorId, 4).slice(2)}:${hex(r.subsystemId, 4).slice(2)}]${r.reset ? ', reset supported' : ''}`,
+  ];
+  for (const g of r.regions) {
+    out.push(
+      `\tRegion ${g.index} (${g.name}): size ${hex(g.size)} at offset ${hex(g.offset)} [${g.flags.join(' ')}]`,
+    );
+    for (const c of g.caps) out.push(`\t\tCapability: ${formatCap(c)}`);
+    if (g.wcPaths.length) out.push(`\t\tWrite-combining paths: ${g.wcPaths.join(', ')}`);
+  }
+  for (const q of r.irqs)
+    out.push(
+      'errno' in q
+        ? `\tIRQ ${q.index} (${q.name}): ${q.errno}`
+        : `\tIRQ ${q.index} (${q.name}): count ${q.count} [${q.flags.join(' ')}]`,
+    );
+  return out.join('\n');
+}
+
+/** JSON with bigints as hex strings. */
+export function reportJson(r: DeviceReport): string {
+  return JSON.stringify(
+    r,
+    (_k, v) => (typeof v === 'bigint' ? hex(v) : v instanceof Uint8Array ? [...v] : v),
+    2,
+  );
+}

@@ -1,0 +1,25 @@
+/** `npm start` is `vfio-ts demo`: it must exit 0 with every check passing, through the real CLI. */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { test } from 'node:test';
+
+test('vfio-ts demo maps ivshmem BAR2 WC through all four paths and exits 0', () => {
+  const r = spawnSync(process.execPath, ['dist/src/cli/main.js', 'demo'], {
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
+  assert.equal(r.status, 0, r.stderr + r.stdout);
+  for (const path of ['rfc-region-flags', 'cookie', 'alias-region', 'dma-buf'])
+    assert.match(r.stdout, new RegExp(`ok +${path}: attribute wc, via ${path}, region read matches`));
+  assert.match(r.stdout, /\[READ WRITE MMAP PREFETCH\]/);
+  assert.match(r.stdout, /demo: (\d+) of \1 checks passed/);
+});
+
+test('vfio-ts with no command prints usage and exits 2; an unknown command exits 2', () => {
+  const none = spawnSync(process.execPath, ['dist/src/cli/main.js'], { encoding: 'utf8' });
+  assert.equal(none.status, 2);
+  assert.match(none.stdout, /usage: vfio-ts <command>/);
+  const bad = spawnSync(process.execPath, ['dist/src/cli/main.js', 'frobnicate'], { encoding: 'utf8' });
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /unknown command 'frobnicate'/);
+});
