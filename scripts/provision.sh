@@ -190,6 +190,22 @@ else
     "${debs73[@]}"
 fi
 
+# --- 3b. Linux 7.3 uAPI headers (the ABI probe checks DMA_BUF layouts against them) ----------------
+HDR=$CACHE/headers/7.3
+if [ -f "$HDR/usr/include/linux/vfio.h" ]; then
+  log "headers 7.3: already unpacked"
+else
+  hver=$(apt_private trixie-backports apt-cache policy linux-libc-dev | sed -n 's/^ *Candidate: //p' | head -n 1)
+  case $hver in 7.3.*) ;; *) die "headers 7.3: trixie-backports offers linux-libc-dev '$hver', not 7.3.x" ;; esac
+  mapfile -t hdeb < <(fetch_debs trixie-backports linux-libc-dev)
+  rm -rf "$HDR" && mkdir -p "$HDR"
+  dpkg -x "${hdeb[0]}" "$HDR"
+  [ -f "$HDR/usr/include/linux/vfio.h" ] || die "headers 7.3: no linux/vfio.h in ${hdeb[0]}"
+  # linux-libc-dev keeps <asm/...> under the multiarch dir; the probe wants it on the include path.
+  [ -d "$HDR/usr/include/x86_64-linux-gnu/asm" ] && ln -sfn x86_64-linux-gnu/asm "$HDR/usr/include/asm"
+  log "headers 7.3: linux-libc-dev $hver in $HDR"
+fi
+
 # --- 4. trixie chroot with QEMU 11 ----------------------------------------------------------------
 ROOT=$CACHE/trixie
 STAMP=$ROOT/.vfio-ts-qemu
@@ -262,6 +278,7 @@ tmp_ready=$CACHE/.ready.tmp
   printf 'kernel_7.3=%s\n' "$rel73"
   printf 'kernel_7.3_packages=%s\n' "$(cat "$CACHE/kernels/7.3/packages")"
   printf 'trixie_qemu=%s\n' "$trixie_qemu"
+  printf 'headers_7.3=%s\n' "$HDR/usr/include"
 } >"$tmp_ready"
 mv "$tmp_ready" "$CACHE/ready"
 log "ready: $CACHE/ready ($(($(date +%s) - t_start)) s)"

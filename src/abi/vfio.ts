@@ -178,7 +178,11 @@ export type FieldType = 'u8' | 'u16' | 'u32' | 's32' | 'u64' | 'cap';
 export interface Field {
   readonly offset: number;
   readonly type: FieldType;
+  /** The first kernel header that has the field (absent: every supported header). */
+  readonly since?: HeaderVersion;
 }
+/** The uAPI headers vfio-ts is checked against (Debian bookworm's 6.1, trixie-backports' 7.3). */
+export type HeaderVersion = '6.1' | '7.3';
 /** Where a definition comes from: merged uAPI, the seed RFC, the unmerged DMA_BUF attr, or us. */
 export type Origin = 'uapi' | 'uapi-6.19' | 'rfc' | 'proposed' | 'vfio-ts';
 export interface StructLayout<F extends string = string> {
@@ -187,6 +191,13 @@ export interface StructLayout<F extends string = string> {
   readonly size: number;
   readonly fields: { readonly [K in F]: Field };
   readonly origin: Origin;
+  /** sizeof where a header differs from `size` (structs that grew). */
+  readonly sizes?: Partial<Record<HeaderVersion, number>>;
+}
+
+/** sizeof(struct) as a given header defines it. */
+export function sizeIn(l: StructLayout, header: HeaderVersion): number {
+  return l.sizes?.[header] ?? l.size;
 }
 
 function layout<F extends string>(
@@ -194,10 +205,12 @@ function layout<F extends string>(
   size: number,
   origin: Origin,
   fields: { readonly [K in F]: Field },
+  sizes?: Partial<Record<HeaderVersion, number>>,
 ): StructLayout<F> {
-  return { name, size, fields, origin };
+  return sizes ? { name, size, fields, origin, sizes } : { name, size, fields, origin };
 }
-const f = (offset: number, type: FieldType): Field => ({ offset, type });
+const f = (offset: number, type: FieldType, since?: HeaderVersion): Field =>
+  since ? { offset, type, since } : { offset, type };
 
 /** vfio.h: struct vfio_info_cap_header */
 export const vfio_info_cap_header = layout('vfio_info_cap_header', 8, 'uapi', {
@@ -211,14 +224,24 @@ export const vfio_group_status = layout('vfio_group_status', 8, 'uapi', {
   flags: f(4, 'u32'),
 });
 
-/** vfio.h: struct vfio_device_info (cap_offset added in 4.20; 6.1 writes argsz back as 20). */
-export const vfio_device_info = layout('vfio_device_info', 20, 'uapi', {
-  argsz: f(0, 'u32'),
-  flags: f(4, 'u32'),
-  num_regions: f(8, 'u32'),
-  num_irqs: f(12, 'u32'),
-  cap_offset: f(16, 'u32'),
-});
+/**
+ * vfio.h: struct vfio_device_info. cap_offset arrived in 4.20; a trailing `__u32 pad` makes it
+ * 24 bytes in 7.3's header (20 in 6.1's) — found by the ABI probe against both headers.
+ */
+export const vfio_device_info = layout(
+  'vfio_device_info',
+  20,
+  'uapi',
+  {
+    argsz: f(0, 'u32'),
+    flags: f(4, 'u32'),
+    num_regions: f(8, 'u32'),
+    num_irqs: f(12, 'u32'),
+    cap_offset: f(16, 'u32'),
+    pad: f(20, 'u32', '7.3'),
+  },
+  { '7.3': 24 },
+);
 
 /**
  * vfio.h: struct vfio_region_info. The two-call argsz exchange: the caller passes argsz =

@@ -16,6 +16,7 @@
 import { Errno } from '../abi/errno.js';
 import {
   PCI_STD_NUM_BARS,
+  sizeIn,
   VFIO_DEVICE_FEATURE,
   VFIO_DEVICE_FEATURE_DMA_BUF,
   VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_MASK,
@@ -420,13 +421,15 @@ export class VfioPciDevice {
     need(arg, minsz, op);
     const argsz = u32(arg, 0);
     if (argsz < minsz) fail(Errno.EINVAL, op, `argsz ${argsz} < ${minsz}`);
-    const out = Math.min(argsz, vfio_device_info.size);
+    // The struct is 20 bytes in 6.1's header and 24 in 7.3's (a trailing pad); the kernel copies
+    // back min(argsz, sizeof) bytes of a zeroed struct, so cap_offset and pad read back as 0.
+    const out = Math.min(argsz, sizeIn(vfio_device_info, this.profile));
     need(arg, out, op);
     const flags = VFIO_DEVICE_FLAGS_PCI | (this.description.resettable ? VFIO_DEVICE_FLAGS_RESET : 0);
     putU32(arg, 4, flags);
     putU32(arg, 8, this.regions.length);
     putU32(arg, 12, VFIO_PCI_NUM_IRQS);
-    if (out >= 20) putU32(arg, 16, 0);
+    for (let at = 16; at + 4 <= out; at += 4) putU32(arg, at, 0);
     return 0;
   }
 

@@ -23,14 +23,14 @@ function constants(): [string, number][] {
 }
 
 /** Layouts the header can be asked about: merged ones (newer ones behind a guard macro). */
-function probedLayouts(): { l: abi.StructLayout; guard: string | undefined }[] {
+function probedLayouts(header: abi.HeaderVersion): { l: abi.StructLayout; guard: string | undefined }[] {
   return abi.ALL_LAYOUTS.filter((l) => l.origin === 'uapi' || l.origin === 'uapi-6.19').map((l) => ({
     l,
     guard: l.origin === 'uapi-6.19' ? 'VFIO_DEVICE_FEATURE_DMA_BUF' : undefined,
   }));
 }
 
-function probeSource(): string {
+function probeSource(header: abi.HeaderVersion): string {
   const lines = [
     '#include <stdio.h>',
     '#include <stddef.h>',
@@ -43,9 +43,10 @@ function probeSource(): string {
     if (abi.ENUM_CONSTANTS.has(name)) lines.push(print);
     else lines.push(`#ifdef ${name}`, print, '#else', `printf("C ${name} -\\n");`, '#endif');
   }
-  for (const { l, guard } of probedLayouts()) {
+  for (const { l, guard } of probedLayouts(header)) {
     const body = [`printf("S ${l.name} %zu\\n", sizeof(struct ${l.name}));`];
-    for (const [field] of Object.entries(l.fields)) {
+    for (const [field, spec] of Object.entries(l.fields)) {
+      if (spec.since && spec.since > header) continue;
       body.push(
         `printf("F ${l.name}.${field} %zu %zu\\n", offsetof(struct ${l.name}, ${field}), sizeof(((struct ${l.name} *)0)->${field}));`,
       );
@@ -63,12 +64,12 @@ interface ProbeResult {
   mismatches: string[];
 }
 
-function runProbe(includeDir: string | undefined): ProbeResult {
+function runProbe(includeDir: string | undefined, header: abi.HeaderVersion): ProbeResult {
   const dir = mkdtempSync(join(tmpdir(), 'vfio-abi-'));
   try {
     const src = join(dir, 'probe.c');
     const exe = join(dir, 'probe');
-    writeFileSync(src, probeSource());
+    writeFileSync(src, probeSource(header));
     const inc = includeDir ? ['-I', includeDir] : [];
     execFileSync('gcc', ['-std=c11', '-Wall', '-Werror', ...inc, '-o', exe, src], { stdio: 'pipe' });
     const out = execFileSync(exe, { encoding: 'utf8' });
@@ -87,7 +88,9 @@ function runProbe(includeDir: string | undefined): ProbeResult {
         if (want !== got) res.mismatches.push(`${name}: ours ${want}, header ${got}`);
       } else if (kind === 'S') {
         const l = abi.ALL_LAYOUTS.find((x) => x.name === name)!;
-        if (l.size !== Number(a)) res.mismatches.push(`sizeof(${name}): ours ${l.size}, header ${a}`);
+        const want = abi.sizeIn(l, header);
+        if (want !== Number(a))
+          res.mismatches.push(`sizeof(${name}): ours ${want} for ${header}, header ${a}`);
       } else if (kind === 'F') {
         const [sname, fname] = name.split('.') as [string, string];
         const field = abi.ALL_LAYOUTS.find((x) => x.name === sname)!.fields[fname]!;
@@ -116,7 +119,7 @@ test('ioctl numbers follow _IO(VFIO_TYPE, VFIO_BASE + n)', () => {
 });
 
 test('installed <linux/vfio.h> agrees with src/abi', () => {
-  const r = runProbe(undefined);
+  const r = runProbe(undefined, '6.1');
   report('system header', r);
   assert.deepEqual(r.mismatches, []);
   // Everything plain-uapi must be in the header; only newer/RFC/proposed/ours may be missing.
@@ -137,7 +140,7 @@ test('Linux 7.3 <linux/vfio.h> agrees with src/abi (DMA_BUF layouts)', (t) => {
     )
   )
     return;
-  const r = runProbe(dir);
+  const r = runProbe(dir, '7.3');
   report('7.3 header', r);
   assert.deepEqual(r.mismatches, []);
   for (const name of ['VFIO_DEVICE_FEATURE_DMA_BUF', 'vfio_device_feature_dma_buf', 'vfio_region_dma_range'])
