@@ -1,0 +1,2 @@
+/** Pure encode/decode of VFIO structs, capability chains and the vfio-user protocol. */
+export * from './vfio.js';
