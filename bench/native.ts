@@ -2,7 +2,6 @@
  * Cost of the native layer's hot calls: median ns per call over several rounds.
  * Run: `npx tsc -p . && node dist/bench/native.js`. Prints figures only; asserts nothing.
  */
-import { pathToFileURL } from 'node:url';
 import {
   closeFd,
   eventfdCreate,
@@ -18,25 +17,7 @@ import {
   sendMsg,
   socketPair,
 } from '../src/native/index.js';
-
-export interface BenchRow {
-  name: string;
-  medianNs: number;
-  minNs: number;
-}
-
-/** Median and minimum ns per call of `fn` over `rounds` rounds of `perRound` calls. */
-function measure(name: string, fn: () => void, perRound = 20000, rounds = 15): BenchRow {
-  for (let i = 0; i < perRound; i++) fn(); // warm up the JIT and koffi's call paths
-  const samples: number[] = [];
-  for (let r = 0; r < rounds; r++) {
-    const t0 = process.hrtime.bigint();
-    for (let i = 0; i < perRound; i++) fn();
-    samples.push(Number(process.hrtime.bigint() - t0) / perRound);
-  }
-  samples.sort((a, b) => a - b);
-  return { name, medianNs: samples[Math.floor(samples.length / 2)]!, minNs: samples[0]! };
-}
+import { type BenchRow, isMain, measure, printTable } from './lib.js';
 
 export function runNativeBench(): BenchRow[] {
   const rows: BenchRow[] = [];
@@ -105,13 +86,4 @@ export function runNativeBench(): BenchRow[] {
   return rows;
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  const rows = runNativeBench();
-  const w = Math.max(...rows.map((r) => r.name.length));
-  console.log(`${'native call'.padEnd(w)}  median ns   min ns`);
-  for (const r of rows) {
-    console.log(
-      `${r.name.padEnd(w)}  ${r.medianNs.toFixed(0).padStart(9)}  ${r.minNs.toFixed(0).padStart(7)}`,
-    );
-  }
-}
+if (isMain(import.meta.url)) printTable('native call', runNativeBench());
