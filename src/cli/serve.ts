@@ -1,0 +1,140 @@
+/**
+ * `vfio-ts serve --device <edu|ivshmem> --socket <path> [--verbose] [--profile 6.1|7.3]
+ *  [--dma-layout auto|spec|qemu]`
+ *
+ * Serves one emulated device over vfio-user until SIGINT/SIGTERM (docs/vfio-user-server.md).
+ * The socket is created 0600; a live socket at the path is never replaced (we connect to it
+ * first: if something answers, we stop with an error), a stale one is removed. Our own socket is
+ * removed on exit.
+ */
+import { lstatSync, unlinkSync } from 'node:fs';
+import { Errno } from '../abi/errno.js';
+import type { KernelProfile } from '../core/description.js';
+import { createDevice, DEVICE_NAMES, isDeviceName } from '../devices/index.js';
+import { VfioError } from '../errors.js';
+import { closeFd, unixConnect } from '../native/index.js';
+import { nativeEnvironment } from '../runtime.js';
+import { VfioUserServer } from '../server/index.js';
+
+const USAGE = `usage: vfio-ts serve --device <${DEVICE_NAMES.join('|')}> --socket <path> [--verbose] [--profile 6.1|7.3] [--dma-layout auto|spec|qemu]`;
+
+interface Args {
+  device: string;
+  socket: string;
+  verbose: boolean;
+  profile: KernelProfile;
+  dmaLayout: 'auto' | 'spec' | 'qemu';
+}
+
+function parse(args: string[]): Args | string {
+  const out: Partial<Args> = { verbose: false, profile: '7.3', dmaLayout: 'auto' };
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    const value = () => {
+      const v = args[++i];
+      if (v === undefined) throw new VfioError(Errno.EINVAL, 'serve', `${a} needs a value`);
+      return v;
+    };
+    switch (a) {
+      case '--device':
+        out.device = value();
+        break;
+      case '--socket':
+        out.socket = value();
+        break;
+      case '--verbose':
+      case '-v':
+        out.verbose = true;
+        break;
+      case '--profile': {
+        const p = value();
+        if (p !== '6.1' && p !== '7.3') return `--profile must be 6.1 or 7.3, not ${p}`;
+        out.profile = p;
+        break;
+      }
+      case '--dma-layout': {
+        const l = value();
+        if (l !== 'auto' && l !== 'spec' && l !== 'qemu') return `--dma-layout must be auto, spec or qemu`;
+        out.dmaLayout = l;
+        break;
+      }
+      case '-h':
+      case '--help':
+        return '';
+      default:
+        return `unknown argument ${a}`;
+    }
+  }
+  if (!out.device) return '--device is required';
+  if (!out.socket) return '--socket is required';
+  return out as Args;
+}
+
+/**
+ * Makes `path` free for our socket: nothing there, or a stale socket (removed). A live socket
+ * (connect succeeds) or anything that is not a socket is refused.
+ */
+export function claimSocketPath(path: string): void {
+  let st: ReturnType<typeof lstatSync>;
+  try {
+    st = lstatSync(path);
+  } catch {
+    return; // nothing there
+  }
+  if (!st.isSocket()) throw new VfioError(Errno.EEXIST, 'serve', `${path} exists and is not a socket`);
+  let fd: number;
+  try {
+    fd = unixConnect(path, 1000);
+  } catch (e) {
+    if (e instanceof VfioError && (e.errno === Errno.ECONNREFUSED || e.errno === Errno.ENOENT)) {
+      unlinkSync(path); // stale: nobody listens
+      return;
+    }
+    throw e;
+  }
+  closeFd(fd);
+  throw new VfioError(Errno.EADDRINUSE, 'serve', `${path} is a live socket: another server answers there`);
+}
+
+export async function run(args: string[]): Promise<number> {
+  const a = parse(args);
+  if (typeof a === 'string') {
+    if (a) console.error(`vfio-ts serve: ${a}`);
+    console.error(USAGE);
+    return a ? 2 : 0;
+  }
+  if (!isDeviceName(a.device)) {
+    console.error(`vfio-ts serve: unknown device ${a.device} (${DEVICE_NAMES.join(', ')})`);
+    return 2;
+  }
+  claimSocketPath(a.socket);
+  const device = createDevice(a.device, { env: nativeEnvironment(), profile: a.profile });
+  const log = (line: string) => console.log(`${new Date().toISOString()} ${line}`);
+  const server = new VfioUserServer(device, { log, verbose: a.verbose, dmaLayout: a.dmaLayout });
+  try {
+    server.listen(a.socket);
+  } catch (e) {
+    device.close();
+    throw e;
+  }
+  log(`serving ${a.device} (profile ${a.profile}) on ${a.socket}`);
+  return new Promise<number>((resolve) => {
+    const shutdown = (signal: string) => {
+      process.off('SIGINT', onInt);
+      process.off('SIGTERM', onTerm);
+      log(`${signal}: shutting down`);
+      server.stop();
+      device.close();
+      try {
+        unlinkSync(a.socket);
+      } catch {
+        // already gone
+      }
+      resolve(0);
+    };
+    const onInt = () => shutdown('SIGINT');
+    const onTerm = () => shutdown('SIGTERM');
+    process.on('SIGINT', onInt);
+    process.on('SIGTERM', onTerm);
+  });
+}

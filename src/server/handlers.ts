@@ -1,0 +1,502 @@
+/**
+ * The handler table of the vfio-user server: one small function per command, each turning a
+ * validated message into a reply (payload chunks, the fds to attach, and what to do once sent)
+ * or throwing VfioError / MalformedError, which the session turns into an error reply.
+ *
+ * Handlers never close the message's fds: the session closes every received fd after the
+ * handler returns (nothing here keeps one: DMA_MAP keeps the mapping, the core dups eventfds).
+ *
+ * Device requests go through the core's ioctl with the payload laid out as the vfio.h struct, so
+ * the server answers exactly what vfio-pci answers; the handlers only translate what differs on
+ * the wire (argsz of the 16-byte device info, region offsets that become fd offsets, fds).
+ */
+import { Errno } from '../abi/errno.js';
+import {
+  VFIO_DEVICE_FEATURE,
+  VFIO_DEVICE_FEATURE_DMA_BUF,
+  VFIO_DEVICE_GET_INFO,
+  VFIO_DEVICE_GET_IRQ_INFO,
+  VFIO_DEVICE_GET_REGION_INFO,
+  VFIO_DEVICE_RESET,
+  VFIO_DEVICE_SET_IRQS,
+  VFIO_IRQ_SET_DATA_EVENTFD,
+  VFIO_IRQ_SET_DATA_TYPE_MASK,
+  VFIO_TS_FEATURE_MMAP_COOKIE,
+} from '../abi/vfio.js';
+import {
+  VfioUserCommand as C,
+  VFIO_USER_MAJOR,
+  VFIO_USER_MINOR,
+  VfioUserDmaMapFlags,
+  VfioUserDmaUnmapFlags,
+  VfioUserFeatureFlags,
+  VfioUserRegionFlags,
+  vfio_user_region_access,
+  vfio_user_region_info,
+  vfio_user_region_io_fds,
+} from '../abi/vfio-user.js';
+import { PAGE_SIZE } from '../core/offsets.js';
+import { fail, VfioError } from '../errors.js';
+import { MAP_SHARED, MAX_MAPPING_BYTES, mmap, PROT_READ, PROT_WRITE } from '../native/index.js';
+import {
+  capabilitiesJson,
+  decodeDeviceFeature,
+  decodeDeviceInfo,
+  decodeDmaMap,
+  decodeDmaUnmap,
+  decodeIoFdsRequest,
+  decodeIrqInfo,
+  decodeIrqSet,
+  decodeRegionInfoReply,
+  decodeRegionInfoRequest,
+  decodeRegionReadRequest,
+  decodeRegionWriteMulti,
+  decodeRegionWriteRequest,
+  decodeVersion,
+  encodeVersion,
+  type Frame,
+} from '../wire/vfio-user.js';
+import type { Session } from './session.js';
+
+/** A success reply: payload chunks (gathered by sendmsg), fds to attach, and a hook once sent. */
+export interface Reply {
+  readonly chunks: readonly Uint8Array[];
+  readonly fds: readonly number[];
+  readonly after?: () => void;
+}
+
+export interface HandlerEntry {
+  /** Smallest payload (bytes after the header) the command can have. */
+  readonly minPayload: number;
+  /** Largest payload accepted; more is EINVAL (libvfio-user is_valid_header: too large). */
+  maxPayload(s: Session): number;
+  /** Most fds the message may carry; more is EINVAL (all are closed). */
+  maxFds(s: Session): number;
+  handle(s: Session, f: Frame): Reply;
+}
+
+/** Most fds a client may send in one message (QEMU's VFIO_USER_MAX_MAX_FDS). */
+export const SERVER_MAX_MSG_FDS = 16;
+/** Largest data transfer we accept or send (spec default, libvfio-user SERVER_MAX_DATA_XFER_SIZE). */
+export const SERVER_MAX_DATA_XFER_SIZE = 1024 * 1024;
+/** Payload cap of the commands whose payload is one fixed struct (extra bytes are ignored). */
+export const MAX_FIXED_PAYLOAD = 256;
+/** Payload cap of VERSION (QEMU's proposal is about 200 bytes). */
+export const MAX_VERSION_PAYLOAD = 64 * 1024;
+/** Payload cap of SET_IRQS (DATA_BOOL: one byte per vector; MSI-X has at most 2048). */
+export const MAX_SET_IRQS_PAYLOAD = 20 + 4096;
+/** Payload cap of DEVICE_FEATURE: a dma-buf request with MAX_DMABUF_RANGES ranges fits. */
+export const MAX_FEATURE_PAYLOAD = 64 * 1024;
+/** Most writes in one REGION_WRITE_MULTI (QEMU coalesces at most 200). */
+export const MAX_WRITE_MULTI = 1024;
+
+const EMPTY: Reply = { chunks: [], fds: [] };
+const le32 = (b: Uint8Array, o: number) =>
+  new DataView(b.buffer, b.byteOffset, b.byteLength).getUint32(o, true);
+const put32 = (b: Uint8Array, o: number, v: number) =>
+  new DataView(b.buffer, b.byteOffset, b.byteLength).setUint32(o, v, true);
+const put64 = (b: Uint8Array, o: number, v: bigint) =>
+  new DataView(b.buffer, b.byteOffset, b.byteLength).setBigUint64(o, v, true);
+
+const fixed = (size: number, handle: HandlerEntry['handle'], fds = 0): HandlerEntry => ({
+  minPayload: size,
+  maxPayload: () => MAX_FIXED_PAYLOAD,
+  maxFds: () => fds,
+  handle,
+});
+
+const xferMax = (s: Session) => s.negotiated?.maxDataXferSize ?? SERVER_MAX_DATA_XFER_SIZE;
+
+// ---------------------------------------------------------------------------------------------
+// VERSION (spec, "VFIO_USER_VERSION")
+// ---------------------------------------------------------------------------------------------
+function version(s: Session, f: Frame): Reply {
+  const op = 'VFIO_USER_VERSION';
+  if (s.negotiated) fail(Errno.EINVAL, op, 'already negotiated');
+  const v = decodeVersion(f.payload);
+  // libvfio-user negotiate(): a different major is refused with EINVAL.
+  if (v.major !== VFIO_USER_MAJOR) fail(Errno.EINVAL, op, `major ${v.major}, we speak ${VFIO_USER_MAJOR}`);
+  const c = v.capabilities;
+  // Spec: the reply's minor is no higher than the client's; QEMU refuses a higher one.
+  const minor = Math.min(v.minor, VFIO_USER_MINOR);
+  const maxDataXferSize = Math.min(c.maxDataXferSize, SERVER_MAX_DATA_XFER_SIZE);
+  const maxMsgFds = Math.max(1, Math.min(c.maxMsgFds, SERVER_MAX_MSG_FDS));
+  const layoutOpt = s.options.dmaLayout ?? 'auto';
+  s.negotiated = {
+    major: v.major,
+    minor,
+    client: c,
+    maxDataXferSize,
+    maxMsgFds,
+    writeMultiple: c.writeMultiple,
+    // QEMU proposes 0.0 and uses its own DMA_READ/WRITE layout (docs/vfio-user-wire.md).
+    dmaLayout: layoutOpt === 'auto' ? (v.minor === 0 ? 'qemu' : 'spec') : layoutOpt,
+  };
+  const json = capabilitiesJson({
+    maxMsgFds,
+    maxDataXferSize,
+    maxDmaMaps: Math.min(c.maxDmaMaps, s.device.dma.maxMaps),
+    pgsizes: PAGE_SIZE,
+    ...(c.writeMultiple ? { writeMultiple: true } : {}),
+  });
+  return { chunks: [encodeVersion({ major: v.major, minor, json })], fds: [] };
+}
+
+// ---------------------------------------------------------------------------------------------
+// DMA_MAP / DMA_UNMAP (spec; vfio.h type1 semantics, libvfio-user handle_dma_map/unmap)
+// ---------------------------------------------------------------------------------------------
+function dmaMap(s: Session, f: Frame): Reply {
+  const op = 'VFIO_USER_DMA_MAP';
+  const m = decodeDmaMap(f.payload);
+  const known = VfioUserDmaMapFlags.READ | VfioUserDmaMapFlags.WRITE;
+  if ((m.flags & ~known) >>> 0 !== 0) fail(Errno.EINVAL, op, `flags 0x${m.flags.toString(16)}`);
+  const readable = (m.flags & VfioUserDmaMapFlags.READ) !== 0;
+  const writable = (m.flags & VfioUserDmaMapFlags.WRITE) !== 0;
+  const fd = f.fds[0];
+  const dma = s.device.dma;
+  if (fd === undefined) {
+    // No fd: the device reaches this memory through DMA_READ / DMA_WRITE to the client.
+    dma.map(m.address, m.size, {
+      readable,
+      writable,
+      remote: {
+        read: (iova, length) => s.dmaRead(iova, length),
+        write: (iova, data) => s.dmaWrite(iova, data),
+      },
+    });
+    return EMPTY;
+  }
+  if (m.size === 0n || m.size > BigInt(MAX_MAPPING_BYTES)) fail(Errno.EINVAL, op, `size ${m.size}`);
+  if (m.offset % PAGE_SIZE !== 0n)
+    fail(Errno.EINVAL, op, `offset 0x${m.offset.toString(16)} not page aligned`);
+  const prot = PROT_READ | (writable ? PROT_WRITE : 0);
+  const mapping = mmap(fd, m.offset, Number(m.size), prot, MAP_SHARED);
+  try {
+    dma.map(m.address, m.size, { bytes: mapping.bytes, readable, writable, release: () => mapping.unmap() });
+  } catch (e) {
+    mapping.unmap();
+    throw e;
+  }
+  return EMPTY;
+}
+
+function dmaUnmap(s: Session, f: Frame): Reply {
+  const u = decodeDmaUnmap(f.payload, 'command');
+  if (u.flags & VfioUserDmaUnmapFlags.ALL) s.device.dma.unmapAll();
+  else if (s.device.dma.unmap(u.address, u.size) === 0) {
+    // libvfio-user dma_controller_remove_region: no such mapping -> ENOENT.
+    fail(Errno.ENOENT, 'VFIO_USER_DMA_UNMAP', `nothing mapped at 0x${u.address.toString(16)}`);
+  }
+  // Spec: "The server responds with the original DMA entry".
+  return { chunks: [f.payload.slice(0, 24)], fds: [] };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Device information
+// ---------------------------------------------------------------------------------------------
+function deviceGetInfo(s: Session, f: Frame): Reply {
+  decodeDeviceInfo(f.payload, 'command');
+  // vfio-user's struct is vfio_device_info without cap_offset: ask the core for 16 bytes.
+  const arg = new Uint8Array(16);
+  put32(arg, 0, 16);
+  s.device.ioctl(VFIO_DEVICE_GET_INFO, arg);
+  return { chunks: [arg], fds: [] };
+}
+
+/** The fd and fd offset of region `index`'s byte 0, when the region can be mmapped. */
+function regionFd(s: Session, index: number, info: Uint8Array): { fd: number; offset: bigint } | undefined {
+  const d = s.device;
+  const base = d.regionOffset(index);
+  const tries = [0n];
+  const flags = le32(info, vfio_user_region_info.flags);
+  if (flags & VfioUserRegionFlags.CAPS && info.length > vfio_user_region_info.SIZEOF) {
+    for (const c of decodeRegionInfoReply(info).caps)
+      if (c.kind === 'sparse-mmap') for (const a of c.areas) if (a.size > 0n) tries.push(a.offset);
+  }
+  for (const at of tries) {
+    try {
+      const src = d.mappingSource(base + at, Number(PAGE_SIZE));
+      if (src.memory.fd === undefined) return undefined;
+      return { fd: src.memory.fd, offset: src.memoryOffset - at };
+    } catch {
+      // this page is not mappable (an MSI-X hole): try the next sparse area
+    }
+  }
+  return undefined;
+}
+
+function deviceGetRegionInfo(s: Session, f: Frame): Reply {
+  const req = decodeRegionInfoRequest(f.payload);
+  const d = s.device;
+  const L = vfio_user_region_info;
+  // First ask with the bare struct to learn the full size (vfio_pci_ioctl_get_region_info's
+  // argsz exchange), then with room for the capabilities when the client has it.
+  let info = new Uint8Array(L.SIZEOF);
+  put32(info, L.argsz, L.SIZEOF);
+  put32(info, L.index, req.index);
+  d.ioctl(VFIO_DEVICE_GET_REGION_INFO, info);
+  const need = le32(info, L.argsz);
+  if (need > L.SIZEOF && req.argsz >= need) {
+    info = new Uint8Array(need);
+    put32(info, L.argsz, need);
+    put32(info, L.index, req.index);
+    d.ioctl(VFIO_DEVICE_GET_REGION_INFO, info);
+  }
+  const whole = req.argsz >= need;
+  let flags = le32(info, L.flags);
+  const fds: number[] = [];
+  let offset = 0n;
+  if (flags & VfioUserRegionFlags.MMAP) {
+    const src = regionFd(s, req.index, info);
+    if (src === undefined) flags &= ~VfioUserRegionFlags.MMAP;
+    else {
+      // Spec: `offset` is the offset into the fd sent with the reply. libvfio-user attaches the
+      // fd only when the whole reply fits the client's argsz; QEMU takes at most one fd.
+      offset = src.offset;
+      if (whole) fds.push(src.fd);
+    }
+  }
+  put32(info, L.argsz, need);
+  put32(info, L.flags, flags);
+  put64(info, L.offset, offset);
+  return { chunks: [info], fds };
+}
+
+function deviceGetRegionIoFds(s: Session, f: Frame): Reply {
+  const op = 'VFIO_USER_DEVICE_GET_REGION_IO_FDS';
+  const req = decodeIoFdsRequest(f.payload);
+  // libvfio-user handle_device_get_region_io_fds: flags and count must be 0 in the request.
+  if (req.flags !== 0 || req.count !== 0) fail(Errno.EINVAL, op, 'flags and count must be 0');
+  if (req.index >= s.device.numRegions) fail(Errno.EINVAL, op, `region ${req.index}`);
+  regionSize(s, req.index); // EINVAL for a region that does not exist (VGA on non-VGA devices)
+  // No ioeventfds are offered: the 16-byte head with count 0, argsz 16.
+  const out = new Uint8Array(vfio_user_region_io_fds.SIZEOF);
+  put32(out, vfio_user_region_io_fds.argsz, vfio_user_region_io_fds.SIZEOF);
+  put32(out, vfio_user_region_io_fds.index, req.index);
+  return { chunks: [out], fds: [] };
+}
+
+function deviceGetIrqInfo(s: Session, f: Frame): Reply {
+  decodeIrqInfo(f.payload, 'command');
+  const arg = f.payload.slice(0, 16);
+  put32(arg, 0, 16);
+  s.device.ioctl(VFIO_DEVICE_GET_IRQ_INFO, arg);
+  return { chunks: [arg], fds: [] };
+}
+
+/**
+ * SET_IRQS: eventfds arrive as SCM_RIGHTS fds, one per interrupt of start..start+count, or none
+ * at all to unassign the range (QEMU sends runs of valid fds and runs of -1 as separate messages
+ * without fds; libvfio-user device_set_irqs_validate: nr_fds is 0 or count). The core gets the
+ * vfio.h layout with the received fd numbers as its s32 data and dups what it keeps.
+ */
+function deviceSetIrqs(s: Session, f: Frame): Reply {
+  const op = 'VFIO_USER_DEVICE_SET_IRQS';
+  const set = decodeIrqSet(f.payload);
+  const eventfd = (set.flags & VFIO_IRQ_SET_DATA_TYPE_MASK) === VFIO_IRQ_SET_DATA_EVENTFD;
+  if (!eventfd && f.fds.length > 0) fail(Errno.EINVAL, op, 'fds without DATA_EVENTFD');
+  let arg: Uint8Array;
+  if (eventfd) {
+    if (f.fds.length !== 0 && f.fds.length !== set.count)
+      fail(Errno.EINVAL, op, `${f.fds.length} fds for count ${set.count}`);
+    arg = new Uint8Array(20 + 4 * set.count);
+    arg.set(f.payload.subarray(0, 20));
+    const dv = new DataView(arg.buffer);
+    for (let i = 0; i < set.count; i++) dv.setInt32(20 + 4 * i, f.fds[i] ?? -1, true);
+  } else {
+    arg = f.payload.slice(0, 20 + (set.data?.length ?? 0));
+  }
+  put32(arg, 0, arg.length);
+  s.device.ioctl(VFIO_DEVICE_SET_IRQS, arg);
+  return EMPTY;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Region access (spec, "Read and Write Operations"; libvfio-user is_valid_region_access)
+// ---------------------------------------------------------------------------------------------
+/** The region's size, from the core's REGION_INFO (cached; regions never shrink). */
+function regionSize(s: Session, index: number): bigint {
+  const cached = s.regionSizes[index];
+  if (cached !== undefined) return cached;
+  const info = new Uint8Array(vfio_user_region_info.SIZEOF);
+  put32(info, 0, info.length);
+  put32(info, 8, index);
+  s.device.ioctl(VFIO_DEVICE_GET_REGION_INFO, info);
+  const size = new DataView(info.buffer).getBigUint64(vfio_user_region_info.size, true);
+  s.regionSizes[index] = size;
+  return size;
+}
+
+function checkAccess(s: Session, op: string, region: number, offset: bigint, count: number): bigint {
+  // libvfio-user: count above max_data_xfer_size, a bad index, or an access past the region's
+  // end are all EINVAL.
+  if (count > xferMax(s)) fail(Errno.EINVAL, op, `count ${count} > max_data_xfer_size ${xferMax(s)}`);
+  if (region >= s.device.numRegions) fail(Errno.EINVAL, op, `region ${region}`);
+  if (offset + BigInt(count) > regionSize(s, region))
+    fail(Errno.EINVAL, op, `0x${offset.toString(16)}+${count} past the end of region ${region}`);
+  return s.device.regionOffset(region) + offset;
+}
+
+function regionRead(s: Session, f: Frame): Reply {
+  const op = 'VFIO_USER_REGION_READ';
+  const r = decodeRegionReadRequest(f.payload);
+  const at = checkAccess(s, op, r.region, r.offset, r.count);
+  // A view of the request: it is sent (or copied by the transport) before the buffer is reused.
+  const head = f.payload.subarray(0, vfio_user_region_access.SIZEOF);
+  if (r.count === 0) return { chunks: [head], fds: [] };
+  const data = s.device.pread(at, r.count);
+  if (data.length !== r.count) fail(Errno.EINVAL, op, 'short read');
+  return { chunks: [head, data], fds: [] };
+}
+
+function regionWrite(s: Session, f: Frame): Reply {
+  const op = 'VFIO_USER_REGION_WRITE';
+  const w = decodeRegionWriteRequest(f.payload);
+  const at = checkAccess(s, op, w.region, w.offset, w.data.length);
+  if (w.data.length > 0 && s.device.pwrite(at, w.data) !== w.data.length)
+    fail(Errno.EINVAL, op, 'short write');
+  // Reply: offset, region, count; no data.
+  return { chunks: [f.payload.subarray(0, vfio_user_region_access.SIZEOF)], fds: [] };
+}
+
+function regionWriteMulti(s: Session, f: Frame): Reply {
+  const op = 'VFIO_USER_REGION_WRITE_MULTI';
+  // Only a client told `write_multiple` may send it (QEMU checks the server's capability).
+  if (!s.negotiated?.writeMultiple) fail(Errno.EINVAL, op, 'write_multiple was not negotiated');
+  const m = decodeRegionWriteMulti(f.payload);
+  let done = 0;
+  for (const w of m.writes) {
+    const at = checkAccess(s, op, w.region, w.offset, w.data.length);
+    if (w.data.length > 0) s.device.pwrite(at, w.data);
+    done++;
+  }
+  const out = new Uint8Array(8);
+  put64(out, 0, BigInt(done));
+  return { chunks: [out], fds: [] };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reset, features, migration
+// ---------------------------------------------------------------------------------------------
+function deviceReset(s: Session): Reply {
+  s.device.ioctl(VFIO_DEVICE_RESET, new Uint8Array(0));
+  return EMPTY;
+}
+
+/**
+ * DEVICE_FEATURE: the payload is struct vfio_device_feature; the core answers it. The reply is
+ * the struct as the core left it. DMA_BUF (11) and the mmap cookie (0xf001) answer with one fd
+ * (docs/vfio-user-wc.md).
+ */
+function deviceFeature(s: Session, f: Frame): Reply {
+  const req = decodeDeviceFeature(f.payload, 'command');
+  // The core reads and writes the data in place: give it argsz bytes (the payload, zero-padded
+  // up to the argsz the client allows for the reply, within the payload cap).
+  const size = Math.max(f.payload.length, Math.min(req.argsz, MAX_FEATURE_PAYLOAD));
+  const arg = new Uint8Array(size);
+  arg.set(f.payload);
+  const ret = s.device.ioctl(VFIO_DEVICE_FEATURE, arg);
+  const feature = req.flags & VfioUserFeatureFlags.MASK;
+  const probe = (req.flags & VfioUserFeatureFlags.PROBE) !== 0;
+  const get = (req.flags & VfioUserFeatureFlags.GET) !== 0;
+  if (feature === VFIO_DEVICE_FEATURE_DMA_BUF && ret > 0) {
+    // The ioctl's return value is the new dma-buf fd: it travels with the reply, and our copy is
+    // closed once sent. Its offset R is BAR offset R (a dup of the BAR's memfd).
+    const fd = ret;
+    return { chunks: [arg], fds: [fd], after: () => s.device.closeDmaBuf(fd) };
+  }
+  if (feature === VFIO_TS_FEATURE_MMAP_COOKIE && !probe) {
+    const dv = new DataView(arg.buffer);
+    const cookie = dv.getBigUint64(16, true);
+    if (!get) {
+      s.cookies.delete(cookie);
+      return { chunks: [arg], fds: [] };
+    }
+    s.cookies.add(cookie);
+    // One fd: the BAR's memory, fd offset 0 = BAR offset 0 (the cookie stays an opaque handle).
+    const bar = dv.getUint32(8, true);
+    const src = regionFd(s, bar, regionInfoFor(s, bar));
+    if (src === undefined) fail(Errno.EINVAL, 'VFIO_TS_FEATURE_MMAP_COOKIE', `BAR ${bar} has no fd`);
+    if (src.offset !== 0n)
+      fail(Errno.EINVAL, 'VFIO_TS_FEATURE_MMAP_COOKIE', 'BAR does not start at fd offset 0');
+    return { chunks: [arg], fds: [src.fd] };
+  }
+  return { chunks: [arg], fds: [] };
+}
+
+/** Full REGION_INFO of `index` with its capabilities (for sparse areas). */
+function regionInfoFor(s: Session, index: number): Uint8Array {
+  let info = new Uint8Array(vfio_user_region_info.SIZEOF);
+  put32(info, 0, info.length);
+  put32(info, 8, index);
+  s.device.ioctl(VFIO_DEVICE_GET_REGION_INFO, info);
+  const need = le32(info, 0);
+  if (need > info.length) {
+    info = new Uint8Array(need);
+    put32(info, 0, need);
+    put32(info, 8, index);
+    s.device.ioctl(VFIO_DEVICE_GET_REGION_INFO, info);
+  }
+  return info;
+}
+
+/**
+ * Migration is not implemented: MIG_DATA_READ/WRITE answer EOPNOTSUPP (95, the issue's
+ * "ENOTSUP"; libvfio-user answers EINVAL when a device has no migration).
+ */
+function migData(_s: Session, _f: Frame): Reply {
+  throw new VfioError(Errno.EOPNOTSUPP, 'VFIO_USER_MIG_DATA', 'migration is not supported');
+}
+
+export const HANDLERS: Readonly<Record<number, HandlerEntry>> = {
+  [C.VERSION]: {
+    minPayload: 4,
+    maxPayload: () => MAX_VERSION_PAYLOAD,
+    maxFds: () => 0,
+    handle: version,
+  },
+  [C.DMA_MAP]: fixed(32, dmaMap, 1),
+  [C.DMA_UNMAP]: fixed(24, dmaUnmap),
+  [C.DEVICE_GET_INFO]: fixed(16, deviceGetInfo),
+  [C.DEVICE_GET_REGION_INFO]: fixed(32, deviceGetRegionInfo),
+  [C.DEVICE_GET_REGION_IO_FDS]: fixed(16, deviceGetRegionIoFds),
+  [C.DEVICE_GET_IRQ_INFO]: fixed(16, deviceGetIrqInfo),
+  [C.DEVICE_SET_IRQS]: {
+    minPayload: 20,
+    maxPayload: () => MAX_SET_IRQS_PAYLOAD,
+    maxFds: (s) => s.negotiated?.maxMsgFds ?? 0,
+    handle: deviceSetIrqs,
+  },
+  [C.REGION_READ]: fixed(16, regionRead),
+  [C.REGION_WRITE]: {
+    minPayload: 16,
+    maxPayload: (s) => 16 + xferMax(s),
+    maxFds: () => 0,
+    handle: regionWrite,
+  },
+  [C.DEVICE_RESET]: {
+    minPayload: 0,
+    maxPayload: () => MAX_FIXED_PAYLOAD,
+    maxFds: () => 0,
+    handle: deviceReset,
+  },
+  [C.REGION_WRITE_MULTI]: {
+    minPayload: 8,
+    maxPayload: () => 8 + 24 * MAX_WRITE_MULTI,
+    maxFds: () => 0,
+    handle: regionWriteMulti,
+  },
+  [C.DEVICE_FEATURE]: {
+    minPayload: 8,
+    maxPayload: () => MAX_FEATURE_PAYLOAD,
+    maxFds: () => 0,
+    handle: deviceFeature,
+  },
+  [C.MIG_DATA_READ]: { minPayload: 0, maxPayload: () => MAX_FIXED_PAYLOAD, maxFds: () => 0, handle: migData },
+  [C.MIG_DATA_WRITE]: {
+    minPayload: 0,
+    maxPayload: (s) => 8 + xferMax(s),
+    maxFds: () => 0,
+    handle: migData,
+  },
+};

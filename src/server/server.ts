@@ -1,0 +1,165 @@
+/**
+ * A vfio-user server for one VfioPciDevice (QEMU docs/interop/vfio-user.rst, "Socket
+ * Transport"): it listens on a UNIX stream socket and serves one client at a time, client after
+ * client, until stopped. While a client is connected the listening socket is not watched, so the
+ * next client waits in the listen backlog (libvfio-user also serves a single client).
+ *
+ * A client that breaks the stream (a framing error) or goes away is closed, everything it held
+ * is released (Session.cleanup), the device stays, and the next client is accepted.
+ */
+import { Errno } from '../abi/errno.js';
+import type { VfioPciDevice } from '../core/device.js';
+import { VfioError } from '../errors.js';
+import {
+  closeFd,
+  type FdWatch,
+  type PeerCred,
+  peerCred,
+  unixAccept,
+  unixListen,
+  watchFd,
+} from '../native/index.js';
+import type { DmaLayout } from '../wire/vfio-user.js';
+import { Session } from './session.js';
+import { type CloseReason, Transport } from './transport.js';
+
+export interface ServerOptions {
+  /** Connect/disconnect lines (and, with `verbose`, one line per message). */
+  readonly log?: (line: string) => void;
+  readonly verbose?: boolean;
+  /** DMA_READ/DMA_WRITE layout; default 'auto' (QEMU's for a 0.0 client). */
+  readonly dmaLayout?: DmaLayout | 'auto';
+}
+
+export interface ClientInfo {
+  readonly id: number;
+  readonly peer: PeerCred | undefined;
+  readonly session: Session;
+}
+
+export class VfioUserServer {
+  #listenFd: number | undefined;
+  #listenWatch: FdWatch | undefined;
+  #client: (ClientInfo & { transport: Transport }) | undefined;
+  #nextId = 1;
+  #stopped = false;
+  #idleWaiters: (() => void)[] = [];
+  /** Clients served so far (connected ones included). */
+  served = 0;
+  /** How the last client's connection ended. */
+  lastClose: CloseReason | undefined;
+
+  constructor(
+    readonly device: VfioPciDevice,
+    readonly options: ServerOptions = {},
+  ) {}
+
+  get client(): ClientInfo | undefined {
+    return this.#client;
+  }
+
+  /** Listens at `path` (mode 0600). The caller makes sure no live socket is there. */
+  listen(path: string): void {
+    if (this.#listenFd !== undefined) throw new VfioError(Errno.EBUSY, 'listen', 'already listening');
+    this.#listenFd = unixListen(path, { mode: 0o600 });
+    this.#watchListen();
+  }
+
+  #watchListen(): void {
+    if (this.#listenFd === undefined || this.#listenWatch || this.#client || this.#stopped) return;
+    this.#listenWatch = watchFd(this.#listenFd, { readable: true }, () => this.#accept());
+  }
+
+  #accept(): void {
+    if (this.#listenFd === undefined || this.#client) return;
+    let fd: number | null;
+    try {
+      fd = unixAccept(this.#listenFd);
+    } catch (e) {
+      this.#log(`accept failed: ${e instanceof Error ? e.message : String(e)}`);
+      return;
+    }
+    if (fd === null) return;
+    this.#listenWatch?.stop();
+    this.#listenWatch = undefined;
+    this.adopt(fd);
+  }
+
+  /**
+   * Serves an already connected socket (a socketpair end in tests). The server owns `fd` from
+   * now on. EBUSY while another client is being served.
+   */
+  adopt(fd: number): ClientInfo {
+    if (this.#client || this.#stopped) {
+      closeFd(fd);
+      throw new VfioError(Errno.EBUSY, 'adopt', this.#stopped ? 'server stopped' : 'a client is connected');
+    }
+    const id = this.#nextId++;
+    let peer: PeerCred | undefined;
+    try {
+      peer = peerCred(fd);
+    } catch {
+      peer = undefined;
+    }
+    const verbose = this.options.verbose && this.options.log;
+    let session: Session | undefined;
+    const transport = new Transport(fd, {
+      onFrame: (f) => session!.onFrame(f),
+      onClose: (reason) => this.#closed(id, reason),
+    });
+    session = new Session(this.device, transport, {
+      ...(this.options.dmaLayout !== undefined ? { dmaLayout: this.options.dmaLayout } : {}),
+      ...(verbose ? { trace: (l: string) => this.#log(`client ${id}: ${l}`) } : {}),
+    });
+    const info = { id, peer, session, transport };
+    this.#client = info;
+    this.served++;
+    this.#log(`client ${id} connected${peer ? ` (pid ${peer.pid}, uid ${peer.uid})` : ''}`);
+    transport.start();
+    return info;
+  }
+
+  #closed(id: number, reason: CloseReason): void {
+    const c = this.#client;
+    if (!c || c.id !== id) return;
+    this.#client = undefined;
+    this.lastClose = reason;
+    try {
+      c.session.cleanup(reason);
+    } catch (e) {
+      this.#log(`client ${id} cleanup failed: ${e instanceof Error ? e.message : String(e)}`);
+    }
+    const why =
+      reason.kind === 'eof'
+        ? 'closed the connection'
+        : reason.kind === 'framing'
+          ? `broke the stream (${reason.error.message})`
+          : reason.kind === 'local'
+            ? 'disconnected by the server'
+            : `connection failed (${reason.error instanceof Error ? reason.error.message : String(reason.error)})`;
+    this.#log(`client ${id} disconnected: ${why}; ${c.session.messages} messages`);
+    for (const w of this.#idleWaiters.splice(0)) w();
+    this.#watchListen();
+  }
+
+  /** Resolves when no client is connected. */
+  idle(): Promise<void> {
+    if (!this.#client) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.push(resolve));
+  }
+
+  /** Disconnects the client (if any) and stops listening. The device stays open. */
+  stop(): void {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    this.#client?.transport.close({ kind: 'local' });
+    this.#listenWatch?.stop();
+    this.#listenWatch = undefined;
+    if (this.#listenFd !== undefined) closeFd(this.#listenFd);
+    this.#listenFd = undefined;
+  }
+
+  #log(line: string): void {
+    this.options.log?.(line);
+  }
+}

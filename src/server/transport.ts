@@ -1,0 +1,237 @@
+/**
+ * One vfio-user connection's byte transport: a non-blocking UNIX stream socket read with
+ * recvmsg (SCM_RIGHTS fds kept with their message by the wire MessageFramer) and written with
+ * sendmsg through a queue that survives EAGAIN.
+ *
+ * Reading: `recvMsgInto` lands in a reused buffer. Frames are handed to `onFrame` synchronously
+ * and are views into that buffer, valid only during the call (handlers copy what they keep).
+ * A message left incomplete at the end of a read stays in the buffer, and the next read goes
+ * after it, so nothing is ever overwritten while the framer still holds it; when the room left
+ * is small a fresh buffer is started (the framer keeps the old one until it is consumed).
+ *
+ * Writing: `send` tries sendmsg at once (the usual case: no copy, no allocation). What the
+ * kernel does not take is copied into the queue and written when the socket is writable again
+ * (the fd watch is switched to readable|writable until the queue drains). Fds travel with the
+ * first byte of their message (spec, "Socket Transport": fds ride on the message's sendmsg).
+ *
+ * Closing (peer EOF, a framing error, a send error, or `close()`): the watch stops, every fd
+ * still held (framer, queue) is closed, then the socket; `onClose` runs once.
+ */
+import { Errno } from '../abi/errno.js';
+import { MalformedError, VfioError } from '../errors.js';
+import { closeFd, type FdWatch, MAX_FDS_PER_MSG, recvMsgInto, sendMsg, watchFd } from '../native/index.js';
+import { type Frame, MessageFramer } from '../wire/vfio-user.js';
+
+/** Size of each receive buffer; one read takes at most this much. */
+export const RECV_BUFFER_BYTES = 256 * 1024;
+/** Below this much room left in the receive buffer, the next read starts a fresh buffer. */
+const MIN_RECV_ROOM = 16 * 1024;
+/** Reads per readable event before yielding to the event loop (level-triggered: it comes back). */
+const MAX_READS_PER_EVENT = 64;
+/** Bytes allowed to wait in the send queue before the connection is dropped (a peer not reading). */
+export const MAX_QUEUED_BYTES = 64 * 1024 * 1024;
+
+export type CloseReason =
+  | { readonly kind: 'eof' }
+  | { readonly kind: 'framing'; readonly error: MalformedError }
+  | { readonly kind: 'error'; readonly error: unknown }
+  | { readonly kind: 'local' };
+
+export interface TransportHandlers {
+  /** A complete message. `frame.fds` belong to the callee, which must close or keep them. */
+  onFrame(frame: Frame): void;
+  onClose(reason: CloseReason): void;
+}
+
+interface Outgoing {
+  bytes: Uint8Array;
+  fds: readonly number[];
+  after: (() => void) | undefined;
+}
+
+export class Transport {
+  readonly framer: MessageFramer;
+  #fd: number;
+  #watch: FdWatch | undefined;
+  #watchWritable = false;
+  #buf = new Uint8Array(RECV_BUFFER_BYTES);
+  #pos = 0;
+  #queue: Outgoing[] = [];
+  #queued = 0;
+  #closed = false;
+  #handlers: TransportHandlers;
+
+  constructor(fd: number, handlers: TransportHandlers, maxMessageSize?: number) {
+    this.#fd = fd;
+    this.#handlers = handlers;
+    this.framer = new MessageFramer(maxMessageSize === undefined ? {} : { maxMessageSize });
+  }
+
+  get fd(): number {
+    return this.#fd;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Starts reading. */
+  start(): void {
+    this.#rewatch(false);
+  }
+
+  #rewatch(writable: boolean): void {
+    if (this.#closed) return;
+    if (this.#watch && this.#watchWritable === writable) return;
+    this.#watch?.stop();
+    this.#watchWritable = writable;
+    this.#watch = watchFd(this.#fd, { readable: true, writable }, (ev) => {
+      if (ev.errno !== 0) {
+        // libuv stopped the handle (EPOLLERR); a read would show the error, but the peer is gone.
+        this.#watch = undefined;
+        this.close({ kind: 'error', error: new VfioError(ev.errno, 'poll') });
+        return;
+      }
+      if (ev.writable) this.#flush();
+      if (ev.readable && !this.#closed) this.#read();
+    });
+  }
+
+  #read(): void {
+    for (let i = 0; i < MAX_READS_PER_EVENT && !this.#closed; i++) {
+      if (this.#buf.length - this.#pos < MIN_RECV_ROOM) {
+        // The framer may still hold views of the old buffer; it keeps it alive until consumed.
+        this.#buf = new Uint8Array(RECV_BUFFER_BYTES);
+        this.#pos = 0;
+      }
+      let r: ReturnType<typeof recvMsgInto>;
+      try {
+        r = recvMsgInto(this.#fd, this.#buf.subarray(this.#pos), MAX_FDS_PER_MSG);
+      } catch (e) {
+        this.close({ kind: 'error', error: e });
+        return;
+      }
+      if (r === null) return; // EAGAIN: drained
+      if (r.bytes === 0) {
+        for (const fd of r.fds) closeFd(fd);
+        this.close({ kind: 'eof' });
+        return;
+      }
+      // MSG_CTRUNC (more fds than the kernel's per-message limit): the fds that did arrive go
+      // with the message as usual; the handler refuses a message with fds it does not take.
+      const chunk = this.#buf.subarray(this.#pos, this.#pos + r.bytes);
+      this.framer.push(chunk, r.fds);
+      this.#drain();
+      // Keep the unconsumed tail where it is: the next read goes after it.
+      this.#pos = this.framer.buffered === 0 ? 0 : this.#pos + r.bytes;
+    }
+  }
+
+  #drain(): void {
+    while (!this.#closed) {
+      let f: ReturnType<MessageFramer['next']>;
+      try {
+        f = this.framer.next();
+      } catch (e) {
+        if (e instanceof MalformedError) this.close({ kind: 'framing', error: e });
+        else this.close({ kind: 'error', error: e });
+        return;
+      }
+      if ('need' in f) return;
+      this.#handlers.onFrame(f);
+    }
+  }
+
+  /**
+   * Sends one message gathered from `chunks` with `fds` attached; `after` runs once it has been
+   * handed to the kernel in full (or dropped because the connection closed). The caller keeps
+   * ownership of `fds` (close them in `after`). Chunks may be reused by the caller right after
+   * the call returns: what is not sent at once is copied.
+   */
+  send(chunks: readonly Uint8Array[], fds: readonly number[] = [], after?: () => void): void {
+    if (this.#closed) {
+      after?.();
+      return;
+    }
+    let sent = 0;
+    let total = 0;
+    for (const c of chunks) total += c.length;
+    if (this.#queue.length === 0) {
+      let n: number | null;
+      try {
+        n = sendMsg(this.#fd, chunks, fds);
+      } catch (e) {
+        after?.();
+        this.close({ kind: 'error', error: e });
+        return;
+      }
+      if (n === total) {
+        after?.();
+        return;
+      }
+      sent = n ?? 0;
+    }
+    // Copy what is left (the caller's chunks may be scratch buffers).
+    const rest = new Uint8Array(total - sent);
+    let at = 0;
+    let skip = sent;
+    for (const c of chunks) {
+      if (skip >= c.length) {
+        skip -= c.length;
+        continue;
+      }
+      rest.set(c.subarray(skip), at);
+      at += c.length - skip;
+      skip = 0;
+    }
+    this.#queue.push({ bytes: rest, fds: sent === 0 ? fds : [], after });
+    this.#queued += rest.length;
+    if (this.#queued > MAX_QUEUED_BYTES) {
+      this.close({ kind: 'error', error: new VfioError(Errno.ENOMEM, 'send', 'peer is not reading') });
+      return;
+    }
+    this.#rewatch(true);
+  }
+
+  #flush(): void {
+    while (this.#queue.length > 0 && !this.#closed) {
+      const o = this.#queue[0]!;
+      let n: number | null;
+      try {
+        n = sendMsg(this.#fd, [o.bytes], o.fds);
+      } catch (e) {
+        this.close({ kind: 'error', error: e });
+        return;
+      }
+      if (n === null) return;
+      this.#queued -= n;
+      if (n < o.bytes.length) {
+        o.bytes = o.bytes.subarray(n);
+        o.fds = [];
+        return;
+      }
+      this.#queue.shift();
+      o.after?.();
+    }
+    if (this.#queue.length === 0) this.#rewatch(false);
+  }
+
+  /** Bytes waiting in the send queue. */
+  get queuedBytes(): number {
+    return this.#queued;
+  }
+
+  close(reason: CloseReason = { kind: 'local' }): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#watch?.stop();
+    this.#watch = undefined;
+    for (const fd of this.framer.takeFds()) closeFd(fd);
+    const queue = this.#queue;
+    this.#queue = [];
+    this.#queued = 0;
+    for (const o of queue) o.after?.();
+    closeFd(this.#fd);
+    this.#handlers.onClose(reason);
+  }
+}

@@ -1,0 +1,685 @@
+/**
+ * The vfio-user server against raw, hand-packed messages over a socketpair: every command's
+ * happy path, bad input with exact errnos, fds that must be closed, clients that break the
+ * stream, and fd counts that stay flat.
+ */
+import assert from 'node:assert/strict';
+import { after, describe, test } from 'node:test';
+import { Errno } from '../../src/abi/errno.js';
+import {
+  VFIO_DEVICE_FEATURE_DMA_BUF,
+  VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_WC,
+  VFIO_DEVICE_FEATURE_GET,
+  VFIO_DEVICE_FEATURE_PROBE,
+  VFIO_DEVICE_FEATURE_SET,
+  VFIO_IRQ_SET_ACTION_TRIGGER,
+  VFIO_IRQ_SET_DATA_EVENTFD,
+  VFIO_IRQ_SET_DATA_NONE,
+  VFIO_PCI_CONFIG_REGION_INDEX,
+  VFIO_PCI_INTX_IRQ_INDEX,
+  VFIO_REGION_INFO_FLAG_PREFETCH,
+  VFIO_TS_FEATURE_ALIAS_REGION,
+  VFIO_TS_FEATURE_MMAP_COOKIE,
+} from '../../src/abi/vfio.js';
+import { VfioUserCommand as C, VfioUserFlags } from '../../src/abi/vfio-user.js';
+import {
+  closeFd,
+  eventfdCreate,
+  eventfdRead,
+  MAP_SHARED,
+  memfdCreate,
+  mmap,
+  openFdCount,
+  PROT_READ,
+  PROT_WRITE,
+  waitReadable,
+} from '../../src/native/index.js';
+import {
+  decodeDmaReadRequest,
+  decodeRegionInfoReply,
+  decodeVersion,
+  encodeCommand,
+  encodeMessage,
+  resolveCapabilities,
+} from '../../src/wire/vfio-user.js';
+import {
+  access,
+  concat,
+  errnoOf,
+  isReplyFrame,
+  le,
+  packRaw,
+  qemuVersionPayload,
+  type RawPeer,
+  rig,
+  u32s,
+} from './raw.js';
+
+const EDU_ID = 0x010000ed;
+const settle = () => new Promise((r) => setTimeout(r, 20));
+
+async function read32(p: RawPeer, region: number, offset: bigint): Promise<number> {
+  const f = await p.call(C.REGION_READ, access(region, offset, 4));
+  assert.equal(errnoOf(f), 0, `REGION_READ ${region}@${offset}`);
+  return le(f.payload).getUint32(16, true);
+}
+
+async function write32(p: RawPeer, region: number, offset: bigint, value: number): Promise<void> {
+  const f = await p.call(C.REGION_WRITE, access(region, offset, 4, u32s(value)));
+  assert.equal(errnoOf(f), 0, `REGION_WRITE ${region}@${offset}`);
+}
+
+function regionInfoReq(index: number, argsz = 32): Uint8Array {
+  const b = new Uint8Array(32);
+  le(b).setUint32(0, argsz, true);
+  le(b).setUint32(8, index, true);
+  return b;
+}
+
+function feature(flags: number, data: Uint8Array, argsz = 8 + data.length): Uint8Array {
+  return concat(u32s(argsz, flags), data);
+}
+
+describe('vfio-user server: happy paths', () => {
+  const r = rig('edu');
+  const iv = rig('ivshmem');
+  after(() => {
+    r.close();
+    iv.close();
+  });
+
+  test('VERSION keeps the major, caps the minor, answers a subset of the capabilities', async () => {
+    const p = r.connect();
+    try {
+      const f = await p.call(C.VERSION, qemuVersionPayload({ minor: 3 }));
+      assert.equal(errnoOf(f), 0);
+      const v = decodeVersion(f.payload);
+      assert.equal(v.major, 0);
+      assert.equal(v.minor, 0);
+      assert.equal(v.capabilities.maxMsgFds, 16);
+      assert.equal(v.capabilities.maxDataXferSize, 1 << 20);
+      assert.equal(v.capabilities.pgsizes, 4096n);
+      assert.equal(v.capabilities.writeMultiple, true);
+      assert.equal(v.capabilities.migration, undefined);
+      const again = await p.call(C.VERSION, qemuVersionPayload());
+      assert.equal(errnoOf(again), Errno.EINVAL, 'a second VERSION');
+    } finally {
+      p.close();
+      await r.server.idle();
+    }
+    const q = r.connect();
+    try {
+      const f = await q.call(C.VERSION, qemuVersionPayload({ writeMultiple: false }));
+      const v = decodeVersion(f.payload);
+      assert.equal(v.capabilities.writeMultiple, false, 'write_multiple only when offered');
+      assert.equal(v.json?.capabilities && 'write_multiple' in (v.json.capabilities as object), false);
+      // Multi-writes were not negotiated: refused.
+      const m = await q.call(C.REGION_WRITE_MULTI, new Uint8Array(8));
+      assert.equal(errnoOf(m), Errno.EINVAL);
+    } finally {
+      q.close();
+      await r.server.idle();
+    }
+  });
+
+  test('VERSION with a bare 4-byte payload gets the defaults; another major is EINVAL', async () => {
+    const p = r.connect();
+    try {
+      const bad = await p.call(C.VERSION, u32s(1)); // major 1, minor 0
+      assert.equal(errnoOf(bad), Errno.EINVAL);
+      const f = await p.call(C.VERSION, new Uint8Array(4));
+      assert.equal(errnoOf(f), 0);
+      assert.equal(resolveCapabilities(decodeVersion(f.payload).json).maxMsgFds, 1);
+    } finally {
+      p.close();
+      await r.server.idle();
+    }
+  });
+
+  test('DEVICE_GET_INFO, GET_IRQ_INFO, GET_REGION_IO_FDS', async () => {
+    const p = await r.negotiated();
+    try {
+      const info = await p.call(C.DEVICE_GET_INFO, u32s(16, 0, 0, 0));
+      assert.equal(errnoOf(info), 0);
+      assert.deepEqual([...new Uint32Array(info.payload.slice().buffer)], [16, 2, 9, 5]);
+      const irq = await p.call(C.DEVICE_GET_IRQ_INFO, u32s(16, 0, VFIO_PCI_INTX_IRQ_INDEX, 0));
+      assert.deepEqual([...new Uint32Array(irq.payload.slice().buffer)], [16, 0b111, 0, 1]);
+      const badIrq = await p.call(C.DEVICE_GET_IRQ_INFO, u32s(16, 0, 5, 0));
+      assert.equal(errnoOf(badIrq), Errno.EINVAL);
+      const io = await p.call(C.DEVICE_GET_REGION_IO_FDS, u32s(16, 0, 0, 0));
+      assert.deepEqual([...new Uint32Array(io.payload.slice().buffer)], [16, 0, 0, 0]);
+      assert.equal(io.fds.length, 0);
+      const ioBad = await p.call(C.DEVICE_GET_REGION_IO_FDS, u32s(16, 0, 0, 1));
+      assert.equal(errnoOf(ioBad), Errno.EINVAL, 'count must be 0');
+    } finally {
+      p.close();
+      await r.server.idle();
+    }
+  });
+
+  test('REGION_READ / REGION_WRITE reach edu registers and config space', async () => {
+    const p = await r.negotiated();
+    try {
+      assert.equal(await read32(p, 0, 0n), EDU_ID);
+      await write32(p, 0, 4n, 0x12345678);
+      assert.equal(await read32(p, 0, 4n), ~0x12345678 >>> 0);
+      const id = await read32(p, VFIO_PCI_CONFIG_REGION_INDEX, 0n);
+      assert.equal(id, 0x11e81234);
+      // The reply echoes offset, region and count.
+      const f = await p.call(C.REGION_WRITE, access(0, 8n, 4, u32s(5)));
+      assert.deepEqual([...f.payload], [...access(0, 8n, 4)]);
+      assert.equal(await read32(p, 0, 8n), 120);
+    } finally {
+      p.close();
+      await r.server.idle();
+    }
+  });
+
+  test('REGION_WRITE_MULTI when negotiated, and NO_REPLY writes', async () => {
+    const p = await r.negotiated({ writeMultiple: true });
+    try {
+      const one = (offset: bigint, v: number) => concat(access(0, offset, 4), u32s(v, 0));
+      const multi = concat(new Uint8Array(8), one(4n, 1), one(8n, 4));
+      le(multi).setBigUint64(0, 2n, true);
+      const f = await p.call(C.REGION_WRITE_MULTI, multi);
+      assert.equal(errnoOf(f), 0);
+      assert.equal(le(f.payload).getBigUint64(0, true), 2n);
+      assert.equal(await read32(p, 0, 4n), ~1 >>> 0);
+      assert.equal(await read32(p, 0, 8n), 24);
+      p.send(encodeCommand(0x7777, C.REGION_WRITE, access(0, 8n, 4, u32s(3)), { noReply: true }));
+      assert.equal(await read32(p, 0, 8n), 6, 'the posted write happened and got no reply');
+    } finally {
+      p.close();
+      await r.server.idle();
+    }
+  });
+
+  test('SET_IRQS with an eventfd: edu raises INTx through it; no fds unassigns', async () => {
+    const p = await r.negotiated();
+    const efd = eventfdCreate();
+    try {
+      const set = u32s(20, VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER, 0, 0, 1);
+      const f = await p.call(C.DEVICE_SET_IRQS, set, [efd]);
+      assert.equal(errnoOf(f), 0);
+      await write32(p, 0, 0x60n, 1);
+      assert.equal(await waitReadable(efd, 2000), true, 'interrupt delivered');
+      assert.equal(eventfdRead(efd), 1n);
+      const tooMany = await p.call(C.DEVICE_SET_IRQS, set, [efd, efd]);
+      assert.equal(errnoOf(tooMany), Errno.EINVAL, 'two fds for count 1');
+      const off = await p.call(C.DEVICE_SET_IRQS, set);
+      assert.equal(errnoOf(off), 0, 'DATA_EVENTFD without fds unassigns');
+      const none = await p.call(
+        C.DEVICE_SET_IRQS,
+        u32s(20, VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER, 0, 0, 0),
+      );
+      assert.equal(errnoOf(none), 0);
+      const badIndex = await p.call(
+        C.DEVICE_SET_IRQS,
+        u32s(20, VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER, 9, 0, 0),
+      );
+      assert.equal(errnoOf(badIndex), Errno.EINVAL);
+    } finally {
+      closeFd(efd);
+      p.close();
+      await r.server.idle();
+    }
+  });
+
+  test('DMA_MAP with the client memfd: edu DMAs from it; DMA_UNMAP echoes, then ENOENT', async () => {
+    const p = await r.negotiated();
+    const size = 1 << 16;
+    const mfd = memfdCreate('client-ram', size);
+    const ram = mmap(mfd, 0n, size, PROT_READ | PROT_WRITE, MAP_SHARED);
+    try {
+      ram.bytes.set([1, 2, 3, 4, 5, 6, 7, 8], 0x1000);
+      const map = new Uint8Array(32);
+      le(map).setUint32(0, 32, true);
+      le(map).setUint32(4, 3, true);
+      le(map).setBigUint64(8, 0n, true); // offset into the fd
+      le(map).setBigUint64(16, 0x100000n, true); // iova
+      le(map).setBigUint64(24, BigInt(size), true);
+      const f = await p.call(C.DMA_MAP, map, [mfd]);
+      assert.equal(errnoOf(f), 0);
+      assert.equal(r.device.dma.count, 1);
+      const overlap = await p.call(C.DMA_MAP, map, [mfd]);
+      assert.equal(errnoOf(overlap), Errno.EEXIST);
+      // edu: RAM 0x101000 -> DMA buffer 0x40000, 8 bytes.
+      await write32(p, 0, 0x80n, 0x101000);
+      await write32(p, 0, 0x88n, 0x40000);
+      await write32(p, 0, 0x90n, 8);
+      await write32(p, 0, 0x98n, 1);
+      await settle();
+      assert.equal(await read32(p, 0, 0x40000n), 0x04030201);
+      // And back: DMA buffer -> RAM 0x102000 (direction bit 2).
+      await write32(p, 0, 0x80n, 0x40000);
+      await write32(p, 0, 0x88n, 0x102000);
+      await write32(p, 0, 0x98n, 3);
+      await settle();
+      assert.deepEqual([...ram.bytes.subarray(0x2000, 0x2008)], [1, 2, 3, 4, 5, 6, 7, 8]);
+      const unmap = concat(u32s(24, 0), new Uint8Array(16));
+      le(unmap).setBigUint64(8, 0x100000n, true);
+      le(unmap).setBigUint64(16, BigInt(size), true);
+      const u = await p.call(C.DMA_UNMAP, unmap);
+      assert.equal(errnoOf(u), 0);
+      assert.deepEqual([...u.payload], [...unmap]);
+      assert.equal(r.device.dma.count, 0);
+      const again = await p.call(C.DMA_UNMAP, unmap);
+      assert.equal(errnoOf(again), Errno.ENOENT);
+    } finally {
+      ram.unmap();
+      closeFd(mfd);
+      p.close();
+      await r.server.idle();
+    }
+  });
+
+  test('DMA_MAP without an fd: the device reads and writes through DMA_READ / DMA_WRITE', async () => {
+    const p = await r.negotiated(); // a 0.0 client: QEMU's DMA layout (data at 12)
+    try {
+      const map = new Uint8Array(32);
+      le(map).setUint32(0, 32, true);
+      le(map).setUint32(4, 3, true);
+      le(map).setBigUint64(16, 0x200000n, true);
+      le(map).setBigUint64(24, 0x10000n, true);
+      assert.equal(errnoOf(await p.call(C.DMA_MAP, map)), 0);
+      await write32(p, 0, 0x80n, 0x200010);
+      await write32(p, 0, 0x88n, 0x40000);
+      await write32(p, 0, 0x90n, 4);
+      p.send(encodeCommand(0x4242, C.REGION_WRITE, access(0, 0x98n, 4, u32s(1))));
+      // The server asks for the memory before (or after) answering the register write.
+      let req = await p.recv();
+      if (isReplyFrame(req)) req = await p.recv();
+      assert.equal(req.header.command, C.DMA_READ);
+      assert.equal(isReplyFrame(req), false);
+      const rr = decodeDmaReadRequest(req.payload, 'qemu');
+      assert.deepEqual(rr, { address: 0x200010n, count: 4 });
+      // QEMU's reply: address u64, count u32, data, 4 zero bytes.
+      const body = new Uint8Array(16 + 4);
+      le(body).setBigUint64(0, 0x200010n, true);
+      le(body).setUint32(8, 4, true);
+      body.set([0xde, 0xad, 0xbe, 0xef], 12);
+      p.send(
+        encodeMessage(
+          { msgId: req.header.msgId, command: C.DMA_READ, flags: VfioUserFlags.TYPE_REPLY },
+          body,
+        ),
+      );
+      await settle();
+      assert.equal(await read32(p, 0, 0x40000n), 0xefbeadde);
+    } finally {
+      p.close();
+      await r.server.idle();
+    }
+  });
+
+  test('REGION_INFO: an mmappable prefetchable BAR comes with one fd at offset 0 and PREFETCH', async () => {
+    const p = await iv.negotiated();
+    try {
+      const f = await p.call(C.DEVICE_GET_REGION_INFO, regionInfoReq(2));
+      assert.equal(errnoOf(f), 0);
+      const info = decodeRegionInfoReply(f.payload);
+      assert.equal(info.flags, 0b111 | VFIO_REGION_INFO_FLAG_PREFETCH);
+      assert.equal(info.size, 4n << 20n);
+      assert.equal(info.offset, 0n);
+      assert.equal(f.fds.length, 1);
+      const m = mmap(f.fds[0]!, info.offset, 4096, PROT_READ | PROT_WRITE, MAP_SHARED);
+      m.bytes.set([9, 8, 7, 6]);
+      assert.equal(await read32(p, 2, 0n), 0x06070809, 'the fd is the BAR');
+      m.unmap();
+      closeFd(f.fds[0]!);
+      const cfg = await p.call(C.DEVICE_GET_REGION_INFO, regionInfoReq(VFIO_PCI_CONFIG_REGION_INDEX));
+      const ci = decodeRegionInfoReply(cfg.payload);
+      assert.equal(ci.flags, 0b11);
+      assert.equal(ci.offset, 0n);
+      assert.equal(cfg.fds.length, 0);
+      const empty = await p.call(C.DEVICE_GET_REGION_INFO, regionInfoReq(1));
+      assert.equal(decodeRegionInfoReply(empty.payload).size, 0n);
+      const vga = await p.call(C.DEVICE_GET_REGION_INFO, regionInfoReq(8));
+      assert.equal(errnoOf(vga), Errno.EINVAL);
+      const bad = await p.call(C.DEVICE_GET_REGION_INFO, regionInfoReq(99));
+      assert.equal(errnoOf(bad), Errno.EINVAL);
+    } finally {
+      p.close();
+      await iv.server.idle();
+    }
+  });
+
+  test('WC over the wire: DMA_BUF with ATTR_WC, MMAP_COOKIE and ALIAS_REGION each grant the BAR fd', async () => {
+    const fdsBefore = openFdCount();
+    const p = await iv.negotiated();
+    try {
+      // DMA_BUF: BAR2 ranges [0x2000, +0x1000) and [0x10000, +0x2000); dma-buf offset 0x1000 is
+      // in the second range, at BAR offset 0x10000.
+      const dbuf = concat(u32s(2, 0, VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_WC, 2), new Uint8Array(32));
+      le(dbuf).setBigUint64(16, 0x2000n, true);
+      le(dbuf).setBigUint64(24, 0x1000n, true);
+      le(dbuf).setBigUint64(32, 0x10000n, true);
+      le(dbuf).setBigUint64(40, 0x2000n, true);
+      const f = await p.call(
+        C.DEVICE_FEATURE,
+        feature(VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_DMA_BUF, dbuf),
+      );
+      assert.equal(errnoOf(f), 0);
+      assert.equal(f.fds.length, 1);
+      const m = mmap(f.fds[0]!, 0x10000n, 4096, PROT_READ | PROT_WRITE, MAP_SHARED);
+      m.bytes.set([0xaa, 0xbb, 0xcc, 0xdd]);
+      assert.equal(await read32(p, 2, 0x10000n), 0xddccbbaa);
+      m.unmap();
+      closeFd(f.fds[0]!);
+      const probe = await p.call(
+        C.DEVICE_FEATURE,
+        feature(
+          VFIO_DEVICE_FEATURE_PROBE | VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_DMA_BUF,
+          new Uint8Array(0),
+        ),
+      );
+      assert.equal(errnoOf(probe), 0);
+      assert.equal(probe.fds.length, 0);
+      // MMAP_COOKIE: struct back with offset and size, one fd with BAR offset 0 at fd offset 0.
+      const ck = await p.call(
+        C.DEVICE_FEATURE,
+        feature(
+          VFIO_DEVICE_FEATURE_GET | VFIO_TS_FEATURE_MMAP_COOKIE,
+          concat(u32s(2, VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_WC), new Uint8Array(16)),
+        ),
+      );
+      assert.equal(errnoOf(ck), 0);
+      assert.equal(ck.fds.length, 1);
+      const cookie = le(ck.payload).getBigUint64(16, true);
+      assert.equal(le(ck.payload).getBigUint64(24, true), 4n << 20n);
+      const cm = mmap(ck.fds[0]!, 0n, 4096, PROT_READ | PROT_WRITE, MAP_SHARED);
+      cm.bytes.set([1, 0, 0, 0], 4);
+      assert.equal(await read32(p, 2, 4n), 1);
+      cm.unmap();
+      closeFd(ck.fds[0]!);
+      assert.equal(iv.device.cookieCount, 1);
+      const rel = concat(u32s(2, 1), new Uint8Array(16));
+      le(rel).setBigUint64(8, cookie, true);
+      const released = await p.call(
+        C.DEVICE_FEATURE,
+        feature(VFIO_DEVICE_FEATURE_SET | VFIO_TS_FEATURE_MMAP_COOKIE, rel),
+      );
+      assert.equal(errnoOf(released), 0);
+      assert.equal(released.fds.length, 0);
+      assert.equal(iv.device.cookieCount, 0);
+      // WC on the non-prefetchable BAR0 is refused.
+      const no = await p.call(
+        C.DEVICE_FEATURE,
+        feature(
+          VFIO_DEVICE_FEATURE_GET | VFIO_TS_FEATURE_MMAP_COOKIE,
+          concat(u32s(0, VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_WC), new Uint8Array(16)),
+        ),
+      );
+      assert.equal(errnoOf(no), Errno.EINVAL);
+      // ALIAS_REGION: the struct, no fd; then the alias's REGION_INFO: first argsz 32 (no caps,
+      // no fd, argsz says how much), then the full ask: TYPE cap and the fd.
+      const al = await p.call(
+        C.DEVICE_FEATURE,
+        feature(
+          VFIO_DEVICE_FEATURE_GET | VFIO_TS_FEATURE_ALIAS_REGION,
+          u32s(2, VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_WC, 0, 0),
+        ),
+      );
+      assert.equal(errnoOf(al), 0);
+      assert.equal(al.fds.length, 0);
+      const alias = le(al.payload).getUint32(16, true);
+      assert.equal(alias, 9);
+      const first = await p.call(C.DEVICE_GET_REGION_INFO, regionInfoReq(alias));
+      const fi = decodeRegionInfoReply(first.payload);
+      assert.equal(first.fds.length, 0);
+      assert.equal(fi.flags, 4 | 8);
+      assert.ok(fi.argsz > 32);
+      const second = await p.call(C.DEVICE_GET_REGION_INFO, regionInfoReq(alias, fi.argsz));
+      const si = decodeRegionInfoReply(second.payload);
+      assert.equal(second.fds.length, 1);
+      assert.deepEqual(si.caps, [{ kind: 'type', version: 1, type: 4 + 2, subtype: 1 }]);
+      assert.equal(si.offset, 0n);
+      closeFd(second.fds[0]!);
+      const rd = await p.call(C.REGION_READ, access(alias, 0n, 4));
+      assert.equal(errnoOf(rd), Errno.EINVAL, 'alias regions are mmap only');
+    } finally {
+      p.close();
+      await iv.server.idle();
+    }
+    assert.equal(openFdCount(), fdsBefore, 'no fd left behind by the WC paths');
+  });
+
+  test('a cookie a client does not release is released when it goes', async () => {
+    const p = await iv.negotiated();
+    const ck = await p.call(
+      C.DEVICE_FEATURE,
+      feature(VFIO_DEVICE_FEATURE_GET | VFIO_TS_FEATURE_MMAP_COOKIE, concat(u32s(2, 0), new Uint8Array(16))),
+    );
+    for (const fd of ck.fds) closeFd(fd);
+    assert.equal(iv.device.cookieCount, 1);
+    p.close();
+    await iv.server.idle();
+    assert.equal(iv.device.cookieCount, 0);
+  });
+});
+
+describe('vfio-user server: bad input gets exact errnos, never a crash', () => {
+  const r = rig('edu');
+  after(() => r.close());
+
+  const cases: { name: string; msg: () => Uint8Array; errno: number }[] = [
+    {
+      name: 'unknown command 99',
+      msg: () => packRaw({ command: 99, payload: new Uint8Array(8) }),
+      errno: Errno.EINVAL,
+    },
+    {
+      name: 'command 14 (old dirty pages)',
+      msg: () => packRaw({ command: 14, payload: new Uint8Array(8) }),
+      errno: Errno.EINVAL,
+    },
+    {
+      name: 'DMA_READ sent by the client',
+      msg: () => packRaw({ command: C.DMA_READ, payload: new Uint8Array(16) }),
+      errno: Errno.EINVAL,
+    },
+    {
+      name: 'REGION_INFO too short',
+      msg: () => packRaw({ command: C.DEVICE_GET_REGION_INFO, payload: new Uint8Array(8) }),
+      errno: Errno.EINVAL,
+    },
+    {
+      name: 'REGION_INFO too large',
+      msg: () => packRaw({ command: C.DEVICE_GET_REGION_INFO, payload: new Uint8Array(300) }),
+      errno: Errno.EINVAL,
+    },
+    {
+      name: 'REGION_INFO argsz 8',
+      msg: () => packRaw({ command: C.DEVICE_GET_REGION_INFO, payload: u32s(8, 0, 0, 0, 0, 0, 0, 0) }),
+      errno: Errno.EINVAL,
+    },
+    {
+      name: 'a reply nobody asked for',
+      msg: () =>
+        packRaw({ command: C.DMA_READ, flags: VfioUserFlags.TYPE_REPLY, payload: new Uint8Array(16) }),
+      errno: Errno.EINVAL,
+    },
+    {
+      name: 'message type 2',
+      msg: () => packRaw({ command: C.DEVICE_GET_INFO, flags: 2, payload: u32s(16, 0, 0, 0) }),
+      errno: Errno.EINVAL,
+    },
+    {
+      name: 'reserved flag bit',
+      msg: () => packRaw({ command: C.DEVICE_GET_INFO, flags: 0x40, payload: u32s(16, 0, 0, 0) }),
+      errno: Errno.EINVAL,
+    },
+    {
+      name: 'REGION_READ of region 42',
+      msg: () => packRaw({ command: C.REGION_READ, payload: access(42, 0n, 4) }),
+      errno: Errno.EINVAL,
+    },
+    {
+      name: 'REGION_READ past the BAR end',
+      msg: () => packRaw({ command: C.REGION_READ, payload: access(0, (1n << 20n) - 2n, 4) }),
+      errno: Errno.EINVAL,
+    },
+    {
+      name: 'REGION_READ beyond max_data_xfer_size',
+      msg: () => packRaw({ command: C.REGION_READ, payload: access(0, 0n, (1 << 20) + 1) }),
+      errno: Errno.EINVAL,
+    },
+    {
+      name: 'REGION_WRITE count larger than its data',
+      msg: () => packRaw({ command: C.REGION_WRITE, payload: access(0, 4n, 8, u32s(1)) }),
+      errno: Errno.EINVAL,
+    },
+    {
+      name: 'REGION_WRITE to the read-only ROM region... of nothing',
+      msg: () => packRaw({ command: C.REGION_WRITE, payload: access(6, 0n, 4, u32s(1)) }),
+      errno: Errno.EINVAL,
+    },
+    {
+      name: 'DEVICE_RESET of a device without reset',
+      msg: () => packRaw({ command: C.DEVICE_RESET }),
+      errno: Errno.EINVAL,
+    },
+    {
+      name: 'DEVICE_FEATURE of an unknown feature',
+      msg: () => packRaw({ command: C.DEVICE_FEATURE, payload: u32s(8, VFIO_DEVICE_FEATURE_GET | 99) }),
+      errno: Errno.ENOTTY,
+    },
+    {
+      name: 'DMA_UNMAP with an unknown flag',
+      msg: () => packRaw({ command: C.DMA_UNMAP, payload: u32s(24, 4, 0, 0, 0, 0) }),
+      errno: Errno.EINVAL,
+    },
+    {
+      name: 'DMA_MAP with an unknown flag',
+      msg: () => packRaw({ command: C.DMA_MAP, payload: concat(u32s(32, 0x10), new Uint8Array(24)) }),
+      errno: Errno.EINVAL,
+    },
+    {
+      name: 'MIG_DATA_READ',
+      msg: () => packRaw({ command: C.MIG_DATA_READ, payload: u32s(8, 16) }),
+      errno: Errno.EOPNOTSUPP,
+    },
+    {
+      name: 'MIG_DATA_WRITE',
+      msg: () => packRaw({ command: C.MIG_DATA_WRITE, payload: u32s(8, 0) }),
+      errno: Errno.EOPNOTSUPP,
+    },
+  ];
+
+  test('each bad message gets its errno and the connection keeps working', async () => {
+    const p = await r.negotiated();
+    try {
+      for (const c of cases) {
+        const bytes = c.msg();
+        const id = le(bytes).getUint16(0, true);
+        const cmd = le(bytes).getUint16(2, true);
+        p.send(bytes);
+        const f = await p.recv();
+        assert.equal(f.header.msgId, id, c.name);
+        assert.equal(f.header.command, cmd, c.name);
+        assert.equal(f.header.msgSize, 16, `${c.name}: an error reply is the header alone`);
+        assert.equal(f.header.flags, VfioUserFlags.TYPE_REPLY | VfioUserFlags.ERROR, c.name);
+        assert.equal(errnoOf(f), c.errno, c.name);
+      }
+      assert.equal(await read32(p, 0, 0n), EDU_ID, 'still serving');
+    } finally {
+      p.close();
+      await r.server.idle();
+    }
+  });
+
+  test('commands before VERSION are refused', async () => {
+    const p = r.connect();
+    try {
+      const f = await p.call(C.DEVICE_GET_INFO, u32s(16, 0, 0, 0));
+      assert.equal(errnoOf(f), Errno.EINVAL);
+    } finally {
+      p.close();
+      await r.server.idle();
+    }
+  });
+
+  test('fds on messages that take none are closed (and refused)', async () => {
+    const p = await r.negotiated();
+    const efd = eventfdCreate();
+    const before = openFdCount();
+    try {
+      const f = await p.call(C.DEVICE_GET_INFO, u32s(16, 0, 0, 0), [efd]);
+      assert.equal(errnoOf(f), Errno.EINVAL);
+      const g = await p.call(
+        C.DEVICE_SET_IRQS,
+        u32s(20, VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER, 0, 0, 0),
+        [efd],
+      );
+      assert.equal(errnoOf(g), Errno.EINVAL, 'fds with DATA_NONE');
+      const h = await p.call(C.DMA_MAP, concat(u32s(32, 3), new Uint8Array(24)), [efd, efd]);
+      assert.equal(errnoOf(h), Errno.EINVAL, 'two fds on DMA_MAP');
+      assert.equal(openFdCount(), before, 'the server closed every fd it received');
+    } finally {
+      closeFd(efd);
+      p.close();
+      await r.server.idle();
+    }
+  });
+
+  test('a framing error (msg_size < 16, or past the limit) closes that client; the next one is served', async () => {
+    for (const msgSize of [8, 0x7fffffff]) {
+      const p = await r.negotiated();
+      p.send(packRaw({ command: C.DEVICE_GET_INFO, msgSize, payload: u32s(16, 0, 0, 0) }));
+      await assert.rejects(p.recv(), /closed/);
+      p.close();
+      await r.server.idle();
+      assert.equal(r.server.lastClose?.kind, 'framing');
+    }
+    const q = await r.negotiated();
+    assert.equal(await read32(q, 0, 0n), EDU_ID);
+    q.close();
+    await r.server.idle();
+  });
+
+  test('a client that goes away mid-message: the next client gets a clean device', async () => {
+    const p = await r.negotiated();
+    const efd = eventfdCreate();
+    const set = u32s(20, VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER, 0, 0, 1);
+    assert.equal(errnoOf(await p.call(C.DEVICE_SET_IRQS, set, [efd])), 0);
+    closeFd(efd);
+    await write32(p, 0, 4n, 7);
+    const whole = encodeCommand(5, C.REGION_READ, access(0, 0n, 4));
+    p.send(whole.subarray(0, 20));
+    p.close();
+    await r.server.idle();
+    assert.equal(r.server.lastClose?.kind, 'eof');
+    assert.equal(r.device.irqs.type, 'none', 'interrupts released');
+    const q = await r.negotiated();
+    try {
+      assert.equal(await read32(q, 0, 4n), ~0 >>> 0, 'device reset for the next client');
+    } finally {
+      q.close();
+      await r.server.idle();
+    }
+    assert.ok(r.log.some((l) => /disconnected: closed the connection/.test(l)));
+  });
+
+  test('fd count stays flat over many connects and disconnects', async () => {
+    const round = async () => {
+      const p = await r.negotiated();
+      const mfd = memfdCreate('ram', 1 << 16);
+      const efd = eventfdCreate();
+      const map = concat(u32s(32, 3), new Uint8Array(24));
+      le(map).setBigUint64(16, 0x100000n, true);
+      le(map).setBigUint64(24, 1n << 16n, true);
+      assert.equal(errnoOf(await p.call(C.DMA_MAP, map, [mfd])), 0);
+      const set = u32s(20, VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER, 0, 0, 1);
+      assert.equal(errnoOf(await p.call(C.DEVICE_SET_IRQS, set, [efd])), 0);
+      closeFd(mfd);
+      closeFd(efd);
+      p.close();
+      await r.server.idle();
+    };
+    await round(); // warm up (lazily created native state)
+    const before = openFdCount();
+    for (let i = 0; i < 40; i++) await round();
+    assert.equal(openFdCount(), before);
+    assert.equal(r.device.dma.count, 0);
+  });
+});
