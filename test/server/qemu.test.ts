@@ -1,0 +1,253 @@
+/**
+ * Real peers: QEMU 11's vfio-user-pci (in the trixie chroot) connected to our server.
+ *  (a) `-accel qtest`: config space through 0xcf8/0xcfc, BAR0 sized and programmed, edu's
+ *      registers read and written at the BAR address — every access a REGION_READ/WRITE;
+ *  (b) a Linux guest that sees the device, reads BAR0 through resource0 and takes an INTx
+ *      interrupt through uio_pci_generic.
+ * These need the provisioned cache and root (chroot); they never skip under CI=true.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { statSync } from 'node:fs';
+import { test } from 'node:test';
+import { createDevice, type DeviceName } from '../../src/devices/index.js';
+import { nativeEnvironment } from '../../src/runtime.js';
+import { VfioUserServer } from '../../src/server/index.js';
+import {
+  bootGuest,
+  buildInitramfs,
+  type ChrootWorkDir,
+  chrootWorkDir,
+  describeBoot,
+  type Provisioned,
+  provisionedOrSkip,
+  type QtestSession,
+  repoRoot,
+  withQtest,
+} from '../harness/index.js';
+
+const EDU_VENDOR_DEVICE = 0x11e81234;
+const EDU_ID = 0x010000ed;
+const BAR0_ADDR = 0xe000_0000;
+
+function vfioUserDevice(socket: string, extra = ''): string[] {
+  return ['-device', `{"driver":"vfio-user-pci","socket":{"path":"${socket}","type":"unix"}${extra}}`];
+}
+
+function serve(name: DeviceName, path: string, log: string[]) {
+  const device = createDevice(name, { env: nativeEnvironment() });
+  const server = new VfioUserServer(device, { log: (l) => log.push(l) });
+  server.listen(path);
+  return {
+    device,
+    server,
+    close() {
+      server.stop();
+      device.close();
+    },
+  };
+}
+
+async function findDevice(q: QtestSession, vendorDevice: number): Promise<number> {
+  for (let dev = 0; dev < 32; dev++) {
+    if ((await q.pciConfigRead32(0, dev, 0, 0)) === vendorDevice) return dev;
+  }
+  return -1;
+}
+
+test('QEMU 11 qtest: config space, BAR sizing and programming, edu registers over vfio-user', async (t) => {
+  const p = provisionedOrSkip(t, { chroot: true });
+  if (!p) return;
+  const work = chrootWorkDir(p);
+  const log: string[] = [];
+  const sock = work.path('edu.sock');
+  const s = serve('edu', sock.host, log);
+  try {
+    await withQtest(
+      p,
+      {
+        machine: 'q35,memory-backend=mem',
+        args: [
+          '-m',
+          '512M',
+          '-object',
+          'memory-backend-memfd,id=mem,size=512M,share=on',
+          ...vfioUserDevice(sock.chroot),
+        ],
+      },
+      async (q) => {
+        const dev = await findDevice(q, EDU_VENDOR_DEVICE);
+        assert.ok(dev >= 0, `edu not found on bus 0\n${q.stderr}\n${log.join('\n')}`);
+        // Class code: 0x00ff00, revision 0x10.
+        assert.equal(await q.pciConfigRead32(0, dev, 0, 8), 0x00ff0010);
+        // BAR0 sizing: all ones, read back the mask: 1 MiB, 32-bit memory.
+        await q.pciConfigWrite32(0, dev, 0, 0x10, 0xffffffff);
+        const mask = await q.pciConfigRead32(0, dev, 0, 0x10);
+        assert.equal((~(mask & ~0xf) + 1) >>> 0, 1 << 20, `BAR0 mask 0x${mask.toString(16)}`);
+        await q.pciConfigWrite32(0, dev, 0, 0x10, BAR0_ADDR);
+        assert.equal(((await q.pciConfigRead32(0, dev, 0, 0x10)) & ~0xf) >>> 0, BAR0_ADDR);
+        // Command: memory space on.
+        const cmd = await q.pciConfigRead32(0, dev, 0, 4);
+        await q.pciConfigWrite32(0, dev, 0, 4, (cmd & 0xffff) | 0x2);
+        assert.equal(await q.readl(BAR0_ADDR), EDU_ID);
+        await q.writel(BAR0_ADDR + 4, 0x5a5aa5a5);
+        assert.equal(await q.readl(BAR0_ADDR + 4), ~0x5a5aa5a5 >>> 0);
+        await q.writel(BAR0_ADDR + 8, 6);
+        assert.equal(await q.readl(BAR0_ADDR + 8), 720);
+      },
+    );
+  } finally {
+    s.close();
+    work.cleanup();
+  }
+  assert.ok(
+    log.some((l) => /client 1 connected \(pid \d+, uid 0\)/.test(l)),
+    log.join('\n'),
+  );
+  assert.ok(
+    log.some((l) => /client 1 disconnected/.test(l)),
+    log.join('\n'),
+  );
+});
+
+test('QEMU 11 qtest against `vfio-ts serve` (the command line), ivshmem BAR2 through the mmap fd', async (t) => {
+  const p = provisionedOrSkip(t, { chroot: true });
+  if (!p) return;
+  const work = chrootWorkDir(p);
+  const sock = work.path('ivshmem.sock');
+  const child = spawn(
+    process.execPath,
+    [
+      `${repoRoot()}/dist/src/cli/main.js`,
+      'serve',
+      '--device',
+      'ivshmem',
+      '--socket',
+      sock.host,
+      '--verbose',
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let out = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => {
+    out += d;
+  });
+  child.stderr.setEncoding('utf8').on('data', (d: string) => {
+    out += d;
+  });
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  try {
+    for (let i = 0; i < 100 && !/serving ivshmem/.test(out); i++) await new Promise((r) => setTimeout(r, 50));
+    assert.match(out, /serving ivshmem/);
+    assert.equal(statSync(sock.host).mode & 0o777, 0o600, 'socket is 0600');
+    await withQtest(
+      p,
+      {
+        machine: 'q35,memory-backend=mem',
+        args: [
+          '-m',
+          '512M',
+          '-object',
+          'memory-backend-memfd,id=mem,size=512M,share=on',
+          ...vfioUserDevice(sock.chroot),
+        ],
+      },
+      async (q) => {
+        const dev = await findDevice(q, 0x11101af4);
+        assert.ok(dev >= 0, `ivshmem not found\n${q.stderr}\n${out}`);
+        // BAR2/3: 64-bit prefetchable, 4 MiB; program it at 0x1_0000_0000 + 0x40000000.
+        await q.pciConfigWrite32(0, dev, 0, 0x18, 0xffffffff);
+        const lo = await q.pciConfigRead32(0, dev, 0, 0x18);
+        assert.equal(lo & 0xf, 0xc, '64-bit prefetchable memory BAR');
+        assert.equal((~(lo & ~0xf) + 1) >>> 0, 4 << 20);
+        const addr = 0x1_4000_0000n;
+        await q.pciConfigWrite32(0, dev, 0, 0x18, Number(addr & 0xffffffffn));
+        await q.pciConfigWrite32(0, dev, 0, 0x1c, Number(addr >> 32n));
+        const cmd = await q.pciConfigRead32(0, dev, 0, 4);
+        await q.pciConfigWrite32(0, dev, 0, 4, (cmd & 0xffff) | 0x2);
+        await q.writel(addr + 0x100n, 0xcafef00d);
+        assert.equal(await q.readl(addr + 0x100n), 0xcafef00d);
+      },
+    );
+    // QEMU got BAR2's fd with its region info (and maps it rather than trapping accesses).
+    assert.match(out, /DEVICE_GET_REGION_INFO .*ok \+1 fd/);
+  } finally {
+    child.kill('SIGTERM');
+    const code = await exited;
+    work.cleanup();
+    assert.equal(code, 0, out);
+  }
+  assert.match(out, /SIGTERM: shutting down/);
+  assert.throws(() => statSync(sock.host), 'socket removed on exit');
+});
+
+/** Guest script: find edu, read BAR0 through resource0 (devmem), take an INTx through uio. */
+const GUEST_SCRIPT = `
+DEV=
+for d in /sys/bus/pci/devices/*; do
+  if [ "$(cat $d/vendor)" = 0x1234 ] && [ "$(cat $d/device)" = 0x11e8 ]; then DEV=$d; fi
+done
+[ -n "$DEV" ] || { echo "NO-EDU"; ls /sys/bus/pci/devices; exit 1; }
+echo "EDU-AT $(basename $DEV)"
+echo 1 > $DEV/enable 2>/dev/null
+BAR=$(head -n1 $DEV/resource | cut -d' ' -f1)
+echo "BAR0 $BAR"
+echo "ID $(devmem $BAR 32)"
+echo "UIO-NEW-ID"
+echo "1234 11e8" > /sys/bus/pci/drivers/uio_pci_generic/new_id
+sleep 1
+ls /sys/class/uio/ 2>&1
+[ -e /dev/uio0 ] || mknod /dev/uio0 c $(cut -d: -f1 /sys/class/uio/uio0/dev) $(cut -d: -f2 /sys/class/uio/uio0/dev)
+echo "IRQS-BEFORE $(cat /proc/interrupts | grep uio | tr -s ' ')"
+( sleep 1; devmem $((BAR + 0x60)) 32 1 ) &
+COUNT=$(timeout 10 dd if=/dev/uio0 bs=4 count=1 2>/dev/null | od -An -tu4 | tr -d ' ')
+echo "UIO-COUNT $COUNT"
+echo "IRQS-AFTER $(cat /proc/interrupts | grep uio | tr -s ' ')"
+[ -n "$COUNT" ] && [ "$COUNT" -ge 1 ]
+`;
+
+async function bootWithDevice(p: Provisioned, work: ChrootWorkDir, socketChroot: string) {
+  const initramfs = await buildInitramfs(p, {
+    kernel: p.kernels['6.1'],
+    script: GUEST_SCRIPT,
+    modules: ['uio', 'uio_pci_generic'],
+  });
+  try {
+    return await bootGuest(p, {
+      initramfs,
+      qemu: 'trixie',
+      workDir: work,
+      memoryMiB: 512,
+      args: [
+        '-object',
+        'memory-backend-memfd,id=ram0,size=512M,share=on',
+        '-machine',
+        'memory-backend=ram0',
+        ...vfioUserDevice(socketChroot),
+      ],
+      timeoutMs: 120_000,
+    });
+  } finally {
+    initramfs.cleanup();
+  }
+}
+
+test('Linux 6.1 guest under QEMU 11: sees edu over vfio-user, reads BAR0, takes an INTx', async (t) => {
+  const p = provisionedOrSkip(t, { chroot: true });
+  if (!p) return;
+  const work = chrootWorkDir(p);
+  const log: string[] = [];
+  const sock = work.path('edu.sock');
+  const s = serve('edu', sock.host, log);
+  try {
+    const r = await bootWithDevice(p, work, sock.chroot);
+    const why = `${describeBoot(r)}\nserver:\n${log.join('\n')}`;
+    assert.match(r.output, /EDU-AT 0000:/, why);
+    assert.match(r.output, /ID 0x010000ED/i, why);
+    assert.match(r.output, /UIO-COUNT [1-9]/, why);
+    assert.equal(r.status, 0, why);
+  } finally {
+    s.close();
+    work.cleanup();
+  }
+});
