@@ -1,2 +1,3 @@
 export * from './errno.js';
 export * from './vfio.js';
+export * as vfioUser from './vfio-user.js';
