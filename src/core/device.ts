@@ -251,9 +251,11 @@ export class VfioPciDevice {
     while (this.bars.length < PCI_STD_NUM_BARS) this.bars.push(undefined);
     this.config = new ConfigSpace(description);
     this.irqs = new IrqState(options.env, {
+      // vfio_msi_enable / vfio_msi_disable reflect the state in the virtual capability.
       onMsiChange: (msix, vectors) => {
         if (msix) this.config.setMsixEnabled(vectors > 0);
-        else this.config.setMsiEnabled(vectors > 0);
+        else if (vectors > 0) this.config.setMsiEnabled(true, vectors);
+        else this.config.setMsiEnabled(false);
       },
     });
     for (let i = 0; i < PCI_STD_NUM_BARS; i++) {
@@ -548,6 +550,11 @@ export class VfioPciDevice {
       data = arg.subarray(minsz, minsz + count * size);
     }
     this.irqs.set(index, flags, start, count, data, this.isPcie());
+    // The INTx Interrupt Status bit stays set from the device's assertion until the interrupt is
+    // serviced (unmasked after its automask); drivers that share lines (uio_pci_generic:
+    // pci_check_and_mask_intx) read it to claim the interrupt.
+    if (index === VFIO_PCI_INTX_IRQ_INDEX && (this.irqs.type !== 'intx' || !this.irqs.intxMasked))
+      this.config.setInterruptStatus(false);
     return 0;
   }
 
@@ -1055,8 +1062,12 @@ export class VfioPciDevice {
       config: this.config,
       dma: this.dma,
       barMemory: (bar) => this.barMemory[bar]?.bytes,
-      raise: (vector = 0) =>
-        this.config.intxDisabled && this.irqs.type === 'intx' ? false : this.irqs.raise(vector),
+      raise: (vector = 0) => {
+        if (this.irqs.type !== 'intx') return this.irqs.raise(vector);
+        if (this.config.intxDisabled) return false;
+        this.config.setInterruptStatus(true);
+        return this.irqs.raise(vector);
+      },
       get irqType() {
         return self.irqs.type;
       },
