@@ -204,6 +204,12 @@ describe('vfio-user server: happy paths', () => {
       await write32(p, 0, 0x60n, 1);
       assert.equal(await waitReadable(efd, 2000), true, 'interrupt delivered');
       assert.equal(eventfdRead(efd), 1n);
+      // The status register's Interrupt Status bit reports the assertion (PCI spec 6.2.3)...
+      assert.equal((await read32(p, VFIO_PCI_CONFIG_REGION_INDEX, 4n)) & (0x8 << 16), 0x8 << 16);
+      const unmask = await p.call(C.DEVICE_SET_IRQS, u32s(20, VFIO_IRQ_SET_DATA_NONE | (1 << 4), 0, 0, 1));
+      assert.equal(errnoOf(unmask), 0);
+      // ...until the interrupt is serviced (unmasked).
+      assert.equal((await read32(p, VFIO_PCI_CONFIG_REGION_INDEX, 4n)) & (0x8 << 16), 0);
       const tooMany = await p.call(C.DEVICE_SET_IRQS, set, [efd, efd]);
       assert.equal(errnoOf(tooMany), Errno.EINVAL, 'two fds for count 1');
       const off = await p.call(C.DEVICE_SET_IRQS, set);
