@@ -1,0 +1,113 @@
+/**
+ * `vfio-ts serve` as a process: socket mode, refusing a live socket, replacing a stale one,
+ * connect/disconnect log lines with the peer's pid and uid, clean shutdown on SIGINT/SIGTERM.
+ */
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { VfioUserCommand as C } from '../../src/abi/vfio-user.js';
+import { closeFd, unixConnect, unixListen } from '../../src/native/index.js';
+import { repoRoot } from '../harness/index.js';
+import { errnoOf, qemuVersionPayload, rawPeer } from './raw.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'vfio-ts-serve-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+interface Served {
+  child: ChildProcess;
+  out(): string;
+  exit: Promise<number | null>;
+}
+
+function serve(socket: string, ...extra: string[]): Served {
+  const child = spawn(
+    process.execPath,
+    [join(repoRoot(), 'dist/src/cli/main.js'), 'serve', '--device', 'edu', '--socket', socket, ...extra],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let text = '';
+  child.stdout?.setEncoding('utf8').on('data', (d: string) => {
+    text += d;
+  });
+  child.stderr?.setEncoding('utf8').on('data', (d: string) => {
+    text += d;
+  });
+  return { child, out: () => text, exit: new Promise((r) => child.once('exit', (code) => r(code))) };
+}
+
+async function until(cond: () => boolean, what: string, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+test('serve: 0600 socket, one log line per connect/disconnect, refuses a live socket, SIGINT exits 0', async () => {
+  const sock = join(dir, 'a.sock');
+  const a = serve(sock, '--verbose');
+  try {
+    await until(() => /serving edu/.test(a.out()), 'the server to start');
+    assert.equal(statSync(sock).mode & 0o777, 0o600);
+    const p = rawPeer(unixConnect(sock));
+    const f = await p.call(C.VERSION, qemuVersionPayload());
+    assert.equal(errnoOf(f), 0);
+    p.close();
+    await until(() => /disconnected/.test(a.out()), 'the disconnect line');
+    assert.match(
+      a.out(),
+      new RegExp(`client 1 connected \\(pid ${process.pid}, uid ${process.getuid?.()}\\)`),
+    );
+    assert.match(a.out(), /client 1: msg \d+ cmd VFIO_USER_VERSION \d+B: ok/);
+    // A second server on the same path: refused, the first one keeps its socket.
+    const b = serve(sock);
+    assert.equal(await b.exit, 1);
+    assert.match(b.out(), /live socket/);
+    assert.equal(statSync(sock).isSocket(), true);
+  } finally {
+    a.child.kill('SIGINT');
+  }
+  assert.equal(await a.exit, 0, a.out());
+  assert.match(a.out(), /SIGINT: shutting down/);
+  assert.throws(() => statSync(sock), 'socket removed');
+});
+
+test('serve: a stale socket is replaced; a file that is not a socket is refused', async () => {
+  const stale = join(dir, 'stale.sock');
+  closeFd(unixListen(stale)); // bound, then nobody listens: connect gets ECONNREFUSED
+  const s = serve(stale);
+  try {
+    await until(() => /serving edu/.test(s.out()), 'the server to start');
+    const fd = unixConnect(stale);
+    closeFd(fd);
+  } finally {
+    s.child.kill('SIGTERM');
+  }
+  assert.equal(await s.exit, 0, s.out());
+  const file = join(dir, 'file');
+  writeFileSync(file, 'not a socket');
+  const t = serve(file);
+  assert.equal(await t.exit, 1);
+  assert.match(t.out(), /not a socket/);
+  assert.equal(statSync(file).isFile(), true, 'left alone');
+});
+
+test('serve: bad arguments exit 2 with the usage', async () => {
+  const s = spawn(
+    process.execPath,
+    [join(repoRoot(), 'dist/src/cli/main.js'), 'serve', '--device', 'nope', '--socket', join(dir, 'x')],
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
+  let err = '';
+  s.stderr.setEncoding('utf8').on('data', (d: string) => {
+    err += d;
+  });
+  const code = await new Promise<number | null>((r) => s.once('exit', (c) => r(c)));
+  assert.equal(code, 2);
+  assert.match(err, /unknown device nope/);
+});
