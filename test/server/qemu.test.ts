@@ -203,10 +203,21 @@ echo "IRQS-BEFORE $(cat /proc/interrupts | grep uio | tr -s ' ')"
 COUNT=$(timeout 10 dd if=/dev/uio0 bs=4 count=1 2>/dev/null | od -An -tu4 | tr -d ' ')
 echo "UIO-COUNT $COUNT"
 echo "IRQS-AFTER $(cat /proc/interrupts | grep uio | tr -s ' ')"
+IV=
+for d in /sys/bus/pci/devices/*; do
+  if [ "$(cat $d/vendor)" = 0x1af4 ] && [ "$(cat $d/device)" = 0x1110 ]; then IV=$d; fi
+done
+echo "IVSHMEM-AT $(basename "$IV")"
+echo 1 > $IV/enable 2>/dev/null
+BAR2=$(sed -n 3p $IV/resource | cut -d' ' -f1)
+echo "BAR2 $BAR2"
+devmem $((BAR2 + 0x100)) 32 0xfeedbeef
+echo "IV-READ $(devmem $((BAR2 + 0x100)) 32)"
+sleep 1
 [ -n "$COUNT" ] && [ "$COUNT" -ge 1 ]
 `;
 
-async function bootWithDevice(p: Provisioned, work: ChrootWorkDir, socketChroot: string) {
+async function bootWithDevices(p: Provisioned, work: ChrootWorkDir, sockets: readonly string[]) {
   const initramfs = await buildInitramfs(p, {
     kernel: p.kernels['6.1'],
     script: GUEST_SCRIPT,
@@ -223,7 +234,7 @@ async function bootWithDevice(p: Provisioned, work: ChrootWorkDir, socketChroot:
         'memory-backend-memfd,id=ram0,size=512M,share=on',
         '-machine',
         'memory-backend=ram0',
-        ...vfioUserDevice(socketChroot),
+        ...sockets.flatMap((sk) => vfioUserDevice(sk)),
       ],
       timeoutMs: 120_000,
     });
@@ -232,22 +243,36 @@ async function bootWithDevice(p: Provisioned, work: ChrootWorkDir, socketChroot:
   }
 }
 
-test('Linux 6.1 guest under QEMU 11: sees edu over vfio-user, reads BAR0, takes an INTx', async (t) => {
+test('Linux 6.1 guest under QEMU 11: sees edu over vfio-user, reads BAR0, takes an INTx; writes ivshmem BAR2', async (t) => {
   const p = provisionedOrSkip(t, { chroot: true });
   if (!p) return;
   const work = chrootWorkDir(p);
   const log: string[] = [];
-  const sock = work.path('edu.sock');
-  const s = serve('edu', sock.host, log);
+  const eduSock = work.path('edu.sock');
+  const ivSock = work.path('ivshmem.sock');
+  const edu = serve('edu', eduSock.host, log);
+  const iv = serve('ivshmem', ivSock.host, log);
+  // The guest's write to BAR2 lands in the server's memory through the mmapped fd: watch for it
+  // while the guest runs (the device is reset when the client goes).
+  let seen = false;
+  const bar2 = iv.device.regionOffset(2) + 0x100n;
+  const poll = setInterval(() => {
+    if (new DataView(iv.device.pread(bar2, 4).buffer).getUint32(0, true) === 0xfeedbeef) seen = true;
+  }, 50);
   try {
-    const r = await bootWithDevice(p, work, sock.chroot);
+    const r = await bootWithDevices(p, work, [eduSock.chroot, ivSock.chroot]);
     const why = `${describeBoot(r)}\nserver:\n${log.join('\n')}`;
     assert.match(r.output, /EDU-AT 0000:/, why);
     assert.match(r.output, /ID 0x010000ED/i, why);
     assert.match(r.output, /UIO-COUNT [1-9]/, why);
+    assert.match(r.output, /IVSHMEM-AT 0000:/, why);
+    assert.match(r.output, /IV-READ 0xFEEDBEEF/i, why);
     assert.equal(r.status, 0, why);
+    assert.ok(seen, `the server never saw the guest's BAR2 write\n${why}`);
   } finally {
-    s.close();
+    clearInterval(poll);
+    edu.close();
+    iv.close();
     work.cleanup();
   }
 });
