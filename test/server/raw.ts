@@ -21,6 +21,8 @@ export interface RawPeer {
   readonly fd: number;
   /** Sends bytes as one sendmsg with `fds`. */
   send(bytes: Uint8Array, fds?: readonly number[]): void;
+  /** Sends bytes, waiting while the socket is full (large messages). */
+  sendAll(bytes: Uint8Array, fds?: readonly number[]): Promise<void>;
   /** The next frame from the server (rejects after `timeoutMs`). */
   recv(timeoutMs?: number): Promise<Frame>;
   /** Sends a command and waits for the frame answering it. */
@@ -47,6 +49,19 @@ export function rawPeer(fd: number): RawPeer {
       while (off < bytes.length) {
         const n = sendMsg(fd, [bytes.subarray(off)], first ? fds : []);
         if (n === null) throw new Error('socket full in a test');
+        first = false;
+        off += n;
+      }
+    },
+    async sendAll(bytes, fds = []) {
+      let off = 0;
+      let first = true;
+      while (off < bytes.length) {
+        const n = sendMsg(fd, [bytes.subarray(off)], first ? fds : []);
+        if (n === null) {
+          await new Promise((r) => setTimeout(r, 1));
+          continue;
+        }
         first = false;
         off += n;
       }

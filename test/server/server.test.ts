@@ -689,3 +689,73 @@ describe('vfio-user server: bad input gets exact errnos, never a crash', () => {
     assert.equal(r.device.dma.count, 0);
   });
 });
+
+describe('vfio-user server: stream handling', () => {
+  const r = rig('ivshmem');
+  after(() => r.close());
+
+  test('a message trickled in one byte per sendmsg', async () => {
+    const p = r.connect();
+    try {
+      const bytes = concat(
+        encodeCommand(1, C.VERSION, qemuVersionPayload()),
+        encodeCommand(2, C.DEVICE_GET_INFO, u32s(16, 0, 0, 0)),
+      );
+      for (let i = 0; i < bytes.length; i++) {
+        p.send(bytes.subarray(i, i + 1));
+        if (i % 7 === 0) await new Promise((res) => setImmediate(res));
+      }
+      const v = await p.recv();
+      assert.equal(v.header.command, C.VERSION);
+      assert.equal(errnoOf(v), 0);
+      const info = await p.recv();
+      assert.equal(info.header.msgId, 2);
+      assert.equal(le(info.payload).getUint32(8, true), 9);
+    } finally {
+      p.close();
+      await r.server.idle();
+    }
+  });
+
+  test('1 MiB REGION_WRITE and REGION_READ (messages spanning many reads)', async () => {
+    const p = await r.negotiated();
+    try {
+      const data = new Uint8Array(1 << 20);
+      for (let i = 0; i < data.length; i++) data[i] = (i * 7 + 3) & 0xff;
+      const id = 0x3333;
+      await p.sendAll(encodeCommand(id, C.REGION_WRITE, access(2, 0n, data.length, data)));
+      const w = await p.recv();
+      assert.equal(w.header.msgId, id);
+      assert.equal(errnoOf(w), 0);
+      const rd = await p.call(C.REGION_READ, access(2, 0n, data.length));
+      assert.equal(errnoOf(rd), 0);
+      assert.equal(rd.payload.length, 16 + data.length);
+      assert.deepEqual(rd.payload.subarray(16), data);
+    } finally {
+      p.close();
+      await r.server.idle();
+    }
+  });
+
+  test('pipelined requests while the client does not read: replies queue through EAGAIN, in order', async () => {
+    const p = await r.negotiated();
+    try {
+      const n = 6000;
+      for (let i = 0; i < n; i++) {
+        await p.sendAll(encodeCommand(i & 0xffff, C.REGION_READ, access(2, BigInt((i % 1000) * 64), 64)));
+        if (i % 500 === 0) await new Promise((res) => setImmediate(res));
+      }
+      // 6000 replies of 96 bytes are more than a socket buffer holds: the server had to queue.
+      await settle();
+      assert.ok((r.server.client?.session.transport.queuedBytes ?? 0) > 0, 'replies waiting in the queue');
+      for (let i = 0; i < n; i++) {
+        const f = await p.recv();
+        assert.equal(f.header.msgId, i & 0xffff);
+        assert.equal(errnoOf(f), 0);
+      }
+    } finally {
+      p.close();
+      await r.server.idle();
+    }
+  });
+});
