@@ -44,6 +44,7 @@ import {
   VFIO_IRQ_SET_DATA_TYPE_MASK,
   VFIO_PCI_NUM_REGIONS,
   VFIO_PCI_OFFSET_SHIFT,
+  VFIO_REGION_INFO_FLAG_CAPS,
   VFIO_REGION_INFO_FLAG_MMAP,
   VFIO_REGION_INFO_FLAG_READ,
   VFIO_REGION_INFO_FLAG_WRITE,
@@ -350,8 +351,8 @@ export class VfioUserClient implements VfioDeviceFile {
         alias = true;
     }
     const old = this.#regions.get(info.index);
-    // A reply without capabilities (argsz too small for them) says nothing about them.
-    const capsKnown = info.caps.length > 0 || info.capOffset === 0;
+    // A reply cut short (CAPS set, argsz too small for the chain) says nothing about the caps.
+    const capsKnown = !(info.flags & VFIO_REGION_INFO_FLAG_CAPS) || info.caps.length > 0;
     const state: RegionState = {
       index: info.index,
       size: info.size,

@@ -264,11 +264,29 @@ export class VfioDevice {
       (await this.probeFeature(VFIO_TS_FEATURE_ALIAS_REGION))
     )
       paths.push('alias-region');
-    if (info.flags & VFIO_REGION_INFO_FLAG_PREFETCH) paths.push('rfc-region-flags');
+    if (info.flags & VFIO_REGION_INFO_FLAG_PREFETCH && (await this.probeRegionFlags()))
+      paths.push('rfc-region-flags');
     if (this.file.mapWriteCombining && info.flags & VFIO_REGION_INFO_FLAG_PREFETCH)
       paths.push('sysfs-resource-wc');
     else if (this.file.mapWriteCombining && this.file.transport === 'kernel') paths.push('sysfs-resource-wc');
     return paths;
+  }
+
+  /**
+   * Does the RFC's SET_REGION_FLAGS exist here? Asked with an index no device has: EINVAL says
+   * the ioctl is there (the RFC checks the index first), ENOTTY that it is not (Linux without the
+   * RFC; vfio-user, which has no command for it).
+   */
+  private async probeRegionFlags(): Promise<boolean> {
+    const b = new Uint8Array(vfio_region_flags.size);
+    putU32(b, 0, 0xffffffff);
+    try {
+      await this.file.ioctl(VFIO_DEVICE_SET_REGION_FLAGS, b);
+      return true;
+    } catch (e) {
+      if (e instanceof VfioError) return e.errno !== Errno.ENOTTY;
+      throw e;
+    }
   }
 
   private async probeCookieWc(region: number): Promise<boolean> {
