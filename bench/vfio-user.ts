@@ -16,7 +16,7 @@ import { closeFd, type FdWatch, recvMsgInto, sendMsg, socketPair, watchFd } from
 import { nativeEnvironment } from '../src/runtime.js';
 import { VfioUserServer } from '../src/server/index.js';
 import { capabilitiesJson, encodeCommand, encodeVersion } from '../src/wire/vfio-user.js';
-import { type BenchRow, isMain, measureAsync, printTable } from './lib.js';
+import { type BenchRow, isMain, printTable } from './lib.js';
 
 /** One request in flight: send a message, resolve when a whole message has come back. */
 class Client {
@@ -131,49 +131,118 @@ function localPeer(kind: string): Peer {
   };
 }
 
+/**
+ * Medians of ops measured in interleaved rounds (each round runs every op in turn), so that the
+ * ceiling and the server see the same machine conditions: cross-process wake-ups on a shared
+ * machine drift by a factor of 4 between runs.
+ */
+async function interleaved(
+  ops: readonly { name: string; fn: () => Promise<unknown> }[],
+  perRound = 1000,
+  rounds = 15,
+): Promise<BenchRow[]> {
+  for (const op of ops) for (let i = 0; i < perRound; i++) await op.fn();
+  const samples = ops.map(() => [] as number[]);
+  for (let r = 0; r < rounds; r++) {
+    for (const [k, op] of ops.entries()) {
+      const t0 = process.hrtime.bigint();
+      for (let i = 0; i < perRound; i++) await op.fn();
+      samples[k]!.push(Number(process.hrtime.bigint() - t0) / perRound);
+    }
+  }
+  return ops.map((op, k) => {
+    const s = samples[k]!.sort((a, b) => a - b);
+    return { name: op.name, medianNs: s[Math.floor(s.length / 2)]!, minNs: s[0]! };
+  });
+}
+
 async function rows(where: 'child' | 'local'): Promise<BenchRow[]> {
-  const out: BenchRow[] = [];
   const mk = where === 'child' ? childPeer : localPeer;
   const tag = where === 'child' ? 'peer process' : 'same process';
-  // Ceiling: request-sized messages echoed back.
-  {
-    const p = mk('echo');
+  const peers: Peer[] = [];
+  const clients: Client[] = [];
+  const open = async (kind: string) => {
+    const p = mk(kind);
     const c = new Client(p.fd);
-    const small = encodeCommand(1, C.REGION_READ, access(0, 0n, 4));
-    const big = encodeCommand(1, C.REGION_WRITE, access(0, 0n, 64, new Uint8Array(64)));
-    out.push(await measureAsync(`ping-pong 32 B (${tag}, ceiling)`, () => c.call(small)));
-    out.push(await measureAsync(`ping-pong 96 B (${tag}, ceiling)`, () => c.call(big)));
-    c.close();
-    await p.stop();
-  }
+    peers.push(p);
+    clients.push(c);
+    if (kind !== 'echo') {
+      const version = encodeVersion({
+        major: 0,
+        minor: 0,
+        json: capabilitiesJson({ maxMsgFds: 16, maxDataXferSize: 1 << 20 }),
+      });
+      await c.call(encodeCommand(0, C.VERSION, version));
+    }
+    return c;
+  };
+  const r4 = encodeCommand(1, C.REGION_READ, access(0, 0n, 4));
+  const r64 = encodeCommand(2, C.REGION_READ, access(0, 0n, 64));
+  const w4 = encodeCommand(3, C.REGION_WRITE, access(0, 4n, 4, new Uint8Array(4)));
+  const w64 = encodeCommand(4, C.REGION_WRITE, access(0, 64n, 64, new Uint8Array(64)));
+  const echoC = await open('echo');
+  const ops: { name: string; fn: () => Promise<unknown> }[] = [
+    // Ceiling: request-sized messages echoed back (32 B = a REGION_READ, 96 B = a 64 B write).
+    { name: `ping-pong 32 B (${tag}, ceiling)`, fn: () => echoC.call(r4) },
+    { name: `ping-pong 96 B (${tag}, ceiling)`, fn: () => echoC.call(w64) },
+  ];
   for (const dev of ['ivshmem', 'edu'] as const) {
-    const p = mk(dev);
-    const c = new Client(p.fd);
-    const version = encodeVersion({
-      major: 0,
-      minor: 0,
-      json: capabilitiesJson({ maxMsgFds: 16, maxDataXferSize: 1 << 20 }),
-    });
-    await c.call(encodeCommand(0, C.VERSION, version));
+    const c = await open(dev);
     const what = dev === 'ivshmem' ? 'ivshmem BAR0 memory' : 'edu BAR0 trapped';
-    const r4 = encodeCommand(1, C.REGION_READ, access(0, 0n, 4));
-    const r64 = encodeCommand(2, C.REGION_READ, access(0, 0n, 64));
-    const w4 = encodeCommand(3, C.REGION_WRITE, access(0, 4n, 4, new Uint8Array(4)));
-    const w64 = encodeCommand(4, C.REGION_WRITE, access(0, 64n, 64, new Uint8Array(64)));
-    out.push(await measureAsync(`REGION_READ 4 B, ${what} (${tag})`, () => c.call(r4)));
-    out.push(await measureAsync(`REGION_READ 64 B, ${what} (${tag})`, () => c.call(r64)));
-    out.push(await measureAsync(`REGION_WRITE 4 B, ${what} (${tag})`, () => c.call(w4)));
-    out.push(await measureAsync(`REGION_WRITE 64 B, ${what} (${tag})`, () => c.call(w64)));
+    ops.push(
+      { name: `REGION_READ 4 B, ${what} (${tag})`, fn: () => c.call(r4) },
+      { name: `REGION_READ 64 B, ${what} (${tag})`, fn: () => c.call(r64) },
+      { name: `REGION_WRITE 4 B, ${what} (${tag})`, fn: () => c.call(w4) },
+      { name: `REGION_WRITE 64 B, ${what} (${tag})`, fn: () => c.call(w64) },
+    );
+  }
+  const out = await interleaved(ops);
+  for (const c of clients) c.close();
+  for (const p of peers) await p.stop();
+  return out;
+}
+
+/** Latency percentiles of single round trips (each one timed on its own). */
+async function percentiles(where: 'child' | 'local'): Promise<void> {
+  const mk = where === 'child' ? childPeer : localPeer;
+  const lines: string[] = [];
+  const run = async (label: string, kind: string, msg: Uint8Array, negotiate: boolean) => {
+    const p = mk(kind);
+    const c = new Client(p.fd);
+    if (negotiate) await c.call(encodeCommand(0, C.VERSION, encodeVersion({ major: 0, minor: 0 })));
+    const n = 20000;
+    for (let i = 0; i < 2000; i++) await c.call(msg);
+    const t = new Float64Array(n);
+    for (let i = 0; i < n; i++) {
+      const t0 = process.hrtime.bigint();
+      await c.call(msg);
+      t[i] = Number(process.hrtime.bigint() - t0) / 1000;
+    }
+    t.sort();
+    const q = (f: number) => t[Math.min(n - 1, Math.floor(f * n))]!.toFixed(1).padStart(8);
+    lines.push(`${label.padEnd(44)} ${q(0.5)} ${q(0.9)} ${q(0.99)} ${q(0.999)}`);
     c.close();
     await p.stop();
-  }
-  return out;
+  };
+  const r4 = encodeCommand(1, C.REGION_READ, access(0, 0n, 4));
+  const w4 = encodeCommand(2, C.REGION_WRITE, access(0, 4n, 4, new Uint8Array(4)));
+  await run('ping-pong 32 B (ceiling)', 'echo', r4, false);
+  await run('REGION_READ 4 B, ivshmem BAR0', 'ivshmem', r4, true);
+  await run('REGION_WRITE 4 B, ivshmem BAR0', 'ivshmem', w4, true);
+  await run('REGION_READ 4 B, edu BAR0 (trapped)', 'edu', r4, true);
+  const title = `latency in µs, peer ${where === 'child' ? 'in a child process' : 'in this process'}`;
+  console.log(`${title.padEnd(44)}      p50      p90      p99    p99.9`);
+  for (const l of lines) console.log(l);
 }
 
 export async function runVfioUserBench(): Promise<void> {
   printTable('vfio-user round trips, peer in a child process', await rows('child'));
   console.log('');
   printTable('vfio-user round trips, peer in this process', await rows('local'));
+  console.log('');
+  await percentiles('child');
+  console.log('');
+  await percentiles('local');
 }
 
 if (process.argv[2] === '--peer') {
