@@ -19,6 +19,7 @@ import {
   type ChrootWorkDir,
   chrootWorkDir,
   describeBoot,
+  type KernelLabel,
   type Provisioned,
   provisionedOrSkip,
   type QtestSession,
@@ -217,9 +218,14 @@ sleep 1
 [ -n "$COUNT" ] && [ "$COUNT" -ge 1 ]
 `;
 
-async function bootWithDevices(p: Provisioned, work: ChrootWorkDir, sockets: readonly string[]) {
+async function bootWithDevices(
+  p: Provisioned,
+  kernel: KernelLabel,
+  work: ChrootWorkDir,
+  sockets: readonly string[],
+) {
   const initramfs = await buildInitramfs(p, {
-    kernel: p.kernels['6.1'],
+    kernel: p.kernels[kernel],
     script: GUEST_SCRIPT,
     modules: ['uio', 'uio_pci_generic'],
   });
@@ -243,36 +249,38 @@ async function bootWithDevices(p: Provisioned, work: ChrootWorkDir, sockets: rea
   }
 }
 
-test('Linux 6.1 guest under QEMU 11: sees edu over vfio-user, reads BAR0, takes an INTx; writes ivshmem BAR2', async (t) => {
-  const p = provisionedOrSkip(t, { chroot: true });
-  if (!p) return;
-  const work = chrootWorkDir(p);
-  const log: string[] = [];
-  const eduSock = work.path('edu.sock');
-  const ivSock = work.path('ivshmem.sock');
-  const edu = serve('edu', eduSock.host, log);
-  const iv = serve('ivshmem', ivSock.host, log);
-  // The guest's write to BAR2 lands in the server's memory through the mmapped fd: watch for it
-  // while the guest runs (the device is reset when the client goes).
-  let seen = false;
-  const bar2 = iv.device.regionOffset(2) + 0x100n;
-  const poll = setInterval(() => {
-    if (new DataView(iv.device.pread(bar2, 4).buffer).getUint32(0, true) === 0xfeedbeef) seen = true;
-  }, 50);
-  try {
-    const r = await bootWithDevices(p, work, [eduSock.chroot, ivSock.chroot]);
-    const why = `${describeBoot(r)}\nserver:\n${log.join('\n')}`;
-    assert.match(r.output, /EDU-AT 0000:/, why);
-    assert.match(r.output, /ID 0x010000ED/i, why);
-    assert.match(r.output, /UIO-COUNT [1-9]/, why);
-    assert.match(r.output, /IVSHMEM-AT 0000:/, why);
-    assert.match(r.output, /IV-READ 0xFEEDBEEF/i, why);
-    assert.equal(r.status, 0, why);
-    assert.ok(seen, `the server never saw the guest's BAR2 write\n${why}`);
-  } finally {
-    clearInterval(poll);
-    edu.close();
-    iv.close();
-    work.cleanup();
-  }
-});
+for (const kernel of ['6.1', '7.3'] as const) {
+  test(`Linux ${kernel} guest under QEMU 11: sees edu over vfio-user, reads BAR0, takes an INTx; writes ivshmem BAR2`, async (t) => {
+    const p = provisionedOrSkip(t, { chroot: true });
+    if (!p) return;
+    const work = chrootWorkDir(p);
+    const log: string[] = [];
+    const eduSock = work.path('edu.sock');
+    const ivSock = work.path('ivshmem.sock');
+    const edu = serve('edu', eduSock.host, log);
+    const iv = serve('ivshmem', ivSock.host, log);
+    // The guest's write to BAR2 lands in the server's memory through the mmapped fd: watch for it
+    // while the guest runs (the device is reset when the client goes).
+    let seen = false;
+    const bar2 = iv.device.regionOffset(2) + 0x100n;
+    const poll = setInterval(() => {
+      if (new DataView(iv.device.pread(bar2, 4).buffer).getUint32(0, true) === 0xfeedbeef) seen = true;
+    }, 50);
+    try {
+      const r = await bootWithDevices(p, kernel, work, [eduSock.chroot, ivSock.chroot]);
+      const why = `${describeBoot(r)}\nserver:\n${log.join('\n')}`;
+      assert.match(r.output, /EDU-AT 0000:/, why);
+      assert.match(r.output, /ID 0x010000ED/i, why);
+      assert.match(r.output, /UIO-COUNT [1-9]/, why);
+      assert.match(r.output, /IVSHMEM-AT 0000:/, why);
+      assert.match(r.output, /IV-READ 0xFEEDBEEF/i, why);
+      assert.equal(r.status, 0, why);
+      assert.ok(seen, `the server never saw the guest's BAR2 write\n${why}`);
+    } finally {
+      clearInterval(poll);
+      edu.close();
+      iv.close();
+      work.cleanup();
+    }
+  });
+}
