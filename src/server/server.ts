@@ -109,6 +109,7 @@ export class VfioUserServer {
     });
     session = new Session(this.device, transport, {
       ...(this.options.dmaLayout !== undefined ? { dmaLayout: this.options.dmaLayout } : {}),
+      log: (l: string) => this.#log(`client ${id}: ${l}`),
       ...(verbose ? { trace: (l: string) => this.#log(`client ${id}: ${l}`) } : {}),
     });
     const info = { id, peer, session, transport };

@@ -46,6 +46,8 @@ export interface SessionOptions {
   readonly dmaLayout?: DmaLayout | 'auto';
   /** One line per message. */
   readonly trace?: (line: string) => void;
+  /** Lines that are always worth a log entry (a handler bug answered with EINVAL). */
+  readonly log?: (line: string) => void;
 }
 
 interface Pending {
@@ -159,7 +161,7 @@ export class Session {
     this.#trace(h, `${errnoName(errno)} (${detail})`);
     if (!(e instanceof VfioError || e instanceof MalformedError)) {
       // A bug, not bad input: say so loudly but keep serving.
-      this.options.trace?.(`internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+      this.options.log?.(`internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
     }
     if (h.flags & VfioUserFlags.NO_REPLY && !isReply(h)) return;
     this.#send(h.msgId & 0xffff, h.command & 0xffff, VfioUserFlags.TYPE_REPLY | VfioUserFlags.ERROR, errno, {

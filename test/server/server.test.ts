@@ -318,6 +318,65 @@ describe('vfio-user server: happy paths', () => {
     }
   });
 
+  test('DMA without an fd, spec layout (a 0.1 client): DMA_WRITE to the client, then DMA_READ', async () => {
+    const p = r.connect();
+    try {
+      assert.equal(errnoOf(await p.call(C.VERSION, qemuVersionPayload({ minor: 1 }))), 0);
+      const map = new Uint8Array(32);
+      le(map).setUint32(0, 32, true);
+      le(map).setUint32(4, 3, true);
+      le(map).setBigUint64(16, 0x300000n, true);
+      le(map).setBigUint64(24, 0x1000n, true);
+      assert.equal(errnoOf(await p.call(C.DMA_MAP, map)), 0);
+      // Fill edu's DMA buffer, then DMA it to "RAM" at 0x300100 (direction bit 2).
+      await write32(p, 0, 0x40000n, 0x11223344);
+      await write32(p, 0, 0x80n, 0x40000);
+      await write32(p, 0, 0x88n, 0x300100);
+      await write32(p, 0, 0x90n, 4);
+      p.send(encodeCommand(0x4343, C.REGION_WRITE, access(0, 0x98n, 4, u32s(3))));
+      let req = await p.recv();
+      if (isReplyFrame(req)) req = await p.recv();
+      assert.equal(req.header.command, C.DMA_WRITE);
+      // Spec layout: address u64, count u64, data at 16.
+      assert.equal(le(req.payload).getBigUint64(0, true), 0x300100n);
+      assert.equal(le(req.payload).getBigUint64(8, true), 4n);
+      assert.equal(le(req.payload).getUint32(16, true), 0x11223344);
+      // libvfio-user's reply: address u64, count u64.
+      const reply = new Uint8Array(16);
+      le(reply).setBigUint64(0, 0x300100n, true);
+      le(reply).setBigUint64(8, 4n, true);
+      p.send(
+        encodeMessage(
+          { msgId: req.header.msgId, command: C.DMA_WRITE, flags: VfioUserFlags.TYPE_REPLY },
+          reply,
+        ),
+      );
+      await settle();
+      assert.equal((await read32(p, 0, 0x98n)) & 1, 0, 'the DMA finished');
+      // A DMA_READ answered with an error reply: the device's DMA fails, the server goes on.
+      await write32(p, 0, 0x80n, 0x300000);
+      await write32(p, 0, 0x88n, 0x40000);
+      p.send(encodeCommand(0x4444, C.REGION_WRITE, access(0, 0x98n, 4, u32s(1))));
+      let rd = await p.recv();
+      if (isReplyFrame(rd)) rd = await p.recv();
+      assert.equal(rd.header.command, C.DMA_READ);
+      assert.equal(decodeDmaReadRequest(rd.payload, 'spec').count, 4);
+      p.send(
+        encodeMessage({
+          msgId: rd.header.msgId,
+          command: C.DMA_READ,
+          flags: VfioUserFlags.TYPE_REPLY | VfioUserFlags.ERROR,
+          error: Errno.EFAULT,
+        }),
+      );
+      await settle();
+      assert.equal(await read32(p, 0, 0n), EDU_ID, 'still serving');
+    } finally {
+      p.close();
+      await r.server.idle();
+    }
+  });
+
   test('REGION_INFO: an mmappable prefetchable BAR comes with one fd at offset 0 and PREFETCH', async () => {
     const p = await iv.negotiated();
     try {
