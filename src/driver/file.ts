@@ -25,6 +25,12 @@ export interface DmaMemory {
   readonly fd: number | undefined;
   readonly size: number;
   readonly bytes: Uint8Array;
+  /**
+   * Where `bytes` sits in this process (native mmap's `.address`), for backends whose IOMMU maps
+   * process virtual addresses (the kernel backend's VFIO_IOMMU_MAP_DMA). Optional: without it
+   * the kernel backend maps `fd` once more itself.
+   */
+  readonly address?: bigint;
 }
 
 export interface VfioDeviceFile {

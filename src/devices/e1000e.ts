@@ -1,0 +1,40 @@
+/**
+ * QEMU's Intel 82574L NIC (`-device e1000e`, hw/net/e1000e.c) as vfio-pci shows it in a q35 guest
+ * (Linux 6.1 and 7.3, QEMU 7.2; test/kernel/differential.test.ts): identity 8086:10d3, class
+ * 0x020000, BAR0 128 KiB MMIO, BAR1 128 KiB flash, BAR2 32 bytes of I/O, BAR3 16 KiB holding the
+ * MSI-X table (5 vectors at 0) and PBA (0x2000), a 256 KiB expansion ROM (efi-e1000e.rom), one
+ * 64-bit MSI vector, PCI Express endpoint (AER and DSN extended capabilities in QEMU), power
+ * management, INTx pin A; vfio-pci reports RESET. A description only, without NIC behaviour.
+ */
+import type { DeviceDescription } from '../core/description.js';
+import type { DeviceBehaviour } from '../core/device.js';
+
+export function e1000eDescription(): DeviceDescription {
+  return {
+    name: 'e1000e',
+    identity: {
+      vendorId: 0x8086,
+      deviceId: 0x10d3,
+      subsystemVendorId: 0x8086,
+      subsystemId: 0x0000,
+      classCode: 0x020000,
+      revision: 0x00,
+      interruptPin: 1,
+    },
+    bars: [
+      { size: 128 << 10, kind: 'mem32', backing: 'memory' },
+      { size: 128 << 10, kind: 'mem32', backing: 'memory' },
+      { size: 32, kind: 'io' },
+      { size: 16 << 10, kind: 'mem32', backing: 'memory' },
+    ],
+    rom: { size: 256 << 10 },
+    msi: { vectors: 1, addr64: true, perVectorMask: false },
+    msix: { tableSize: 5, tableBar: 3, tableOffset: 0, pbaBar: 3, pbaOffset: 0x2000 },
+    pcie: true,
+    pm: true,
+    resettable: true,
+  };
+}
+
+/** No register behaviour: the differential needs the uAPI answers, not a NIC. */
+export class E1000eBehaviour implements DeviceBehaviour {}

@@ -1,0 +1,431 @@
+/**
+ * The kernel backend: VfioDeviceFile over Linux's own VFIO. Opens a vfio-pci device by PCI address
+ *
+ * - through the device cdev (/dev/vfio/devices/vfioN bound to /dev/iommu, an IOAS attached:
+ *   Documentation/driver-api/vfio.rst "VFIO device cdev"), when the kernel has both; or
+ * - through the legacy container/group path (/dev/vfio/vfio + /dev/vfio/<group>:
+ *   drivers/vfio/container.c, drivers/vfio/group.c), which every kernel with VFIO has.
+ *
+ * ioctl/pread/pwrite/mmap go to the device fd unchanged; DMA maps use VFIO_IOMMU_MAP_DMA on the
+ * container (or IOMMU_IOAS_MAP on the iommufd). A write-combining mapping outside the device fd
+ * comes from sysfs `resourceN_wc` (pci_mmap_resource_wc: prefetchable memory BARs only).
+ */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { Errno } from '../abi/errno.js';
+import {
+  IOMMU_DESTROY,
+  IOMMU_DESTROY_SIZE,
+  IOMMU_IOAS_ALLOC,
+  IOMMU_IOAS_ALLOC_SIZE,
+  IOMMU_IOAS_MAP,
+  IOMMU_IOAS_MAP_FIXED_IOVA,
+  IOMMU_IOAS_MAP_READABLE,
+  IOMMU_IOAS_MAP_SIZE,
+  IOMMU_IOAS_MAP_WRITEABLE,
+  IOMMU_IOAS_UNMAP,
+  IOMMU_IOAS_UNMAP_SIZE,
+  VFIO_DEVICE_ATTACH_IOMMUFD_PT,
+  VFIO_DEVICE_ATTACH_IOMMUFD_PT_SIZE,
+  VFIO_DEVICE_BIND_IOMMUFD,
+  VFIO_DEVICE_BIND_IOMMUFD_SIZE,
+} from '../abi/iommufd.js';
+import {
+  VFIO_API_VERSION,
+  VFIO_CHECK_EXTENSION,
+  VFIO_DEVICE_FEATURE,
+  VFIO_DEVICE_FEATURE_DMA_BUF,
+  VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_MASK,
+  VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_WC,
+  VFIO_DEVICE_FEATURE_GET,
+  VFIO_DEVICE_FEATURE_MASK,
+  VFIO_DEVICE_FEATURE_PROBE,
+  VFIO_DMA_MAP_FLAG_READ,
+  VFIO_DMA_MAP_FLAG_WRITE,
+  VFIO_GET_API_VERSION,
+  VFIO_GROUP_FLAGS_VIABLE,
+  VFIO_GROUP_GET_DEVICE_FD,
+  VFIO_GROUP_GET_STATUS,
+  VFIO_GROUP_SET_CONTAINER,
+  VFIO_IOMMU_MAP_DMA,
+  VFIO_IOMMU_UNMAP_DMA,
+  VFIO_SET_IOMMU,
+  VFIO_TYPE1v2_IOMMU,
+  vfio_group_status,
+  vfio_iommu_type1_dma_map,
+  vfio_iommu_type1_dma_unmap,
+} from '../abi/vfio.js';
+import type { MappingPath } from '../core/device.js';
+import type { DmaMemory, Mapping, VfioDeviceFile } from '../driver/file.js';
+import { fail, VfioError } from '../errors.js';
+import {
+  closeFd,
+  ioctl,
+  MAP_PRIVATE,
+  MAP_SHARED,
+  mmap,
+  type NativeMapping,
+  O_CLOEXEC,
+  O_RDWR,
+  openPath,
+  PROT_READ,
+  PROT_WRITE,
+  pread,
+  pwrite,
+} from '../native/index.js';
+import { putU32, putU64, u32 } from '../wire/vfio.js';
+import { groupViability, iommuGroup, normalizeBdf, resourceWcPath, vfioCdevName } from './sysfs.js';
+
+export const VFIO_CONTAINER_PATH = '/dev/vfio/vfio';
+export const IOMMUFD_PATH = '/dev/iommu';
+export const VFIO_CDEV_DIR = '/dev/vfio/devices';
+const PAGE = 4096n;
+
+export type KernelIommuPath = 'group' | 'cdev';
+
+export interface OpenKernelOptions {
+  /** 'auto' (default): the cdev path when /dev/iommu and the device's cdev exist, else 'group'. */
+  path?: 'auto' | KernelIommuPath;
+  /** sysfs root of PCI devices (tests). */
+  sysfs?: string;
+}
+
+/** The IOMMU side of an open device: where DMA maps go. */
+interface IommuContext {
+  map(iova: bigint, vaddr: bigint, size: bigint, read: boolean, write: boolean): void;
+  unmap(iova: bigint, size: bigint): void;
+  close(): void;
+}
+
+function fdOrClose<T>(fds: number[], fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    for (const fd of fds.reverse()) closeFd(fd);
+    throw e;
+  }
+}
+
+/** Legacy path: container + group (drivers/vfio/container.c, group.c). */
+function openViaGroup(
+  bdf: string,
+  sysfs: string | undefined,
+): { deviceFd: number; iommu: IommuContext; group: number } {
+  if (!existsSync(VFIO_CONTAINER_PATH))
+    fail(Errno.ENODEV, 'open kernel device', `${VFIO_CONTAINER_PATH} is missing: load the vfio module`);
+  const group = iommuGroup(bdf, sysfs);
+  const groupPath = `/dev/vfio/${group}`;
+  const fds: number[] = [];
+  return fdOrClose(fds, () => {
+    const container = openPath(VFIO_CONTAINER_PATH, O_RDWR | O_CLOEXEC);
+    fds.push(container);
+    const api = ioctl(container, VFIO_GET_API_VERSION, null);
+    if (api !== VFIO_API_VERSION)
+      fail(Errno.EPROTO, 'VFIO_GET_API_VERSION', `API ${api}, expected ${VFIO_API_VERSION}`);
+    if (ioctl(container, VFIO_CHECK_EXTENSION, VFIO_TYPE1v2_IOMMU) !== 1)
+      fail(Errno.ENODEV, 'VFIO_CHECK_EXTENSION', 'no VFIO_TYPE1v2_IOMMU (load vfio_iommu_type1)');
+    let groupFd: number;
+    try {
+      groupFd = openPath(groupPath, O_RDWR | O_CLOEXEC);
+    } catch (e) {
+      if (e instanceof VfioError && e.errno === Errno.ENOENT)
+        fail(
+          Errno.ENODEV,
+          'open kernel device',
+          `${groupPath} is missing: is ${bdf} bound to vfio-pci? (vfio-ts bind ${bdf})`,
+        );
+      throw e;
+    }
+    fds.push(groupFd);
+    const status = new Uint8Array(vfio_group_status.size);
+    putU32(status, 0, status.length);
+    ioctl(groupFd, VFIO_GROUP_GET_STATUS, status);
+    if (!(u32(status, 4) & VFIO_GROUP_FLAGS_VIABLE)) {
+      const v = groupViability(bdf, sysfs);
+      const others = v.members
+        .filter((m) => m.driver !== undefined && m.driver !== 'vfio-pci')
+        .map((m) => `${m.bdf} (${m.driver})`);
+      fail(
+        Errno.EBUSY,
+        'VFIO_GROUP_GET_STATUS',
+        `IOMMU group ${group} is not viable: every device in it must be bound to vfio-pci or to no driver${others.length ? `; bound elsewhere: ${others.join(', ')}` : ''}`,
+      );
+    }
+    const fdArg = new Uint8Array(4);
+    new DataView(fdArg.buffer).setInt32(0, container, true);
+    ioctl(groupFd, VFIO_GROUP_SET_CONTAINER, fdArg);
+    ioctl(container, VFIO_SET_IOMMU, VFIO_TYPE1v2_IOMMU);
+    const deviceFd = ioctl(groupFd, VFIO_GROUP_GET_DEVICE_FD, bdf);
+    fds.push(deviceFd);
+    const iommu: IommuContext = {
+      map(iova, vaddr, size, read, write) {
+        const b = new Uint8Array(vfio_iommu_type1_dma_map.size);
+        putU32(b, 0, b.length);
+        putU32(b, 4, (read ? VFIO_DMA_MAP_FLAG_READ : 0) | (write ? VFIO_DMA_MAP_FLAG_WRITE : 0));
+        putU64(b, 8, vaddr);
+        putU64(b, 16, iova);
+        putU64(b, 24, size);
+        ioctl(container, VFIO_IOMMU_MAP_DMA, b);
+      },
+      unmap(iova, size) {
+        const b = new Uint8Array(vfio_iommu_type1_dma_unmap.size);
+        putU32(b, 0, b.length);
+        putU64(b, 8, iova);
+        putU64(b, 16, size);
+        ioctl(container, VFIO_IOMMU_UNMAP_DMA, b);
+      },
+      close() {
+        // Closing the group drops it from the container; the container goes last.
+        closeFd(groupFd);
+        closeFd(container);
+      },
+    };
+    return { deviceFd, iommu, group };
+  });
+}
+
+/** Device cdev path: /dev/vfio/devices/vfioN bound to an iommufd, attached to a new IOAS. */
+function openViaCdev(bdf: string, sysfs: string | undefined): { deviceFd: number; iommu: IommuContext } {
+  const name = vfioCdevName(bdf, sysfs);
+  if (name === undefined || !existsSync(IOMMUFD_PATH))
+    fail(
+      Errno.ENODEV,
+      'open kernel device',
+      `no device cdev for ${bdf} or no ${IOMMUFD_PATH} (CONFIG_VFIO_DEVICE_CDEV, CONFIG_IOMMUFD)`,
+    );
+  const fds: number[] = [];
+  return fdOrClose(fds, () => {
+    const deviceFd = openPath(join(VFIO_CDEV_DIR, name), O_RDWR | O_CLOEXEC);
+    fds.push(deviceFd);
+    const iommufd = openPath(IOMMUFD_PATH, O_RDWR | O_CLOEXEC);
+    fds.push(iommufd);
+    const bind = new Uint8Array(VFIO_DEVICE_BIND_IOMMUFD_SIZE);
+    putU32(bind, 0, bind.length);
+    new DataView(bind.buffer).setInt32(8, iommufd, true);
+    ioctl(deviceFd, VFIO_DEVICE_BIND_IOMMUFD, bind);
+    const alloc = new Uint8Array(IOMMU_IOAS_ALLOC_SIZE);
+    putU32(alloc, 0, alloc.length);
+    ioctl(iommufd, IOMMU_IOAS_ALLOC, alloc);
+    const ioas = u32(alloc, 8);
+    const attach = new Uint8Array(VFIO_DEVICE_ATTACH_IOMMUFD_PT_SIZE);
+    putU32(attach, 0, attach.length);
+    putU32(attach, 8, ioas);
+    ioctl(deviceFd, VFIO_DEVICE_ATTACH_IOMMUFD_PT, attach);
+    const iommu: IommuContext = {
+      map(iova, vaddr, size, read, write) {
+        const b = new Uint8Array(IOMMU_IOAS_MAP_SIZE);
+        putU32(b, 0, b.length);
+        putU32(
+          b,
+          4,
+          IOMMU_IOAS_MAP_FIXED_IOVA |
+            (read ? IOMMU_IOAS_MAP_READABLE : 0) |
+            (write ? IOMMU_IOAS_MAP_WRITEABLE : 0),
+        );
+        putU32(b, 8, ioas);
+        putU64(b, 16, vaddr);
+        putU64(b, 24, size);
+        putU64(b, 32, iova);
+        ioctl(iommufd, IOMMU_IOAS_MAP, b);
+      },
+      unmap(iova, size) {
+        const b = new Uint8Array(IOMMU_IOAS_UNMAP_SIZE);
+        putU32(b, 0, b.length);
+        putU32(b, 4, ioas);
+        putU64(b, 8, iova);
+        putU64(b, 16, size);
+        ioctl(iommufd, IOMMU_IOAS_UNMAP, b);
+      },
+      close() {
+        const d = new Uint8Array(IOMMU_DESTROY_SIZE);
+        putU32(d, 0, d.length);
+        putU32(d, 4, ioas);
+        try {
+          ioctl(iommufd, IOMMU_DESTROY, d);
+        } catch {
+          // The IOAS goes with the iommufd anyway.
+        }
+        closeFd(iommufd);
+      },
+    };
+    return { deviceFd, iommu };
+  });
+}
+
+/** Which path openKernelDevice would take for `bdf`. */
+export function kernelPathFor(bdf: string, sysfs?: string): KernelIommuPath {
+  return existsSync(IOMMUFD_PATH) && vfioCdevName(bdf, sysfs) !== undefined ? 'cdev' : 'group';
+}
+
+function toMapping(m: NativeMapping, via: Mapping['via'], attribute: 'uc' | 'wc'): Mapping {
+  return { bytes: m.bytes, length: m.length, attribute, via, unmap: () => m.unmap() };
+}
+
+export class KernelDeviceFile implements VfioDeviceFile {
+  readonly transport = 'kernel' as const;
+  private closed = false;
+  /** DMA maps made from a memfd mapping of our own: iova → the mapping that pins it. */
+  private readonly dmaViews = new Map<bigint, NativeMapping>();
+  /** dma-buf fds this file saw the device return, with the attribute asked for. */
+  private readonly dmaBufAttr = new Map<number, 'uc' | 'wc'>();
+
+  constructor(
+    readonly bdf: string,
+    readonly deviceFd: number,
+    readonly path: KernelIommuPath,
+    readonly group: number | undefined,
+    private readonly iommu: IommuContext,
+    private readonly sysfs: string | undefined,
+  ) {}
+
+  private check(op: string): void {
+    if (this.closed) fail(Errno.EBADF, op, 'device closed');
+  }
+
+  async ioctl(request: number, arg: Uint8Array): Promise<number> {
+    this.check('ioctl');
+    const r = ioctl(this.deviceFd, request, arg);
+    // Remember what a DMA_BUF export asked for, so a mapping of it can say what it is.
+    if (request === VFIO_DEVICE_FEATURE && arg.length >= 8 + 12) {
+      const flags = u32(arg, 4);
+      if (
+        (flags & VFIO_DEVICE_FEATURE_MASK) === VFIO_DEVICE_FEATURE_DMA_BUF &&
+        flags & VFIO_DEVICE_FEATURE_GET &&
+        !(flags & VFIO_DEVICE_FEATURE_PROBE) &&
+        r > 0
+      ) {
+        const attr = u32(arg, 8 + 8) & VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_MASK;
+        this.dmaBufAttr.set(r, attr === VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_WC ? 'wc' : 'uc');
+      }
+    }
+    return r;
+  }
+
+  async pread(offset: bigint, length: number): Promise<Uint8Array> {
+    this.check('pread');
+    return pread(this.deviceFd, length, offset);
+  }
+
+  async pwrite(offset: bigint, data: Uint8Array): Promise<number> {
+    this.check('pwrite');
+    return pwrite(this.deviceFd, data, offset);
+  }
+
+  async mmap(offset: bigint, length: number): Promise<Mapping> {
+    this.check('mmap');
+    return toMapping(mmap(this.deviceFd, offset, length, PROT_READ | PROT_WRITE, MAP_SHARED), 'region', 'uc');
+  }
+
+  /** mmap(MAP_PRIVATE) of the device fd: vfio-pci refuses it (vfio_pci_core_mmap: VM_SHARED). */
+  async mmapPrivate(offset: bigint, length: number): Promise<Mapping> {
+    this.check('mmap');
+    return toMapping(
+      mmap(this.deviceFd, offset, length, PROT_READ | PROT_WRITE, MAP_PRIVATE),
+      'region',
+      'uc',
+    );
+  }
+
+  async mmapDmaBuf(fd: number, offset: bigint, length: number): Promise<Mapping> {
+    this.check('mmap dma-buf');
+    const m = mmap(fd, offset, length, PROT_READ | PROT_WRITE, MAP_SHARED);
+    return toMapping(m, 'dma-buf' satisfies MappingPath, this.dmaBufAttr.get(fd) ?? 'uc');
+  }
+
+  async closeFd(fd: number): Promise<void> {
+    this.dmaBufAttr.delete(fd);
+    closeFd(fd);
+  }
+
+  /**
+   * VFIO_IOMMU_MAP_DMA (or IOMMU_IOAS_MAP) of `memory`: the kernel pins the pages at a virtual
+   * address of this process. That is `memory.address` when given; otherwise the memfd is mapped
+   * once more here and that mapping (kept until dmaUnmap/close) is what the IOMMU points at.
+   */
+  async dmaMap(iova: bigint, memory: DmaMemory, access = { read: true, write: true }): Promise<void> {
+    this.check('dmaMap');
+    const size = BigInt(memory.size);
+    if (size === 0n || size % PAGE || iova % PAGE)
+      fail(Errno.EINVAL, 'VFIO_IOMMU_MAP_DMA', 'size and iova must be page multiples');
+    let vaddr = memory.address;
+    let own: NativeMapping | undefined;
+    if (vaddr === undefined) {
+      if (memory.fd === undefined)
+        fail(Errno.EINVAL, 'VFIO_IOMMU_MAP_DMA', 'memory has neither an address nor an fd to map');
+      own = mmap(memory.fd, 0n, memory.size, PROT_READ | PROT_WRITE, MAP_SHARED);
+      vaddr = own.address;
+    }
+    try {
+      this.iommu.map(iova, vaddr, size, access.read, access.write);
+    } catch (e) {
+      own?.unmap();
+      throw e;
+    }
+    if (own) this.dmaViews.set(iova, own);
+  }
+
+  async dmaUnmap(iova: bigint, size: bigint): Promise<void> {
+    this.check('dmaUnmap');
+    this.iommu.unmap(iova, size);
+    this.dmaViews.get(iova)?.unmap();
+    this.dmaViews.delete(iova);
+  }
+
+  /**
+   * A WC mapping of BAR `region` through sysfs `resourceN_wc` (pci_mmap_resource_wc →
+   * pci_mmap_resource_range with write_combine). The file exists only for prefetchable memory
+   * BARs (pci_create_attr: `if (res->flags & IORESOURCE_PREFETCH)`).
+   */
+  async mapWriteCombining(region: number, offset: bigint, length: number): Promise<Mapping> {
+    this.check('map WC');
+    const file = region < 6 ? resourceWcPath(this.bdf, region, this.sysfs) : undefined;
+    if (file === undefined)
+      fail(
+        Errno.EOPNOTSUPP,
+        'map WC',
+        `${this.bdf} region ${region} has no sysfs resource${region}_wc (only prefetchable memory BARs do) and the kernel offers no other WC path`,
+      );
+    const fd = openPath(file, O_RDWR | O_CLOEXEC);
+    try {
+      return toMapping(
+        mmap(fd, offset, length, PROT_READ | PROT_WRITE, MAP_SHARED),
+        'sysfs-resource-wc',
+        'wc',
+      );
+    } finally {
+      closeFd(fd);
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const [iova, m] of this.dmaViews) {
+      try {
+        this.iommu.unmap(iova, BigInt(m.length));
+      } catch {
+        // Closing the container unmaps everything anyway.
+      }
+      m.unmap();
+    }
+    this.dmaViews.clear();
+    closeFd(this.deviceFd);
+    this.iommu.close();
+  }
+}
+
+/**
+ * Opens the vfio-pci device at `bdf` (bound to vfio-pci already: `vfio-ts bind`). EBUSY names the
+ * devices that keep its IOMMU group from being viable; ENODEV says what is missing.
+ */
+export async function openKernelDevice(bdf: string, opts: OpenKernelOptions = {}): Promise<KernelDeviceFile> {
+  const addr = normalizeBdf(bdf);
+  const want = opts.path ?? 'auto';
+  const path: KernelIommuPath = want === 'auto' ? kernelPathFor(addr, opts.sysfs) : want;
+  if (path === 'cdev') {
+    const { deviceFd, iommu } = openViaCdev(addr, opts.sysfs);
+    return new KernelDeviceFile(addr, deviceFd, 'cdev', undefined, iommu, opts.sysfs);
+  }
+  const { deviceFd, iommu, group } = openViaGroup(addr, opts.sysfs);
+  return new KernelDeviceFile(addr, deviceFd, 'group', group, iommu, opts.sysfs);
+}
