@@ -56,7 +56,7 @@ async function findDevice(q: QtestSession, vendorDevice: number): Promise<number
   return -1;
 }
 
-test('QEMU 11 qtest: config space, BAR sizing and programming, edu registers over vfio-user', async (t) => {
+test('QEMU 11 qtest: config space, BAR sizing and programming, edu registers, INTx over vfio-user', async (t) => {
   const p = provisionedOrSkip(t, { chroot: true });
   if (!p) return;
   const work = chrootWorkDir(p);
@@ -95,6 +95,16 @@ test('QEMU 11 qtest: config space, BAR sizing and programming, edu registers ove
         assert.equal(await q.readl(BAR0_ADDR + 4), ~0x5a5aa5a5 >>> 0);
         await q.writel(BAR0_ADDR + 8, 6);
         assert.equal(await q.readl(BAR0_ADDR + 8), 720);
+        // INTx: edu raises (BAR0 + 0x60), our eventfd signal becomes QEMU's INTx: an IOAPIC
+        // line goes up; QEMU lowers it at the next BAR access (its EOI) and unmasks us.
+        await q.command('irq_intercept_in ioapic');
+        await q.writel(BAR0_ADDR + 0x60, 1);
+        for (let i = 0; i < 100 && !q.irqEvents.some((e) => e.startsWith('IRQ raise')); i++)
+          await new Promise((r) => setTimeout(r, 20));
+        const raised = q.irqEvents.find((e) => e.startsWith('IRQ raise'));
+        assert.ok(raised, `no INTx seen\n${log.join('\n')}`);
+        assert.equal(await q.readl(BAR0_ADDR + 0x24), 1, 'edu interrupt status');
+        assert.ok(q.irqEvents.includes(raised.replace('raise', 'lower')), q.irqEvents.join(', '));
       },
     );
   } finally {
