@@ -56,7 +56,7 @@ async function findDevice(q: QtestSession, vendorDevice: number): Promise<number
   return -1;
 }
 
-test('QEMU 11 qtest: config space, BAR sizing and programming, edu registers, INTx over vfio-user', async (t) => {
+test('QEMU 11 qtest: config space, BAR sizing and programming, edu registers, INTx and DMA into guest RAM over vfio-user', async (t) => {
   const p = provisionedOrSkip(t, { chroot: true });
   if (!p) return;
   const work = chrootWorkDir(p);
@@ -105,6 +105,22 @@ test('QEMU 11 qtest: config space, BAR sizing and programming, edu registers, IN
         assert.ok(raised, `no INTx seen\n${log.join('\n')}`);
         assert.equal(await q.readl(BAR0_ADDR + 0x24), 1, 'edu interrupt status');
         assert.ok(q.irqEvents.includes(raised.replace('raise', 'lower')), q.irqEvents.join(', '));
+        // DMA through QEMU's guest RAM, which QEMU handed us as memfd DMA_MAPs: RAM -> edu.
+        await q.writel(0x10_0000, 0xabcd1234);
+        await q.writel(BAR0_ADDR + 0x80, 0x10_0000);
+        await q.writel(BAR0_ADDR + 0x88, 0x40000);
+        await q.writel(BAR0_ADDR + 0x90, 4);
+        await q.writel(BAR0_ADDR + 0x98, 1);
+        await new Promise((r) => setTimeout(r, 50));
+        assert.equal(await q.readl(BAR0_ADDR + 0x40000), 0xabcd1234, 'edu read guest RAM');
+        // ...and edu -> RAM.
+        await q.writel(BAR0_ADDR + 0x40004, 0x0badcafe);
+        await q.writel(BAR0_ADDR + 0x80, 0x40004);
+        await q.writel(BAR0_ADDR + 0x88, 0x20_0000);
+        await q.writel(BAR0_ADDR + 0x98, 3);
+        await new Promise((r) => setTimeout(r, 50));
+        assert.equal(await q.readl(0x20_0000), 0x0badcafe, 'edu wrote guest RAM');
+        assert.ok(s.device.dma.count > 0, 'QEMU mapped its RAM');
       },
     );
   } finally {
