@@ -8,7 +8,9 @@
  * (what a VMM sees), and in this process (one event loop serving both ends).
  * Run: `node dist/bench/vfio-user.js`.
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { VfioUserCommand as C } from '../src/abi/vfio-user.js';
 import { createDevice, type DeviceName } from '../src/devices/index.js';
@@ -42,6 +44,7 @@ class Client {
       const res = this.#resolve;
       this.#resolve = undefined;
       res?.(size);
+      if (this.#have === 0) return; // one request in flight: nothing more is coming
     }
   }
   call(msg: Uint8Array): Promise<number> {
@@ -70,6 +73,7 @@ function echo(fd: number): () => void {
         return;
       }
       sendMsg(fd, [buf.subarray(0, r.bytes)]);
+      if (r.bytes < buf.length) return; // drained (the server stops on a short read too)
     }
   });
   return () => {
@@ -104,9 +108,15 @@ interface Peer {
 }
 
 /** The peer in a child process: this script with --peer, the socket as its fd 3. */
-function childPeer(kind: string): Peer {
+/** Where processes run: pinned with taskset when the machine has it and two CPUs. */
+const PIN = existsSync('/usr/bin/taskset') && cpus().length >= 2;
+const PINNED_ENV = 'VFIO_TS_BENCH_PINNED';
+
+function childPeer(kind: string, cpu: number): Peer {
   const [mine, theirs] = socketPair();
-  const child = spawn(process.execPath, [fileURLToPath(import.meta.url), '--peer', kind], {
+  const argv = [process.execPath, fileURLToPath(import.meta.url), '--peer', kind];
+  const [file, ...args] = PIN ? ['/usr/bin/taskset', '-c', String(cpu), ...argv] : argv;
+  const child = spawn(file!, args, {
     stdio: ['ignore', 'inherit', 'inherit', theirs],
   });
   closeFd(theirs);
@@ -156,9 +166,18 @@ async function interleaved(
   });
 }
 
-async function rows(where: 'child' | 'local'): Promise<BenchRow[]> {
-  const mk = where === 'child' ? childPeer : localPeer;
-  const tag = where === 'child' ? 'peer process' : 'same process';
+type Where = 'same-cpu' | 'other-cpu' | 'local';
+const TAG: Record<Where, string> = {
+  'same-cpu': 'peer process, same CPU',
+  'other-cpu': 'peer process, other CPU',
+  local: 'same process',
+};
+const maker = (where: Where) =>
+  where === 'local' ? localPeer : (kind: string) => childPeer(kind, where === 'same-cpu' ? 0 : 1);
+
+async function rows(where: Where): Promise<BenchRow[]> {
+  const mk = maker(where);
+  const tag = TAG[where];
   const peers: Peer[] = [];
   const clients: Client[] = [];
   const open = async (kind: string) => {
@@ -203,8 +222,8 @@ async function rows(where: 'child' | 'local'): Promise<BenchRow[]> {
 }
 
 /** Latency percentiles of single round trips (each one timed on its own). */
-async function percentiles(where: 'child' | 'local'): Promise<void> {
-  const mk = where === 'child' ? childPeer : localPeer;
+async function percentiles(where: Where): Promise<void> {
+  const mk = maker(where);
   const lines: string[] = [];
   const run = async (label: string, kind: string, msg: Uint8Array, negotiate: boolean) => {
     const p = mk(kind);
@@ -230,19 +249,22 @@ async function percentiles(where: 'child' | 'local'): Promise<void> {
   await run('REGION_READ 4 B, ivshmem BAR0', 'ivshmem', r4, true);
   await run('REGION_WRITE 4 B, ivshmem BAR0', 'ivshmem', w4, true);
   await run('REGION_READ 4 B, edu BAR0 (trapped)', 'edu', r4, true);
-  const title = `latency in µs, peer ${where === 'child' ? 'in a child process' : 'in this process'}`;
+  const title = `latency in µs, ${TAG[where]}`;
   console.log(`${title.padEnd(44)}      p50      p90      p99    p99.9`);
   for (const l of lines) console.log(l);
 }
 
 export async function runVfioUserBench(): Promise<void> {
-  printTable('vfio-user round trips, peer in a child process', await rows('child'));
-  console.log('');
-  printTable('vfio-user round trips, peer in this process', await rows('local'));
-  console.log('');
-  await percentiles('child');
-  console.log('');
-  await percentiles('local');
+  const places: Where[] = PIN ? ['other-cpu', 'same-cpu', 'local'] : ['same-cpu', 'local'];
+  for (const w of places) {
+    printTable(`vfio-user round trips, ${TAG[w]}`, await rows(w));
+    console.log('');
+  }
+  for (const w of places) {
+    await percentiles(w);
+    console.log('');
+  }
+  if (!PIN) console.log('(taskset missing or one CPU: processes not pinned; cross-process figures drift)');
 }
 
 if (process.argv[2] === '--peer') {
@@ -253,5 +275,13 @@ if (process.argv[2] === '--peer') {
     process.exit(0);
   });
 } else if (isMain(import.meta.url)) {
-  await runVfioUserBench();
+  if (PIN && process.env[PINNED_ENV] === undefined) {
+    // Pin this process to CPU 0 (peers go to CPU 0 or 1): cross-process wake-ups cost 15 or
+    // 55 us depending on where the scheduler put the two ends, so leave it no choice.
+    const r = spawnSync('/usr/bin/taskset', ['-c', '0', process.execPath, fileURLToPath(import.meta.url)], {
+      stdio: 'inherit',
+      env: { ...process.env, [PINNED_ENV]: '1' },
+    });
+    process.exitCode = r.status ?? 1;
+  } else await runVfioUserBench();
 }

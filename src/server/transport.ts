@@ -123,7 +123,11 @@ export class Transport {
       this.framer.push(chunk, r.fds);
       this.#drain();
       // Keep the unconsumed tail where it is: the next read goes after it.
+      const room = this.#buf.length - this.#pos;
       this.#pos = this.framer.buffered === 0 ? 0 : this.#pos + r.bytes;
+      // A read that did not fill the room drained the socket: stop here rather than pay one
+      // more recvmsg for its EAGAIN (the watch is level-triggered and fires again for more).
+      if (r.bytes < room) return;
     }
   }
 
