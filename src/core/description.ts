@@ -75,4 +75,32 @@ export interface DeviceDescription {
   readonly resettable?: boolean;
   /** Is it a VGA device (class 0x0300)? Then the VGA region (index 8) exists. */
   readonly vga?: boolean;
+  /**
+   * Where the standard capabilities sit, in chain order, as a real device lays them out (QEMU's
+   * nvme: MSI-X 0x40, PCIe 0x80, PM 0x60). Every capability the description has must be listed.
+   * Default: packed from 0x40 in the order PM, MSI, PCIe, MSI-X.
+   */
+  readonly capabilityLayout?: readonly CapabilityPlacement[];
+}
+
+export interface CapabilityPlacement {
+  readonly cap: 'pm' | 'msi' | 'pcie' | 'msix';
+  /** Config-space offset, dword aligned, 0x40..0xfc. */
+  readonly offset: number;
+  /** PCIe only: capability version (default 2; QEMU's e1000e has a version 1 structure, 20 bytes). */
+  readonly pcieVersion?: 1 | 2;
+  /** PCIe only: device/port type (PCI_EXP_TYPE_*; default 0, endpoint; QEMU's q35 root-bus devices are 9, RC integrated). */
+  readonly pcieType?: number;
+  /** PCIe only: FLR in Device Capabilities (default: the device is resettable). */
+  readonly pcieFlr?: boolean;
+  /**
+   * PCIe only: 'spec' (default) fills registers with the PCIe 4.0 reset values; 'qemu' the way
+   * QEMU's hw/pci/pcie.c does (Device Control 0, ASPM L0s in Link Capabilities, Device
+   * Capabilities 2 with Extended Fmt Field and End-End TLP Prefix, no Link Capabilities 2).
+   */
+  readonly pcieStyle?: 'spec' | 'qemu';
+  /** PM only: the PMC register (default 0x0003: version 3, nothing else). */
+  readonly pmc?: number;
+  /** PM only: No_Soft_Reset in PMCSR (default: set unless a PM reset is the device's reset). */
+  readonly pmNoSoftReset?: boolean;
 }

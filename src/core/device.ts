@@ -33,7 +33,10 @@ import {
   VFIO_DEVICE_FLAGS_RESET,
   VFIO_DEVICE_GET_INFO,
   VFIO_DEVICE_GET_IRQ_INFO,
+  VFIO_DEVICE_GET_PCI_HOT_RESET_INFO,
   VFIO_DEVICE_GET_REGION_INFO,
+  VFIO_DEVICE_IOEVENTFD,
+  VFIO_DEVICE_PCI_HOT_RESET,
   VFIO_DEVICE_RESET,
   VFIO_DEVICE_SET_IRQS,
   VFIO_DEVICE_SET_REGION_FLAGS,
@@ -201,6 +204,8 @@ interface DmaBuf {
   readonly ranges: readonly { offset: bigint; length: bigint }[];
   readonly size: bigint;
   readonly attribute: MemoryAttribute;
+  /** Opened O_RDWR (open_flags): a writable shared mapping of a read-only fd is EACCES. */
+  readonly writable: boolean;
 }
 
 type OffsetOwner = { kind: 'region'; region: number } | { kind: 'cookie'; cookie: Cookie };
@@ -208,6 +213,8 @@ type OffsetOwner = { kind: 'region'; region: number } | { kind: 'cookie'; cookie
 /** Alias regions take indexes 9..14 (one per BAR) so cookies can be packed above 15 << 40. */
 const MAX_ALIAS_REGIONS = PCI_STD_NUM_BARS;
 const COOKIE_BASE_INDEX = BigInt(VFIO_PCI_NUM_REGIONS + MAX_ALIAS_REGIONS);
+/** vfio.h (7.3): VFIO_DEVICE_FEATURE_MIG_PRECOPY_INFOv2. */
+const VFIO_DEVICE_FEATURE_MIG_PRECOPY_INFOV2 = 12;
 /** Linux's VGA region: legacy VGA ranges, 0xa0000-0xbffff plus I/O ports (vfio_pci_core.c). */
 const VGA_REGION_SIZE = 0xc0000n;
 /** The kernel caps dma-buf ranges implicitly by argsz; we name a limit. */
@@ -251,6 +258,7 @@ export class VfioPciDevice {
     while (this.bars.length < PCI_STD_NUM_BARS) this.bars.push(undefined);
     this.config = new ConfigSpace(description);
     this.irqs = new IrqState(options.env, {
+      dynamicMsix: this.profile !== '6.1' && description.msix !== undefined,
       // vfio_msi_enable / vfio_msi_disable reflect the state in the virtual capability.
       onMsiChange: (msix, vectors) => {
         if (msix) this.config.setMsixEnabled(vectors > 0);
@@ -409,6 +417,12 @@ export class VfioPciDevice {
         return this.resetIoctl();
       case VFIO_DEVICE_FEATURE:
         return this.feature(arg);
+      case VFIO_DEVICE_GET_PCI_HOT_RESET_INFO:
+        return this.hotResetInfo(arg);
+      case VFIO_DEVICE_PCI_HOT_RESET:
+        return this.hotReset(arg);
+      case VFIO_DEVICE_IOEVENTFD:
+        return this.ioeventfd(arg);
       case VFIO_DEVICE_SET_REGION_FLAGS:
         if (this.extensions.rfc) return this.setRegionFlags(arg);
         break;
@@ -448,11 +462,14 @@ export class VfioPciDevice {
       fail(Errno.EINVAL, op, `index ${index}`);
     // `flags` is output only: whatever the caller put there is overwritten (seed thread, A.W.).
     let flags = r.flags;
-    let capOffset = 0;
+    // cap_offset is written only when the region has capabilities; otherwise the caller's value
+    // goes back unchanged (the kernel copies the whole 32-byte header in and out). Seen on 6.1/7.3.
+    let capOffset = u32(arg, 12);
     let newArgsz = argsz;
     if (r.caps.length) {
       const chain = encodeCapChain(r.caps, minsz);
       flags |= VFIO_REGION_INFO_FLAG_CAPS;
+      capOffset = 0;
       if (argsz < minsz + chain.length) {
         newArgsz = minsz + chain.length;
       } else {
@@ -471,6 +488,69 @@ export class VfioPciDevice {
 
   private isPcie(): boolean {
     return !!this.description.pcie;
+  }
+
+  /**
+   * vdev->has_dyn_msix (Linux 6.5+, pci_msix_can_alloc_dyn): MSI-X vectors can be added while
+   * MSI-X is enabled. The 6.1 profile has no such thing.
+   */
+  get dynamicMsix(): boolean {
+    return this.profile !== '6.1' && this.description.msix !== undefined;
+  }
+
+  /**
+   * vfio_pci_ioctl_get_pci_hot_reset_info: minsz ends at `count`; flags is zeroed; then a slot
+   * or bus reset must be possible (pci_probe_reset_slot / pci_probe_reset_bus), else ENODEV. The
+   * model's function sits alone on a root bus (like QEMU's q35 root-complex devices): ENODEV.
+   */
+  private hotResetInfo(arg: Uint8Array): number {
+    const op = 'VFIO_DEVICE_GET_PCI_HOT_RESET_INFO';
+    const minsz = 12;
+    need(arg, minsz, op);
+    if (u32(arg, 0) < minsz) fail(Errno.EINVAL, op, 'argsz');
+    putU32(arg, 4, 0);
+    return fail(Errno.ENODEV, op, 'no slot or bus reset for this function');
+  }
+
+  /** vfio_pci_ioctl_pci_hot_reset: `argsz < minsz || flags` is EINVAL, then as above ENODEV. */
+  private hotReset(arg: Uint8Array): number {
+    const op = 'VFIO_DEVICE_PCI_HOT_RESET';
+    const minsz = 12;
+    need(arg, minsz, op);
+    if (u32(arg, 0) < minsz || u32(arg, 4)) fail(Errno.EINVAL, op, 'argsz or flags');
+    return fail(Errno.ENODEV, op, 'no slot or bus reset for this function');
+  }
+
+  /**
+   * vfio_pci_ioctl_ioeventfd → vfio_pci_ioeventfd: the validation, and deletion of an ioeventfd
+   * that does not exist (ENODEV). The model registers none: a new one gets ENOSPC, the kernel's
+   * answer when VFIO_PCI_IOEVENTFD_MAX are in use (here the maximum is 0).
+   */
+  private ioeventfd(arg: Uint8Array): number {
+    const op = 'VFIO_DEVICE_IOEVENTFD';
+    const minsz = 32; // offsetofend(struct vfio_device_ioeventfd, fd)
+    need(arg, minsz, op);
+    if (u32(arg, 0) < minsz) fail(Errno.EINVAL, op, 'argsz');
+    const flags = u32(arg, 4);
+    const SIZE_MASK = 0xf; // VFIO_DEVICE_IOEVENTFD_SIZE_MASK: 1, 2, 4 or 8 bytes
+    if (flags & ~SIZE_MASK) fail(Errno.EINVAL, op, 'flags');
+    const count = flags & SIZE_MASK;
+    if (count !== 1 && count !== 2 && count !== 4 && count !== 8) fail(Errno.EINVAL, op, 'size');
+    const offset = u64(arg, 8);
+    const bar = Number(offset >> VFIO_PCI_OFFSET_SHIFT);
+    const pos = offset & ((1n << VFIO_PCI_OFFSET_SHIFT) - 1n);
+    if (bar >= PCI_STD_NUM_BARS) fail(Errno.EINVAL, op, `region ${bar}`);
+    const b = this.bar(bar);
+    if (pos + BigInt(count) > BigInt(b ? b.size : 0)) fail(Errno.EINVAL, op, 'beyond the BAR');
+    const m = this.description.msix;
+    if (m && m.tableBar === bar) {
+      const ts = BigInt(m.tableOffset);
+      const te = ts + BigInt(m.tableSize * 16);
+      if (!(pos + BigInt(count) <= ts || pos >= te)) fail(Errno.EINVAL, op, 'overlaps the MSI-X table');
+    }
+    const fd = view(arg).getInt32(24, true);
+    if (fd < 0) fail(Errno.ENODEV, op, 'no such ioeventfd');
+    return fail(Errno.ENOSPC, op, 'the model offers no ioeventfds');
   }
 
   /** vfio_pci_get_irq_count */
@@ -504,7 +584,9 @@ export class VfioPciDevice {
       fail(Errno.EINVAL, op, 'ERR IRQ on a non-PCIe device');
     let flags = VFIO_IRQ_INFO_EVENTFD;
     if (index === VFIO_PCI_INTX_IRQ_INDEX) flags |= VFIO_IRQ_INFO_MASKABLE | VFIO_IRQ_INFO_AUTOMASKED;
-    else flags |= VFIO_IRQ_INFO_NORESIZE;
+    // 6.5+ (vfio_pci_ioctl_get_irq_info): NORESIZE unless MSI-X on a device with dynamic MSI-X
+    // allocation (vdev->has_dyn_msix, true on x86 for any MSI-X device). Seen on 7.3 for nvme/e1000e.
+    else if (index !== VFIO_PCI_MSIX_IRQ_INDEX || !this.dynamicMsix) flags |= VFIO_IRQ_INFO_NORESIZE;
     putU32(arg, 4, flags);
     putU32(arg, 12, this.irqCount(index));
     return 0;
@@ -549,7 +631,8 @@ export class VfioPciDevice {
       need(arg, minsz + count * size, op);
       data = arg.subarray(minsz, minsz + count * size);
     }
-    this.irqs.set(index, flags, start, count, data, this.isPcie());
+    // 6.1 handles ERR triggers only on PCIe devices; 7.3 on every device (seen in the guest).
+    this.irqs.set(index, flags, start, count, data, this.isPcie() || this.profile !== '6.1');
     // The INTx Interrupt Status bit stays set from the device's assertion until the interrupt is
     // serviced (unmasked after its automask); drivers that share lines (uio_pci_generic:
     // pci_check_and_mask_intx) read it to claim the interrupt.
@@ -565,9 +648,13 @@ export class VfioPciDevice {
     return 0;
   }
 
-  /** Device reset: config space and device state; interrupts stay as configured (as in vfio). */
+  /**
+   * Device reset: device state only. vfio_pci_ioctl_reset → pci_try_reset_function saves the
+   * function's config space and restores it after the reset, and vfio's virtual config (vconfig)
+   * is not touched, so what a user reads from the config region is unchanged (seen on 6.1 and 7.3:
+   * the command register reads back what was written before DEVICE_RESET). Interrupts stay.
+   */
   reset(): void {
-    this.config.reset();
     for (const m of this.barMemory) m?.bytes.fill(0);
     this.behaviour.reset?.();
   }
@@ -614,6 +701,11 @@ export class VfioPciDevice {
       case VFIO_DEVICE_FEATURE_DMA_BUF:
         if (this.profile === '6.1') break;
         return this.dmaBufFeature(flags, dataSize, data);
+      case VFIO_DEVICE_FEATURE_MIG_PRECOPY_INFOV2:
+        // 7.3's vfio_main.c answers feature 12 for every device; one without migration ops
+        // gets EINVAL for any op, PROBE included (seen on 7.3). 6.1 does not know it: ENOTTY.
+        if (this.profile === '6.1') break;
+        return fail(Errno.EINVAL, op, 'no migration support');
       case VFIO_TS_FEATURE_MMAP_COOKIE:
         if (!this.extensions.cookies) break;
         return this.cookieFeature(flags, dataSize, data);
@@ -664,14 +756,22 @@ export class VfioPciDevice {
     // get_dmabuf_phys: only memory BARs have a p2pdma provider; ranges must end inside the BAR.
     const b = this.bar(regionIndex);
     const mem = this.barMemory[regionIndex];
-    if (!b || b.kind === 'io' || !mem) fail(Errno.EINVAL, op, `BAR ${regionIndex} is not memory`);
+    // An unimplemented BAR is ENODEV on 7.3 (no p2pdma provider for it), an I/O or sub-page one EINVAL.
+    if (!b) fail(Errno.ENODEV, op, `BAR ${regionIndex} is not implemented`);
+    if (b.kind === 'io' || !mem) fail(Errno.EINVAL, op, `BAR ${regionIndex} is not memory`);
     for (const r of ranges) {
       if (r.offset + r.length >= 1n << 64n) fail(Errno.EOVERFLOW, op, 'range overflows');
       if (r.offset + r.length > BigInt(b.size)) fail(Errno.EINVAL, op, 'range beyond the BAR');
     }
-    void openFlags;
     const fd = mem.dup() ?? fail(Errno.ENOMEM, op, 'no fd');
-    this.dmabufs.set(fd, { fd, bar: regionIndex, ranges, size: total, attribute });
+    this.dmabufs.set(fd, {
+      fd,
+      bar: regionIndex,
+      ranges,
+      size: total,
+      attribute,
+      writable: (openFlags & 3) === 2,
+    });
     return fd;
   }
 
@@ -813,8 +913,15 @@ export class VfioPciDevice {
     const op = write ? 'pwrite' : 'pread';
     const index = region.index;
     const rwFlag = write ? VFIO_REGION_INFO_FLAG_WRITE : VFIO_REGION_INFO_FLAG_READ;
-    if (!(region.flags & rwFlag) || pos >= region.size)
-      fail(Errno.EINVAL, op, `region ${index} at 0x${pos.toString(16)}`);
+    if (!(region.flags & rwFlag)) fail(Errno.EINVAL, op, `region ${index} at 0x${pos.toString(16)}`);
+    // The config region has its own range check: the whole access must fit, else EFAULT
+    // (vfio_config_do_rw via vfio_pci_config_rw; ConfigSpace throws CONFIG_RANGE_ERRNO).
+    if (index === VFIO_PCI_CONFIG_REGION_INDEX) {
+      if (write) this.config.write(Number(pos), buf);
+      else buf.set(this.config.read(Number(pos), buf.length));
+      return buf;
+    }
+    if (pos >= region.size) fail(Errno.EINVAL, op, `region ${index} at 0x${pos.toString(16)}`);
     const count = Number(BigInt(buf.length) < region.size - pos ? BigInt(buf.length) : region.size - pos);
     const at = Number(pos);
     const part = buf.subarray(0, count);
@@ -880,13 +987,14 @@ export class VfioPciDevice {
     }
   }
 
-  /** Byte ranges (not page-rounded) of the MSI-X table and PBA in `bar`. */
+  /** Byte range (not page-rounded) of the MSI-X table in `bar`, which BAR reads and writes skip. */
   private msixExclusion(bar: number): [number, number][] {
     const m = this.description.msix;
     if (!m) return [];
     const out: [number, number][] = [];
+    // Only the table: vfio_pci_bar_rw excludes [msix_offset, msix_offset + msix_size), the table;
+    // the PBA reads through (seen on 6.1 and 7.3 with nvme and e1000e).
     if (m.tableBar === bar) out.push([m.tableOffset, m.tableOffset + m.tableSize * 16]);
-    if (m.pbaBar === bar) out.push([m.pbaOffset, m.pbaOffset + Math.ceil(m.tableSize / 64) * 8]);
     return out;
   }
 
@@ -963,6 +1071,8 @@ export class VfioPciDevice {
   mmapDmaBuf(fd: number, offset: bigint, length: number): DeviceMapping {
     const op = 'mmap dma-buf';
     const d = this.dmabufs.get(fd) ?? fail(Errno.EBADF, op, `fd ${fd}`);
+    // mm/mmap.c do_mmap: MAP_SHARED with PROT_WRITE needs FMODE_WRITE, before the exporter is asked.
+    if (!d.writable) fail(Errno.EACCES, op, 'dma-buf fd not opened O_RDWR');
     if (!this.extensions.dmabufWc) fail(Errno.EINVAL, op, 'Linux 7.3 dma-bufs cannot be mmapped');
     if (length <= 0 || offset % PAGE_SIZE) fail(Errno.EINVAL, op, 'alignment');
     // Offsets count through the ranges in order; one mapping must stay inside one range.

@@ -28,6 +28,11 @@ const OP = 'VFIO_DEVICE_SET_IRQS';
 export type IrqType = 'none' | 'intx' | 'msi' | 'msix';
 
 export interface IrqHooks {
+  /**
+   * MSI-X vectors can be added while MSI-X is on (vdev->has_dyn_msix, Linux 6.5+): a SET_IRQS for
+   * vectors beyond those enabled allocates them instead of failing EINVAL.
+   */
+  dynamicMsix?: boolean;
   /** MSI or MSI-X was enabled with `vectors` vectors, or disabled (vectors 0). */
   onMsiChange?(msix: boolean, vectors: number): void;
 }
@@ -174,6 +179,11 @@ export class IrqState {
 
   /** vfio_msi_set_block: all-or-nothing for range errors; each fd < 0 clears its vector. */
   private setBlock(start: number, count: number, data: Uint8Array): void {
+    if (this.type === 'msix' && this.hooks.dynamicMsix && start + count > this.vectors.length) {
+      // vfio_msi_set_vector_signal → vfio_msi_alloc_irq allocates the vector (range already
+      // checked against the table size by vfio_set_irqs_validate_and_prepare).
+      while (this.vectors.length < start + count) this.vectors.push(undefined);
+    }
     if (start >= this.vectors.length || start + count > this.vectors.length)
       fail(Errno.EINVAL, OP, `vectors ${start}+${count} beyond ${this.vectors.length}`);
     for (let i = 0; i < count; i++) {
@@ -202,7 +212,8 @@ export class IrqState {
         cur.close();
         return undefined;
       }
-      return cur;
+      // No trigger set: the kernel falls through to its final `return -EINVAL` (seen on 6.1/7.3).
+      return fail(Errno.EINVAL, OP, 'DATA_NONE without a trigger');
     }
     if (flags & VFIO_IRQ_SET_DATA_BOOL) {
       if (!count) fail(Errno.EINVAL, OP, 'BOOL with count 0');

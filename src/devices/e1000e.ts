@@ -33,6 +33,12 @@ export function e1000eDescription(): DeviceDescription {
     pcie: true,
     pm: true,
     resettable: true,
+    capabilityLayout: [
+      { cap: 'pm', offset: 0xc8, pmc: 0x0022, pmNoSoftReset: false },
+      { cap: 'msi', offset: 0xd0 },
+      { cap: 'pcie', offset: 0xe0, pcieVersion: 1, pcieType: 9, pcieStyle: 'qemu', pcieFlr: false },
+      { cap: 'msix', offset: 0xa0 },
+    ],
   };
 }
 

@@ -28,6 +28,11 @@ export function nvmeDescription(): DeviceDescription {
     pcie: true,
     pm: true,
     resettable: true,
+    capabilityLayout: [
+      { cap: 'msix', offset: 0x40 },
+      { cap: 'pcie', offset: 0x80, pcieType: 9, pcieStyle: 'qemu' },
+      { cap: 'pm', offset: 0x60 },
+    ],
   };
 }
 

@@ -424,7 +424,12 @@ export class VfioDevice {
   ): Promise<number> {
     const flags =
       attribute === 'wc' ? VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_WC : VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_UC;
-    const data = encodeDmaBuf({ regionIndex: region, openFlags: 0o2000000 /* O_CLOEXEC */, flags, ranges });
+    const data = encodeDmaBuf({
+      regionIndex: region,
+      openFlags: 0o2000002 /* O_RDWR | O_CLOEXEC: a writable mmap needs it */,
+      flags,
+      ranges,
+    });
     return this.file.ioctl(
       VFIO_DEVICE_FEATURE,
       encodeDeviceFeature(VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_DMA_BUF, data),

@@ -287,7 +287,6 @@ export function buildDeviceConfig(desc: DeviceDescription): DeviceConfigLayout {
 
   // --- BARs -----------------------------------------------------------------------------------
   const bars: BarLayout[] = [];
-  let command = 0;
   desc.bars.forEach((bar, index) => {
     if (bar === undefined) return;
     const address = addresses.get(index)!;
@@ -302,10 +301,11 @@ export function buildDeviceConfig(desc: DeviceDescription): DeviceConfigLayout {
       put(bytes, pos + 4, 4, Number(address >> 32n));
       put(wmask, pos + 4, 4, Number((mask >> 32n) & 0xffff_ffffn));
     }
-    // pci_enable_device -> pci_enable_resources turns on decode for each resource type present.
-    command |= bar.kind === 'io' ? P.PCI_COMMAND_IO : P.PCI_COMMAND_MEMORY;
   });
-  put(bytes, P.PCI_COMMAND, 2, command);
+  // Firmware (SeaBIOS pci_bios_init_device on QEMU's q35) sets I/O, memory and SERR# on every
+  // function, whatever BARs it has, and pci_enable_device keeps them: vfio_config_init copies
+  // 0x0103 for edu, nvme and e1000e alike (seen on Linux 6.1 and 7.3 in the differential test).
+  put(bytes, P.PCI_COMMAND, 2, P.PCI_COMMAND_IO | P.PCI_COMMAND_MEMORY | P.PCI_COMMAND_SERR);
 
   let rom: DeviceConfigLayout['rom'];
   if (desc.rom !== undefined) {
@@ -328,8 +328,9 @@ export function buildDeviceConfig(desc: DeviceDescription): DeviceConfigLayout {
   const caps: CapLayout[] = [];
   let cursor = CAP_AREA_START;
   let prevNext = P.PCI_CAPABILITY_LIST;
-  for (const capId of present) {
-    const at = cursor;
+  const placed = placement(desc, present);
+  for (const capId of placed ? placed.map((c) => c.id) : present) {
+    const at = placed ? placed.find((c) => c.id === capId)!.offset : cursor;
     cursor += CAP_SLOT_SIZE[capId]!;
     bytes[prevNext] = at;
     bytes[at + P.PCI_CAP_LIST_ID] = capId;
@@ -340,6 +341,52 @@ export function buildDeviceConfig(desc: DeviceDescription): DeviceConfigLayout {
   // With no extended capabilities the dword at 0x100 stays 0 (PCIe 4.0 §7.6.2: "a Capability ID
   // of 0000h, Capability Version of 0h, and Next Capability Offset of 000h").
   return { size, bytes, wmask, w1cmask, bars, rom, caps };
+}
+
+const CAP_IDS = {
+  pm: P.PCI_CAP_ID_PM,
+  msi: P.PCI_CAP_ID_MSI,
+  pcie: P.PCI_CAP_ID_EXP,
+  msix: P.PCI_CAP_ID_MSIX,
+} as const;
+
+/**
+ * The description's own capability layout (chain order and offsets), validated: every present
+ * capability listed once, dword aligned inside 0x40..0xff, no overlap of the reserved slots.
+ */
+function placement(
+  desc: DeviceDescription,
+  present: readonly number[],
+): { id: number; offset: number }[] | undefined {
+  const list = desc.capabilityLayout;
+  if (list === undefined) return undefined;
+  const out = list.map((c) => ({ id: CAP_IDS[c.cap], offset: c.offset }));
+  const ids = new Set<number>(out.map((c) => c.id));
+  if (ids.size !== out.length || out.length !== present.length || present.some((id) => !ids.has(id)))
+    bad('capabilityLayout must list each present capability exactly once');
+  // A placed capability takes the length its structure has (MSI: 10..24 bytes), not a slot.
+  const len = (id: number) =>
+    id === P.PCI_CAP_ID_MSI
+      ? msiLength(desc.msi!)
+      : id === P.PCI_CAP_ID_EXP
+        ? pcieLength(desc)
+        : CAP_SLOT_SIZE[id]!;
+  const spans = out.map((c) => [c.offset, c.offset + len(c.id)] as const).sort((a, b) => a[0] - b[0]);
+  for (const [i, [s, e]] of spans.entries()) {
+    if (s % 4 || s < CAP_AREA_START || e > P.PCI_CFG_SPACE_SIZE) bad(`capability at 0x${s.toString(16)}`);
+    const next = spans[i + 1];
+    if (next && next[0] < e) bad(`capabilities at 0x${s.toString(16)} and 0x${next[0].toString(16)} overlap`);
+  }
+  return out;
+}
+
+function placed(desc: DeviceDescription, cap: 'pm' | 'pcie') {
+  return desc.capabilityLayout?.find((c) => c.cap === cap);
+}
+
+/** Length of the PCIe capability structure: version 1 endpoint (20 bytes) or version 2 (60). */
+function pcieLength(desc: DeviceDescription): number {
+  return placed(desc, 'pcie')?.pcieVersion === 1 ? P.PCI_CAP_EXP_ENDPOINT_SIZEOF_V1 : P.PCI_EXP_VER2_SIZEOF;
 }
 
 /** Fills one capability's registers; returns the length of the structure. */
@@ -356,9 +403,10 @@ function buildCap(
       // PMC: version 3 (PCI PM 1.2), no D1/D2, no PME. PMCSR: D0. No_Soft_Reset is clear only
       // when a power-management reset is this device's reset method (a resettable
       // conventional-PCI device); drivers/pci/pci.c: pci_pm_reset needs NoSoftRst-.
-      put(bytes, at + P.PCI_PM_PMC, 2, 3);
-      const pmReset = !!desc.resettable && !desc.pcie;
-      put(bytes, at + P.PCI_PM_CTRL, 2, pmReset ? 0 : P.PCI_PM_CTRL_NO_SOFT_RESET);
+      const pl = placed(desc, 'pm');
+      put(bytes, at + P.PCI_PM_PMC, 2, pl?.pmc ?? 3);
+      const noSoftReset = pl?.pmNoSoftReset ?? !(!!desc.resettable && !desc.pcie);
+      put(bytes, at + P.PCI_PM_CTRL, 2, noSoftReset ? P.PCI_PM_CTRL_NO_SOFT_RESET : 0);
       put(wmask, at + P.PCI_PM_CTRL, 2, P.PCI_PM_CTRL_STATE_MASK);
       return P.PCI_PM_SIZEOF;
     }
@@ -384,15 +432,18 @@ function buildCap(
       // A version 2 PCI Express endpoint on a x1 2.5 GT/s link, registers at their reset values
       // (PCIe 4.0 §7.5.3): Device Control has Relaxed Ordering and No Snoop enabled and a 512-byte
       // Max_Read_Request_Size. FLR is advertised when the device is resettable.
-      put(bytes, at + P.PCI_EXP_FLAGS, 2, 2 | (P.PCI_EXP_TYPE_ENDPOINT << 4));
+      const pl = placed(desc, 'pcie');
+      const version = pl?.pcieVersion ?? 2;
+      put(bytes, at + P.PCI_EXP_FLAGS, 2, version | ((pl?.pcieType ?? P.PCI_EXP_TYPE_ENDPOINT) << 4));
       let devcap = P.PCI_EXP_DEVCAP_RBER;
-      if (desc.resettable) devcap |= P.PCI_EXP_DEVCAP_FLR;
+      if (pl?.pcieFlr ?? desc.resettable) devcap |= P.PCI_EXP_DEVCAP_FLR;
+      const qemu = pl?.pcieStyle === 'qemu';
       put(bytes, at + P.PCI_EXP_DEVCAP, 4, devcap >>> 0);
       put(
         bytes,
         at + P.PCI_EXP_DEVCTL,
         2,
-        P.PCI_EXP_DEVCTL_RELAX_EN | P.PCI_EXP_DEVCTL_NOSNOOP_EN | P.PCI_EXP_DEVCTL_READRQ_512B,
+        qemu ? 0 : P.PCI_EXP_DEVCTL_RELAX_EN | P.PCI_EXP_DEVCTL_NOSNOOP_EN | P.PCI_EXP_DEVCTL_READRQ_512B,
       );
       put(
         wmask,
@@ -413,8 +464,15 @@ function buildCap(
         2,
         P.PCI_EXP_DEVSTA_CED | P.PCI_EXP_DEVSTA_NFED | P.PCI_EXP_DEVSTA_FED | P.PCI_EXP_DEVSTA_URD,
       );
-      put(bytes, at + P.PCI_EXP_LNKCAP, 4, P.PCI_EXP_LNKCAP_SLS_2_5GB | (1 << 4));
+      // hw/pci/pcie.c pcie_cap_fill_link_regs adds ASPM L0s support (PCI_EXP_LNKCAP_ASPMS_0S).
+      put(bytes, at + P.PCI_EXP_LNKCAP, 4, P.PCI_EXP_LNKCAP_SLS_2_5GB | (1 << 4) | (qemu ? 0x400 : 0));
       put(bytes, at + P.PCI_EXP_LNKSTA, 2, P.PCI_EXP_LNKSTA_CLS_2_5GB | P.PCI_EXP_LNKSTA_NLW_X1);
+      if (version === 1) return P.PCI_CAP_EXP_ENDPOINT_SIZEOF_V1;
+      if (qemu) {
+        // hw/pci/pcie.c pcie_cap_v2_init: DEVCAP2 = EFF | EETLPP (bits 20, 21); no link cap 2.
+        put(bytes, at + P.PCI_EXP_DEVCAP2, 4, (1 << 20) | (1 << 21));
+        return P.PCI_EXP_VER2_SIZEOF;
+      }
       put(bytes, at + P.PCI_EXP_LNKCAP2, 4, P.PCI_EXP_LNKCAP2_SLS_2_5GB);
       put(bytes, at + P.PCI_EXP_LNKCTL2, 2, P.PCI_EXP_LNKCTL2_TLS_2_5GT);
       return P.PCI_EXP_VER2_SIZEOF;
