@@ -247,7 +247,8 @@ function deviceGetRegionInfo(s: Session, f: Frame): Reply {
   const fds: number[] = [];
   let offset = 0n;
   if (flags & VfioUserRegionFlags.MMAP) {
-    const src = regionFd(s, req.index, info);
+    // The fd lookup needs the sparse areas even when the client's argsz left the caps out.
+    const src = regionFd(s, req.index, info.length < need ? regionInfoFor(s, req.index) : info);
     if (src === undefined) flags &= ~VfioUserRegionFlags.MMAP;
     else {
       // Spec: `offset` is the offset into the fd sent with the reply. libvfio-user attaches the
@@ -299,6 +300,11 @@ function deviceSetIrqs(s: Session, f: Frame): Reply {
   if (eventfd) {
     if (f.fds.length !== 0 && f.fds.length !== set.count)
       fail(Errno.EINVAL, op, `${f.fds.length} fds for count ${set.count}`);
+    // Bound count before allocating for it (a client-chosen u32: up to 16 GiB); the core would
+    // refuse it anyway (vfio_set_irqs_validate_and_prepare: start + count > max is EINVAL).
+    const max = s.device.irqCount(set.index);
+    if (set.start >= max || set.count > max - set.start)
+      fail(Errno.EINVAL, op, `start ${set.start} count ${set.count} > ${max}`);
     arg = new Uint8Array(20 + 4 * set.count);
     arg.set(f.payload.subarray(0, 20));
     const dv = new DataView(arg.buffer);

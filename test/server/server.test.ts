@@ -22,6 +22,7 @@ import {
   VFIO_TS_FEATURE_MMAP_COOKIE,
 } from '../../src/abi/vfio.js';
 import { VfioUserCommand as C, VfioUserFlags } from '../../src/abi/vfio-user.js';
+import { VfioPciDevice } from '../../src/core/device.js';
 import {
   closeFd,
   eventfdCreate,
@@ -32,8 +33,11 @@ import {
   openFdCount,
   PROT_READ,
   PROT_WRITE,
+  socketPair,
   waitReadable,
 } from '../../src/native/index.js';
+import { nativeEnvironment } from '../../src/runtime.js';
+import { VfioUserServer } from '../../src/server/index.js';
 import {
   decodeDmaReadRequest,
   decodeRegionInfoReply,
@@ -51,6 +55,7 @@ import {
   packRaw,
   qemuVersionPayload,
   type RawPeer,
+  rawPeer,
   rig,
   u32s,
 } from './raw.js';
@@ -815,6 +820,63 @@ describe('vfio-user server: stream handling', () => {
     } finally {
       p.close();
       await r.server.idle();
+    }
+  });
+});
+
+describe('vfio-user server: a BAR with the MSI-X table on its first page', () => {
+  const device = new VfioPciDevice(
+    {
+      name: 'msix-dev',
+      identity: {
+        vendorId: 0x1b36,
+        deviceId: 0x0001,
+        subsystemVendorId: 0,
+        subsystemId: 0,
+        classCode: 0xff0000,
+        revision: 0,
+        interruptPin: 0,
+      },
+      bars: [{ size: 4 * 4096, kind: 'mem32', backing: 'memory' }],
+      msix: { tableSize: 4, tableBar: 0, tableOffset: 0, pbaBar: 0, pbaOffset: 0x800 },
+      pcie: true,
+    },
+    {},
+    { env: nativeEnvironment() },
+  );
+  const server = new VfioUserServer(device);
+  after(() => {
+    server.stop();
+    device.close();
+  });
+
+  test('first ask: MMAP kept, no fd, argsz for the sparse cap; second ask: the fd and the areas', async () => {
+    const [a, b] = socketPair();
+    server.adopt(b);
+    const p = rawPeer(a);
+    try {
+      assert.equal(errnoOf(await p.call(C.VERSION, qemuVersionPayload())), 0);
+      const first = await p.call(C.DEVICE_GET_REGION_INFO, regionInfoReq(0));
+      const fi = decodeRegionInfoReply(first.payload);
+      assert.equal(fi.flags & 0xf, 0b1111, 'READ WRITE MMAP CAPS');
+      assert.equal(first.fds.length, 0);
+      assert.ok(fi.argsz > 32);
+      const second = await p.call(C.DEVICE_GET_REGION_INFO, regionInfoReq(0, fi.argsz));
+      const si = decodeRegionInfoReply(second.payload);
+      assert.equal(second.fds.length, 1);
+      assert.equal(si.offset, 0n, 'fd offset of the region start, even though page 0 is a hole');
+      assert.deepEqual(si.caps, [
+        { kind: 'sparse-mmap', version: 1, areas: [{ offset: 4096n, size: 3n * 4096n }] },
+      ]);
+      const m = mmap(second.fds[0]!, 4096n, 4096, PROT_READ | PROT_WRITE, MAP_SHARED);
+      m.bytes.set([0x5a]);
+      const rd = await p.call(C.REGION_READ, access(0, 4096n, 1));
+      assert.equal(rd.payload[16], 0x5a);
+      m.unmap();
+      closeFd(second.fds[0]!);
+    } finally {
+      p.close();
+      await server.idle();
     }
   });
 });
