@@ -284,7 +284,9 @@ export class Session {
     }
     this.#pending.clear();
     const d = this.device;
-    d.irqs.disableAll();
+    // ERR/REQ triggers too, as vfio_pci_core_close_device drops err_trigger and req_trigger:
+    // disableAll alone kept the client's eventfds open after it left (found by test/fuzz/server.ts).
+    d.irqs.close();
     d.dma.unmapAll();
     for (const cookie of this.cookies) {
       const arg = new Uint8Array(8 + 24);
