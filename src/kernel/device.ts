@@ -375,6 +375,12 @@ export class KernelDeviceFile implements VfioDeviceFile {
    * A WC mapping of BAR `region` through sysfs `resourceN_wc` (pci_mmap_resource_wc →
    * pci_mmap_resource_range with write_combine). The file exists only for prefetchable memory
    * BARs (pci_create_attr: `if (res->flags & IORESOURCE_PREFETCH)`).
+   *
+   * Caveat seen in the guests (both Debian kernels have CONFIG_IO_STRICT_DEVMEM=y): sysfs
+   * refuses to map a BAR vfio-pci has claimed (EINVAL), and vfio-pci claiming the BAR later —
+   * its first pread/pwrite/mmap of that BAR on 6.1 — revokes this mapping (revoke_iomem: the
+   * pages are zapped and the PAT entry goes; a later access faults). Keep every access to a
+   * WC-mapped BAR on the WC mapping. On 7.3 the BARs are claimed at open: no sysfs WC at all.
    */
   async mapWriteCombining(region: number, offset: bigint, length: number): Promise<Mapping> {
     this.check('map WC');
@@ -392,6 +398,14 @@ export class KernelDeviceFile implements VfioDeviceFile {
         'sysfs-resource-wc',
         'wc',
       );
+    } catch (e) {
+      if (e instanceof VfioError && e.errno === Errno.EINVAL)
+        fail(
+          Errno.EINVAL,
+          'map WC',
+          `mmap of ${file} refused: vfio-pci has claimed BAR ${region} (pci_request_selected_regions: on Linux 6.1 at the first read, write or mmap of the BAR through the device fd, on 7.3 when the device is opened), and with CONFIG_IO_STRICT_DEVMEM the kernel maps no claimed BAR through sysfs (pci_mmap_resource_range: iomem_is_exclusive); map WC before any other access to the BAR, on a kernel that claims BARs lazily`,
+        );
+      throw e;
     } finally {
       closeFd(fd);
     }
