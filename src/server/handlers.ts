@@ -37,7 +37,7 @@ import {
 } from '../abi/vfio-user.js';
 import { PAGE_SIZE } from '../core/offsets.js';
 import { fail, VfioError } from '../errors.js';
-import { MAP_SHARED, MAX_MAPPING_BYTES, mmap, PROT_READ, PROT_WRITE } from '../native/index.js';
+import { fstatSize, MAP_SHARED, MAX_MAPPING_BYTES, mmap, PROT_READ, PROT_WRITE } from '../native/index.js';
 import {
   capabilitiesJson,
   decodeDeviceFeature,
@@ -169,6 +169,16 @@ function dmaMap(s: Session, f: Frame): Reply {
   if (m.size === 0n || m.size > BigInt(MAX_MAPPING_BYTES)) fail(Errno.EINVAL, op, `size ${m.size}`);
   if (m.offset % PAGE_SIZE !== 0n)
     fail(Errno.EINVAL, op, `offset 0x${m.offset.toString(16)} not page aligned`);
+  // A mapping past the end of the file would SIGBUS the server on the device's first access
+  // (mmap(2)); refuse it. (A client that shrinks its memfd later can still do that: QEMU's guest
+  // RAM never shrinks; sealing checks are future work, see docs/vfio-user-server.md.)
+  if (m.offset + m.size > fstatSize(fd)) {
+    fail(
+      Errno.EINVAL,
+      op,
+      `offset 0x${m.offset.toString(16)} + size 0x${m.size.toString(16)} past the end of the fd`,
+    );
+  }
   const prot = PROT_READ | (writable ? PROT_WRITE : 0);
   const mapping = mmap(fd, m.offset, Number(m.size), prot, MAP_SHARED);
   try {

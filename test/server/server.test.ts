@@ -254,6 +254,17 @@ describe('vfio-user server: happy paths', () => {
       assert.equal(r.device.dma.count, 1);
       const overlap = await p.call(C.DMA_MAP, map, [mfd]);
       assert.equal(errnoOf(overlap), Errno.EEXIST);
+      // Past the end of the memfd: refused (a device access there would SIGBUS the server).
+      const past = map.slice();
+      le(past).setBigUint64(16, 0x800000n, true);
+      le(past).setBigUint64(8, 0x1000n, true);
+      assert.equal(errnoOf(await p.call(C.DMA_MAP, past, [mfd])), Errno.EINVAL);
+      // An fd that cannot be mapped at all (an eventfd).
+      const efd = eventfdCreate();
+      le(past).setBigUint64(8, 0n, true);
+      le(past).setBigUint64(24, 0x1000n, true);
+      assert.equal(errnoOf(await p.call(C.DMA_MAP, past, [efd])), Errno.EINVAL);
+      closeFd(efd);
       // edu: RAM 0x101000 -> DMA buffer 0x40000, 8 bytes.
       await write32(p, 0, 0x80n, 0x101000);
       await write32(p, 0, 0x88n, 0x40000);
