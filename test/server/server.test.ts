@@ -636,6 +636,15 @@ describe('vfio-user server: bad input gets exact errnos, never a crash', () => {
       errno: Errno.EINVAL,
     },
     {
+      name: 'SET_IRQS DATA_EVENTFD naming 2^32-1 vectors and no fds',
+      msg: () =>
+        packRaw({
+          command: C.DEVICE_SET_IRQS,
+          payload: u32s(20, VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER, 2, 0, 0xffffffff),
+        }),
+      errno: Errno.EINVAL,
+    },
+    {
       name: 'MIG_DATA_READ',
       msg: () => packRaw({ command: C.MIG_DATA_READ, payload: u32s(8, 16) }),
       errno: Errno.EOPNOTSUPP,
@@ -663,6 +672,11 @@ describe('vfio-user server: bad input gets exact errnos, never a crash', () => {
         assert.equal(errnoOf(f), c.errno, c.name);
       }
       assert.equal(await read32(p, 0, 0n), EDU_ID, 'still serving');
+      assert.deepEqual(
+        r.log.filter((l) => /internal error/.test(l)),
+        [],
+        'every refusal came from a check, not from a handler bug',
+      );
     } finally {
       p.close();
       await r.server.idle();
