@@ -10,6 +10,7 @@
  * write-combining (the test prints that line as `PAT-LINE: ...`).
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { Errno } from '../../src/abi/errno.js';
@@ -79,7 +80,20 @@ describe('the driver on real vfio-pci (in a QEMU guest)', {
   const files = {} as Record<Name, KernelDeviceFile>;
   const devs = {} as Record<Name, VfioDevice>;
 
+  const cli: { args: string; status: number | null; out: string }[] = [];
   before(async () => {
+    // The command line first, on e1000e before anything holds it open: bind from no driver,
+    // unbind, bind again (src/cli/bind.ts through dist/src/cli/main.js).
+    const e1000e = find(IDS.e1000e[0], IDS.e1000e[1]);
+    for (const args of [
+      ['bind', e1000e],
+      ['unbind', e1000e, '--json'],
+      ['bind', e1000e, '--json'],
+      ['bind', '0000:00:1e.7'],
+    ]) {
+      const r = spawnSync(process.execPath, ['dist/src/cli/main.js', ...args], { encoding: 'utf8' });
+      cli.push({ args: args.join(' '), status: r.status, out: `${r.stdout}${r.stderr}` });
+    }
     for (const name of Object.keys(IDS) as Name[]) {
       const [v, d] = IDS[name];
       bdf[name] = find(v, d);
@@ -101,6 +115,18 @@ describe('the driver on real vfio-pci (in a QEMU guest)', {
       assert.equal(files[name].path, 'group');
       assert.equal(files[name].transport, 'kernel');
     }
+  });
+
+  it('vfio-ts bind / unbind on e1000e', () => {
+    const [bind, unbind, rebind, missing] = cli;
+    assert.equal(bind?.status, 0, bind?.out);
+    assert.match(bind!.out, /bound to vfio-pci \(was unbound\), IOMMU group \d+/);
+    assert.equal(unbind?.status, 0, unbind?.out);
+    assert.equal(JSON.parse(unbind!.out).driver, undefined);
+    assert.equal(rebind?.status, 0, rebind?.out);
+    assert.equal(JSON.parse(rebind!.out).previousDriver, undefined);
+    assert.equal(missing?.status, 1);
+    assert.match(missing!.out, /ENODEV/);
   });
 
   it('an address with no device is ENODEV', async () => {
