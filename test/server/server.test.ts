@@ -4,6 +4,9 @@
  * stream, and fd counts that stay flat.
  */
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { Errno } from '../../src/abi/errno.js';
 import {
@@ -23,6 +26,7 @@ import {
 } from '../../src/abi/vfio.js';
 import { VfioUserCommand as C, VfioUserFlags } from '../../src/abi/vfio-user.js';
 import { VfioPciDevice } from '../../src/core/device.js';
+import { createDevice } from '../../src/devices/index.js';
 import {
   closeFd,
   eventfdCreate,
@@ -34,6 +38,7 @@ import {
   PROT_READ,
   PROT_WRITE,
   socketPair,
+  unixConnect,
   waitReadable,
 } from '../../src/native/index.js';
 import { nativeEnvironment } from '../../src/runtime.js';
@@ -905,6 +910,38 @@ describe('vfio-user server: a BAR with the MSI-X table on its first page', () =>
     } finally {
       p.close();
       await server.idle();
+    }
+  });
+});
+
+describe('vfio-user server: listening socket', () => {
+  test('one client at a time: the second waits in the backlog and is served when the first goes', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vfio-ts-listen-'));
+    const path = join(dir, 's.sock');
+    const device = createDevice('edu', { env: nativeEnvironment() });
+    const log: string[] = [];
+    const server = new VfioUserServer(device, { log: (l) => log.push(l) });
+    server.listen(path);
+    try {
+      assert.equal(statSync(path).mode & 0o777, 0o600);
+      const a = rawPeer(unixConnect(path));
+      assert.equal(errnoOf(await a.call(C.VERSION, qemuVersionPayload())), 0);
+      const b = rawPeer(unixConnect(path));
+      b.send(encodeCommand(77, C.VERSION, qemuVersionPayload()));
+      await assert.rejects(b.recv(300), /no reply in time/, 'not served while the first client is');
+      a.close();
+      const f = await b.recv();
+      assert.equal(f.header.msgId, 77);
+      assert.equal(errnoOf(f), 0);
+      assert.equal(await read32(b, 0, 0n), EDU_ID);
+      b.close();
+      await server.idle();
+      assert.equal(server.served, 2);
+      assert.ok(log.some((l) => /client 2 connected/.test(l)));
+    } finally {
+      server.stop();
+      device.close();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
