@@ -42,6 +42,7 @@ import {
   VFIO_IRQ_SET_DATA_BOOL,
   VFIO_IRQ_SET_DATA_EVENTFD,
   VFIO_IRQ_SET_DATA_TYPE_MASK,
+  VFIO_PCI_CONFIG_REGION_INDEX,
   VFIO_PCI_NUM_REGIONS,
   VFIO_PCI_OFFSET_SHIFT,
   VFIO_REGION_INFO_FLAG_CAPS,
@@ -592,9 +593,16 @@ export class VfioUserClient implements VfioDeviceFile {
       throw e;
     }
     const need = write ? VFIO_REGION_INFO_FLAG_WRITE : VFIO_REGION_INFO_FLAG_READ;
+    if (!(r.flags & need))
+      fail(Errno.EINVAL, op, `region ${index} is not ${write ? 'writable' : 'readable'}`);
+    // vfio_pci_config_rw: the whole access must fit in config space, else EFAULT.
+    if (index === VFIO_PCI_CONFIG_REGION_INDEX) {
+      if (pos + BigInt(length) > r.size)
+        fail(Errno.EFAULT, op, `config 0x${pos.toString(16)}+${length} outside 0x${r.size.toString(16)}`);
+      return { index, pos, count: length };
+    }
     // vfio_pci_bar_rw: a start at or past the end is EINVAL; an access crossing it is cut short.
-    if (!(r.flags & need) || pos >= r.size)
-      fail(Errno.EINVAL, op, `region ${index} at 0x${pos.toString(16)}`);
+    if (pos >= r.size) fail(Errno.EINVAL, op, `region ${index} at 0x${pos.toString(16)}`);
     const left = r.size - pos;
     return { index, pos, count: BigInt(length) < left ? length : Number(left) };
   }

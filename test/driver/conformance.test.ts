@@ -316,16 +316,28 @@ export const CASES: readonly Case[] = [
     expect: ['0xffc0000c', '0xffffffff'],
   },
   {
-    name: 'region bounds: past the end EINVAL, across the end short, empty BAR EINVAL, cookie space EINVAL',
-    device: 'edu',
+    name: 'region bounds: BAR past the end EINVAL, across it short; config outside EFAULT; empty BAR, cookie space EINVAL',
+    device: 'ivshmem',
     run: async (d) => [
+      await outcome(async () => (await d.read(0, 0x100, 4)).length),
+      await outcome(async () => (await d.read(0, 0xfe, 4)).length),
+      await outcome(async () => d.write(0, 0xfc, new Uint8Array(8))),
       await outcome(async () => (await d.read(VFIO_PCI_CONFIG_REGION_INDEX, 0x100, 4)).length),
       await outcome(async () => (await d.read(VFIO_PCI_CONFIG_REGION_INDEX, 0xfe, 4)).length),
       await outcome(async () => d.write(VFIO_PCI_CONFIG_REGION_INDEX, 0xfc, new Uint8Array(8))),
       await outcome(async () => (await d.read(1, 0, 4)).length),
       await outcome(async () => (await d.file.pread(16n << 40n, 4)).length),
     ],
-    expect: [{ errno: 'EINVAL' }, 2, 4, { errno: 'EINVAL' }, { errno: 'EINVAL' }],
+    expect: [
+      { errno: 'EINVAL' },
+      2,
+      4,
+      { errno: 'EFAULT' },
+      { errno: 'EFAULT' },
+      { errno: 'EFAULT' },
+      { errno: 'EINVAL' },
+      { errno: 'EINVAL' },
+    ],
   },
   {
     name: 'unknown ioctl is ENOTTY; reset of a device without reset is EINVAL',
@@ -422,6 +434,104 @@ export const CASES: readonly Case[] = [
     run: (d) =>
       outcome(async () => d.file.ioctl(VFIO_DEVICE_SET_REGION_FLAGS, Uint8Array.of(9, 0, 0, 0, 0, 0, 0, 0))),
     expectBy: { 'in-process': { errno: 'EINVAL' }, 'vfio-user': { errno: 'ENOTTY' }, kernel: null },
+  },
+  {
+    name: 'cookie: a mapping outlives the release; a released cookie maps and releases EINVAL',
+    device: 'ivshmem',
+    run: async (d) => {
+      const c = await d.mmapCookie(2, 'wc');
+      const m = await d.file.mmap(c.offset + 4096n, 4096);
+      await d.releaseCookie(c.offset);
+      const pattern = bytes(32, 3);
+      m.bytes.set(pattern);
+      const back = await d.read(2, 4096n, 32);
+      const r: Json = [
+        hex(c.size),
+        m.attribute,
+        m.via,
+        same(back, pattern),
+        await outcome(async () => (await d.file.mmap(c.offset, 4096)).length),
+        await outcome(async () => {
+          await d.releaseCookie(c.offset);
+          return 'released';
+        }),
+      ];
+      m.unmap();
+      return r;
+    },
+    expect: ['0x400000', 'wc', 'cookie', true, { errno: 'EINVAL' }, { errno: 'EINVAL' }],
+  },
+  {
+    name: 'dma-buf of two ranges: offsets count through the ranges; one mapping per range',
+    device: 'ivshmem',
+    run: async (d) => {
+      const fd = await d.exportDmaBuf(
+        2,
+        [
+          { offset: 0n, length: 4096n },
+          { offset: 0x10000n, length: 8192n },
+        ],
+        'wc',
+      );
+      try {
+        const m = await d.file.mmapDmaBuf(fd, 8192n, 4096);
+        const pattern = bytes(16, 9);
+        m.bytes.set(pattern);
+        const r: Json = [
+          m.attribute,
+          m.via,
+          same(await d.read(2, 0x11000n, 16), pattern),
+          await outcome(async () => (await d.file.mmapDmaBuf(fd, 0n, 8192)).length),
+          await outcome(async () => (await d.file.mmapDmaBuf(fd, 12288n, 4096)).length),
+        ];
+        m.unmap();
+        return r;
+      } finally {
+        await d.file.closeFd(fd);
+      }
+    },
+    expect: ['wc', 'dma-buf', true, { errno: 'EINVAL' }, { errno: 'EINVAL' }],
+  },
+  {
+    name: 'dma-buf refusals: ROM index ENODEV, unaligned range EINVAL, no ranges EINVAL',
+    device: 'ivshmem',
+    run: async (d) => [
+      await outcome(async () => d.exportDmaBuf(6, [{ offset: 0n, length: 4096n }])),
+      await outcome(async () => d.exportDmaBuf(2, [{ offset: 100n, length: 4096n }])),
+      await outcome(async () => d.exportDmaBuf(2, [])),
+    ],
+    expect: [{ errno: 'ENODEV' }, { errno: 'EINVAL' }, { errno: 'EINVAL' }],
+  },
+  {
+    name: 'alias region: no READ/WRITE (EINVAL), maps WC; asking again gives the same index',
+    device: 'ivshmem',
+    run: async (d) => {
+      const index = await d.aliasRegion(2);
+      const m = await d.map(index, { length: 4096 });
+      const r: Json = [
+        index,
+        await d.aliasRegion(2),
+        await outcome(async () => (await d.read(index, 0, 4)).length),
+        m.attribute,
+        m.via,
+        (await d.info()).numRegions,
+      ];
+      m.unmap();
+      return r;
+    },
+    expect: [9, 9, { errno: 'EINVAL' }, 'wc', 'alias-region', 10],
+  },
+  {
+    name: 'region info buffer shorter than its argsz is EFAULT once capabilities need the room',
+    device: 'ivshmem',
+    run: async (d) => {
+      const index = await d.aliasRegion(2);
+      const b = new Uint8Array(40);
+      putU32(b, 0, 48);
+      putU32(b, 8, index);
+      return outcome(async () => d.file.ioctl(VFIO_DEVICE_GET_REGION_INFO, b));
+    },
+    expect: { errno: 'EFAULT' },
   },
   // --- interrupts ------------------------------------------------------------------------------
   {
