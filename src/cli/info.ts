@@ -101,18 +101,23 @@ class InfoError extends Error {}
 async function open(target: string): Promise<VfioDeviceFile> {
   const bdf = pciAddress(target);
   if (bdf === undefined) return VfioUserClient.connect(target);
-  // The kernel backend is loaded only when asked for (it needs /dev/vfio and root).
-  const path = '../kernel/index.js';
-  let mod: { openKernelDevice?: (bdf: string) => Promise<VfioDeviceFile> };
-  try {
-    mod = (await import(path)) as typeof mod;
-  } catch (e) {
-    throw new InfoError(
-      `${bdf} is a PCI address, but the kernel backend (src/kernel) is not available in this build (${e instanceof Error ? e.message.split('\n')[0] : String(e)})`,
-    );
+  // The kernel backend is loaded only when asked for (it needs /dev/vfio and root). Its entry
+  // point is src/kernel/index.ts, or src/kernel/device.ts where no index exists yet.
+  let mod: { openKernelDevice?: (bdf: string) => Promise<VfioDeviceFile> } = {};
+  let why = '';
+  for (const path of ['../kernel/index.js', '../kernel/device.js']) {
+    try {
+      mod = (await import(path)) as typeof mod;
+      if (typeof mod.openKernelDevice === 'function') break;
+      why = `${path} exports no openKernelDevice()`;
+    } catch (e) {
+      why = e instanceof Error ? (e.message.split('\n')[0] ?? '') : String(e);
+    }
   }
   if (typeof mod.openKernelDevice !== 'function')
-    throw new InfoError(`${bdf} is a PCI address, but src/kernel exports no openKernelDevice()`);
+    throw new InfoError(
+      `${bdf} is a PCI address, but the kernel backend (src/kernel) is not available in this build (${why})`,
+    );
   return mod.openKernelDevice(bdf);
 }
 
