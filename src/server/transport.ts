@@ -87,8 +87,9 @@ export class Transport {
     this.#watchWritable = writable;
     this.#watch = watchFd(this.#fd, { readable: true, writable }, (ev) => {
       if (ev.errno !== 0) {
-        // libuv stopped the handle (EPOLLERR); a read would show the error, but the peer is gone.
-        this.#watch = undefined;
+        // libuv stopped the handle (EPOLLERR): the peer is gone. close() still stop()s the watch,
+        // which releases the fd's slot in watchFd's table (else the next socket given the same
+        // fd number could not be watched: EBUSY).
         this.close({ kind: 'error', error: new VfioError(ev.errno, 'poll') });
         return;
       }

@@ -760,6 +760,20 @@ describe('vfio-user server: bad input gets exact errnos, never a crash', () => {
     assert.ok(r.log.some((l) => /disconnected: closed the connection/.test(l)));
   });
 
+  test('a client that leaves with replies unread (the server sees ECONNRESET): the next is served', async () => {
+    for (let i = 0; i < 4; i++) {
+      const p = await r.negotiated();
+      for (let k = 0; k < 50; k++) p.send(encodeCommand(k, C.REGION_READ, access(0, 0n, 4)));
+      await settle();
+      p.close(); // replies still queued in its socket: the server gets an error, not EOF
+      await r.server.idle();
+    }
+    const q = await r.negotiated();
+    assert.equal(await read32(q, 0, 0n), EDU_ID);
+    q.close();
+    await r.server.idle();
+  });
+
   test('fd count stays flat over many connects and disconnects', async () => {
     const round = async (withReq: boolean) => {
       const p = await r.negotiated();
