@@ -82,7 +82,13 @@ export class VfioUserServer {
     if (fd === null) return;
     this.#listenWatch?.stop();
     this.#listenWatch = undefined;
-    this.adopt(fd);
+    try {
+      this.adopt(fd);
+    } catch (e) {
+      // adopt released the connection; keep accepting.
+      this.#log(`serving a client failed: ${e instanceof Error ? e.message : String(e)}`);
+      this.#watchListen();
+    }
   }
 
   /**
@@ -116,7 +122,12 @@ export class VfioUserServer {
     this.#client = info;
     this.served++;
     this.#log(`client ${id} connected${peer ? ` (pid ${peer.pid}, uid ${peer.uid})` : ''}`);
-    transport.start();
+    try {
+      transport.start();
+    } catch (e) {
+      transport.close({ kind: 'error', error: e }); // runs #closed: the server is free again
+      throw e;
+    }
     return info;
   }
 
