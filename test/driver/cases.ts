@@ -15,6 +15,7 @@ import {
   VFIO_DEVICE_GET_REGION_INFO,
   VFIO_DEVICE_SET_REGION_FLAGS,
   VFIO_PCI_CONFIG_REGION_INDEX,
+  VFIO_PCI_INTX_IRQ_INDEX,
   VFIO_PCI_MSI_IRQ_INDEX,
 } from '../../src/abi/vfio.js';
 import { createDmaMemory, createMessageOnlyDmaMemory, Eventfd } from '../../src/client/index.js';
@@ -552,6 +553,31 @@ export const CASES: readonly Case[] = [
       }
     },
     expect: { before: 'null', fired: true, status: 1 },
+  },
+  {
+    name: 'INTx: edu raise signals the eventfd once, automasked until unmasked',
+    device: 'edu',
+    run: async (d) => {
+      const e = new Eventfd();
+      try {
+        await d.setIrqEventfds(VFIO_PCI_INTX_IRQ_INDEX, 0, [e.fd]);
+        await d.write32(0, EDU.RAISE, 1);
+        const first = await e.wait(2000);
+        await d.write32(0, EDU.ACK, 1);
+        await d.write32(0, EDU.RAISE, 2);
+        const whileMasked = await e.wait(50);
+        await d.write32(0, EDU.ACK, 2);
+        await d.unmaskIntx();
+        await d.write32(0, EDU.RAISE, 4);
+        const afterUnmask = await e.wait(2000);
+        await d.write32(0, EDU.ACK, 4);
+        await d.disableIrqs(VFIO_PCI_INTX_IRQ_INDEX);
+        return [String(first), String(whileMasked), String(afterUnmask)];
+      } finally {
+        e.close();
+      }
+    },
+    expect: ['1', 'null', '1'],
   },
   {
     name: 'SET_IRQS with a closed fd is EBADF, beyond the vectors EINVAL',
