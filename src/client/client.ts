@@ -95,6 +95,8 @@ import { Connection, closeFds, type Reply } from './connection.js';
 export const CLIENT_MAX_MSG_FDS = 16;
 /** Spec default and QEMU's proposal: 1 MiB per REGION_READ/WRITE and DMA_READ/WRITE. */
 export const CLIENT_MAX_DATA_XFER_SIZE = 1024 * 1024;
+/** REGION_READ/REGION_WRITE pieces of one pread/pwrite sent before the first reply is needed. */
+export const MAX_CHUNKS_IN_FLIGHT = 8;
 /** Largest region-info reply asked for (a capability chain this long is refused as EPROTO). */
 export const MAX_REGION_INFO_REPLY = 64 * 1024;
 /** Regions live in fixed windows below this index; cookies are packed above (as the core does). */
@@ -607,47 +609,69 @@ export class VfioUserClient implements VfioDeviceFile {
     return { index, pos, count: BigInt(length) < left ? length : Number(left) };
   }
 
+  /**
+   * REGION_READ in pieces of max_data_xfer_size, up to MAX_CHUNKS_IN_FLIGHT at once (replies are
+   * matched by msg_id, so their order does not matter). A short piece ends the read there.
+   */
   async pread(offset: bigint, length: number): Promise<Uint8Array> {
     this.#assertOpen('pread');
+    const op = 'VFIO_USER_REGION_READ';
     const { index, pos, count } = await this.#span(offset, length, false);
     const out = new Uint8Array(count);
-    const max = this.negotiated.maxDataXferSize;
-    for (let done = 0; done < count; ) {
-      const n = Math.min(max, count - done);
+    let end = count;
+    await this.#pieces(count, async (at, n) => {
       const r = await this.#request(C.REGION_READ, [
-        encodeRegionReadRequest({ offset: pos + BigInt(done), region: index, count: n }),
+        encodeRegionReadRequest({ offset: pos + BigInt(at), region: index, count: n }),
       ]);
       closeFds(r.fds);
-      const d = decodeOrProto('VFIO_USER_REGION_READ', () => decodeRegionReadReply(r.payload));
-      if (d.data.length > n) fail(Errno.EPROTO, 'VFIO_USER_REGION_READ', `${d.data.length} bytes for ${n}`);
-      out.set(d.data, done);
-      done += d.data.length;
-      if (d.data.length < n) return out.subarray(0, done);
-    }
-    return out;
+      const d = decodeOrProto(op, () => decodeRegionReadReply(r.payload));
+      if (d.data.length > n) fail(Errno.EPROTO, op, `${d.data.length} bytes for ${n}`);
+      out.set(d.data, at);
+      if (d.data.length < n) end = Math.min(end, at + d.data.length);
+    });
+    return end === count ? out : out.subarray(0, end);
   }
 
+  /** REGION_WRITE in pieces, as pread; returns the bytes written up to the first short piece. */
   async pwrite(offset: bigint, data: Uint8Array): Promise<number> {
     this.#assertOpen('pwrite');
+    const op = 'VFIO_USER_REGION_WRITE';
     const { index, pos, count } = await this.#span(offset, data.length, true);
-    const max = this.negotiated.maxDataXferSize;
-    let done = 0;
-    while (done < count) {
-      const n = Math.min(max, count - done);
+    let end = count;
+    await this.#pieces(count, async (at, n) => {
       const r = await this.#request(C.REGION_WRITE, [
         encodeRegionWriteRequest({
-          offset: pos + BigInt(done),
+          offset: pos + BigInt(at),
           region: index,
-          data: data.subarray(done, done + n),
+          data: data.subarray(at, at + n),
         }),
       ]);
       closeFds(r.fds);
-      const w = decodeOrProto('VFIO_USER_REGION_WRITE', () => decodeRegionWriteReply(r.payload));
-      if (w.count > n) fail(Errno.EPROTO, 'VFIO_USER_REGION_WRITE', `${w.count} bytes for ${n}`);
-      done += w.count;
-      if (w.count < n) break;
+      const w = decodeOrProto(op, () => decodeRegionWriteReply(r.payload));
+      if (w.count > n) fail(Errno.EPROTO, op, `${w.count} bytes for ${n}`);
+      if (w.count < n) end = Math.min(end, at + w.count);
+    });
+    return end;
+  }
+
+  /** Runs `piece(at, n)` over [0, count) in max_data_xfer_size steps, a bounded number at once. */
+  async #pieces(count: number, piece: (at: number, n: number) => Promise<void>): Promise<void> {
+    const max = this.negotiated.maxDataXferSize;
+    if (count <= max) {
+      await piece(0, count);
+      return;
     }
-    return done;
+    let next = 0;
+    const worker = async () => {
+      while (next < count) {
+        const at = next;
+        const n = Math.min(max, count - at);
+        next += n;
+        await piece(at, n);
+      }
+    };
+    const workers = Math.min(MAX_CHUNKS_IN_FLIGHT, Math.ceil(count / max));
+    await Promise.all(Array.from({ length: workers }, worker));
   }
 
   // -------------------------------------------------------------------------------------------
