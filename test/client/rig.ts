@@ -20,11 +20,12 @@ export interface ServedClient {
 
 /** Our server, in this process, serving `name`; our client connected to it over a socketpair. */
 export async function servedClient(
-  name: DeviceName,
+  name: DeviceName | (() => VfioPciDevice),
   opts: ClientOptions = {},
   device: Partial<Omit<DeviceOptions, 'env'>> = {},
 ): Promise<ServedClient> {
-  const dev = createDevice(name, { env: nativeEnvironment(), ...device });
+  const dev =
+    typeof name === 'function' ? name() : createDevice(name, { env: nativeEnvironment(), ...device });
   const server = new VfioUserServer(dev);
   const [a, b] = socketPair();
   server.adopt(a);

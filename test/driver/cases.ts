@@ -19,8 +19,9 @@ import {
   VFIO_PCI_MSI_IRQ_INDEX,
 } from '../../src/abi/vfio.js';
 import { createDmaMemory, createMessageOnlyDmaMemory, Eventfd } from '../../src/client/index.js';
-import type { VfioPciDevice } from '../../src/core/device.js';
+import { VfioPciDevice } from '../../src/core/device.js';
 import { createDevice, type DeviceName } from '../../src/devices/index.js';
+import { NvmeBehaviour, nvmeDescription } from '../../src/devices/nvme.js';
 import { VfioDevice, type WcPath } from '../../src/driver/device.js';
 import type { DmaMemory, Transport } from '../../src/driver/file.js';
 import { LocalDeviceFile } from '../../src/driver/local.js';
@@ -39,14 +40,23 @@ export interface Opened {
 
 export interface Backend {
   readonly name: Transport;
-  open(device: DeviceName): Promise<Opened>;
+  open(device: CaseDevice): Promise<Opened>;
+}
+
+/** The example devices, and nvme for a BAR with an MSI-X table in it (sparse mmap). */
+export type CaseDevice = DeviceName | 'nvme';
+
+function makeDevice(name: CaseDevice): VfioPciDevice {
+  const env = nativeEnvironment();
+  if (name === 'nvme') return new VfioPciDevice(nvmeDescription(), new NvmeBehaviour(), { env });
+  return createDevice(name, { env });
 }
 
 export const BACKENDS: readonly Backend[] = [
   {
     name: 'in-process',
     async open(name) {
-      const core = createDevice(name, { env: nativeEnvironment() });
+      const core = makeDevice(name);
       const dev = new VfioDevice(new LocalDeviceFile(core));
       return { dev, core, close: () => dev.close() };
     },
@@ -54,7 +64,7 @@ export const BACKENDS: readonly Backend[] = [
   {
     name: 'vfio-user',
     async open(name) {
-      const s = await servedClient(name);
+      const s = await servedClient(() => makeDevice(name));
       return { dev: new VfioDevice(s.client), core: s.device, close: () => s.close() };
     },
   },
@@ -62,7 +72,7 @@ export const BACKENDS: readonly Backend[] = [
 
 export interface Case {
   readonly name: string;
-  readonly device: DeviceName;
+  readonly device: CaseDevice;
   run(dev: VfioDevice): Promise<Json>;
   /** What every backend must return... */
   readonly expect?: Json;
@@ -532,6 +542,39 @@ export const CASES: readonly Case[] = [
       return outcome(async () => d.file.ioctl(VFIO_DEVICE_GET_REGION_INFO, b));
     },
     expect: { errno: 'EFAULT' },
+  },
+  {
+    name: 'nvme BAR0: sparse mmap around the MSI-X table and PBA; table reads 0xff; no mmap over it',
+    device: 'nvme',
+    run: async (d) => {
+      const r = await d.regionInfo(0);
+      const m = await d.map(0, { length: 0x2000 });
+      m.bytes.set([1, 2, 3, 4], 0x100);
+      const res: Json = [
+        r.flags,
+        hex(r.size),
+        r.caps.map((c) =>
+          c.kind === 'sparse-mmap' ? c.areas.map((a) => [hex(a.offset), hex(a.size)]) : c.kind,
+        ) as Json,
+        m.attribute,
+        [...(await d.read(0, 0x100, 4))],
+        [...(await d.read(0, 0x2000, 4))],
+        await outcome(async () => (await d.map(0, { offset: 0x2000n, length: 4096 })).via),
+        await outcome(async () => (await d.map(0, { length: 0x4000 })).via),
+      ];
+      m.unmap();
+      return res;
+    },
+    expect: [
+      0xf,
+      '0x4000',
+      [[['0x0', '0x2000']]],
+      'uc',
+      [1, 2, 3, 4],
+      [255, 255, 255, 255],
+      { errno: 'EINVAL' },
+      { errno: 'EINVAL' },
+    ],
   },
   // --- interrupts ------------------------------------------------------------------------------
   {
