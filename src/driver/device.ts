@@ -354,7 +354,14 @@ export class VfioDevice {
           return this.file.mmap(info.offset + offset, length);
         case 'sysfs-resource-wc':
           if (!this.file.mapWriteCombining) break;
-          return this.file.mapWriteCombining(region, offset, length);
+          try {
+            return await this.file.mapWriteCombining(region, offset, length);
+          } catch (e) {
+            // The kernel backend offers this path for every BAR and names why it cannot map
+            // one; with allowUcFallback that reason falls through to the UC mapping below.
+            if (!(opts.allowUcFallback && e instanceof VfioError)) throw e;
+          }
+          break;
       }
     }
     if (opts.allowUcFallback) return this.file.mmap(info.offset + offset, length);

@@ -211,6 +211,10 @@ describe('the driver on real vfio-pci (in a QEMU guest)', {
       assert.match(e.message, /resource0_wc/);
       return true;
     });
+    // With allowUcFallback the same request gives the plain (UC) mapping of the region.
+    const m = await devs.ivshmem.map(0, { attribute: 'wc', allowUcFallback: true });
+    assert.deepEqual([m.via, m.attribute], ['region', 'uc']);
+    m.unmap();
   });
 
   it('ivshmem BAR2: mmap, write, read back through pread and pwrite', async () => {
