@@ -136,19 +136,40 @@ test('a request without a reply times out (ETIMEDOUT); a late reply is dropped; 
 test('the server hanging up rejects every pending request and every later one with ECONNRESET', async (t) => {
   const before = openFdCount();
   const { fake, client } = await connected(t);
-  fake.answer = () => ({ ignore: true });
   const b = () => {
     const x = new Uint8Array(20);
     putU32(x, 0, 20);
     return x;
   };
-  const pending = [client.ioctl(VFIO_DEVICE_GET_INFO, b()), client.pread(0n, 4)];
+  // The client holds a region fd and a mapping of it when the server goes.
+  const bar = memfdCreate('bar', 8192);
+  fake.answer = (s) =>
+    s.command === C.DEVICE_GET_REGION_INFO
+      ? {
+          payload: encodeRegionInfoReply({
+            argsz: 32,
+            flags: 7,
+            index: 0,
+            capOffset: 0,
+            size: 8192n,
+            offset: 0n,
+            caps: [],
+          }),
+          fds: [bar],
+        }
+      : { ignore: true };
+  const m = await client.mmap(0n, 4096);
+  closeFd(bar);
+  m.bytes[0] = 1;
+  const pending = [client.ioctl(VFIO_DEVICE_GET_INFO, b()), client.pread(4096n, 4)];
   await settle();
   fake.hangUp();
   for (const p of pending) await rejectsWith(p, Errno.ECONNRESET);
   assert.equal(client.connection.pendingCount, 0);
   await rejectsWith(client.ioctl(VFIO_DEVICE_GET_INFO, b()), Errno.ECONNRESET);
+  assert.equal(client.mappingCount, 1, 'mappings survive the connection until close');
   await client.close();
+  assert.equal(client.mappingCount, 0);
   await rejectsWith(client.ioctl(VFIO_DEVICE_GET_INFO, b()), Errno.EBADF);
   await settle();
   assert.equal(openFdCount(), before);
