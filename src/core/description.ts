@@ -81,6 +81,20 @@ export interface DeviceDescription {
    * Default: packed from 0x40 in the order PM, MSI, PCIe, MSI-X.
    */
   readonly capabilityLayout?: readonly CapabilityPlacement[];
+  /**
+   * PCI Express extended capabilities (config space 0x100 and up), chained in this order with
+   * read-only zero bodies: enough for a device whose vfio-pci view lists them (QEMU's e1000e has
+   * AER v2 at 0x100 and DSN at 0x140). The model gives them no behaviour.
+   */
+  readonly extendedCapabilities?: readonly ExtendedCapability[];
+}
+
+export interface ExtendedCapability {
+  /** PCI_EXT_CAP_ID_* (1 AER, 3 DSN, ...). */
+  readonly id: number;
+  readonly version: number;
+  /** Dword aligned, 0x100..0xffc; the first one must be at 0x100. */
+  readonly offset: number;
 }
 
 export interface CapabilityPlacement {

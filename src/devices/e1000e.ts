@@ -33,6 +33,10 @@ export function e1000eDescription(): DeviceDescription {
     pcie: true,
     pm: true,
     resettable: true,
+    extendedCapabilities: [
+      { id: 0x0001, version: 2, offset: 0x100 }, // AER (pcie_aer_init)
+      { id: 0x0003, version: 1, offset: 0x140 }, // Device Serial Number (pcie_dev_ser_num_init)
+    ],
     capabilityLayout: [
       { cap: 'pm', offset: 0xc8, pmc: 0x0022, pmNoSoftReset: false },
       { cap: 'msi', offset: 0xd0 },

@@ -20,14 +20,10 @@ import { OUT_DEVICE, PROBE_DEVICES, runKernelGuest } from './guest.js';
 import { MODELLED, type Modelled, modelDevice, modelTarget } from './model.js';
 
 /**
- * Differences left on purpose, per kernel (docs/kernel-profiles.md lists them); the test fails
- * when more appear. Baseline before the model was fixed: 221 (6.1) and 274 (7.3). Left: e1000e's
- * PCIe extended capabilities (AER v2 at 0x100, DSN at 0x140), which vfio-pci passes through and
- * the model does not build (no extended capabilities at all): 5 cases on each kernel — the
- * header at 0x100 (read twice: by the walk and by a 4-byte read), the one at 0x140, the dword
- * that straddles 0xfe..0x101, and the walk's summary.
+ * Differences allowed per kernel; the test fails when more appear. Baseline before the model was
+ * fixed: 221 (6.1) and 274 (7.3); none are left (docs/kernel-profiles.md).
  */
-export const KNOWN_DIFFERENCES: Record<KernelLabel, number> = { '6.1': 5, '7.3': 5 };
+export const KNOWN_DIFFERENCES: Record<KernelLabel, number> = { '6.1': 0, '7.3': 0 };
 
 interface GuestTranscript {
   name: string;

@@ -340,6 +340,25 @@ export function buildDeviceConfig(desc: DeviceDescription): DeviceConfigLayout {
   if (caps.length) put(bytes, P.PCI_STATUS, 2, P.PCI_STATUS_CAP_LIST);
   // With no extended capabilities the dword at 0x100 stays 0 (PCIe 4.0 §7.6.2: "a Capability ID
   // of 0000h, Capability Version of 0h, and Next Capability Offset of 000h").
+  const ext = desc.extendedCapabilities ?? [];
+  if (ext.length) {
+    if (!desc.pcie) bad('extended capabilities need a PCI Express device');
+    if (ext[0]!.offset !== P.PCI_CFG_SPACE_SIZE) bad('the first extended capability must be at 0x100');
+    for (const [i, e] of ext.entries()) {
+      const next = ext[i + 1]?.offset ?? 0;
+      if (
+        e.offset % 4 ||
+        e.offset < P.PCI_CFG_SPACE_SIZE ||
+        e.offset > size - 4 ||
+        (next && next <= e.offset)
+      )
+        bad(`extended capability at 0x${e.offset.toString(16)}`);
+      checkU(e.id, 16, 'extended capability id');
+      checkU(e.version, 4, 'extended capability version');
+      // PCIe 4.0 §7.6.3: ID [15:0], version [19:16], next offset [31:20].
+      put(bytes, e.offset, 4, (e.id | (e.version << 16) | (next << 20)) >>> 0);
+    }
+  }
   return { size, bytes, wmask, w1cmask, bars, rom, caps };
 }
 
