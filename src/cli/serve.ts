@@ -1,5 +1,5 @@
 /**
- * `vfio-ts serve --device <edu|ivshmem> --socket <path> [--verbose] [--profile 6.1|7.3]
+ * `vfio-ts serve --device <edu|ivshmem> --socket <path> [--verbose] [--profile 6.1|7.3] [--allow-uid U] [--max-*]
  *  [--dma-layout auto|spec|qemu]`
  *
  * Serves one emulated device over vfio-user until SIGINT/SIGTERM (docs/vfio-user-server.md).
@@ -12,11 +12,22 @@ import { Errno } from '../abi/errno.js';
 import type { KernelProfile } from '../core/description.js';
 import { createDevice, DEVICE_NAMES, isDeviceName } from '../devices/index.js';
 import { VfioError } from '../errors.js';
-import { closeFd, unixConnect } from '../native/index.js';
+import { closeFd, getuid, unixConnect } from '../native/index.js';
 import { nativeEnvironment } from '../runtime.js';
-import { VfioUserServer } from '../server/index.js';
+import { type ServerLimits, VfioUserServer } from '../server/index.js';
 
-const USAGE = `usage: vfio-ts serve --device <${DEVICE_NAMES.join('|')}> --socket <path> [--verbose] [--profile 6.1|7.3] [--dma-layout auto|spec|qemu]`;
+const USAGE = `usage: vfio-ts serve --device <${DEVICE_NAMES.join('|')}> --socket <path> [--verbose] [--profile 6.1|7.3] [--dma-layout auto|spec|qemu]
+  [--allow-uid <uid|self>]... [--max-message-size N] [--max-data-xfer-size N] [--max-msg-fds N]
+  [--max-dma-maps N] [--max-pending-bytes N]   (limits: docs/robustness.md)`;
+
+/** The --max-* options and the ServerLimits field each sets, with the smallest value that works. */
+const LIMIT_OPTIONS: Record<string, [keyof ServerLimits, number]> = {
+  '--max-message-size': ['maxMessageSize', 16],
+  '--max-data-xfer-size': ['maxDataXferSize', 1],
+  '--max-msg-fds': ['maxMsgFds', 1],
+  '--max-dma-maps': ['maxDmaMaps', 1],
+  '--max-pending-bytes': ['maxPendingBytes', 1],
+};
 
 interface Args {
   device: string;
@@ -24,10 +35,12 @@ interface Args {
   verbose: boolean;
   profile: KernelProfile;
   dmaLayout: 'auto' | 'spec' | 'qemu';
+  limits: Partial<Record<keyof ServerLimits, number>>;
+  allowUids?: number[];
 }
 
 function parse(args: string[]): Args | string {
-  const out: Partial<Args> = { verbose: false, profile: '7.3', dmaLayout: 'auto' };
+  const out: Partial<Args> = { verbose: false, profile: '7.3', dmaLayout: 'auto', limits: {} };
   for (let i = 0; i < args.length; i++) {
     const a = args[i]!;
     const value = () => {
@@ -58,11 +71,26 @@ function parse(args: string[]): Args | string {
         out.dmaLayout = l;
         break;
       }
+      case '--allow-uid': {
+        const v = value();
+        const uid = v === 'self' ? getuid() : Number(v);
+        if (!Number.isInteger(uid) || uid < 0 || uid > 0xffffffff)
+          return `--allow-uid needs a uid or self, not ${v}`;
+        out.allowUids = [...(out.allowUids ?? []), uid];
+        break;
+      }
       case '-h':
       case '--help':
         return '';
-      default:
-        return `unknown argument ${a}`;
+      default: {
+        const limit = LIMIT_OPTIONS[a];
+        if (!limit) return `unknown argument ${a}`;
+        const v = value();
+        const n = Number(v);
+        if (!Number.isSafeInteger(n) || n < limit[1] || n > 0xffffffff)
+          return `${a} needs an integer >= ${limit[1]}, not ${v}`;
+        out.limits![limit[0]] = n;
+      }
     }
   }
   if (!out.device) return '--device is required';
@@ -110,7 +138,13 @@ export async function run(args: string[]): Promise<number> {
   claimSocketPath(a.socket);
   const device = createDevice(a.device, { env: nativeEnvironment(), profile: a.profile });
   const log = (line: string) => console.log(`${new Date().toISOString()} ${line}`);
-  const server = new VfioUserServer(device, { log, verbose: a.verbose, dmaLayout: a.dmaLayout });
+  const server = new VfioUserServer(device, {
+    log,
+    verbose: a.verbose,
+    dmaLayout: a.dmaLayout,
+    limits: a.limits,
+    ...(a.allowUids ? { allowUids: a.allowUids } : {}),
+  });
   try {
     server.listen(a.socket);
   } catch (e) {

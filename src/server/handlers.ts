@@ -75,10 +75,8 @@ export interface HandlerEntry {
   handle(s: Session, f: Frame): Reply;
 }
 
-/** Most fds a client may send in one message (QEMU's VFIO_USER_MAX_MAX_FDS). */
-export const SERVER_MAX_MSG_FDS = 16;
-/** Largest data transfer we accept or send (spec default, libvfio-user SERVER_MAX_DATA_XFER_SIZE). */
-export const SERVER_MAX_DATA_XFER_SIZE = 1024 * 1024;
+// SERVER_MAX_MSG_FDS and SERVER_MAX_DATA_XFER_SIZE moved to limits.ts (configurable per server).
+export { SERVER_MAX_DATA_XFER_SIZE, SERVER_MAX_MSG_FDS } from './limits.js';
 /** Payload cap of the commands whose payload is one fixed struct (extra bytes are ignored). */
 export const MAX_FIXED_PAYLOAD = 256;
 /** Payload cap of VERSION (QEMU's proposal is about 200 bytes). */
@@ -107,7 +105,7 @@ const fixed = (size: number, handle: HandlerEntry['handle'], fds = 0): HandlerEn
   handle,
 });
 
-const xferMax = (s: Session) => s.negotiated?.maxDataXferSize ?? SERVER_MAX_DATA_XFER_SIZE;
+const xferMax = (s: Session) => s.negotiated?.maxDataXferSize ?? s.limits.maxDataXferSize;
 
 // ---------------------------------------------------------------------------------------------
 // VERSION (spec, "VFIO_USER_VERSION")
@@ -121,8 +119,8 @@ function version(s: Session, f: Frame): Reply {
   const c = v.capabilities;
   // Spec: the reply's minor is no higher than the client's; QEMU refuses a higher one.
   const minor = Math.min(v.minor, VFIO_USER_MINOR);
-  const maxDataXferSize = Math.min(c.maxDataXferSize, SERVER_MAX_DATA_XFER_SIZE);
-  const maxMsgFds = Math.max(1, Math.min(c.maxMsgFds, SERVER_MAX_MSG_FDS));
+  const maxDataXferSize = Math.min(c.maxDataXferSize, s.limits.maxDataXferSize);
+  const maxMsgFds = Math.max(1, Math.min(c.maxMsgFds, s.limits.maxMsgFds));
   const layoutOpt = s.options.dmaLayout ?? 'auto';
   s.negotiated = {
     major: v.major,
@@ -137,7 +135,7 @@ function version(s: Session, f: Frame): Reply {
   const json = capabilitiesJson({
     maxMsgFds,
     maxDataXferSize,
-    maxDmaMaps: Math.min(c.maxDmaMaps, s.device.dma.maxMaps),
+    maxDmaMaps: Math.min(c.maxDmaMaps, s.device.dma.maxMaps, s.limits.maxDmaMaps),
     pgsizes: PAGE_SIZE,
     ...(c.writeMultiple ? { writeMultiple: true } : {}),
   });
@@ -156,6 +154,8 @@ function dmaMap(s: Session, f: Frame): Reply {
   const writable = (m.flags & VfioUserDmaMapFlags.WRITE) !== 0;
   const fd = f.fds[0];
   const dma = s.device.dma;
+  // libvfio-user dma_controller_add_region: past max_dma_maps is ENOSPC (like DmaSpace's own cap).
+  if (dma.count >= s.limits.maxDmaMaps) fail(Errno.ENOSPC, op, `${s.limits.maxDmaMaps} DMA regions already`);
   if (fd === undefined) {
     // No fd: the device reaches this memory through DMA_READ / DMA_WRITE to the client.
     dma.map(m.address, m.size, {

@@ -20,6 +20,7 @@ import {
   watchFd,
 } from '../native/index.js';
 import type { DmaLayout } from '../wire/vfio-user.js';
+import { resolveLimits, type ServerLimits } from './limits.js';
 import { Session } from './session.js';
 import { type CloseReason, Transport } from './transport.js';
 
@@ -29,6 +30,13 @@ export interface ServerOptions {
   readonly verbose?: boolean;
   /** DMA_READ/DMA_WRITE layout; default 'auto' (QEMU's for a 0.0 client). */
   readonly dmaLayout?: DmaLayout | 'auto';
+  /** Per-client limits (src/server/limits.ts, docs/robustness.md); defaults for what is left out. */
+  readonly limits?: Partial<ServerLimits>;
+  /**
+   * Accept only peers with one of these uids (SO_PEERCRED, read at connect time). Others are
+   * closed at once, before any byte is read. Absent: any peer the socket's 0600 mode lets in.
+   */
+  readonly allowUids?: readonly number[];
 }
 
 export interface ClientInfo {
@@ -46,13 +54,19 @@ export class VfioUserServer {
   #idleWaiters: (() => void)[] = [];
   /** Clients served so far (connected ones included). */
   served = 0;
+  /** Connections closed at once because their uid is not allowed. */
+  refused = 0;
+  /** The limits every client gets. */
+  readonly limits: ServerLimits;
   /** How the last client's connection ended. */
   lastClose: CloseReason | undefined;
 
   constructor(
     readonly device: VfioPciDevice,
     readonly options: ServerOptions = {},
-  ) {}
+  ) {
+    this.limits = resolveLimits(options.limits);
+  }
 
   get client(): ClientInfo | undefined {
     return this.#client;
@@ -107,13 +121,26 @@ export class VfioUserServer {
     } catch {
       peer = undefined;
     }
+    const allow = this.options.allowUids;
+    if (allow !== undefined && (peer === undefined || !allow.includes(peer.uid))) {
+      closeFd(fd);
+      this.refused++;
+      this.#log(`client ${id} refused: uid ${peer?.uid ?? 'unknown'} is not in --allow-uid`);
+      throw new VfioError(Errno.EACCES, 'adopt', `uid ${peer?.uid ?? 'unknown'} not allowed`);
+    }
     const verbose = this.options.verbose && this.options.log;
     let session: Session | undefined;
-    const transport = new Transport(fd, {
-      onFrame: (f) => session!.onFrame(f),
-      onClose: (reason) => this.#closed(id, reason),
-    });
+    const transport = new Transport(
+      fd,
+      {
+        onFrame: (f) => session!.onFrame(f),
+        onClose: (reason) => this.#closed(id, reason),
+      },
+      this.limits.maxMessageSize,
+      this.limits.maxPendingBytes,
+    );
     session = new Session(this.device, transport, {
+      limits: this.limits,
       ...(this.options.dmaLayout !== undefined ? { dmaLayout: this.options.dmaLayout } : {}),
       log: (l: string) => this.#log(`client ${id}: ${l}`),
       ...(verbose ? { trace: (l: string) => this.#log(`client ${id}: ${l}`) } : {}),

@@ -36,6 +36,7 @@ import {
   replyErrno,
 } from '../wire/vfio-user.js';
 import { HANDLERS, type Reply } from './handlers.js';
+import { DEFAULT_LIMITS, type ServerLimits } from './limits.js';
 import type { CloseReason, Transport } from './transport.js';
 
 /** How long a server-to-client request (DMA_READ/DMA_WRITE) may wait for its reply. */
@@ -48,6 +49,8 @@ export interface SessionOptions {
   readonly trace?: (line: string) => void;
   /** Lines that are always worth a log entry (a handler bug answered with EINVAL). */
   readonly log?: (line: string) => void;
+  /** Per-client limits (src/server/limits.ts); defaults when absent. */
+  readonly limits?: ServerLimits;
 }
 
 interface Pending {
@@ -89,6 +92,10 @@ export class Session {
     readonly transport: Transport,
     readonly options: SessionOptions = {},
   ) {}
+
+  get limits(): ServerLimits {
+    return this.options.limits ?? DEFAULT_LIMITS;
+  }
 
   // -------------------------------------------------------------------------------------------
   // Incoming

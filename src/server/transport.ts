@@ -21,6 +21,7 @@ import { Errno } from '../abi/errno.js';
 import { MalformedError, VfioError } from '../errors.js';
 import { closeFd, type FdWatch, MAX_FDS_PER_MSG, recvMsgInto, sendMsg, watchFd } from '../native/index.js';
 import { type Frame, MessageFramer } from '../wire/vfio-user.js';
+import { SERVER_MAX_PENDING_BYTES } from './limits.js';
 
 /** Size of each receive buffer; one read takes at most this much. */
 export const RECV_BUFFER_BYTES = 256 * 1024;
@@ -61,9 +62,20 @@ export class Transport {
   #closed = false;
   #handlers: TransportHandlers;
 
-  constructor(fd: number, handlers: TransportHandlers, maxMessageSize?: number) {
+  /** Reading is paused (back-pressure) until the send queue drains below half of #pauseAt. */
+  #paused = false;
+  #watchReadable = true;
+  #pauseAt: number;
+
+  constructor(
+    fd: number,
+    handlers: TransportHandlers,
+    maxMessageSize?: number,
+    maxPendingBytes: number = SERVER_MAX_PENDING_BYTES,
+  ) {
     this.#fd = fd;
     this.#handlers = handlers;
+    this.#pauseAt = maxPendingBytes;
     this.framer = new MessageFramer(maxMessageSize === undefined ? {} : { maxMessageSize });
   }
 
@@ -82,10 +94,12 @@ export class Transport {
 
   #rewatch(writable: boolean): void {
     if (this.#closed) return;
-    if (this.#watch && this.#watchWritable === writable) return;
+    const readable = !this.#paused;
+    if (this.#watch && this.#watchWritable === writable && this.#watchReadable === readable) return;
     this.#watch?.stop();
     this.#watchWritable = writable;
-    this.#watch = watchFd(this.#fd, { readable: true, writable }, (ev) => {
+    this.#watchReadable = readable;
+    this.#watch = watchFd(this.#fd, { readable, writable }, (ev) => {
       if (ev.errno !== 0) {
         // libuv stopped the handle (EPOLLERR): the peer is gone. close() still stop()s the watch,
         // which releases the fd's slot in watchFd's table (else the next socket given the same
@@ -94,12 +108,12 @@ export class Transport {
         return;
       }
       if (ev.writable) this.#flush();
-      if (ev.readable && !this.#closed) this.#read();
+      if (ev.readable && !this.#closed && !this.#paused) this.#read();
     });
   }
 
   #read(): void {
-    for (let i = 0; i < MAX_READS_PER_EVENT && !this.#closed; i++) {
+    for (let i = 0; i < MAX_READS_PER_EVENT && !this.#closed && !this.#paused; i++) {
       if (this.#buf.length - this.#pos < MIN_RECV_ROOM) {
         // The framer may still hold views of the old buffer; it keeps it alive until consumed.
         this.#buf = new Uint8Array(RECV_BUFFER_BYTES);
@@ -134,6 +148,13 @@ export class Transport {
 
   #drain(): void {
     while (!this.#closed) {
+      if (this.#queued >= this.#pauseAt) {
+        // Back-pressure: the client is not reading its replies. Stop taking its requests (the
+        // rest stay in the framer, its socket buffer fills, its sends block) until they drain.
+        this.#paused = true;
+        this.#rewatch(true);
+        return;
+      }
       let f: ReturnType<MessageFramer['next']>;
       try {
         f = this.framer.next();
@@ -208,17 +229,29 @@ export class Transport {
         this.close({ kind: 'error', error: e });
         return;
       }
-      if (n === null) return;
+      if (n === null) break;
       this.#queued -= n;
       if (n < o.bytes.length) {
         o.bytes = o.bytes.subarray(n);
         o.fds = [];
-        return;
+        break;
       }
       this.#queue.shift();
       o.after?.();
     }
+    if (this.#closed) return;
+    if (this.#paused && this.#queued < this.#pauseAt / 2) {
+      this.#paused = false;
+      this.#rewatch(this.#queue.length > 0);
+      this.#drain(); // the requests left in the framer; may pause again
+      return;
+    }
     if (this.#queue.length === 0) this.#rewatch(false);
+  }
+
+  /** True while reading is paused for back-pressure. */
+  get paused(): boolean {
+    return this.#paused;
   }
 
   /** Bytes waiting in the send queue. */

@@ -1,0 +1,58 @@
+/**
+ * The server's per-client limits, with safe defaults, each configurable on `vfio-ts serve`.
+ * docs/robustness.md lists each one with the errno a breach gets and what the fuzzers check.
+ */
+import {
+  VFIO_USER_DEFAULT_MAX_DMA_MAPS,
+  VFIO_USER_HEADER_SIZE,
+  vfio_user_region_access,
+} from '../abi/vfio-user.js';
+
+/** Most fds a client may send in one message (QEMU's VFIO_USER_MAX_MAX_FDS). */
+export const SERVER_MAX_MSG_FDS = 16;
+/** Largest data transfer we accept or send (spec default, libvfio-user SERVER_MAX_DATA_XFER_SIZE). */
+export const SERVER_MAX_DATA_XFER_SIZE = 1024 * 1024;
+/** Most DMA regions one client may map (the spec's and libvfio-user's default max_dma_maps). */
+export const SERVER_MAX_DMA_MAPS = VFIO_USER_DEFAULT_MAX_DMA_MAPS;
+/**
+ * Reply bytes waiting to be sent above which the server stops reading from the client until
+ * they drain (back-pressure: a client that does not read its replies stalls itself, not us).
+ */
+export const SERVER_MAX_PENDING_BYTES = 4 * 1024 * 1024;
+
+export interface ServerLimits {
+  /** Largest message, header included; a larger msg_size breaks the stream (connection closed). */
+  readonly maxMessageSize: number;
+  /** REGION_READ/WRITE count and DMA chunk limit (EINVAL above it); offered in VERSION. */
+  readonly maxDataXferSize: number;
+  /** fds per message (EINVAL above it); offered in VERSION. */
+  readonly maxMsgFds: number;
+  /** DMA regions per client (ENOSPC above it); offered in VERSION. */
+  readonly maxDmaMaps: number;
+  /** Queued reply bytes at which reading from the client pauses until they drain. */
+  readonly maxPendingBytes: number;
+}
+
+/** The message size that fits the largest transfer: header + region access header + data. */
+export function messageSizeFor(maxDataXferSize: number): number {
+  return maxDataXferSize + VFIO_USER_HEADER_SIZE + vfio_user_region_access.SIZEOF;
+}
+
+export const DEFAULT_LIMITS: ServerLimits = {
+  maxMessageSize: messageSizeFor(SERVER_MAX_DATA_XFER_SIZE),
+  maxDataXferSize: SERVER_MAX_DATA_XFER_SIZE,
+  maxMsgFds: SERVER_MAX_MSG_FDS,
+  maxDmaMaps: SERVER_MAX_DMA_MAPS,
+  maxPendingBytes: SERVER_MAX_PENDING_BYTES,
+};
+
+/** Defaults filled in; maxMessageSize follows maxDataXferSize unless given. */
+export function resolveLimits(l: Partial<ServerLimits> = {}): ServerLimits {
+  const maxDataXferSize = l.maxDataXferSize ?? DEFAULT_LIMITS.maxDataXferSize;
+  return {
+    ...DEFAULT_LIMITS,
+    ...l,
+    maxDataXferSize,
+    maxMessageSize: l.maxMessageSize ?? messageSizeFor(maxDataXferSize),
+  };
+}

@@ -1,0 +1,201 @@
+/**
+ * The server's named limits (src/server/limits.ts, docs/robustness.md): each breach gets its
+ * documented errno or outcome; back-pressure keeps a flooding client's queued replies bounded
+ * without dropping any; --allow-uid (SO_PEERCRED) refuses other uids before reading a byte.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { Errno } from '../../src/abi/errno.js';
+import { VfioUserCommand as C } from '../../src/abi/vfio-user.js';
+import type { DeviceName } from '../../src/devices/index.js';
+import { createDevice } from '../../src/devices/index.js';
+import { VfioError } from '../../src/errors.js';
+import {
+  closeFd,
+  eventfdCreate,
+  getuid,
+  memfdCreate,
+  sendMsg,
+  socketPair,
+  waitReadable,
+} from '../../src/native/index.js';
+import { nativeEnvironment } from '../../src/runtime.js';
+import { type ServerOptions, VfioUserServer } from '../../src/server/index.js';
+import { parseJson } from '../../src/wire/vfio-user.js';
+import { RawClient } from '../fuzz/client.js';
+import { concat, message, u32, u64, versionPayload } from '../fuzz/server.js';
+
+function rig(name: DeviceName, opts: ServerOptions = {}) {
+  const device = createDevice(name, { env: nativeEnvironment() });
+  const log: string[] = [];
+  const server = new VfioUserServer(device, { log: (l) => log.push(l), ...opts });
+  return {
+    device,
+    server,
+    log,
+    connect() {
+      const [a, b] = socketPair();
+      server.adopt(b);
+      return new RawClient(a);
+    },
+    close() {
+      server.stop();
+      device.close();
+    },
+  };
+}
+
+const dmaMap = (iova: bigint, size: bigint) => concat(u32(32, 3), u64(0n), u64(iova), u64(size));
+
+describe('limits: each breach gets its errno', () => {
+  it('VERSION offers the configured limits', async () => {
+    const r = rig('edu', { limits: { maxDataXferSize: 8192, maxMsgFds: 2, maxDmaMaps: 3 } });
+    const c = r.connect();
+    const reply = await c.call(C.VERSION, versionPayload(0));
+    assert.equal(reply?.errno, 0);
+    const text = Buffer.from(reply!.payload.subarray(4, reply!.payload.length - 1)).toString();
+    const caps = (parseJson(text) as { capabilities: Record<string, unknown> }).capabilities;
+    assert.equal(caps.max_data_xfer_size, 8192);
+    assert.equal(caps.max_msg_fds, 2);
+    assert.equal(caps.max_dma_maps, 3);
+    c.close();
+    await r.server.idle();
+    r.close();
+  });
+
+  it('max DMA maps: the next DMA_MAP is ENOSPC; unmapping makes room', async () => {
+    const r = rig('edu', { limits: { maxDmaMaps: 2 } });
+    const c = r.connect();
+    await c.negotiate();
+    const mfd = memfdCreate('ram', 0x4000);
+    assert.equal((await c.call(C.DMA_MAP, dmaMap(0x10000n, 0x1000n), [mfd]))?.errno, 0);
+    assert.equal((await c.call(C.DMA_MAP, dmaMap(0x20000n, 0x1000n), [mfd]))?.errno, 0);
+    assert.equal((await c.call(C.DMA_MAP, dmaMap(0x30000n, 0x1000n), [mfd]))?.errno, Errno.ENOSPC);
+    assert.equal((await c.call(C.DMA_MAP, dmaMap(0x30000n, 0x1000n)))?.errno, Errno.ENOSPC);
+    const unmap = concat(u32(24, 0), u64(0x10000n), u64(0x1000n));
+    assert.equal((await c.call(C.DMA_UNMAP, unmap))?.errno, 0);
+    assert.equal((await c.call(C.DMA_MAP, dmaMap(0x30000n, 0x1000n), [mfd]))?.errno, 0);
+    closeFd(mfd);
+    c.close();
+    await r.server.idle();
+    r.close();
+  });
+
+  it('max data per read/write: count above it is EINVAL, at it works', async () => {
+    // A message size with room for more than the transfer limit, so the write reaches the check.
+    const r = rig('ivshmem', { limits: { maxDataXferSize: 4096, maxMessageSize: 8192 } });
+    const c = r.connect();
+    await c.negotiate();
+    const read = (n: number) => concat(u64(0n), u32(2, n));
+    assert.equal((await c.call(C.REGION_READ, read(4096)))?.payload.length, 16 + 4096);
+    assert.equal((await c.call(C.REGION_READ, read(4097)))?.errno, Errno.EINVAL);
+    const write = concat(u64(0n), u32(2, 4097), new Uint8Array(4097));
+    assert.equal((await c.call(C.REGION_WRITE, write))?.errno, Errno.EINVAL);
+    c.close();
+    await r.server.idle();
+    r.close();
+  });
+
+  it('max fds per message: more fds than negotiated is EINVAL and every fd is closed', async () => {
+    const r = rig('edu', { limits: { maxMsgFds: 1 } });
+    const c = r.connect();
+    await c.negotiate();
+    const efds = [eventfdCreate(), eventfdCreate()];
+    const reply = await c.call(C.DEVICE_SET_IRQS, u32(20, 0x24, 1, 0, 2), efds);
+    assert.equal(reply?.errno, Errno.EINVAL);
+    for (const fd of efds) closeFd(fd);
+    c.close();
+    await r.server.idle();
+    r.close();
+  });
+
+  it('max message size: a larger msg_size closes the connection (framing) and the next client works', async () => {
+    const r = rig('edu', { limits: { maxMessageSize: 1024 } });
+    const c = r.connect();
+    await c.negotiate();
+    const big = message(7, C.REGION_WRITE, concat(u64(4n), u32(0, 2000), new Uint8Array(2000)));
+    c.send(big);
+    assert.equal(await c.next(2000), undefined);
+    assert.ok(c.eof, 'the server hung up');
+    c.close();
+    await r.server.idle();
+    assert.equal(r.server.lastClose?.kind, 'framing');
+    const d = r.connect();
+    await d.negotiate();
+    assert.equal((await d.call(C.DEVICE_GET_INFO, u32(16, 0, 0, 0)))?.errno, 0);
+    d.close();
+    await r.server.idle();
+    r.close();
+  });
+});
+
+describe('back-pressure: a client that never reads cannot grow the server', () => {
+  it('reading pauses at maxPendingBytes; every request is answered once the client reads', async () => {
+    const limit = 1 << 20;
+    const r = rig('ivshmem', { limits: { maxPendingBytes: limit } });
+    const c = r.connect();
+    await c.negotiate();
+    const replySize = 16 + 16 + 65536;
+    const req = message(1, C.REGION_READ, concat(u64(0n), u32(2, 65536)));
+    let sent = 0;
+    let maxQueued = 0;
+    // Flood until the socket refuses more (the server has stopped reading), letting it run.
+    for (let idle = 0; idle < 50; ) {
+      const n = sendMsg(c.fd, [req]);
+      if (n === null) {
+        idle++;
+        await new Promise((res) => setTimeout(res, 2));
+      } else {
+        assert.equal(n, req.length);
+        sent++;
+        idle = 0;
+      }
+      maxQueued = Math.max(maxQueued, r.server.client?.session.transport.queuedBytes ?? 0);
+      if (sent > 100000) break;
+    }
+    const t = r.server.client!.session.transport;
+    assert.ok(t.paused, 'reading paused');
+    assert.ok(!t.closed, 'the client was not dropped');
+    // Bounded: the limit plus the reply that crossed it.
+    assert.ok(maxQueued <= limit + replySize, `queued ${maxQueued} bytes`);
+    assert.ok(sent * replySize > 4 * limit, `the flood (${sent} requests) outgrew the limit`);
+    // Now read: every request gets its reply.
+    let got = 0;
+    while (got < sent) {
+      const f = await c.next(5000);
+      assert.ok(f, `reply ${got} of ${sent}`);
+      assert.equal(f.bytes.length, replySize);
+      got++;
+    }
+    assert.ok(!t.paused);
+    c.close();
+    await r.server.idle();
+    r.close();
+  });
+});
+
+describe('--allow-uid (SO_PEERCRED)', () => {
+  it('a peer whose uid is not allowed is closed before a byte is read; an allowed one is served', async () => {
+    const other = rig('edu', { allowUids: [getuid() + 1] });
+    const [a, b] = socketPair();
+    assert.throws(
+      () => other.server.adopt(b),
+      (e: unknown) => e instanceof VfioError && e.errno === Errno.EACCES,
+    );
+    assert.equal(other.server.refused, 1);
+    await waitReadable(a, 1000);
+    const c = new RawClient(a);
+    c.poll();
+    assert.ok(c.eof, 'the refused client sees EOF');
+    c.close();
+    other.close();
+
+    const own = rig('edu', { allowUids: [getuid()] });
+    const d = own.connect();
+    await d.negotiate();
+    assert.equal((await d.call(C.DEVICE_GET_INFO, u32(16, 0, 0, 0)))?.errno, 0);
+    d.close();
+    await own.server.idle();
+    own.close();
+  });
+});
