@@ -94,6 +94,15 @@ describe('the driver on real vfio-pci (in a QEMU guest)', {
       const r = spawnSync(process.execPath, ['dist/src/cli/main.js', ...args], { encoding: 'utf8' });
       cli.push({ args: args.join(' '), status: r.status, out: `${r.stdout}${r.stderr}` });
     }
+    // vfio-ts info on a kernel device (src/cli/info.ts through openKernelDevice), before this
+    // process opens the group (a group is opened once).
+    for (const args of [
+      ['info', e1000e, '--json'],
+      ['info', e1000e],
+    ]) {
+      const r = spawnSync(process.execPath, ['dist/src/cli/main.js', ...args], { encoding: 'utf8' });
+      cli.push({ args: args.join(' '), status: r.status, out: `${r.stdout}${r.stderr}` });
+    }
     for (const name of Object.keys(IDS) as Name[]) {
       const [v, d] = IDS[name];
       bdf[name] = find(v, d);
@@ -127,6 +136,15 @@ describe('the driver on real vfio-pci (in a QEMU guest)', {
     assert.equal(JSON.parse(rebind!.out).previousDriver, undefined);
     assert.equal(missing?.status, 1);
     assert.match(missing!.out, /ENODEV/);
+  });
+
+  it('vfio-ts info <pci-address> on a kernel device, plain and --json', () => {
+    const [json, plain] = cli.slice(4);
+    assert.equal(json?.status, 0, json?.out);
+    const report = JSON.parse(json!.out) as { numRegions?: number; target?: string };
+    assert.equal(report.numRegions, 9, json!.out);
+    assert.equal(plain?.status, 0, plain?.out);
+    assert.match(plain!.out, /8086:10d3|10d3/i);
   });
 
   it('an address with no device is ENODEV', async () => {
