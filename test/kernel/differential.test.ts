@@ -18,6 +18,7 @@ import {
 import { describeBoot, KERNEL_LABELS, type KernelLabel, provisionedOrSkip } from '../harness/index.js';
 import { OUT_DEVICE, PROBE_DEVICES, runKernelGuest } from './guest.js';
 import { MODELLED, type Modelled, modelDevice, modelTarget } from './model.js';
+import { writeRecorded } from './recorded.js';
 
 /**
  * Differences allowed per kernel; the test fails when more appear. Baseline before the model was
@@ -47,6 +48,8 @@ describe('differential conformance: real vfio-pci vs the model', () => {
       assert.equal(run.boot.status, 0, describeBoot(run.boot));
       assert.ok(run.out, `the guest wrote no transcript\n${describeBoot(run.boot)}`);
       const transcripts = JSON.parse(run.out) as GuestTranscript[];
+      // VFIO_TS_RECORD=1 refreshes the recorded transcripts recorded.test.ts checks without QEMU.
+      if (process.env.VFIO_TS_RECORD === '1') writeRecorded(label, p.kernels[label].release, transcripts);
       let n = 0;
       let m = 0;
       const lines: string[] = [];
