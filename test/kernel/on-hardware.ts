@@ -16,7 +16,7 @@ import { after, before, describe, it } from 'node:test';
 import { Errno } from '../../src/abi/errno.js';
 import { VfioDevice } from '../../src/driver/device.js';
 import { VfioError } from '../../src/errors.js';
-import { type KernelDeviceFile, openKernelDevice } from '../../src/kernel/device.js';
+import { type KernelDeviceFile, kernelPathFor, openKernelDevice } from '../../src/kernel/device.js';
 import { bindVfioPci, boundDriver } from '../../src/kernel/sysfs.js';
 import { closeFd, EFD_CLOEXEC, EFD_NONBLOCK, eventfdCreate, eventfdRead } from '../../src/native/index.js';
 import { allocateShared } from '../../src/runtime.js';
@@ -145,6 +145,16 @@ describe('the driver on real vfio-pci (in a QEMU guest)', {
     assert.equal(report.numRegions, 9, json!.out);
     assert.equal(plain?.status, 0, plain?.out);
     assert.match(plain!.out, /8086:10d3|10d3/i);
+  });
+
+  it('no iommufd device cdev in these kernels: auto picks the group path, forcing cdev is ENODEV', async () => {
+    assert.equal(kernelPathFor(bdf.ivshmem), 'group');
+    await assert.rejects(openKernelDevice(bdf.ivshmem, { path: 'cdev' }), (e: unknown) => {
+      assert.ok(e instanceof VfioError);
+      assert.equal(e.errno, Errno.ENODEV);
+      assert.match(e.message, /CONFIG_VFIO_DEVICE_CDEV/);
+      return true;
+    });
   });
 
   it('an address with no device is ENODEV', async () => {
