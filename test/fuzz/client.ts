@@ -9,10 +9,15 @@ import { closeFd, recvMsg, sendMsg, waitReadable } from '../../src/native/index.
 import { type Frame, MessageFramer } from '../../src/wire/vfio-user.js';
 import { message, versionPayload } from './server.js';
 
+/** Frames kept for `next` while `call` waits. */
+const MAX_BACKLOG = 1024;
+
 export class RawClient {
   readonly framer = new MessageFramer({ maxMessageSize: 64 << 20 });
   eof = false;
   #id = 1;
+  /** Frames that arrived while `call` waited for its reply (the server's own requests). */
+  #backlog: Frame[] = [];
   constructor(readonly fd: number) {}
 
   send(bytes: Uint8Array, fds: readonly number[] = []): void {
@@ -51,6 +56,8 @@ export class RawClient {
 
   /** The next frame, or undefined on EOF or after `timeoutMs`. The caller owns its fds. */
   async next(timeoutMs = 5000): Promise<Frame | undefined> {
+    const early = this.#backlog.shift();
+    if (early) return early;
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       this.poll();
@@ -63,12 +70,12 @@ export class RawClient {
     }
   }
 
-  /** Sends a command and returns its reply (other frames are dropped, their fds closed). */
+  /** Sends a command and returns its reply (other frames wait for `next`, the last MAX_BACKLOG). */
   async call(command: number, payload: Uint8Array, fds: readonly number[] = [], keepFds = false) {
     const id = this.#id++ & 0xffff;
     this.send(message(id, command, payload), fds);
     for (;;) {
-      const f = await this.next();
+      const f = await this.#read();
       if (!f) return undefined;
       if (
         f.header.msgId === id &&
@@ -82,7 +89,19 @@ export class RawClient {
           fds: keepFds ? f.fds : [],
         };
       }
-      for (const fd of f.fds) closeFd(fd);
+      this.#backlog.push(f);
+      if (this.#backlog.length > MAX_BACKLOG) for (const fd of this.#backlog.shift()!.fds) closeFd(fd);
+    }
+  }
+
+  /** The next frame off the wire (not the backlog). */
+  async #read(timeoutMs = 5000): Promise<Frame | undefined> {
+    const saved = this.#backlog;
+    this.#backlog = [];
+    try {
+      return await this.next(timeoutMs);
+    } finally {
+      this.#backlog = [...saved, ...this.#backlog];
     }
   }
 
@@ -92,6 +111,8 @@ export class RawClient {
   }
 
   close(): void {
+    for (const f of this.#backlog) for (const fd of f.fds) closeFd(fd);
+    this.#backlog = [];
     for (const fd of this.framer.takeFds()) closeFd(fd);
     closeFd(this.fd);
   }
