@@ -259,6 +259,7 @@ export class VfioPciDevice {
     this.config = new ConfigSpace(description);
     this.irqs = new IrqState(options.env, {
       dynamicMsix: this.profile !== '6.1' && description.msix !== undefined,
+      vectorLookup: this.profile !== '6.1',
       // vfio_msi_enable / vfio_msi_disable reflect the state in the virtual capability.
       onMsiChange: (msix, vectors) => {
         if (msix) this.config.setMsixEnabled(vectors > 0);
@@ -898,6 +899,9 @@ export class VfioPciDevice {
    */
   pread(offset: bigint, length: number): Uint8Array {
     this.assertOpen('pread');
+    // fs/read_write.c vfs_read: a zero-length read returns 0 before the driver is asked, at any
+    // offset (seen on 6.1 and 7.3 at a BAR's end).
+    if (length === 0) return new Uint8Array(0);
     const { region, pos } = this.resolve(offset, 'pread');
     return this.regionRw(region, pos, new Uint8Array(length), false);
   }
@@ -905,6 +909,7 @@ export class VfioPciDevice {
   /** pwrite on the device fd; returns the bytes written. */
   pwrite(offset: bigint, data: Uint8Array): number {
     this.assertOpen('pwrite');
+    if (data.length === 0) return 0; // vfs_write, as vfs_read above
     const { region, pos } = this.resolve(offset, 'pwrite');
     return this.regionRw(region, pos, data, true).length;
   }

@@ -33,6 +33,12 @@ export interface IrqHooks {
    * vectors beyond those enabled allocates them instead of failing EINVAL.
    */
   dynamicMsix?: boolean;
+  /**
+   * Linux 6.5+ keeps MSI/MSI-X vector contexts in an xarray (vfio_irq_ctx_get): a loopback
+   * trigger of vectors that were never enabled skips them instead of failing EINVAL (6.1's
+   * `start + count > vdev->num_ctx` check is gone).
+   */
+  vectorLookup?: boolean;
   /** MSI or MSI-X was enabled with `vectors` vectors, or disabled (vectors 0). */
   onMsiChange?(msix: boolean, vectors: number): void;
 }
@@ -168,7 +174,7 @@ export class IrqState {
       }
       return;
     }
-    if (this.type !== want || start + count > this.vectors.length)
+    if (this.type !== want || (!this.hooks.vectorLookup && start + count > this.vectors.length))
       fail(Errno.EINVAL, OP, 'vectors out of range');
     for (let i = start; i < start + count; i++) {
       if (!this.vectors[i]) continue;

@@ -432,6 +432,15 @@ export class Prober {
       await this.read(`pread region ${i} 3 bytes at 1`, off + 1n, 3, false, valueInfo);
       await this.write(`pwrite region ${i} at end`, off + size, new Uint8Array(4));
     }
+    for (const i of [0, 2, REGION_CONFIG]) {
+      const off = this.regionOffset.get(i);
+      const size = this.regionSize.get(i);
+      if (off === undefined || !size) continue;
+      await this.read(`pread region ${i} 0 bytes at 0`, off, 0);
+      await this.read(`pread region ${i} 0 bytes at end`, off + size, 0);
+      await this.read(`pread region ${i} 8 bytes at 0`, off, 8, false, i !== REGION_CONFIG);
+      await this.read(`pread region ${i} 2 bytes at 1`, off + 1n, 2, false, i !== REGION_CONFIG);
+    }
     await this.read('pread offset 9<<40', 9n << 40n, 4);
     await this.read('pread offset 0xffff<<40', 0xffffn << 40n, 4);
   }
@@ -710,6 +719,20 @@ export class Prober {
       this.counter('MSI-X eventfd after loopback', efd);
       await this.irq('MSI-X vector 1 eventfd (resize)', EFD | TRIG, 2, 1, 1, this.fds(efd2));
       await this.irq('MSI-X disable', NONE | TRIG, 2, 0, 0);
+      await this.irq('MSI-X enable 3 vectors (fd, -1, fd)', EFD | TRIG, 2, 0, 3, this.fds(efd, -1, efd2));
+      await this.irq('MSI-X bool loopback 3 vectors', BOOL | TRIG, 2, 0, 3, new Uint8Array([1, 1, 1]));
+      this.counter('MSI-X vector 0 after bool loopback', efd);
+      this.counter('MSI-X vector 2 after bool loopback', efd2);
+      await this.irq('MSI-X loopback vector 1 (no fd)', NONE | TRIG, 2, 1, 1);
+      await this.irq('MSI-X loopback beyond enabled', NONE | TRIG, 2, 3, 1);
+      await this.irq('MSI-X clear vector 2', EFD | TRIG, 2, 2, 1, this.fds(-1));
+      await this.irq('MSI-X loopback vector 2 after clear', NONE | TRIG, 2, 2, 1);
+      this.counter('MSI-X vector 2 after clear and loopback', efd2);
+      await this.irq('MSI-X mask bool', BOOL | MASK, 2, 0, 1, new Uint8Array([1]));
+      await this.irq('MSI-X disable again', NONE | TRIG, 2, 0, 0);
+      await this.irq('MSI disable when off', NONE | TRIG, 1, 0, 0);
+      await this.irq('MSI enable 2 vectors', EFD | TRIG, 1, 0, 2, this.fds(efd, efd2));
+      await this.irq('MSI disable after 2', NONE | TRIG, 1, 0, 0);
       await this.readMsiControl('MSI-X control after disable', P.PCI_CAP_ID_MSIX);
       // ERR and REQ
       for (const i of [3, 4]) {
