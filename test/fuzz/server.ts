@@ -172,15 +172,17 @@ function deviceSeeds(): Seed[] {
   return s;
 }
 
-/** Recorded commands from the vectors (replies are turned into commands half the time). */
+/** Recorded messages from the vectors (test/vectors/vfio-user, and QEMU 11's in test/vectors/fuzz) as commands. */
 function corpusSeeds(): Seed[] {
   return corpus()
     .filter((m) => m.length >= 16)
-    .map((m) => ({
-      command: new DataView(m.buffer, m.byteOffset).getUint16(2, true),
-      payload: m.slice(16),
-      fds: [],
-    }));
+    .map((m) => {
+      const command = new DataView(m.buffer, m.byteOffset).getUint16(2, true);
+      // Recorded DMA_MAPs and SET_IRQS came with fds (QEMU's RAM memfd, eventfds): give them ours.
+      const fds: FdKind[] =
+        command === C.DMA_MAP ? ['memfd'] : command === C.DEVICE_SET_IRQS ? ['eventfd'] : [];
+      return { command, payload: m.slice(16), fds };
+    });
 }
 
 interface Conn {
