@@ -9,7 +9,7 @@
  * anything was found. Run from the repository root (the seed corpus is read from test/vectors).
  */
 import { fuzzCore } from './core.js';
-import { type FuzzStats, seedFrom, summary } from './prng.js';
+import { crash, type FuzzStats, newStats, seedFrom, summary } from './prng.js';
 import { fuzzServer } from './server.js';
 import { fuzzWire } from './wire.js';
 
@@ -84,7 +84,16 @@ async function main(): Promise<number> {
     let rounds = 0;
     const reports: string[] = [];
     for (let seed = a.seed; ; seed = (seed + 1) >>> 0) {
-      for (const s of await round(h, seed, a.long)) {
+      let results: FuzzStats[];
+      try {
+        results = await round(h, seed, a.long);
+      } catch (e) {
+        // A harness that throws is a finding too (e.g. the server refusing a fresh client).
+        const s = newStats(h, seed);
+        crash(s, `seed ${seed}: harness threw ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+        results = [s];
+      }
+      for (const s of results) {
         tried += s.tried;
         crashes += s.crashCount;
         leaks += s.leaks.length;
