@@ -691,12 +691,18 @@ export class VfioPciDevice {
       case VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY:
       case VFIO_DEVICE_FEATURE_LOW_POWER_EXIT:
         if (checkFeature(flags, dataSize, VFIO_DEVICE_FEATURE_SET, 0) !== 1) return 0;
-        this.lowPower = (flags & VFIO_DEVICE_FEATURE_MASK) === VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY;
+        if ((flags & VFIO_DEVICE_FEATURE_MASK) === VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY) {
+          // vfio_pci_runtime_pm_entry: `if (vdev->pm_runtime_engaged) return -EINVAL` (seen on
+          // 6.1 and 7.3); exit is fine when not engaged.
+          if (this.lowPower) fail(Errno.EINVAL, op, 'already in low power');
+          this.lowPower = true;
+        } else this.lowPower = false;
         return 0;
       case VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY_WITH_WAKEUP:
         if (checkFeature(flags, dataSize, VFIO_DEVICE_FEATURE_SET, 8) !== 1) return 0;
         need(data, 8, op);
         this.options.env.eventfd(view(data).getInt32(0, true)).close();
+        if (this.lowPower) fail(Errno.EINVAL, op, 'already in low power');
         this.lowPower = true;
         return 0;
       case VFIO_DEVICE_FEATURE_DMA_BUF:

@@ -177,6 +177,7 @@ export class Prober {
     await this.reads();
     await this.config();
     await this.setIrqs();
+    await this.lowPower();
     await this.reset();
     return this.cases;
   }
@@ -762,6 +763,34 @@ export class Prober {
       at = (hdr >> 8) & 0xfc;
     }
     this.add(name, 'capability', 'absent');
+  }
+
+  /** DEVICE_FEATURE low power entry/exit (vfio_pci_core_pm_entry/_exit) and access meanwhile. */
+  private async lowPower(): Promise<void> {
+    const cfg = this.regionOffset.get(REGION_CONFIG) ?? 7n << 40n;
+    const feat = (flags: number, argsz = 8) => {
+      const b = new Uint8Array(16);
+      putU32(b, 0, argsz);
+      putU32(b, 4, flags);
+      return b;
+    };
+    const S = VFIO_DEVICE_FEATURE_SET;
+    await this.io('LOW_POWER_EXIT while not in low power', VFIO_DEVICE_FEATURE, feat(S | 5));
+    await this.io('LOW_POWER_ENTRY', VFIO_DEVICE_FEATURE, feat(S | 3));
+    await this.io('LOW_POWER_ENTRY twice', VFIO_DEVICE_FEATURE, feat(S | 3));
+    await this.read('config vendor in low power', cfg, 4);
+    await this.read('config PM cap walk in low power', cfg + 0x34n, 1);
+    const bar0 = this.regionOffset.get(0);
+    if (bar0 !== undefined && (this.regionSize.get(0) ?? 0n) > 0n) {
+      await this.read('BAR0 read in low power', bar0, 4, false, true);
+      await this.map('mmap BAR0 in low power', bar0, 4096);
+    }
+    await this.io('DEVICE_RESET in low power', VFIO_DEVICE_RESET, new Uint8Array(8));
+    await this.io('LOW_POWER_EXIT', VFIO_DEVICE_FEATURE, feat(S | 5));
+    await this.io('LOW_POWER_EXIT twice', VFIO_DEVICE_FEATURE, feat(S | 5));
+    if (bar0 !== undefined && (this.regionSize.get(0) ?? 0n) > 0n)
+      await this.read('BAR0 read after low power', bar0, 4, false, true);
+    await this.read('command after low power', cfg + 4n, 2);
   }
 
   private async reset(): Promise<void> {
