@@ -294,6 +294,8 @@ export function fuzzCore(o: CoreFuzzOptions): FuzzStats {
   const eventfds: number[] = [];
   for (let i = 0; i < 3; i++) eventfds.push(heap ? heap.createEventfd().fd : eventfdCreate(0));
   const dev = createDevice(o.device, { env, profile: o.profile ?? '7.3' });
+  // Client memory the device may DMA to (edu's DMA registers are in the fuzzed pwrites).
+  dev.dma.map(0x100000n, 0x10000n, { bytes: new Uint8Array(0x10000), readable: true, writable: true });
   const pool = seeds(eventfds);
   const note = (what: string, e: unknown) => {
     const why = badEscape(e);

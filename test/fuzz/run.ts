@@ -65,7 +65,17 @@ async function round(h: Harness, seed: number, long: boolean): Promise<FuzzStats
     case 'wire':
       return [fuzzWire({ seed, iterations: Math.round(100000 * n) })];
     case 'server':
-      return [await fuzzServer({ seed, batches: Math.round(300 * n), device: seed % 2 ? 'edu' : 'ivshmem' })];
+      return [
+        await fuzzServer({
+          seed,
+          batches: Math.round(300 * n),
+          device: seed % 2 ? 'edu' : 'ivshmem',
+          // Every third round with small limits: back-pressure and the limit checks under fuzz.
+          ...(seed % 3 === 0
+            ? { limits: { maxPendingBytes: 8192, maxDataXferSize: 4096, maxMsgFds: 2, maxDmaMaps: 2 } }
+            : {}),
+        }),
+      ];
   }
 }
 

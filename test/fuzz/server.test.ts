@@ -15,13 +15,16 @@ import { summary } from './prng.js';
 import { fuzzServer, u32 } from './server.js';
 
 describe('vfio-user server fuzz', () => {
-  for (const [seed, device] of [
-    [21, 'edu'],
-    [22, 'ivshmem'],
-    [23, 'edu'],
+  const small = { maxPendingBytes: 8192, maxDataXferSize: 4096, maxMsgFds: 2, maxDmaMaps: 2 };
+  for (const [seed, device, limits] of [
+    [21, 'edu', {}],
+    [22, 'ivshmem', {}],
+    [23, 'edu', {}],
+    [24, 'ivshmem', small],
   ] as const) {
-    it(`${device}, seed ${seed}: answers good requests after every batch, no fd leaks`, async () => {
-      const s = await fuzzServer({ seed, batches: 150, device });
+    const named = Object.keys(limits).length ? ' with small limits' : '';
+    it(`${device}${named}, seed ${seed}: answers good requests after every batch, no fd leaks`, async () => {
+      const s = await fuzzServer({ seed, batches: 150, device, limits });
       console.log(summary(s));
       assert.deepEqual(s.crashes, [], s.crashes.join('\n'));
       assert.deepEqual(s.leaks, []);

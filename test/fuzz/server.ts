@@ -31,7 +31,7 @@ import {
   waitReadable,
 } from '../../src/native/index.js';
 import { nativeEnvironment } from '../../src/runtime.js';
-import { VfioUserServer } from '../../src/server/index.js';
+import { type ServerLimits, VfioUserServer } from '../../src/server/index.js';
 import {
   capabilitiesJson,
   encodeDmaReadReply,
@@ -51,6 +51,8 @@ export interface ServerFuzzOptions {
   readonly device?: DeviceName;
   /** Stop early after this many milliseconds (long runs). */
   readonly deadlineMs?: number;
+  /** Server limits (small ones exercise back-pressure and the limit checks). */
+  readonly limits?: Partial<ServerLimits>;
 }
 
 /** How long the harness waits for the answer to a good request before calling the server stuck. */
@@ -189,7 +191,7 @@ interface Conn {
   readonly fd: number;
   readonly framer: MessageFramer;
   eof: boolean;
-  /** A msg_size lied: the stream is out of step, only a hang-up ends it cleanly. */
+  /** A msg_size lied or passed the limit: the stream is out of step, only a hang-up ends it cleanly. */
   desync: boolean;
 }
 
@@ -207,6 +209,7 @@ export async function fuzzServer(o: ServerFuzzOptions): Promise<FuzzStats> {
 
   const device: VfioPciDevice = createDevice(name, { env: nativeEnvironment() });
   const server = new VfioUserServer(device, {
+    ...(o.limits ? { limits: o.limits } : {}),
     verbose: true,
     log: (line) => {
       if (line.includes('internal error')) internal.push(line);
@@ -401,7 +404,9 @@ export async function fuzzServer(o: ServerFuzzOptions): Promise<FuzzStats> {
         if (rng.chance(0.05)) bytes = mutate(rng, bytes, 2); // header too
         const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
         if (bytes.length >= 8 && rng.chance(0.97)) dv.setUint32(4, bytes.length, true);
+        // A lying msg_size, or one past the server's message size limit: the server may close.
         if (bytes.length < 16 || dv.getUint32(4, true) !== bytes.length) c.desync = true;
+        if (bytes.length > server.limits.maxMessageSize) c.desync = true;
         const fds: number[] = [];
         for (const kind of s.fds) if (rng.chance(0.9)) fds.push(fdOf(kind));
         if (rng.chance(0.05))
