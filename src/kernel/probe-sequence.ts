@@ -11,7 +11,7 @@
  * The sequence changes device state (IRQs, command register, reset) in a fixed order, so both
  * sides see the same history.
  */
-import { Errno, errnoName } from '../abi/errno.js';
+import { errnoName } from '../abi/errno.js';
 import * as P from '../abi/pci.js';
 import {
   VFIO_BASE,
@@ -66,11 +66,6 @@ export interface ProbeTarget {
   readonly file: VfioDeviceFile;
   /** mmap(MAP_PRIVATE) of the device fd (the kernel refuses it); absent: the case is skipped. */
   mmapPrivate?(offset: bigint, length: number): Promise<Mapping>;
-}
-
-export interface ProbeOptions {
-  /** Skip cases that write BAR registers of real hardware (default true: only memory-like BARs). */
-  readonly label?: string;
 }
 
 const PAGE = 4096n;
@@ -838,10 +833,4 @@ export function compareTranscripts(kernel: readonly ProbeCase[], model: readonly
       out.push({ name: c.name, kernel: undefined, model: c.result, info: c.info === true });
     }
   return out;
-}
-
-/** Errno of a case result, for summaries. */
-export function resultErrno(result: string): number | undefined {
-  const m = /^errno (\w+)$/.exec(result);
-  return m ? (Errno as Record<string, number>)[m[1]!] : undefined;
 }
