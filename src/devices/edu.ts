@@ -9,6 +9,11 @@
  *   0x64 WO acknowledge interrupt            0x80/0x88/0x90 DMA source/destination/count
  *   0x98 RW DMA command: 1 start, 2 direction (1 = EDU to RAM), 4 raise interrupt 0x100 when done
  * The DMA buffer is at 0x40000 (4 KiB) in the device's own address space.
+ *
+ * One deliberate difference from QEMU's edu: this model also exposes the DMA buffer through BAR0
+ * at 0x40000..0x40fff (4-byte reads and writes), so tests can check a DMA without a second
+ * transfer. QEMU's edu has no such window (reads there return all ones; the kernel differential
+ * test records BAR contents as information, not as differences).
  */
 import type { DeviceDescription } from '../core/description.js';
 import type { DeviceBehaviour, DeviceContext } from '../core/device.js';
