@@ -341,7 +341,11 @@ export async function fuzzServer(o: ServerFuzzOptions): Promise<FuzzStats> {
     } else if (h.command === C.DMA_WRITE) {
       reply = message(h.msgId, h.command, encodeDmaWriteReply({}, 'qemu'), VfioUserFlags.TYPE_REPLY);
     } else reply = message(h.msgId, h.command, new Uint8Array(0), VfioUserFlags.TYPE_REPLY);
-    if (roll === 2) reply = mutate(rng, reply, 3, 16);
+    if (roll === 2) {
+      // A garbled payload, honestly framed (a lying msg_size here would be our own desync).
+      reply = mutate(rng, reply, 3, 16);
+      new DataView(reply.buffer, reply.byteOffset).setUint32(4, reply.length, true);
+    }
     send(c, reply, []);
   };
 
