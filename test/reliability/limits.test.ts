@@ -4,6 +4,7 @@
  * without dropping any; --allow-uid (SO_PEERCRED) refuses other uids before reading a byte.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { describe, it } from 'node:test';
 import { Errno } from '../../src/abi/errno.js';
 import { VfioUserCommand as C } from '../../src/abi/vfio-user.js';
@@ -197,5 +198,42 @@ describe('--allow-uid (SO_PEERCRED)', () => {
     d.close();
     await own.server.idle();
     own.close();
+  });
+});
+
+describe('vfio-ts serve: limit options', () => {
+  const main = new URL('../../src/cli/main.js', import.meta.url).pathname;
+  const serve = (...args: string[]) =>
+    spawnSync(
+      process.execPath,
+      [main, 'serve', '--device', 'edu', '--socket', '/nonexistent/x.sock', ...args],
+      {
+        encoding: 'utf8',
+      },
+    );
+  for (const [args, message] of [
+    [['--max-dma-maps', '0'], '--max-dma-maps needs an integer >= 1'],
+    [['--max-message-size', '15'], '--max-message-size needs an integer >= 16'],
+    [['--max-msg-fds', 'many'], '--max-msg-fds needs an integer >= 1'],
+    [['--max-pending-bytes', '-1'], '--max-pending-bytes needs an integer >= 1'],
+    [['--allow-uid', 'root'], '--allow-uid needs a uid or self'],
+  ] as const) {
+    it(`${args.join(' ')} is refused before anything is served`, () => {
+      const r = serve(...args);
+      assert.equal(r.status, 2, r.stderr);
+      assert.ok(r.stderr.includes(message), r.stderr);
+    });
+  }
+  it('the usage names every limit option', () => {
+    const r = serve('--help');
+    for (const o of [
+      '--allow-uid',
+      '--max-message-size',
+      '--max-data-xfer-size',
+      '--max-msg-fds',
+      '--max-dma-maps',
+      '--max-pending-bytes',
+    ])
+      assert.ok(r.stderr.includes(o), o);
   });
 });
