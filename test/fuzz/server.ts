@@ -19,6 +19,7 @@ import { EDU_ID } from '../../src/devices/edu.js';
 import { createDevice, type DeviceName } from '../../src/devices/index.js';
 import { VfioError } from '../../src/errors.js';
 import {
+  activeWatchCount,
   closeFd,
   eventfdCreate,
   memfdCreate,
@@ -221,6 +222,7 @@ export async function fuzzServer(o: ServerFuzzOptions): Promise<FuzzStats> {
   const devNull = openPath('/dev/null', O_RDWR);
   const fdOf = (k: FdKind) => (k === 'memfd' ? memfd : k === 'eventfd' ? rng.pick(eventfds) : devNull);
   const baseline = openFdCount();
+  const watchBaseline = activeWatchCount();
   const seeds = [...deviceSeeds(), ...corpusSeeds()];
   const good = deviceSeeds();
 
@@ -251,6 +253,10 @@ export async function fuzzServer(o: ServerFuzzOptions): Promise<FuzzStats> {
     const now = openFdCount();
     if (now !== baseline)
       stats.leaks.push(`seed ${o.seed}: ${now} fds open with no client, baseline ${baseline}`);
+    // A watch left behind on a closed fd makes the next socket with that number unwatchable.
+    const watches = activeWatchCount();
+    if (watches !== watchBaseline)
+      stats.leaks.push(`seed ${o.seed}: ${watches} fd watches with no client, baseline ${watchBaseline}`);
   };
 
   const send = (c: Conn, bytes: Uint8Array, fds: number[]): boolean => {
