@@ -23,7 +23,7 @@ function constants(): [string, number][] {
 }
 
 /** Layouts the header can be asked about: merged ones (newer ones behind a guard macro). */
-function probedLayouts(header: abi.HeaderVersion): { l: abi.StructLayout; guard: string | undefined }[] {
+function probedLayouts(): { l: abi.StructLayout; guard: string | undefined }[] {
   return abi.ALL_LAYOUTS.filter((l) => l.origin === 'uapi' || l.origin === 'uapi-6.19').map((l) => ({
     l,
     guard: l.origin === 'uapi-6.19' ? 'VFIO_DEVICE_FEATURE_DMA_BUF' : undefined,
@@ -43,7 +43,7 @@ function probeSource(header: abi.HeaderVersion): string {
     if (abi.ENUM_CONSTANTS.has(name)) lines.push(print);
     else lines.push(`#ifdef ${name}`, print, '#else', `printf("C ${name} -\\n");`, '#endif');
   }
-  for (const { l, guard } of probedLayouts(header)) {
+  for (const { l, guard } of probedLayouts()) {
     const body = [`printf("S ${l.name} %zu\\n", sizeof(struct ${l.name}));`];
     for (const [field, spec] of Object.entries(l.fields)) {
       if (spec.since && spec.since > header) continue;
