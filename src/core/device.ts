@@ -19,9 +19,6 @@ import {
   sizeIn,
   VFIO_DEVICE_FEATURE,
   VFIO_DEVICE_FEATURE_DMA_BUF,
-  VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_MASK,
-  VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_UC,
-  VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_WC,
   VFIO_DEVICE_FEATURE_GET,
   VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY,
   VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY_WITH_WAKEUP,
@@ -60,26 +57,18 @@ import {
   VFIO_PCI_REQ_IRQ_INDEX,
   VFIO_PCI_ROM_REGION_INDEX,
   VFIO_PCI_VGA_REGION_INDEX,
-  VFIO_REGION_FLAG_WRITE_COMBINE,
   VFIO_REGION_INFO_FLAG_CAPS,
   VFIO_REGION_INFO_FLAG_MMAP,
   VFIO_REGION_INFO_FLAG_PREFETCH,
   VFIO_REGION_INFO_FLAG_READ,
   VFIO_REGION_INFO_FLAG_WRITE,
-  VFIO_REGION_SUBTYPE_ALIAS_WC,
-  VFIO_REGION_TYPE_PCI_BAR0_WC,
   VFIO_TS_FEATURE_ALIAS_REGION,
   VFIO_TS_FEATURE_MMAP_COOKIE,
-  VFIO_TS_MMAP_COOKIE_FLAG_RELEASE,
   vfio_device_feature,
-  vfio_device_feature_dma_buf,
   vfio_device_info,
   vfio_irq_info,
   vfio_irq_set,
-  vfio_region_flags,
   vfio_region_info,
-  vfio_ts_alias_region,
-  vfio_ts_mmap_cookie,
 } from '../abi/vfio.js';
 import { fail, VfioError } from '../errors.js';
 import { encodeCapChain, putU32, putU64, type RegionCap, u32, u64, view } from '../wire/vfio.js';
@@ -89,24 +78,26 @@ import { DmaSpace } from './dma.js';
 import type { CoreEnvironment, MemoryMapping, SharedMemory } from './env.js';
 import { IrqState } from './irqs.js';
 import { DEFAULT_OFFSET_BITS, OffsetSpace, PAGE_SIZE, roundUp } from './offsets.js';
+import {
+  ALL_EXTENSIONS,
+  checkFeature,
+  type Extensions,
+  type MappingPath,
+  type MemoryAttribute,
+  need,
+  type OffsetOwner,
+  WriteCombining,
+} from './wc.js';
 
-export type MemoryAttribute = 'uc' | 'wc';
-/** Which front door a mapping came through. */
-export type MappingPath = 'region' | 'rfc-region-flags' | 'cookie' | 'alias-region' | 'dma-buf';
-
-/** Which of the write-combining request paths the device offers (all by default). */
-export interface Extensions {
-  /** The seed RFC: PREFETCH flag in REGION_INFO and VFIO_DEVICE_SET_REGION_FLAGS. */
-  readonly rfc: boolean;
-  /** VFIO_TS_FEATURE_MMAP_COOKIE. */
-  readonly cookies: boolean;
-  /** VFIO_TS_FEATURE_ALIAS_REGION. */
-  readonly alias: boolean;
-  /** DMA_BUF's proposed ATTR field and mmap of the dma-buf fd (needs the 7.3 profile). */
-  readonly dmabufWc: boolean;
-}
-export const ALL_EXTENSIONS: Extensions = { rfc: true, cookies: true, alias: true, dmabufWc: true };
-export const NO_EXTENSIONS: Extensions = { rfc: false, cookies: false, alias: false, dmabufWc: false };
+export {
+  ALL_EXTENSIONS,
+  checkFeature,
+  type Extensions,
+  MAX_DMABUF_RANGES,
+  type MappingPath,
+  type MemoryAttribute,
+  NO_EXTENSIONS,
+} from './wc.js';
 
 export interface DeviceOptions {
   readonly env: CoreEnvironment;
@@ -189,36 +180,10 @@ interface Region {
   readonly aliasAttribute?: MemoryAttribute;
 }
 
-interface Cookie {
-  readonly base: bigint;
-  readonly size: bigint;
-  readonly bar: number;
-  readonly attribute: MemoryAttribute;
-  released: boolean;
-  mappings: number;
-}
-
-interface DmaBuf {
-  readonly fd: number;
-  readonly bar: number;
-  readonly ranges: readonly { offset: bigint; length: bigint }[];
-  readonly size: bigint;
-  readonly attribute: MemoryAttribute;
-  /** Opened O_RDWR (open_flags): a writable shared mapping of a read-only fd is EACCES. */
-  readonly writable: boolean;
-}
-
-type OffsetOwner = { kind: 'region'; region: number } | { kind: 'cookie'; cookie: Cookie };
-
-/** Alias regions take indexes 9..14 (one per BAR) so cookies can be packed above 15 << 40. */
-const MAX_ALIAS_REGIONS = PCI_STD_NUM_BARS;
-const COOKIE_BASE_INDEX = BigInt(VFIO_PCI_NUM_REGIONS + MAX_ALIAS_REGIONS);
 /** vfio.h (7.3): VFIO_DEVICE_FEATURE_MIG_PRECOPY_INFOv2. */
 const VFIO_DEVICE_FEATURE_MIG_PRECOPY_INFOV2 = 12;
 /** Linux's VGA region: legacy VGA ranges, 0xa0000-0xbffff plus I/O ports (vfio_pci_core.c). */
 const VGA_REGION_SIZE = 0xc0000n;
-/** The kernel caps dma-buf ranges implicitly by argsz; we name a limit. */
-export const MAX_DMABUF_RANGES = 1024;
 
 export class VfioPciDevice {
   readonly profile: KernelProfile;
@@ -231,9 +196,8 @@ export class VfioPciDevice {
   private readonly barMemory: (SharedMemory | undefined)[] = [];
   private readonly romImage: Uint8Array | undefined;
   private readonly regions: Region[] = [];
-  /** RFC: vdev->bar_write_combine[] */
-  private readonly barWriteCombine = new Array<boolean>(PCI_STD_NUM_BARS).fill(false);
-  private readonly dmabufs = new Map<number, DmaBuf>();
+  /** The four write-combining request paths (wc.ts). */
+  private readonly wc: WriteCombining;
   private readonly liveMappings = new Set<DeviceMapping>();
   private readonly wcRequiresPrefetch: boolean;
   private readonly mmapTrappedBars: boolean;
@@ -277,6 +241,28 @@ export class VfioPciDevice {
     }
     this.romImage = description.rom ? romImage(description) : undefined;
     for (let i = 0; i < VFIO_PCI_NUM_REGIONS; i++) this.addRegion(this.fixedRegion(i));
+    this.wc = new WriteCombining({
+      extensions: this.extensions,
+      offsets: this.offsets,
+      denseOffsets: this.denseOffsets,
+      wcRequiresPrefetch: this.wcRequiresPrefetch,
+      bar: (i) => this.bar(i),
+      barMmapSupported: (i) => this.barMmapSupported(i),
+      memoryOf: (bar) => this.barMemory[bar],
+      aliasOf: (bar) => this.regions.find((r) => r.index >= VFIO_PCI_NUM_REGIONS && r.bar === bar)?.index,
+      regionCount: () => this.regions.length,
+      addAlias: (bar, caps, attribute) =>
+        // Alex Williamson: alias regions "may expose only the MMAP flag and not READ or WRITE".
+        this.addRegion({
+          index: this.regions.length,
+          size: BigInt(this.bar(bar)!.size),
+          flags: VFIO_REGION_INFO_FLAG_MMAP,
+          caps,
+          bar,
+          aliasAttribute: attribute,
+        }).index,
+      closeFd: (fd) => options.env.closeFd(fd),
+    });
     behaviour.attach?.(this.context());
   }
 
@@ -425,7 +411,7 @@ export class VfioPciDevice {
       case VFIO_DEVICE_IOEVENTFD:
         return this.ioeventfd(arg);
       case VFIO_DEVICE_SET_REGION_FLAGS:
-        if (this.extensions.rfc) return this.setRegionFlags(arg);
+        if (this.extensions.rfc) return this.wc.setRegionFlags(arg);
         break;
     }
     return fail(Errno.ENOTTY, 'ioctl', `request 0x${request.toString(16)}`);
@@ -707,7 +693,7 @@ export class VfioPciDevice {
         return 0;
       case VFIO_DEVICE_FEATURE_DMA_BUF:
         if (this.profile === '6.1') break;
-        return this.dmaBufFeature(flags, dataSize, data);
+        return this.wc.dmaBufFeature(flags, dataSize, data);
       case VFIO_DEVICE_FEATURE_MIG_PRECOPY_INFOV2:
         // 7.3's vfio_main.c answers feature 12 for every device; one without migration ops
         // gets EINVAL for any op, PROBE included (seen on 7.3). 6.1 does not know it: ENOTTY.
@@ -715,178 +701,16 @@ export class VfioPciDevice {
         return fail(Errno.EINVAL, op, 'no migration support');
       case VFIO_TS_FEATURE_MMAP_COOKIE:
         if (!this.extensions.cookies) break;
-        return this.cookieFeature(flags, dataSize, data);
+        return this.wc.cookieFeature(flags, dataSize, data);
       case VFIO_TS_FEATURE_ALIAS_REGION:
         if (!this.extensions.alias) break;
-        return this.aliasFeature(flags, dataSize, data);
+        return this.wc.aliasFeature(flags, dataSize, data);
     }
     return fail(Errno.ENOTTY, op, `feature ${flags & VFIO_DEVICE_FEATURE_MASK}`);
   }
 
   get inLowPower(): boolean {
     return this.lowPower;
-  }
-
-  /** vfio_pci_core_feature_dma_buf (Linux 7.3), plus the proposed ATTR field when enabled. */
-  private dmaBufFeature(flags: number, dataSize: number, data: Uint8Array): number {
-    const op = 'VFIO_DEVICE_FEATURE_DMA_BUF';
-    if (checkFeature(flags, dataSize, VFIO_DEVICE_FEATURE_GET, vfio_device_feature_dma_buf.size) !== 1)
-      return 0;
-    need(data, vfio_device_feature_dma_buf.size, op);
-    const regionIndex = u32(data, 0);
-    const openFlags = u32(data, 4);
-    const dflags = u32(data, 8);
-    const nr = u32(data, 12);
-    let attribute: MemoryAttribute = 'uc';
-    if (this.extensions.dmabufWc) {
-      if (dflags & ~VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_MASK) fail(Errno.EINVAL, op, 'unknown flags');
-      const attr = dflags & VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_MASK;
-      if (attr === VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_WC) attribute = 'wc';
-      else if (attr !== VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_UC) fail(Errno.EINVAL, op, 'unknown attribute');
-      if (!nr) fail(Errno.EINVAL, op, 'no ranges');
-    } else if (!nr || dflags) fail(Errno.EINVAL, op, 'flags must be 0 and nr_ranges > 0');
-    if (regionIndex >= VFIO_PCI_ROM_REGION_INDEX) fail(Errno.ENODEV, op, `region ${regionIndex}`);
-    if (nr > MAX_DMABUF_RANGES) fail(Errno.EINVAL, op, `${nr} ranges`);
-    need(data, vfio_device_feature_dma_buf.size + 16 * nr, op);
-    // validate_dmabuf_input: every range non-empty and page aligned; the total must not overflow.
-    const ranges: { offset: bigint; length: bigint }[] = [];
-    let total = 0n;
-    for (let i = 0; i < nr; i++) {
-      const offset = u64(data, 16 + 16 * i);
-      const length = u64(data, 24 + 16 * i);
-      if (!length || offset % PAGE_SIZE || length % PAGE_SIZE)
-        fail(Errno.EINVAL, op, `range ${i} not page aligned`);
-      total += length;
-      if (total >= 1n << 64n) fail(Errno.EINVAL, op, 'total overflows');
-      ranges.push({ offset, length });
-    }
-    // get_dmabuf_phys: only memory BARs have a p2pdma provider; ranges must end inside the BAR.
-    const b = this.bar(regionIndex);
-    const mem = this.barMemory[regionIndex];
-    // An unimplemented BAR is ENODEV on 7.3 (no p2pdma provider for it), an I/O or sub-page one EINVAL.
-    if (!b) fail(Errno.ENODEV, op, `BAR ${regionIndex} is not implemented`);
-    if (b.kind === 'io' || !mem) fail(Errno.EINVAL, op, `BAR ${regionIndex} is not memory`);
-    for (const r of ranges) {
-      if (r.offset + r.length >= 1n << 64n) fail(Errno.EOVERFLOW, op, 'range overflows');
-      if (r.offset + r.length > BigInt(b.size)) fail(Errno.EINVAL, op, 'range beyond the BAR');
-    }
-    const fd = mem.dup() ?? fail(Errno.ENOMEM, op, 'no fd');
-    this.dmabufs.set(fd, {
-      fd,
-      bar: regionIndex,
-      ranges,
-      size: total,
-      attribute,
-      writable: (openFlags & 3) === 2,
-    });
-    return fd;
-  }
-
-  /** VFIO_TS_FEATURE_MMAP_COOKIE: GET allocates, SET with RELEASE frees (docs/wc-uapi.md). */
-  private cookieFeature(flags: number, dataSize: number, data: Uint8Array): number {
-    const op = 'VFIO_TS_FEATURE_MMAP_COOKIE';
-    const isGet = !!(flags & VFIO_DEVICE_FEATURE_GET);
-    if (
-      checkFeature(
-        flags,
-        dataSize,
-        VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_SET,
-        vfio_ts_mmap_cookie.size,
-      ) !== 1
-    )
-      return 0;
-    need(data, vfio_ts_mmap_cookie.size, op);
-    const index = u32(data, 0);
-    const cflags = u32(data, 4);
-    if (!isGet) {
-      if (cflags !== VFIO_TS_MMAP_COOKIE_FLAG_RELEASE) fail(Errno.EINVAL, op, 'SET needs flags RELEASE');
-      const owner = this.offsets.lookup(u64(data, 8));
-      if (owner?.owner.kind !== 'cookie' || owner.base !== u64(data, 8) || owner.owner.cookie.released)
-        fail(Errno.EINVAL, op, 'no such cookie');
-      const c = owner.owner.cookie;
-      c.released = true;
-      if (c.mappings === 0) this.freeCookie(c);
-      return 0;
-    }
-    const attribute = attributeFromFlags(cflags, op);
-    if (!this.barMmapSupported(index)) fail(Errno.EINVAL, op, `region ${index} cannot be mapped`);
-    this.checkWcAllowed(index, attribute, op, false);
-    const size = roundUp(BigInt(this.bar(index)!.size), PAGE_SIZE);
-    const cookie: Cookie = { base: 0n, size, bar: index, attribute, released: false, mappings: 0 };
-    const range = this.allocateCookieRange(size, cookie);
-    (cookie as { base: bigint }).base = range.base;
-    putU64(data, 8, range.base);
-    putU64(data, 16, BigInt(this.bar(index)!.size));
-    return 0;
-  }
-
-  /** Cookies pack densely; under kernel offsets they stay above the alias windows (15 << 40). */
-  private allocateCookieRange(size: bigint, cookie: Cookie) {
-    const floor = this.denseOffsets ? 0n : COOKIE_BASE_INDEX << VFIO_PCI_OFFSET_SHIFT;
-    const r = this.offsets.allocate(size, { kind: 'cookie', cookie }, floor);
-    this.cookies.add(cookie);
-    return r;
-  }
-  private readonly cookies = new Set<Cookie>();
-
-  /**
-   * Whether WC may be requested for `bar`. Every path needs a memory BAR; the RFC path (and the
-   * others unless relaxed) also needs it prefetchable, following the RFC and the existing
-   * resourceN_wc convention (pci_create_resource_files).
-   */
-  private checkWcAllowed(bar: number, attribute: MemoryAttribute, op: string, rfc: boolean): void {
-    if (attribute !== 'wc') return;
-    const b = this.bar(bar);
-    if (!b || b.kind === 'io') fail(Errno.EINVAL, op, `BAR ${bar} is not a memory BAR`);
-    if (this.wcRequiresPrefetch && !b.prefetchable)
-      fail(Errno.EINVAL, op, `BAR ${bar} is not prefetchable${rfc ? '' : ' (wcRequiresPrefetch)'}`);
-  }
-
-  /** VFIO_TS_FEATURE_ALIAS_REGION: GET creates or finds the WC alias region of a BAR. */
-  private aliasFeature(flags: number, dataSize: number, data: Uint8Array): number {
-    const op = 'VFIO_TS_FEATURE_ALIAS_REGION';
-    if (checkFeature(flags, dataSize, VFIO_DEVICE_FEATURE_GET, vfio_ts_alias_region.size) !== 1) return 0;
-    need(data, vfio_ts_alias_region.size, op);
-    const bar = u32(data, 0);
-    const attribute = attributeFromFlags(u32(data, 4), op);
-    if (attribute !== 'wc') fail(Errno.EINVAL, op, 'only WC aliases (UC is the BAR region itself)');
-    if (!this.barMmapSupported(bar)) fail(Errno.EINVAL, op, `BAR ${bar} cannot be mapped`);
-    this.checkWcAllowed(bar, attribute, op, false);
-    let region = this.regions.find((r) => r.index >= VFIO_PCI_NUM_REGIONS && r.bar === bar);
-    if (!region) {
-      if (this.regions.length >= VFIO_PCI_NUM_REGIONS + MAX_ALIAS_REGIONS)
-        fail(Errno.ENOSPC, op, 'alias slots full');
-      const size = BigInt(this.bar(bar)!.size);
-      region = this.addRegion({
-        index: this.regions.length,
-        size,
-        // Alex Williamson: alias regions "may expose only the MMAP flag and not READ or WRITE".
-        flags: VFIO_REGION_INFO_FLAG_MMAP,
-        caps: [
-          { kind: 'type', type: VFIO_REGION_TYPE_PCI_BAR0_WC + bar, subtype: VFIO_REGION_SUBTYPE_ALIAS_WC },
-        ],
-        bar,
-        aliasAttribute: 'wc',
-      });
-    }
-    putU32(data, 8, region.index);
-    putU32(data, 12, 0);
-    return 0;
-  }
-
-  /** Seed RFC: vfio_pci_ioctl_set_region_flags. */
-  private setRegionFlags(arg: Uint8Array): number {
-    const op = 'VFIO_DEVICE_SET_REGION_FLAGS';
-    need(arg, vfio_region_flags.size, op);
-    const index = u32(arg, 0);
-    const flags = u32(arg, 4);
-    if (index >= PCI_STD_NUM_BARS) fail(Errno.EINVAL, op, `index ${index}`);
-    if (flags & VFIO_REGION_FLAG_WRITE_COMBINE) {
-      // The RFC: !(res->flags & IORESOURCE_MEM) || !(res->flags & IORESOURCE_PREFETCH) → EINVAL.
-      this.checkWcAllowed(index, 'wc', op, true);
-      this.barWriteCombine[index] = true;
-    } else this.barWriteCombine[index] = false;
-    return 0;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -1041,10 +865,7 @@ export class VfioPciDevice {
       if (region.aliasAttribute) {
         attribute = region.aliasAttribute;
         via = 'alias-region';
-      } else {
-        attribute = this.barWriteCombine[bar] ? 'wc' : 'uc';
-        via = this.barWriteCombine[bar] ? 'rfc-region-flags' : 'region';
-      }
+      } else ({ attribute, via } = this.wc.regionAttribute(bar));
     } else return fail(Errno.EINVAL, op, 'unknown offset owner');
     if (!this.barMmapSupported(bar)) fail(Errno.EINVAL, op, `BAR ${bar} cannot be mapped`);
     const physLen = roundUp(BigInt(this.bar(bar)!.size), PAGE_SIZE);
@@ -1065,23 +886,19 @@ export class VfioPciDevice {
   /** mmap(MAP_SHARED) of the device fd at `offset`. */
   mmap(offset: bigint, length: number, shared = true): DeviceMapping {
     const src = this.mappingSource(offset, length, shared);
-    const cookie = this.offsets.lookup(offset)?.owner;
-    const c = cookie?.kind === 'cookie' ? cookie.cookie : undefined;
-    return this.track(
-      src,
-      src.memory.map(Number(src.memoryOffset), length),
-      length,
-      () => {
-        if (c && --c.mappings === 0 && c.released) this.freeCookie(c);
-      },
-      c,
-    );
+    const owner = this.offsets.lookup(offset)?.owner;
+    const c = owner?.kind === 'cookie' ? owner.cookie : undefined;
+    const m = src.memory.map(Number(src.memoryOffset), length);
+    if (!c) return this.track(src, m, length);
+    // The mapping holds its cookie: a released cookie's offsets are freed with its last mapping.
+    this.wc.cookieMapped(c, 1);
+    return this.track(src, m, length, () => this.wc.cookieMapped(c, -1));
   }
 
   /** mmap of a dma-buf fd this device exported. 7.3 refuses (EINVAL); the extension maps it. */
   mmapDmaBuf(fd: number, offset: bigint, length: number): DeviceMapping {
     const op = 'mmap dma-buf';
-    const d = this.dmabufs.get(fd) ?? fail(Errno.EBADF, op, `fd ${fd}`);
+    const d = this.wc.dmaBuf(fd) ?? fail(Errno.EBADF, op, `fd ${fd}`);
     // mm/mmap.c do_mmap: MAP_SHARED with PROT_WRITE needs FMODE_WRITE, before the exporter is asked.
     if (!d.writable) fail(Errno.EACCES, op, 'dma-buf fd not opened O_RDWR');
     if (!this.extensions.dmabufWc) fail(Errno.EINVAL, op, 'Linux 7.3 dma-bufs cannot be mmapped');
@@ -1113,7 +930,7 @@ export class VfioPciDevice {
   dmaBuf(
     fd: number,
   ): (MappingSource & { size: bigint; ranges: readonly { offset: bigint; length: bigint }[] }) | undefined {
-    const d = this.dmabufs.get(fd);
+    const d = this.wc.dmaBuf(fd);
     if (!d) return undefined;
     return {
       memory: this.barMemory[d.bar]!,
@@ -1128,7 +945,7 @@ export class VfioPciDevice {
 
   /** Closes a dma-buf fd (the file's release). */
   closeDmaBuf(fd: number): void {
-    if (this.dmabufs.delete(fd)) this.options.env.closeFd(fd);
+    this.wc.closeDmaBuf(fd);
   }
 
   private track(
@@ -1136,9 +953,7 @@ export class VfioPciDevice {
     m: MemoryMapping,
     length: number,
     onUnmap?: () => void,
-    cookie?: Cookie,
   ): DeviceMapping {
-    if (cookie) cookie.mappings++;
     let live = true;
     const mapping: DeviceMapping = {
       regionIndex: src.regionIndex,
@@ -1166,12 +981,7 @@ export class VfioPciDevice {
 
   /** Cookies holding offset space (released ones that are still mapped included). */
   get cookieCount(): number {
-    return this.cookies.size;
-  }
-
-  private freeCookie(c: Cookie): void {
-    this.offsets.release(c.base);
-    this.cookies.delete(c);
+    return this.wc.cookieCount;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -1201,7 +1011,7 @@ export class VfioPciDevice {
     this.closed = true;
     this.irqs.close();
     for (const m of [...this.liveMappings]) m.unmap();
-    for (const fd of [...this.dmabufs.keys()]) this.closeDmaBuf(fd);
+    this.wc.close();
     this.dma.unmapAll();
     this.behaviour.close?.();
     for (const m of this.barMemory) m?.close();
@@ -1210,31 +1020,6 @@ export class VfioPciDevice {
   private assertOpen(op: string): void {
     if (this.closed) throw new VfioError(Errno.EBADF, op, 'device closed');
   }
-}
-
-/** vfio_check_feature (include/linux/vfio.h): 0 = PROBE answered, 1 = go on; throws otherwise. */
-export function checkFeature(flags: number, argsz: number, supported: number, minsz: number): 0 | 1 {
-  const op = 'VFIO_DEVICE_FEATURE';
-  if (flags & (VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_SET) & ~supported)
-    fail(Errno.EINVAL, op, 'op not supported');
-  if (flags & VFIO_DEVICE_FEATURE_PROBE) return 0;
-  if (!(flags & (VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_SET)))
-    fail(Errno.EINVAL, op, 'neither GET nor SET');
-  if (argsz < minsz) fail(Errno.EINVAL, op, `argsz ${argsz} < ${minsz}`);
-  return 1;
-}
-
-function attributeFromFlags(flags: number, op: string): MemoryAttribute {
-  if (flags & ~VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_MASK) fail(Errno.EINVAL, op, 'unknown flags');
-  const attr = flags & VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_MASK;
-  if (attr === VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_UC) return 'uc';
-  if (attr === VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_WC) return 'wc';
-  return fail(Errno.EINVAL, op, `attribute 0x${attr.toString(16)}`);
-}
-
-/** copy_from_user/copy_to_user of `size` bytes from a buffer that is shorter: EFAULT. */
-function need(buf: Uint8Array, size: number, op: string): void {
-  if (buf.length < size) fail(Errno.EFAULT, op, `buffer of ${buf.length} bytes, ${size} needed`);
 }
 
 /** A minimal valid expansion ROM image: 0x55 0xAA signature, size in 512-byte units. */
