@@ -7,21 +7,31 @@ import { Errno } from './abi/errno.js';
 import type { CoreEnvironment, EventSignal, SharedMemory } from './core/env.js';
 import { VfioError } from './errors.js';
 import {
+  addSeals,
   closeFd,
   dupFd,
   eventfdSignal,
+  F_SEAL_GROW,
+  F_SEAL_SHRINK,
   MAP_SHARED,
+  MFD_ALLOW_SEALING,
+  MFD_CLOEXEC,
   memfdCreate,
   mmap,
   PROT_READ,
   PROT_WRITE,
 } from './native/index.js';
 
-/** Shared memory in a memfd, mapped once for the process's own use. */
+/**
+ * Shared memory in a memfd, mapped once for the process's own use. Sealed against shrinking and
+ * growing, so a peer that maps it (a vfio-user server doing DMA) can trust its size, as QEMU's
+ * memory-backend-memfd (seal=on) does for guest RAM.
+ */
 export function allocateShared(name: string, size: number): SharedMemory {
-  const fd = memfdCreate(name, size);
+  const fd = memfdCreate(name, size, MFD_CLOEXEC | MFD_ALLOW_SEALING);
   let whole: ReturnType<typeof mmap>;
   try {
+    addSeals(fd, F_SEAL_SHRINK | F_SEAL_GROW);
     whole = mmap(fd, 0n, size, PROT_READ | PROT_WRITE, MAP_SHARED);
   } catch (e) {
     closeFd(fd);

@@ -88,6 +88,25 @@ export function setNonBlocking(fd: number, on = true): void {
   if (want !== fl && c.fcntl(fd, F_SETFL, want) < 0) failErrno('fcntl');
 }
 
+/** fcntl.h (linux): file sealing on memfds (memfd_create(2), "File sealing"). */
+export const F_ADD_SEALS = 1033;
+export const F_GET_SEALS = 1034;
+export const F_SEAL_SEAL = 0x0001;
+export const F_SEAL_SHRINK = 0x0002;
+export const F_SEAL_GROW = 0x0004;
+
+/** fcntl(F_GET_SEALS): the seals of a memfd; EINVAL for files that do not support sealing. */
+export function getSeals(fd: number): number {
+  const r = libc().fcntl(fd, F_GET_SEALS, 0);
+  if (r < 0) failErrno('fcntl(F_GET_SEALS)');
+  return r;
+}
+
+/** fcntl(F_ADD_SEALS): needs a memfd created with MFD_ALLOW_SEALING (else EPERM). */
+export function addSeals(fd: number, seals: number): void {
+  if (libc().fcntl(fd, F_ADD_SEALS, seals) < 0) failErrno('fcntl(F_ADD_SEALS)');
+}
+
 const statxBuf = new Uint8Array(new ArrayBuffer(STATX_BYTES));
 const statxView = new DataView(statxBuf.buffer);
 

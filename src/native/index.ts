@@ -30,11 +30,16 @@ export {
   eventfdSignal,
 } from './eventfd.js';
 export {
+  addSeals,
   closeFd,
   dupFd,
+  F_SEAL_GROW,
+  F_SEAL_SEAL,
+  F_SEAL_SHRINK,
   fstatSize,
   ftruncate,
   getpid,
+  getSeals,
   getuid,
   ioctl,
   MAX_OFFSET,

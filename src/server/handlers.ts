@@ -37,7 +37,20 @@ import {
 } from '../abi/vfio-user.js';
 import { PAGE_SIZE } from '../core/offsets.js';
 import { fail, VfioError } from '../errors.js';
-import { fstatSize, MAP_SHARED, MAX_MAPPING_BYTES, mmap, PROT_READ, PROT_WRITE } from '../native/index.js';
+import {
+  closeFd,
+  dupFd,
+  F_SEAL_SHRINK,
+  fstatSize,
+  getSeals,
+  MAP_SHARED,
+  MAX_MAPPING_BYTES,
+  mmap,
+  PROT_READ,
+  PROT_WRITE,
+  pread,
+  pwrite,
+} from '../native/index.js';
 import {
   capabilitiesJson,
   decodeDeviceFeature,
@@ -170,8 +183,7 @@ function dmaMap(s: Session, f: Frame): Reply {
   if (m.offset % PAGE_SIZE !== 0n)
     fail(Errno.EINVAL, op, `offset 0x${m.offset.toString(16)} not page aligned`);
   // A mapping past the end of the file would SIGBUS the server on the device's first access
-  // (mmap(2)); refuse it. (A client that shrinks its memfd later can still do that: QEMU's guest
-  // RAM never shrinks; sealing checks are future work, see docs/vfio-user-server.md.)
+  // (mmap(2)); refuse it.
   if (m.offset + m.size > fstatSize(fd)) {
     fail(
       Errno.EINVAL,
@@ -179,15 +191,61 @@ function dmaMap(s: Session, f: Frame): Reply {
       `offset 0x${m.offset.toString(16)} + size 0x${m.size.toString(16)} past the end of the fd`,
     );
   }
-  const prot = PROT_READ | (writable ? PROT_WRITE : 0);
-  const mapping = mmap(fd, m.offset, Number(m.size), prot, MAP_SHARED);
+  if (shrinkSealed(fd)) {
+    // The file can never get shorter (QEMU's memory-backend-memfd seals by default, and so does
+    // vfio-ts's own allocateShared): map it and let the device touch the bytes directly.
+    const prot = PROT_READ | (writable ? PROT_WRITE : 0);
+    const mapping = mmap(fd, m.offset, Number(m.size), prot, MAP_SHARED);
+    try {
+      dma.map(m.address, m.size, {
+        bytes: mapping.bytes,
+        readable,
+        writable,
+        release: () => mapping.unmap(),
+      });
+    } catch (e) {
+      mapping.unmap();
+      throw e;
+    }
+    return EMPTY;
+  }
+  // An unsealed file could be truncated under a mapping, and the next device access would kill
+  // the server with SIGBUS. Reach it with pread/pwrite instead: a shrunk file reads short, and
+  // the device sees EFAULT.
+  const own = dupFd(fd);
+  const at = (iova: bigint) => m.offset + (iova - m.address);
   try {
-    dma.map(m.address, m.size, { bytes: mapping.bytes, readable, writable, release: () => mapping.unmap() });
+    dma.map(m.address, m.size, {
+      readable,
+      writable,
+      remote: {
+        read: async (iova, length) => {
+          const b = pread(own, length, at(iova));
+          if (b.length !== length) fail(Errno.EFAULT, 'DMA read', 'client memory file shrank');
+          return b;
+        },
+        // A write past a shrunk file's end grows it again: harmless to the server.
+        write: async (iova, data) => {
+          if (pwrite(own, data, at(iova)) !== data.length) fail(Errno.EFAULT, 'DMA write', 'short write');
+        },
+      },
+      release: () => closeFd(own),
+    });
   } catch (e) {
-    mapping.unmap();
+    closeFd(own);
     throw e;
   }
   return EMPTY;
+}
+
+/** F_SEAL_SHRINK: the file behind `fd` can never get shorter (memfd_create(2), File sealing). */
+function shrinkSealed(fd: number): boolean {
+  try {
+    return (getSeals(fd) & F_SEAL_SHRINK) !== 0;
+  } catch (e) {
+    if (e instanceof VfioError) return false; // not a sealable file (EINVAL): treat as unsealed
+    throw e;
+  }
 }
 
 function dmaUnmap(s: Session, f: Frame): Reply {

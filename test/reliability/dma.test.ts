@@ -11,8 +11,16 @@ import { VfioUserCommand as C, VfioUserFlags } from '../../src/abi/vfio-user.js'
 import { VfioPciDevice } from '../../src/core/device.js';
 import { EduBehaviour, eduDescription } from '../../src/devices/edu.js';
 import { VfioError } from '../../src/errors.js';
-import { closeFd, memfdCreate, socketPair } from '../../src/native/index.js';
-import { nativeEnvironment } from '../../src/runtime.js';
+import {
+  closeFd,
+  F_SEAL_SHRINK,
+  ftruncate,
+  getSeals,
+  memfdCreate,
+  pwrite,
+  socketPair,
+} from '../../src/native/index.js';
+import { allocateShared, nativeEnvironment } from '../../src/runtime.js';
 import { VfioUserServer } from '../../src/server/index.js';
 import { encodeDmaReadReply } from '../../src/wire/vfio-user.js';
 import { RawClient } from '../fuzz/client.js';
@@ -123,6 +131,47 @@ describe('DMA faults', () => {
     const map = concat(u32(32, 3), u64(0n), u64(0x100000n), u64(0x10000n));
     assert.equal((await r.c.call(C.DMA_MAP, map, [mfd]))?.errno, Errno.EINVAL);
     closeFd(mfd);
+    await r.close();
+  });
+
+  it('a client that shrinks its unsealed memfd after DMA_MAP: the DMA fails EFAULT, no SIGBUS', async () => {
+    const r = rig();
+    await r.c.negotiate();
+    const mfd = memfdCreate('shrinks', 0x10000);
+    pwrite(mfd, new Uint8Array(64).fill(0x5a), 0x8000n);
+    const map = concat(u32(32, 3), u64(0n), u64(0x100000n), u64(0x10000n));
+    assert.equal((await r.c.call(C.DMA_MAP, map, [mfd]))?.errno, 0);
+    // Still whole: the device reads through the fd.
+    await startDma(r.c, 0x108000n, 64);
+    await r.edu.dmaDone;
+    assert.equal(dmaError(r.edu), undefined);
+    assert.deepEqual(r.edu.dmaBuffer.subarray(0, 64), new Uint8Array(64).fill(0x5a));
+    // Truncated under the server: a mapping would now SIGBUS the whole process.
+    ftruncate(mfd, 0);
+    await startDma(r.c, 0x108000n, 64);
+    await r.edu.dmaDone;
+    assert.ok(isErrno(dmaError(r.edu), Errno.EFAULT), String(dmaError(r.edu)));
+    assert.equal((await r.c.call(C.DEVICE_GET_INFO, u32(16, 0, 0, 0)))?.errno, 0, 'server answers on');
+    closeFd(mfd);
+    await r.close();
+  });
+
+  it('a sealed memfd (F_SEAL_SHRINK, as QEMU seals guest RAM) is mapped directly', async () => {
+    const r = rig();
+    await r.c.negotiate();
+    const mem = allocateShared('sealed', 0x10000);
+    assert.ok(getSeals(mem.fd!) & F_SEAL_SHRINK);
+    assert.throws(
+      () => ftruncate(mem.fd!, 0),
+      (e: unknown) => isErrno(e, Errno.EPERM),
+    );
+    mem.bytes.fill(0x3c, 0x2000, 0x2040);
+    const map = concat(u32(32, 3), u64(0n), u64(0x100000n), u64(0x10000n));
+    assert.equal((await r.c.call(C.DMA_MAP, map, [mem.fd!]))?.errno, 0);
+    await startDma(r.c, 0x102000n, 64);
+    await r.edu.dmaDone;
+    assert.deepEqual(r.edu.dmaBuffer.subarray(0, 64), new Uint8Array(64).fill(0x3c));
+    mem.close();
     await r.close();
   });
 });
