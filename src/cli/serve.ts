@@ -18,7 +18,7 @@ import { type ServerLimits, VfioUserServer } from '../server/index.js';
 
 const USAGE = `usage: vfio-ts serve --device <${DEVICE_NAMES.join('|')}> --socket <path> [--verbose] [--profile 6.1|7.3] [--dma-layout auto|spec|qemu]
   [--allow-uid <uid|self>]... [--max-message-size N] [--max-data-xfer-size N] [--max-msg-fds N]
-  [--max-dma-maps N] [--max-pending-bytes N]   (limits: docs/robustness.md)`;
+  [--max-dma-maps N] [--max-pending-bytes N] [--message-stall-ms N]   (limits: docs/robustness.md)`;
 
 /** The --max-* options and the ServerLimits field each sets, with the smallest value that works. */
 const LIMIT_OPTIONS: Record<string, [keyof ServerLimits, number]> = {
@@ -27,6 +27,7 @@ const LIMIT_OPTIONS: Record<string, [keyof ServerLimits, number]> = {
   '--max-msg-fds': ['maxMsgFds', 1],
   '--max-dma-maps': ['maxDmaMaps', 1],
   '--max-pending-bytes': ['maxPendingBytes', 1],
+  '--message-stall-ms': ['messageStallMs', 1],
 };
 
 interface Args {

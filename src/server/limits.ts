@@ -19,6 +19,13 @@ export const SERVER_MAX_DMA_MAPS = VFIO_USER_DEFAULT_MAX_DMA_MAPS;
  * they drain (back-pressure: a client that does not read its replies stalls itself, not us).
  */
 export const SERVER_MAX_PENDING_BYTES = 4 * 1024 * 1024;
+/**
+ * How long a message may stay half-received. The server serves one client at a time, so a client
+ * that sends part of a message and stops would otherwise hold the socket for ever; past this it
+ * is dropped (ETIMEDOUT in the log) and the next client is served. Not counted while the server
+ * itself has paused reading (back-pressure).
+ */
+export const SERVER_MESSAGE_STALL_MS = 10_000;
 
 export interface ServerLimits {
   /** Largest message, header included; a larger msg_size breaks the stream (connection closed). */
@@ -31,6 +38,8 @@ export interface ServerLimits {
   readonly maxDmaMaps: number;
   /** Queued reply bytes at which reading from the client pauses until they drain. */
   readonly maxPendingBytes: number;
+  /** Milliseconds a started message may take to arrive in full before the client is dropped. */
+  readonly messageStallMs: number;
 }
 
 /** The message size that fits the largest transfer: header + region access header + data. */
@@ -44,6 +53,7 @@ export const DEFAULT_LIMITS: ServerLimits = {
   maxMsgFds: SERVER_MAX_MSG_FDS,
   maxDmaMaps: SERVER_MAX_DMA_MAPS,
   maxPendingBytes: SERVER_MAX_PENDING_BYTES,
+  messageStallMs: SERVER_MESSAGE_STALL_MS,
 };
 
 /** Defaults filled in; maxMessageSize follows maxDataXferSize unless given. */

@@ -138,6 +138,7 @@ export class VfioUserServer {
       },
       this.limits.maxMessageSize,
       this.limits.maxPendingBytes,
+      this.limits.messageStallMs,
     );
     session = new Session(this.device, transport, {
       limits: this.limits,

@@ -21,7 +21,7 @@ import { Errno } from '../abi/errno.js';
 import { MalformedError, VfioError } from '../errors.js';
 import { closeFd, type FdWatch, MAX_FDS_PER_MSG, recvMsgInto, sendMsg, watchFd } from '../native/index.js';
 import { type Frame, MessageFramer } from '../wire/vfio-user.js';
-import { SERVER_MAX_PENDING_BYTES } from './limits.js';
+import { SERVER_MAX_PENDING_BYTES, SERVER_MESSAGE_STALL_MS } from './limits.js';
 
 /** Size of each receive buffer; one read takes at most this much. */
 export const RECV_BUFFER_BYTES = 256 * 1024;
@@ -66,16 +66,21 @@ export class Transport {
   #paused = false;
   #watchReadable = true;
   #pauseAt: number;
+  /** Armed while a message is half-received and reading is not paused by us. */
+  #stallTimer: NodeJS.Timeout | undefined;
+  #stallMs: number;
 
   constructor(
     fd: number,
     handlers: TransportHandlers,
     maxMessageSize?: number,
     maxPendingBytes: number = SERVER_MAX_PENDING_BYTES,
+    messageStallMs: number = SERVER_MESSAGE_STALL_MS,
   ) {
     this.#fd = fd;
     this.#handlers = handlers;
     this.#pauseAt = maxPendingBytes;
+    this.#stallMs = messageStallMs;
     this.framer = new MessageFramer(maxMessageSize === undefined ? {} : { maxMessageSize });
   }
 
@@ -140,9 +145,30 @@ export class Transport {
       // Keep the unconsumed tail where it is: the next read goes after it.
       const room = this.#buf.length - this.#pos;
       this.#pos = this.framer.buffered === 0 ? 0 : this.#pos + r.bytes;
+      this.#armStallTimer();
       // A read that did not fill the room drained the socket: stop here rather than pay one
       // more recvmsg for its EAGAIN (the watch is level-triggered and fires again for more).
       if (r.bytes < room) return;
+    }
+  }
+
+  /**
+   * A half-received message starts the clock (SERVER_MESSAGE_STALL_MS); a complete one, or our
+   * own back-pressure pause, stops it. The clock runs from the message's first bytes: a client
+   * trickling a byte at a time cannot keep it from expiring.
+   */
+  #armStallTimer(): void {
+    const partial = this.framer.buffered > 0 && !this.#paused && !this.#closed;
+    if (!partial) {
+      clearTimeout(this.#stallTimer);
+      this.#stallTimer = undefined;
+    } else if (this.#stallTimer === undefined) {
+      this.#stallTimer = setTimeout(() => {
+        this.#stallTimer = undefined;
+        const err = new VfioError(Errno.ETIMEDOUT, 'recvmsg', `message incomplete after ${this.#stallMs} ms`);
+        this.close({ kind: 'error', error: err });
+      }, this.#stallMs);
+      this.#stallTimer.unref();
     }
   }
 
@@ -153,6 +179,7 @@ export class Transport {
         // rest stay in the framer, its socket buffer fills, its sends block) until they drain.
         this.#paused = true;
         this.#rewatch(true);
+        this.#armStallTimer();
         return;
       }
       let f: ReturnType<MessageFramer['next']>;
@@ -244,6 +271,7 @@ export class Transport {
       this.#paused = false;
       this.#rewatch(this.#queue.length > 0);
       this.#drain(); // the requests left in the framer; may pause again
+      this.#armStallTimer();
       return;
     }
     if (this.#queue.length === 0) this.#rewatch(false);
@@ -262,6 +290,7 @@ export class Transport {
   close(reason: CloseReason = { kind: 'local' }): void {
     if (this.#closed) return;
     this.#closed = true;
+    clearTimeout(this.#stallTimer);
     this.#watch?.stop();
     this.#watch = undefined;
     for (const fd of this.framer.takeFds()) closeFd(fd);

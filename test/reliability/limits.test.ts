@@ -130,6 +130,47 @@ describe('limits: each breach gets its errno', () => {
   });
 });
 
+describe('a client that stalls mid-message', () => {
+  it('is dropped after messageStallMs (ETIMEDOUT), and the next client is served', async () => {
+    const r = rig('edu', { limits: { messageStallMs: 200 } });
+    const c = r.connect();
+    await c.negotiate();
+    // Half a header, then nothing: the single-client server must not wait for ever.
+    c.send(message(9, C.DEVICE_GET_INFO, u32(16, 0, 0, 0)).subarray(0, 7));
+    const t0 = Date.now();
+    assert.equal(await c.next(5000), undefined);
+    assert.ok(c.eof, 'the server hung up');
+    assert.ok(Date.now() - t0 >= 150, 'not before the limit');
+    c.close();
+    await r.server.idle();
+    const last = r.server.lastClose;
+    assert.ok(
+      last?.kind === 'error' && last.error instanceof VfioError && last.error.errno === Errno.ETIMEDOUT,
+    );
+    const d = r.connect();
+    await d.negotiate();
+    assert.equal((await d.call(C.DEVICE_GET_INFO, u32(16, 0, 0, 0)))?.errno, 0);
+    d.close();
+    await r.server.idle();
+    r.close();
+  });
+
+  it('a whole message that arrives slowly but within the limit is served', async () => {
+    const r = rig('edu', { limits: { messageStallMs: 2000 } });
+    const c = r.connect();
+    await c.negotiate();
+    const m = message(9, C.DEVICE_GET_INFO, u32(16, 0, 0, 0));
+    c.send(m.subarray(0, 7));
+    await new Promise((res) => setTimeout(res, 300));
+    c.send(m.subarray(7));
+    const reply = await c.next(2000);
+    assert.ok(reply && !(reply.header.flags & 0x20), 'a success reply');
+    c.close();
+    await r.server.idle();
+    r.close();
+  });
+});
+
 describe('back-pressure: a client that never reads cannot grow the server', () => {
   it('reading pauses at maxPendingBytes; every request is answered once the client reads', async () => {
     const limit = 1 << 20;
