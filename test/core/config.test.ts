@@ -13,41 +13,17 @@ import { Errno } from '../../src/abi/errno.js';
 import * as P from '../../src/abi/pci.js';
 import { CONFIG_RANGE_ERRNO, ConfigSpace, MAX_CAP_WALK, ROM_BAR_INDEX } from '../../src/core/config.js';
 import type { DeviceDescription } from '../../src/core/description.js';
+import { eduDescription } from '../../src/devices/edu.js';
+import { ivshmemDescription } from '../../src/devices/ivshmem.js';
 import { VfioError } from '../../src/errors.js';
 import { requireOrSkip } from '../helpers/env.js';
 
 // --- devices ----------------------------------------------------------------------------------
 
-/** QEMU edu: 1 MiB BAR0, one 64-bit MSI vector at 0x40 (hw/misc/edu.c). */
-const EDU: DeviceDescription = {
-  name: 'edu',
-  identity: {
-    vendorId: 0x1234,
-    deviceId: 0x11e8,
-    subsystemVendorId: 0x1af4,
-    subsystemId: 0x1100,
-    classCode: 0x00ff00,
-    revision: 0x10,
-    interruptPin: 1,
-  },
-  bars: [{ size: 1 << 20, kind: 'mem32' }],
-  msi: { vectors: 1, addr64: true, perVectorMask: false },
-};
-
-/** QEMU ivshmem-plain: 256-byte BAR0, 64-bit prefetchable BAR2, no capabilities, no INTx. */
-const IVSHMEM: DeviceDescription = {
-  name: 'ivshmem-plain',
-  identity: {
-    vendorId: 0x1af4,
-    deviceId: 0x1110,
-    subsystemVendorId: 0x1af4,
-    subsystemId: 0x1100,
-    classCode: 0x050000,
-    revision: 1,
-    interruptPin: 0,
-  },
-  bars: [{ size: 256, kind: 'mem32' }, undefined, { size: 4 << 20, kind: 'mem64', prefetchable: true }],
-};
+/** The example devices themselves (src/devices): QEMU's edu (1 MiB BAR0, one 64-bit MSI vector
+ * at 0x40, hw/misc/edu.c) and ivshmem-plain (256-byte BAR0, 64-bit prefetchable 4 MiB BAR2). */
+const EDU: DeviceDescription = eduDescription();
+const IVSHMEM: DeviceDescription = ivshmemDescription();
 
 /** Every feature: PM, 32-bit maskable MSI x8, PCIe endpoint, MSI-X, an I/O BAR and a ROM. */
 const FULL: DeviceDescription = {
