@@ -14,7 +14,7 @@ import { createDevice, type DeviceName, isDeviceName } from '../../src/devices/i
 import { nativeEnvironment } from '../../src/runtime.js';
 import { Session, VfioUserServer } from '../../src/server/index.js';
 import type { Frame } from '../../src/wire/vfio-user.js';
-import { chrootWorkDir, provisioned, type QtestSession, withQtest } from '../harness/index.js';
+import { chrootWorkDir, provisioned, type QtestSession, vfioUserQtest, withQtest } from '../harness/index.js';
 import { toHex } from './prng.js';
 
 const BAR0 = 0xe000_0000;
@@ -84,21 +84,7 @@ async function record(name: DeviceName): Promise<Recorded[]> {
   };
   server.listen(sock.host);
   try {
-    await withQtest(
-      p,
-      {
-        machine: 'q35,memory-backend=mem',
-        args: [
-          '-m',
-          '512M',
-          '-object',
-          'memory-backend-memfd,id=mem,size=512M,share=on',
-          '-device',
-          `{"driver":"vfio-user-pci","socket":{"path":"${sock.chroot}","type":"unix"}}`,
-        ],
-      },
-      (q) => drive(q, name),
-    );
+    await withQtest(p, vfioUserQtest([sock.chroot]), (q) => drive(q, name));
     await server.idle();
   } finally {
     Session.prototype.onFrame = onFrame;

@@ -72,6 +72,28 @@ export function sharedMemory(sizeMiB = DEFAULT_GUEST_MEMORY_MIB): string[] {
   ];
 }
 
+/** QEMU 11's vfio-user-pci connected to `socket` (a path as the chrooted QEMU sees it). */
+export function vfioUserPci(socket: string, extra = ''): string[] {
+  return ['-device', `{"driver":"vfio-user-pci","socket":{"path":"${socket}","type":"unix"}${extra}}`];
+}
+
+/** qtest options: q35 with memfd guest RAM (so DMA_MAP carries fds) and vfio-user devices. */
+export function vfioUserQtest(
+  sockets: readonly string[],
+  memoryMiB = 512,
+): { machine: string; args: string[] } {
+  return {
+    machine: 'q35,memory-backend=mem',
+    args: [
+      '-m',
+      `${memoryMiB}M`,
+      '-object',
+      `memory-backend-memfd,id=mem,size=${memoryMiB}M,share=on`,
+      ...sockets.flatMap((s) => vfioUserPci(s)),
+    ],
+  };
+}
+
 // --- command lines ---------------------------------------------------------------------------
 
 export interface GuestArgsOptions {

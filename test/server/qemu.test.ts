@@ -24,16 +24,15 @@ import {
   provisionedOrSkip,
   type QtestSession,
   repoRoot,
+  sharedMemory,
+  vfioUserPci,
+  vfioUserQtest,
   withQtest,
 } from '../harness/index.js';
 
 const EDU_VENDOR_DEVICE = 0x11e81234;
 const EDU_ID = 0x010000ed;
 const BAR0_ADDR = 0xe000_0000;
-
-function vfioUserDevice(socket: string, extra = ''): string[] {
-  return ['-device', `{"driver":"vfio-user-pci","socket":{"path":"${socket}","type":"unix"}${extra}}`];
-}
 
 function serve(name: DeviceName, path: string, log: string[]) {
   const device = createDevice(name, { env: nativeEnvironment() });
@@ -64,65 +63,52 @@ test('QEMU 11 qtest: config space, BAR sizing and programming, edu registers, IN
   const sock = work.path('edu.sock');
   const s = serve('edu', sock.host, log);
   try {
-    await withQtest(
-      p,
-      {
-        machine: 'q35,memory-backend=mem',
-        args: [
-          '-m',
-          '512M',
-          '-object',
-          'memory-backend-memfd,id=mem,size=512M,share=on',
-          ...vfioUserDevice(sock.chroot),
-        ],
-      },
-      async (q) => {
-        const dev = await findDevice(q, EDU_VENDOR_DEVICE);
-        assert.ok(dev >= 0, `edu not found on bus 0\n${q.stderr}\n${log.join('\n')}`);
-        // Class code: 0x00ff00, revision 0x10.
-        assert.equal(await q.pciConfigRead32(0, dev, 0, 8), 0x00ff0010);
-        // BAR0 sizing: all ones, read back the mask: 1 MiB, 32-bit memory.
-        await q.pciConfigWrite32(0, dev, 0, 0x10, 0xffffffff);
-        const mask = await q.pciConfigRead32(0, dev, 0, 0x10);
-        assert.equal((~(mask & ~0xf) + 1) >>> 0, 1 << 20, `BAR0 mask 0x${mask.toString(16)}`);
-        await q.pciConfigWrite32(0, dev, 0, 0x10, BAR0_ADDR);
-        assert.equal(((await q.pciConfigRead32(0, dev, 0, 0x10)) & ~0xf) >>> 0, BAR0_ADDR);
-        // Command: memory space on.
-        const cmd = await q.pciConfigRead32(0, dev, 0, 4);
-        await q.pciConfigWrite32(0, dev, 0, 4, (cmd & 0xffff) | 0x2);
-        assert.equal(await q.readl(BAR0_ADDR), EDU_ID);
-        await q.writel(BAR0_ADDR + 4, 0x5a5aa5a5);
-        assert.equal(await q.readl(BAR0_ADDR + 4), ~0x5a5aa5a5 >>> 0);
-        await q.writel(BAR0_ADDR + 8, 6);
-        assert.equal(await q.readl(BAR0_ADDR + 8), 720);
-        // INTx: edu raises (BAR0 + 0x60), our eventfd signal becomes QEMU's INTx: an IOAPIC
-        // line goes up; QEMU lowers it at the next BAR access (its EOI) and unmasks us.
-        await q.command('irq_intercept_in ioapic');
-        await q.writel(BAR0_ADDR + 0x60, 1);
-        for (let i = 0; i < 100 && !q.irqEvents.some((e) => e.startsWith('IRQ raise')); i++)
-          await new Promise((r) => setTimeout(r, 20));
-        const raised = q.irqEvents.find((e) => e.startsWith('IRQ raise'));
-        assert.ok(raised, `no INTx seen\n${log.join('\n')}`);
-        assert.equal(await q.readl(BAR0_ADDR + 0x24), 1, 'edu interrupt status');
-        assert.ok(q.irqEvents.includes(raised.replace('raise', 'lower')), q.irqEvents.join(', '));
-        // DMA through QEMU's guest RAM, which QEMU handed us as memfd DMA_MAPs: RAM -> edu.
-        await q.writel(0x10_0000, 0xabcd1234);
-        await q.writel(BAR0_ADDR + 0x80, 0x10_0000);
-        await q.writel(BAR0_ADDR + 0x88, 0x40000);
-        await q.writel(BAR0_ADDR + 0x90, 4);
-        await q.writel(BAR0_ADDR + 0x98, 1);
-        await new Promise((r) => setTimeout(r, 50));
-        assert.equal(await q.readl(BAR0_ADDR + 0x40000), 0xabcd1234, 'edu read guest RAM');
-        // ...and edu -> RAM.
-        await q.writel(BAR0_ADDR + 0x40004, 0x0badcafe);
-        await q.writel(BAR0_ADDR + 0x80, 0x40004);
-        await q.writel(BAR0_ADDR + 0x88, 0x20_0000);
-        await q.writel(BAR0_ADDR + 0x98, 3);
-        await new Promise((r) => setTimeout(r, 50));
-        assert.equal(await q.readl(0x20_0000), 0x0badcafe, 'edu wrote guest RAM');
-        assert.ok(s.device.dma.count > 0, 'QEMU mapped its RAM');
-      },
-    );
+    await withQtest(p, vfioUserQtest([sock.chroot]), async (q) => {
+      const dev = await findDevice(q, EDU_VENDOR_DEVICE);
+      assert.ok(dev >= 0, `edu not found on bus 0\n${q.stderr}\n${log.join('\n')}`);
+      // Class code: 0x00ff00, revision 0x10.
+      assert.equal(await q.pciConfigRead32(0, dev, 0, 8), 0x00ff0010);
+      // BAR0 sizing: all ones, read back the mask: 1 MiB, 32-bit memory.
+      await q.pciConfigWrite32(0, dev, 0, 0x10, 0xffffffff);
+      const mask = await q.pciConfigRead32(0, dev, 0, 0x10);
+      assert.equal((~(mask & ~0xf) + 1) >>> 0, 1 << 20, `BAR0 mask 0x${mask.toString(16)}`);
+      await q.pciConfigWrite32(0, dev, 0, 0x10, BAR0_ADDR);
+      assert.equal(((await q.pciConfigRead32(0, dev, 0, 0x10)) & ~0xf) >>> 0, BAR0_ADDR);
+      // Command: memory space on.
+      const cmd = await q.pciConfigRead32(0, dev, 0, 4);
+      await q.pciConfigWrite32(0, dev, 0, 4, (cmd & 0xffff) | 0x2);
+      assert.equal(await q.readl(BAR0_ADDR), EDU_ID);
+      await q.writel(BAR0_ADDR + 4, 0x5a5aa5a5);
+      assert.equal(await q.readl(BAR0_ADDR + 4), ~0x5a5aa5a5 >>> 0);
+      await q.writel(BAR0_ADDR + 8, 6);
+      assert.equal(await q.readl(BAR0_ADDR + 8), 720);
+      // INTx: edu raises (BAR0 + 0x60), our eventfd signal becomes QEMU's INTx: an IOAPIC
+      // line goes up; QEMU lowers it at the next BAR access (its EOI) and unmasks us.
+      await q.command('irq_intercept_in ioapic');
+      await q.writel(BAR0_ADDR + 0x60, 1);
+      for (let i = 0; i < 100 && !q.irqEvents.some((e) => e.startsWith('IRQ raise')); i++)
+        await new Promise((r) => setTimeout(r, 20));
+      const raised = q.irqEvents.find((e) => e.startsWith('IRQ raise'));
+      assert.ok(raised, `no INTx seen\n${log.join('\n')}`);
+      assert.equal(await q.readl(BAR0_ADDR + 0x24), 1, 'edu interrupt status');
+      assert.ok(q.irqEvents.includes(raised.replace('raise', 'lower')), q.irqEvents.join(', '));
+      // DMA through QEMU's guest RAM, which QEMU handed us as memfd DMA_MAPs: RAM -> edu.
+      await q.writel(0x10_0000, 0xabcd1234);
+      await q.writel(BAR0_ADDR + 0x80, 0x10_0000);
+      await q.writel(BAR0_ADDR + 0x88, 0x40000);
+      await q.writel(BAR0_ADDR + 0x90, 4);
+      await q.writel(BAR0_ADDR + 0x98, 1);
+      await new Promise((r) => setTimeout(r, 50));
+      assert.equal(await q.readl(BAR0_ADDR + 0x40000), 0xabcd1234, 'edu read guest RAM');
+      // ...and edu -> RAM.
+      await q.writel(BAR0_ADDR + 0x40004, 0x0badcafe);
+      await q.writel(BAR0_ADDR + 0x80, 0x40004);
+      await q.writel(BAR0_ADDR + 0x88, 0x20_0000);
+      await q.writel(BAR0_ADDR + 0x98, 3);
+      await new Promise((r) => setTimeout(r, 50));
+      assert.equal(await q.readl(0x20_0000), 0x0badcafe, 'edu wrote guest RAM');
+      assert.ok(s.device.dma.count > 0, 'QEMU mapped its RAM');
+    });
   } finally {
     s.close();
     work.cleanup();
@@ -167,35 +153,22 @@ test('QEMU 11 qtest against `vfio-ts serve` (the command line), ivshmem BAR2 thr
     for (let i = 0; i < 100 && !/serving ivshmem/.test(out); i++) await new Promise((r) => setTimeout(r, 50));
     assert.match(out, /serving ivshmem/);
     assert.equal(statSync(sock.host).mode & 0o777, 0o600, 'socket is 0600');
-    await withQtest(
-      p,
-      {
-        machine: 'q35,memory-backend=mem',
-        args: [
-          '-m',
-          '512M',
-          '-object',
-          'memory-backend-memfd,id=mem,size=512M,share=on',
-          ...vfioUserDevice(sock.chroot),
-        ],
-      },
-      async (q) => {
-        const dev = await findDevice(q, 0x11101af4);
-        assert.ok(dev >= 0, `ivshmem not found\n${q.stderr}\n${out}`);
-        // BAR2/3: 64-bit prefetchable, 4 MiB; program it at 0x1_0000_0000 + 0x40000000.
-        await q.pciConfigWrite32(0, dev, 0, 0x18, 0xffffffff);
-        const lo = await q.pciConfigRead32(0, dev, 0, 0x18);
-        assert.equal(lo & 0xf, 0xc, '64-bit prefetchable memory BAR');
-        assert.equal((~(lo & ~0xf) + 1) >>> 0, 4 << 20);
-        const addr = 0x1_4000_0000n;
-        await q.pciConfigWrite32(0, dev, 0, 0x18, Number(addr & 0xffffffffn));
-        await q.pciConfigWrite32(0, dev, 0, 0x1c, Number(addr >> 32n));
-        const cmd = await q.pciConfigRead32(0, dev, 0, 4);
-        await q.pciConfigWrite32(0, dev, 0, 4, (cmd & 0xffff) | 0x2);
-        await q.writel(addr + 0x100n, 0xcafef00d);
-        assert.equal(await q.readl(addr + 0x100n), 0xcafef00d);
-      },
-    );
+    await withQtest(p, vfioUserQtest([sock.chroot]), async (q) => {
+      const dev = await findDevice(q, 0x11101af4);
+      assert.ok(dev >= 0, `ivshmem not found\n${q.stderr}\n${out}`);
+      // BAR2/3: 64-bit prefetchable, 4 MiB; program it at 0x1_0000_0000 + 0x40000000.
+      await q.pciConfigWrite32(0, dev, 0, 0x18, 0xffffffff);
+      const lo = await q.pciConfigRead32(0, dev, 0, 0x18);
+      assert.equal(lo & 0xf, 0xc, '64-bit prefetchable memory BAR');
+      assert.equal((~(lo & ~0xf) + 1) >>> 0, 4 << 20);
+      const addr = 0x1_4000_0000n;
+      await q.pciConfigWrite32(0, dev, 0, 0x18, Number(addr & 0xffffffffn));
+      await q.pciConfigWrite32(0, dev, 0, 0x1c, Number(addr >> 32n));
+      const cmd = await q.pciConfigRead32(0, dev, 0, 4);
+      await q.pciConfigWrite32(0, dev, 0, 4, (cmd & 0xffff) | 0x2);
+      await q.writel(addr + 0x100n, 0xcafef00d);
+      assert.equal(await q.readl(addr + 0x100n), 0xcafef00d);
+    });
     // QEMU got BAR2's fd with its region info (and maps it rather than trapping accesses).
     assert.match(out, /DEVICE_GET_REGION_INFO .*ok \+1 fd/);
   } finally {
@@ -261,13 +234,7 @@ async function bootWithDevices(
       qemu: 'trixie',
       workDir: work,
       memoryMiB: 512,
-      args: [
-        '-object',
-        'memory-backend-memfd,id=ram0,size=512M,share=on',
-        '-machine',
-        'memory-backend=ram0',
-        ...sockets.flatMap((sk) => vfioUserDevice(sk)),
-      ],
+      args: [...sharedMemory(512), ...sockets.flatMap((sk) => vfioUserPci(sk))],
       timeoutMs: 120_000,
     });
   } finally {
