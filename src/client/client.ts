@@ -64,7 +64,7 @@ import { OffsetSpace, PAGE_SIZE, roundUp } from '../core/offsets.js';
 import type { DmaMemory, Mapping, VfioDeviceFile } from '../driver/file.js';
 import { fail, MalformedError, VfioError } from '../errors.js';
 import { closeFd, MAP_SHARED, mmap, PROT_READ, PROT_WRITE, unixConnect } from '../native/index.js';
-import { putU32, putU64, u32, u64 } from '../wire/vfio.js';
+import { decodeIrqSet as decodeVfioIrqSet, putU32, putU64, u32, u64 } from '../wire/vfio.js';
 import {
   capabilitiesJson,
   type DmaLayout,
@@ -418,11 +418,7 @@ export class VfioUserClient implements VfioDeviceFile {
     const op = 'VFIO_DEVICE_SET_IRQS';
     const minsz = vfio_irq_set.size;
     need(arg, minsz, op);
-    const argsz = u32(arg, 0);
-    const flags = u32(arg, 4);
-    const index = u32(arg, 8);
-    const start = u32(arg, 12);
-    const count = u32(arg, 16);
+    const { argsz, flags, index, start, count } = decodeVfioIrqSet(arg);
     // vfio_set_irqs_validate_and_prepare
     const one = (v: number) => v !== 0 && (v & (v - 1)) === 0;
     if (
