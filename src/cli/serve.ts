@@ -146,30 +146,41 @@ export async function run(args: string[]): Promise<number> {
     limits: a.limits,
     ...(a.allowUids ? { allowUids: a.allowUids } : {}),
   });
+  // The signal handlers go in before the socket exists and before the "serving" line: a
+  // supervisor that signals us as soon as it reads that line must find them in place, or the
+  // signal's default action kills us without removing the socket.
+  let stopped = false;
+  let resolveExit: (code: number) => void = () => {};
+  const exited = new Promise<number>((resolve) => {
+    resolveExit = resolve;
+  });
+  const shutdown = (signal: string) => {
+    if (stopped) return;
+    stopped = true;
+    process.off('SIGINT', onInt);
+    process.off('SIGTERM', onTerm);
+    log(`${signal}: shutting down`);
+    server.stop();
+    device.close();
+    try {
+      unlinkSync(a.socket);
+    } catch {
+      // already gone
+    }
+    resolveExit(0);
+  };
+  const onInt = () => shutdown('SIGINT');
+  const onTerm = () => shutdown('SIGTERM');
+  process.on('SIGINT', onInt);
+  process.on('SIGTERM', onTerm);
   try {
     server.listen(a.socket);
   } catch (e) {
+    process.off('SIGINT', onInt);
+    process.off('SIGTERM', onTerm);
     device.close();
     throw e;
   }
   log(`serving ${a.device} (profile ${a.profile}) on ${a.socket}`);
-  return new Promise<number>((resolve) => {
-    const shutdown = (signal: string) => {
-      process.off('SIGINT', onInt);
-      process.off('SIGTERM', onTerm);
-      log(`${signal}: shutting down`);
-      server.stop();
-      device.close();
-      try {
-        unlinkSync(a.socket);
-      } catch {
-        // already gone
-      }
-      resolve(0);
-    };
-    const onInt = () => shutdown('SIGINT');
-    const onTerm = () => shutdown('SIGTERM');
-    process.on('SIGINT', onInt);
-    process.on('SIGTERM', onTerm);
-  });
+  return exited;
 }
