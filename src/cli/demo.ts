@@ -5,7 +5,9 @@
  * through a region read, and exercises edu's registers, MSI and DMA. Exits 1 if anything fails.
  */
 import { VFIO_PCI_MSI_IRQ_INDEX } from '../abi/vfio.js';
+import { VfioPciDevice } from '../core/device.js';
 import { createDevice } from '../devices/index.js';
+import { NvmeBehaviour, nvmeDescription } from '../devices/nvme.js';
 import { describeDevice, formatReport } from '../driver/describe.js';
 import { VfioDevice, type WcPath } from '../driver/device.js';
 import { LocalDeviceFile } from '../driver/local.js';
@@ -31,6 +33,16 @@ export async function run(_args: string[]): Promise<number> {
   try {
     console.log(formatReport(await describeDevice(ivshmem), 'ivshmem'));
     console.log(formatReport(await describeDevice(edu), 'edu'));
+    // Neither example device has MSI-X; the nvme model (the differential test's) keeps its MSI-X
+    // table inside BAR0, so its BAR0 shows how mmap areas exclude the table.
+    const nvme = new VfioDevice(
+      new LocalDeviceFile(new VfioPciDevice(nvmeDescription(), new NvmeBehaviour(), { env })),
+    );
+    try {
+      console.log(formatReport(await describeDevice(nvme), 'nvme model (MSI-X table inside BAR0)'));
+    } finally {
+      await nvme.close();
+    }
 
     console.log('\nWrite-combining mappings of ivshmem BAR2, one per request path:');
     const paths: WcPath[] = ['rfc-region-flags', 'cookie', 'alias-region', 'dma-buf'];

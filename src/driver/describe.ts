@@ -135,6 +135,19 @@ export function formatCap(c: RegionCap): string {
   }
 }
 
+/**
+ * The parts of a region mmap can reach: the sparse-mmap capability's areas when there is one
+ * (vfio.h: "the sparse mmap capability ... describes the areas that may be mmap'd"), else the
+ * whole region when it has the MMAP flag, else none.
+ */
+export function mmapAreas(
+  r: Pick<RegionReport, 'size' | 'flags' | 'caps'>,
+): { offset: bigint; size: bigint }[] {
+  if (!r.flags.includes('MMAP')) return [];
+  for (const c of r.caps) if (c.kind === 'sparse-mmap') return c.areas.filter((a) => a.size > 0n);
+  return r.size > 0n ? [{ offset: 0n, size: r.size }] : [];
+}
+
 /** Text in the spirit of `lspci -v`. */
 export function formatReport(r: DeviceReport, title = ''): string {
   const out = [
@@ -146,6 +159,11 @@ export function formatReport(r: DeviceReport, title = ''): string {
       `\tRegion ${g.index} (${g.name}): size ${hex(g.size)} at offset ${hex(g.offset)} [${g.flags.join(' ')}]`,
     );
     for (const c of g.caps) out.push(`\t\tCapability: ${formatCap(c)}`);
+    const areas = mmapAreas(g);
+    if (areas.length)
+      out.push(
+        `\t\tmmap areas: ${areas.map((a) => `[${hex(a.offset)}-${hex(a.offset + a.size - 1n)}]`).join(' ')}`,
+      );
     if (g.wcPaths.length) out.push(`\t\tWrite-combining paths: ${g.wcPaths.join(', ')}`);
   }
   for (const q of r.irqs)
