@@ -4,12 +4,13 @@
  */
 import { readlinkSync } from 'node:fs';
 import { Errno } from './abi/errno.js';
-import type { CoreEnvironment, EventSignal, SharedMemory } from './core/env.js';
+import type { CoreEnvironment, EventSignal, EventWatch, SharedMemory } from './core/env.js';
 import { VfioError } from './errors.js';
 import {
   addSeals,
   closeFd,
   dupFd,
+  eventfdRead,
   eventfdSignal,
   F_SEAL_GROW,
   F_SEAL_SHRINK,
@@ -20,6 +21,7 @@ import {
   mmap,
   PROT_READ,
   PROT_WRITE,
+  watchFd,
 } from './native/index.js';
 
 /**
@@ -61,15 +63,7 @@ export function allocateShared(name: string, size: number): SharedMemory {
  * its own reference (a dup), so the caller may close its fd at once, as with the kernel.
  */
 export function takeEventfd(fd: number): EventSignal {
-  let target: string;
-  try {
-    target = readlinkSync(`/proc/self/fd/${fd}`);
-  } catch {
-    throw new VfioError(Errno.EBADF, 'eventfd_ctx_fdget', `fd ${fd}`);
-  }
-  if (target !== 'anon_inode:[eventfd]')
-    throw new VfioError(Errno.EINVAL, 'eventfd_ctx_fdget', `fd ${fd} is ${target}`);
-  const own = dupFd(fd);
+  const own = refEventfd(fd);
   let open = true;
   return {
     fd: own,
@@ -84,6 +78,53 @@ export function takeEventfd(fd: number): EventSignal {
   };
 }
 
+/** eventfd_ctx_fdget's checks, then a reference of our own (a dup). */
+function refEventfd(fd: number): number {
+  let target: string;
+  try {
+    target = readlinkSync(`/proc/self/fd/${fd}`);
+  } catch {
+    throw new VfioError(Errno.EBADF, 'eventfd_ctx_fdget', `fd ${fd}`);
+  }
+  if (target !== 'anon_inode:[eventfd]')
+    throw new VfioError(Errno.EINVAL, 'eventfd_ctx_fdget', `fd ${fd} is ${target}`);
+  return dupFd(fd);
+}
+
+/**
+ * A virqfd (drivers/vfio/virqfd.c): watches our own reference to the eventfd from the event loop
+ * and, each time it is readable, reads its counter (virqfd_wakeup: eventfd_ctx_do_read) and calls
+ * `onSignal`. libuv's uv_poll_init makes the open file O_NONBLOCK, which the caller's fd shares
+ * (QEMU's event notifiers are non-blocking anyway). The watch is unref'd: an armed interrupt
+ * never keeps the process alive, the transport's socket does. A count pending when armed fires
+ * on the first turn of the loop (vfio_virqfd_enable's vfs_poll check).
+ */
+export function watchEventfd(fd: number, onSignal: () => void): EventWatch {
+  const own = refEventfd(fd);
+  let live = true;
+  let watch: ReturnType<typeof watchFd>;
+  try {
+    watch = watchFd(own, { readable: true }, (ev) => {
+      if (!live) return;
+      if (ev.errno) return; // libuv stopped the handle; stop() still releases it
+      if (eventfdRead(own) !== null) onSignal();
+    });
+  } catch (e) {
+    closeFd(own);
+    throw e;
+  }
+  watch.unref();
+  return {
+    fd: own,
+    stop() {
+      if (!live) return;
+      live = false;
+      watch.stop();
+      closeFd(own);
+    },
+  };
+}
+
 export function nativeEnvironment(): CoreEnvironment {
-  return { allocate: allocateShared, eventfd: takeEventfd, closeFd };
+  return { allocate: allocateShared, eventfd: takeEventfd, watchEventfd, closeFd };
 }

@@ -230,6 +230,9 @@ export class VfioPciDevice {
         else if (vectors > 0) this.config.setMsiEnabled(true, vectors);
         else this.config.setMsiEnabled(false);
       },
+      // The Interrupt Status bit clears once INTx is serviced; an unmask eventfd (virqfd) does
+      // it outside any SET_IRQS (see setIrqs).
+      onIntxUnmasked: () => this.config.setInterruptStatus(false),
     });
     for (let i = 0; i < PCI_STD_NUM_BARS; i++) {
       const bar = this.bars[i];

@@ -33,6 +33,12 @@ export interface EventSignal {
   close(): void;
 }
 
+/** A watch on an eventfd (the core's side of a virqfd): stop() drops it and its reference. */
+export interface EventWatch {
+  readonly fd: number;
+  stop(): void;
+}
+
 export interface CoreEnvironment {
   allocate(name: string, size: number): SharedMemory;
   /**
@@ -40,14 +46,34 @@ export interface CoreEnvironment {
    * not open, EINVAL when it is not an eventfd.
    */
   eventfd(fd: number): EventSignal;
+  /**
+   * Takes a reference to the eventfd `fd` (same errors as `eventfd`) and calls `onSignal` each
+   * time it is signalled, consuming its counter, as drivers/vfio/virqfd.c does: vfio_virqfd_enable
+   * polls the eventfd (a count already pending fires at once) and virqfd_wakeup reads the counter
+   * (eventfd_ctx_do_read) before calling the handler. Heap: synchronously from the signal; native:
+   * from the event loop.
+   */
+  watchEventfd(fd: number, onSignal: () => void): EventWatch;
   /** Closes an fd the core handed out (a dma-buf fd). */
   closeFd(fd: number): void;
 }
 
-/** A test eventfd: counts signals. */
+/** A test eventfd: counts signals; a watched one is drained by its watcher on each signal. */
 export class HeapEventfd {
   count = 0n;
+  /** The watchers (virqfds) on this eventfd. */
+  readonly watchers = new Set<() => void>();
   constructor(readonly fd: number) {}
+  /** What a write(2) of 1 does: bump the counter, then wake every watcher. */
+  signal(): void {
+    this.count++;
+    this.wake();
+  }
+  wake(): void {
+    if (this.count === 0n || this.watchers.size === 0) return;
+    this.count = 0n;
+    for (const w of [...this.watchers]) w();
+  }
 }
 
 /**
@@ -57,10 +83,13 @@ export class HeapEventfd {
 export function heapEnvironment(): CoreEnvironment & {
   createEventfd(): HeapEventfd;
   openFds(): number;
+  /** Watches (virqfds) the core holds. */
+  watchCount(): number;
 } {
   const eventfds = new Map<number, HeapEventfd>();
   const handedOut = new Set<number>();
   let nextFd = 1000;
+  let watches = 0;
   return {
     allocate(_name, size) {
       const bytes = new Uint8Array(size);
@@ -82,10 +111,28 @@ export function heapEnvironment(): CoreEnvironment & {
       if (!e) throw new VfioError(Errno.EBADF, 'eventfd_ctx_fdget', `fd ${fd}`);
       return {
         fd,
-        signal: () => {
-          e.count++;
-        },
+        signal: () => e.signal(),
         close() {},
+      };
+    },
+    watchEventfd(fd, onSignal) {
+      const e = eventfds.get(fd);
+      if (!e) throw new VfioError(Errno.EBADF, 'eventfd_ctx_fdget', `fd ${fd}`);
+      const cb = () => onSignal();
+      e.watchers.add(cb);
+      watches++;
+      let live = true;
+      // vfio_virqfd_enable: "Check if there was an event already pending on the eventfd before
+      // we registered and trigger it as if we didn't miss it."
+      e.wake();
+      return {
+        fd,
+        stop() {
+          if (!live) return;
+          live = false;
+          e.watchers.delete(cb);
+          watches--;
+        },
       };
     },
     closeFd(fd) {
@@ -97,5 +144,6 @@ export function heapEnvironment(): CoreEnvironment & {
       return e;
     },
     openFds: () => handedOut.size,
+    watchCount: () => watches,
   };
 }

@@ -1,7 +1,8 @@
 /**
  * Interrupt state of one device, following drivers/vfio/pci/vfio_pci_intrs.c:
  * one active type at a time (none, INTx, MSI or MSI-X), per-vector eventfd triggers, INTx
- * masking (automasked on delivery, unmasked by SET_IRQS UNMASK), and the ERR/REQ single
+ * masking (automasked on delivery, unmasked by SET_IRQS UNMASK, or by an unmask eventfd: the
+ * virqfd QEMU/KVM use as the resample fd), and the ERR/REQ single
  * triggers. `SET_IRQS` validation lives in device.ts (vfio_set_irqs_validate_and_prepare);
  * this file is the part after it (vfio_pci_set_irqs_ioctl).
  */
@@ -21,7 +22,7 @@ import {
   VFIO_PCI_REQ_IRQ_INDEX,
 } from '../abi/vfio.js';
 import { fail } from '../errors.js';
-import type { CoreEnvironment, EventSignal } from './env.js';
+import type { CoreEnvironment, EventSignal, EventWatch } from './env.js';
 
 const OP = 'VFIO_DEVICE_SET_IRQS';
 
@@ -41,13 +42,24 @@ export interface IrqHooks {
   vectorLookup?: boolean;
   /** MSI or MSI-X was enabled with `vectors` vectors, or disabled (vectors 0). */
   onMsiChange?(msix: boolean, vectors: number): void;
+  /** INTx was unmasked with nothing pending (by ioctl or by the unmask eventfd). */
+  onIntxUnmasked?(): void;
 }
 
 export class IrqState {
   type: IrqType = 'none';
-  /** Per-vector triggers of the active MSI/MSI-X block (vfio_pci_core_device.ctx). */
-  private vectors: (EventSignal | undefined)[] = [];
+  /**
+   * Triggers of the active MSI/MSI-X block by vector: the per-vector contexts (6.1: the
+   * vdev->ctx array's `trigger`s; 6.5+: the vdev->ctx xarray, one entry per vector with an fd).
+   */
+  private vectors = new Map<number, EventSignal>();
+  /** Vectors pci_alloc_irq_vectors gave at enable (6.1's num_ctx): 0 .. nvec-1. */
+  private nvec = 0;
+  /** MSI-X vectors allocated later with pci_msix_alloc_irq_at (dynamic MSI-X, 6.5+). */
+  private readonly dynVectors = new Set<number>();
   private intxTrigger: EventSignal | undefined;
+  /** The INTx unmask virqfd (ctx->unmask): each signal of its eventfd unmasks INTx. */
+  private intxUnmaskFd: EventWatch | undefined;
   intxMasked = false;
   /** A level-triggered INTx the device raised while masked: delivered on unmask. */
   intxPending = false;
@@ -61,8 +73,14 @@ export class IrqState {
     private readonly hooks: IrqHooks = {},
   ) {}
 
+  /** Vectors with a trigger in the active MSI/MSI-X block. */
   get vectorCount(): number {
-    return this.vectors.length;
+    return this.vectors.size;
+  }
+
+  /** Whether an INTx unmask eventfd (virqfd) is armed. */
+  get intxUnmaskArmed(): boolean {
+    return this.intxUnmaskFd !== undefined;
   }
 
   /** vfio_pci_set_irqs_ioctl: dispatch on index and action; no handler is ENOTTY. */
@@ -114,19 +132,39 @@ export class IrqState {
     else if (flags & VFIO_IRQ_SET_DATA_BOOL) {
       if (data[0]) this.unmaskIntx();
     } else if (flags & VFIO_IRQ_SET_DATA_EVENTFD) {
-      // The kernel arms a virqfd that unmasks when the fd is signalled; the model validates the
-      // fd (same errors) and unmasks through the ioctl path only.
+      // vfio_pci_set_intx_unmask: fd >= 0 is vfio_virqfd_enable(vdev,
+      // vfio_pci_intx_unmask_handler, vfio_send_intx_eventfd, ctx, &ctx->unmask, fd); any other
+      // fd is vfio_virqfd_disable(&ctx->unmask) (fd -1 and every other negative fd alike).
       const fd = s32(data, 0);
-      if (fd >= 0) this.env.eventfd(fd).close();
+      if (fd < 0) {
+        this.intxUnmaskFd?.stop();
+        this.intxUnmaskFd = undefined;
+        return;
+      }
+      // drivers/vfio/virqfd.c vfio_virqfd_enable: fdget (EBADF), eventfd_ctx_fileget (EINVAL),
+      // then `if (*pvirqfd) ... ret = -EBUSY`: an armed unmask eventfd is not replaced; the user
+      // disables it (fd -1) first.
+      this.env.eventfd(fd).close();
+      if (this.intxUnmaskFd) fail(Errno.EBUSY, OP, 'an INTx unmask eventfd is already armed');
+      // virqfd_wakeup → vfio_pci_intx_unmask_handler, then vfio_send_intx_eventfd when the
+      // interrupt is still asserted: exactly the ioctl's unmask.
+      this.intxUnmaskFd = this.env.watchEventfd(fd, () => {
+        if (this.type === 'intx') this.unmaskIntx();
+      });
     }
   }
 
+  /**
+   * vfio_pci_intx_unmask_handler + vfio_send_intx_eventfd: unmask; an interrupt still asserted
+   * (pci_check_and_unmask_intx false) stays masked and is re-sent to the user.
+   */
   private unmaskIntx(): void {
     this.intxMasked = false;
     if (this.intxPending) {
       this.intxPending = false;
       this.deliverIntx();
     }
+    if (!this.intxMasked) this.hooks.onIntxUnmasked?.();
   }
 
   private intxTrigger_(flags: number, start: number, count: number, data: Uint8Array): void {
@@ -162,42 +200,70 @@ export class IrqState {
     if (flags & VFIO_IRQ_SET_DATA_EVENTFD) {
       const enabling = this.type === 'none';
       if (enabling) {
+        // vfio_msi_enable(vdev, start + count, msix): pci_alloc_irq_vectors(pdev, 1, nvec, flag)
         this.type = want;
-        this.vectors = new Array<EventSignal | undefined>(start + count).fill(undefined);
+        this.nvec = start + count;
         this.hooks.onMsiChange?.(msix, start + count);
       }
       try {
         this.setBlock(start, count, data);
       } catch (e) {
+        // vfio_pci_set_msi_trigger: `ret = vfio_msi_set_block(...); if (ret) vfio_msi_disable(...)`
         if (enabling) this.disableAll();
         throw e;
       }
       return;
     }
-    if (this.type !== want || (!this.hooks.vectorLookup && start + count > this.vectors.length))
+    // 6.1: `if (!irq_is(vdev, index) || start + count > vdev->num_ctx) return -EINVAL;`
+    // 6.5+: `if (!irq_is(vdev, index)) return -EINVAL;`, then vectors without a ctx are skipped.
+    if (this.type !== want || (!this.hooks.vectorLookup && start + count > this.nvec))
       fail(Errno.EINVAL, OP, 'vectors out of range');
     for (let i = start; i < start + count; i++) {
-      if (!this.vectors[i]) continue;
+      if (!this.vectors.has(i)) continue;
       if (flags & VFIO_IRQ_SET_DATA_NONE || (flags & VFIO_IRQ_SET_DATA_BOOL && data[i - start]))
         this.deliverVector(i);
     }
   }
 
-  /** vfio_msi_set_block: all-or-nothing for range errors; each fd < 0 clears its vector. */
+  /**
+   * vfio_msi_set_block: vectors start .. start+count-1 one by one (vfio_msi_set_vector_signal);
+   * on the first failure, `for (i = start; i < j; i++) vfio_msi_set_vector_signal(vdev, i, -1,
+   * msix)` clears every vector from start through the failing one (6.1: `for (--j; j >= start;
+   * j--)`, the same set), and the error is returned. Vectors after the failing one are untouched.
+   * 6.1 checks the whole range first: `if (start >= vdev->num_ctx || start + count >
+   * vdev->num_ctx) return -EINVAL;` — 6.5+ has no such check and decides per vector.
+   */
   private setBlock(start: number, count: number, data: Uint8Array): void {
-    if (this.type === 'msix' && this.hooks.dynamicMsix && start + count > this.vectors.length) {
-      // vfio_msi_set_vector_signal → vfio_msi_alloc_irq allocates the vector (range already
-      // checked against the table size by vfio_set_irqs_validate_and_prepare).
-      while (this.vectors.length < start + count) this.vectors.push(undefined);
+    if (!this.hooks.vectorLookup && (start >= this.nvec || start + count > this.nvec))
+      fail(Errno.EINVAL, OP, `vectors ${start}+${count} beyond ${this.nvec}`);
+    let j = start;
+    try {
+      for (; j < start + count; j++) this.setVectorSignal(j, s32(data, 4 * (j - start)));
+    } catch (e) {
+      for (let i = start; i <= j; i++) this.setVectorSignal(i, -1);
+      throw e;
     }
-    if (start >= this.vectors.length || start + count > this.vectors.length)
-      fail(Errno.EINVAL, OP, `vectors ${start}+${count} beyond ${this.vectors.length}`);
-    for (let i = 0; i < count; i++) {
-      const fd = s32(data, 4 * i);
-      const sig = fd >= 0 ? this.env.eventfd(fd) : undefined;
-      this.vectors[start + i]?.close();
-      this.vectors[start + i] = sig;
+  }
+
+  /**
+   * vfio_msi_set_vector_signal: drop the vector's trigger; `if (fd < 0) return 0;` (6.5+: also
+   * for a vector that was never allocated — nothing to free, nothing to do); 6.1 first checks
+   * `vector >= vdev->num_ctx` (EINVAL), which setBlock's range check already covers. 6.5+: a
+   * vector without a ctx gets its IRQ from vfio_msi_alloc_irq — pci_irq_vector finds the vectors
+   * allocated at enable, dynamic MSI-X (has_dyn_msix) allocates any other one with
+   * pci_msix_alloc_irq_at (it then "stays allocated"), MSI or static MSI-X is EINVAL — and only
+   * then eventfd_ctx_fdget (EBADF / EINVAL).
+   */
+  private setVectorSignal(vector: number, fd: number): void {
+    this.vectors.get(vector)?.close();
+    this.vectors.delete(vector);
+    if (fd < 0) return;
+    if (vector >= this.nvec && !this.dynVectors.has(vector)) {
+      if (!(this.type === 'msix' && this.hooks.dynamicMsix))
+        fail(Errno.EINVAL, OP, `vector ${vector} is not allocated (${this.nvec} at enable)`);
+      this.dynVectors.add(vector);
     }
+    this.vectors.set(vector, this.env.eventfd(fd));
   }
 
   // --- ERR / REQ (vfio_pci_set_ctx_trigger_single) --------------------------------------------
@@ -274,7 +340,7 @@ export class IrqState {
   }
 
   private deliverVector(i: number): boolean {
-    const sig = this.vectors[i];
+    const sig = this.vectors.get(i);
     if (!sig) return false;
     this.delivered[this.type === 'msix' ? VFIO_PCI_MSIX_IRQ_INDEX : VFIO_PCI_MSI_IRQ_INDEX]!++;
     sig.signal();
@@ -285,8 +351,13 @@ export class IrqState {
   disableAll(): void {
     const wasMsi = this.type === 'msi' || this.type === 'msix';
     const msix = this.type === 'msix';
-    for (const v of this.vectors) v?.close();
-    this.vectors = [];
+    // vfio_intx_disable / vfio_msi_disable: vfio_virqfd_disable(&ctx->unmask) first.
+    this.intxUnmaskFd?.stop();
+    this.intxUnmaskFd = undefined;
+    for (const v of this.vectors.values()) v.close();
+    this.vectors.clear();
+    this.nvec = 0;
+    this.dynVectors.clear();
     this.intxTrigger?.close();
     this.intxTrigger = undefined;
     this.intxMasked = false;
