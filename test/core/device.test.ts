@@ -416,11 +416,10 @@ describe('mmap rules (vfio_pci_core_mmap)', () => {
         errno,
       );
     });
-  test('a sub-page BAR0 maps one page; writes are seen by region reads', () => {
+  test('a sub-page BAR0 maps one page, UC (ivshmem: not its registers, test/devices/ivshmem.test.ts)', () => {
     const { dev } = ivshmem();
     const m = dev.mmap(0n, 4096);
-    m.bytes[8] = 0x5a;
-    assert.equal(dev.pread(8n, 1)[0], 0x5a);
+    assert.equal(m.bytes.length, 4096);
     assert.equal(m.attribute, 'uc');
   });
 });
