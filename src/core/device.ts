@@ -253,7 +253,6 @@ export class VfioPciDevice {
       barMmapSupported: (i) => this.barMmapSupported(i),
       memoryOf: (bar) => this.barMemory[bar],
       aliasOf: (bar) => this.regions.find((r) => r.index >= VFIO_PCI_NUM_REGIONS && r.bar === bar)?.index,
-      regionCount: () => this.regions.length,
       addAlias: (bar, caps, attribute) =>
         // Alex Williamson: alias regions "may expose only the MMAP flag and not READ or WRITE".
         this.addRegion({

@@ -650,58 +650,144 @@ describe('DEVICE_FEATURE framing (vfio_ioctl_device_feature)', () => {
 });
 
 describe('offset space: cookies vs the fixed index << 40 encoding', () => {
-  test('with a 32-bit pgoff (44 offset bits) cookies run out with ENOSPC, never wrap', () => {
-    const { dev } = ivshmem('7.3', {}, { offsetBits: 44 });
-    let n = 0;
-    const seen = new Set<bigint>();
-    for (;;) {
-      const data = new Uint8Array(24);
-      putU32(data, 0, 2);
-      const b = encodeDeviceFeature(A.VFIO_DEVICE_FEATURE_GET | A.VFIO_TS_FEATURE_MMAP_COOKIE, data);
-      const e = errnoOf(() => dev.ioctl(A.VFIO_DEVICE_FEATURE, b));
-      if (e !== undefined) {
-        assert.equal(e, Errno.ENOSPC);
-        break;
-      }
-      const off = new DataView(b.buffer).getBigUint64(16, true);
-      assert.ok(off < 1n << 44n && !seen.has(off));
-      seen.add(off);
-      n++;
-    }
-    // Fixed windows 0..14 take 15 of the 16 windows; the 16th holds 2^40 / 4 MiB cookies.
-    assert.equal(n, 2 ** 40 / 2 ** 22);
-    console.log(`offset space 2^44, kernel encoding: 16 region windows, ${n} 4-MiB cookies`);
-  });
-  test('dense region offsets fit 16x more cookies in the same 44 bits', () => {
-    const { dev } = ivshmem('7.3', {}, { offsetBits: 44, regionOffsets: 'dense' });
-    const b = regionInfoBytes(2);
-    dev.ioctl(A.VFIO_DEVICE_GET_REGION_INFO, b);
-    assert.ok(decodeRegionInfo(b).offset < 1n << 24n, 'regions packed near 0');
-    let n = 0;
-    for (;;) {
-      const data = new Uint8Array(24);
-      putU32(data, 0, 2);
-      if (
-        errnoOf(() =>
-          dev.ioctl(
-            A.VFIO_DEVICE_FEATURE,
-            encodeDeviceFeature(A.VFIO_DEVICE_FEATURE_GET | A.VFIO_TS_FEATURE_MMAP_COOKIE, data),
-          ),
-        ) !== undefined
-      )
-        break;
-      n++;
-    }
-    assert.ok(n > 16 * (2 ** 40 / 2 ** 22) - 16, `${n} cookies`);
-    console.log(`offset space 2^44, dense encoding: ${n} 4-MiB cookies`);
-  });
-  test('alias regions under the kernel encoding: 44 bits allow 6 (indexes 9..14)', () => {
-    const { dev } = ivshmem('7.3', {}, { offsetBits: 44, wcRequiresPrefetch: false });
+  const PAGE = 4096n;
+  const roundUp = (n: bigint, a: bigint) => ((n + a - 1n) / a) * a;
+  const SHIFT = A.VFIO_PCI_OFFSET_SHIFT; // 40: vfio_pci_priv.h VFIO_PCI_OFFSET_SHIFT
+  /** Windows the device reserves before cookies under the kernel encoding: fixed 0..8, aliases 9..14. */
+  const RESERVED_WINDOWS = BigInt(A.VFIO_PCI_NUM_REGIONS) + 6n;
+
+  /**
+   * The heap environment, but BAR memory is one page whatever the BAR's size: lets a 64 TiB BAR
+   * exist so that a 63-bit offset space can be filled with a countable number of cookies.
+   * Nothing here touches BAR bytes.
+   */
+  function thinEnv() {
+    const env = heapEnvironment();
+    return { ...env, allocate: (name: string, size: number) => ({ ...env.allocate(name, 4096), size }) };
+  }
+  function device(bits: number, scheme: 'kernel' | 'dense', barSize: number) {
+    return new VfioPciDevice(ivshmemDescription(barSize), new IvshmemBehaviour(), {
+      env: thinEnv(),
+      profile: '7.3',
+      offsetBits: bits,
+      regionOffsets: scheme,
+      wcRequiresPrefetch: false,
+    });
+  }
+  function getCookie(dev: VfioPciDevice, bar = 2): bigint | number {
+    const data = new Uint8Array(24);
+    putU32(data, 0, bar);
+    const b = encodeDeviceFeature(A.VFIO_DEVICE_FEATURE_GET | A.VFIO_TS_FEATURE_MMAP_COOKIE, data);
+    const e = errnoOf(() => dev.ioctl(A.VFIO_DEVICE_FEATURE, b));
+    return e ?? new DataView(b.buffer).getBigUint64(16, true);
+  }
+  function releaseCookie(dev: VfioPciDevice, offset: bigint): void {
+    const data = new Uint8Array(24);
+    putU32(data, 4, A.VFIO_TS_MMAP_COOKIE_FLAG_RELEASE);
+    new DataView(data.buffer).setBigUint64(8, offset, true);
+    dev.ioctl(
+      A.VFIO_DEVICE_FEATURE,
+      encodeDeviceFeature(A.VFIO_DEVICE_FEATURE_SET | A.VFIO_TS_FEATURE_MMAP_COOKIE, data),
+    );
+  }
+  function getAlias(dev: VfioPciDevice, bar: number): number {
     const data = new Uint8Array(16);
-    putU32(data, 0, 0);
+    putU32(data, 0, bar);
     putU32(data, 4, A.VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_WC);
     const b = encodeDeviceFeature(A.VFIO_DEVICE_FEATURE_GET | A.VFIO_TS_FEATURE_ALIAS_REGION, data);
-    dev.ioctl(A.VFIO_DEVICE_FEATURE, b);
-    assert.equal(u32(b, 16), 9);
+    return errnoOf(() => dev.ioctl(A.VFIO_DEVICE_FEATURE, b)) ?? -u32(b, 16);
+  }
+  /**
+   * Bytes the 9 fixed regions take when packed (dense): each rounded up to a page, empty ones a
+   * page. VGA answers REGION_INFO with EINVAL on a non-VGA device but still holds its page.
+   */
+  function denseFootprint(dev: VfioPciDevice): bigint {
+    let sum = 0n;
+    for (let i = 0; i < A.VFIO_PCI_NUM_REGIONS; i++) {
+      const b = regionInfoBytes(i);
+      const size = errnoOf(() => dev.ioctl(A.VFIO_DEVICE_GET_REGION_INFO, b)) ? 0n : decodeRegionInfo(b).size;
+      sum += roundUp(size > 0n ? size : PAGE, PAGE);
+    }
+    return sum;
+  }
+
+  // [pgoff width, bits, BAR2 size]: a 32-bit pgoff (44 bits, 4 MiB BAR) and a 64-bit loff_t
+  // (63 bits; a 64 TiB BAR keeps the count walkable).
+  const widths: [string, number, number][] = [
+    ['32-bit pgoff', 44, 4 << 20],
+    ['64-bit', 63, 2 ** 46],
+  ];
+  const rows: string[] = [];
+  for (const [label, bits, barSize] of widths)
+    for (const scheme of ['kernel', 'dense'] as const)
+      test(`${label} (${bits} bits), ${scheme} offsets: cookies of a ${barSize / 2 ** 20} MiB BAR until ENOSPC`, () => {
+        const dev = device(bits, scheme, barSize);
+        const limit = 1n << BigInt(bits);
+        const cookie = roundUp(BigInt(barSize), PAGE);
+        // The arithmetic: under the kernel encoding 2^bits / 2^40 windows, cookies packed above
+        // window 15; dense, cookies packed right after the regions.
+        const windows = limit >> SHIFT;
+        const floor = scheme === 'kernel' ? RESERVED_WINDOWS << SHIFT : denseFootprint(dev);
+        const expected = (limit - floor) / cookie;
+        let n = 0n;
+        let last = 0n;
+        for (;;) {
+          const r = getCookie(dev);
+          if (typeof r === 'number') {
+            assert.equal(r, Errno.ENOSPC);
+            break;
+          }
+          assert.ok(
+            r >= floor && r + cookie <= limit && (n === 0n || r > last),
+            `cookie ${n} at 0x${r.toString(16)}`,
+          );
+          last = r;
+          n++;
+        }
+        assert.equal(n, expected);
+        // Space is reused: release one cookie after ENOSPC, the next GET gets its offset back.
+        releaseCookie(dev, floor);
+        assert.equal(getCookie(dev), floor);
+        assert.equal(getCookie(dev), Errno.ENOSPC);
+        rows.push(
+          `${label.padEnd(13)} ${String(bits).padStart(2)} ${scheme.padEnd(6)} ` +
+            `${(scheme === 'kernel' ? windows.toString() : '-').padStart(8)} ${n.toString().padStart(8)}`,
+        );
+        if (rows.length === widths.length * 2)
+          console.log(
+            [
+              `pgoff         bits scheme  windows  cookies (BAR2: ${widths.map((w) => w[2]).join(' / ')} bytes)`,
+              ...rows,
+            ].join('\n'),
+          );
+      });
+
+  test('kernel encoding: the 9 fixed windows need 44 bits (ENOSPC below)', () => {
+    // The smallest width with 9 windows of 2^40: 40 + ceil(log2(9)).
+    const need = 40 + Math.ceil(Math.log2(A.VFIO_PCI_NUM_REGIONS));
+    let first = 0;
+    for (let bits = 40; bits <= 63 && !first; bits++) {
+      const e = errnoOf(() => device(bits, 'kernel', 4 << 20));
+      if (e === undefined) first = bits;
+      else assert.equal(e, Errno.ENOSPC);
+    }
+    assert.equal(first, need);
+  });
+
+  test('alias regions: windows 9, 10 under the kernel encoding at 44 bits; dense, ENOSPC once the width is full', () => {
+    const k = device(44, 'kernel', 4 << 20);
+    assert.deepEqual([getAlias(k, 0), getAlias(k, 2)], [-9, -10]);
+    const b = regionInfoBytes(10);
+    k.ioctl(A.VFIO_DEVICE_GET_REGION_INFO, b);
+    assert.equal(decodeRegionInfo(b).offset, 10n << SHIFT);
+    // Dense at 23 bits (8 MiB): the regions take 4 MiB + 8 pages; BAR0's one-page alias fits,
+    // BAR2's 4 MiB alias does not.
+    const bits = 23;
+    const d = device(bits, 'dense', 4 << 20);
+    const room = (1n << BigInt(bits)) - denseFootprint(d);
+    const want = [PAGE <= room ? -9 : Errno.ENOSPC, PAGE + (4n << 20n) <= room ? -10 : Errno.ENOSPC];
+    assert.deepEqual([getAlias(d, 0), getAlias(d, 2)], want);
+    assert.deepEqual(want, [-9, Errno.ENOSPC]);
+    assert.equal(d.numRegions, 10, 'the failed alias added no region');
   });
 });
