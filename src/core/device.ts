@@ -526,9 +526,15 @@ export class VfioPciDevice {
     const count = flags & SIZE_MASK;
     if (count !== 1 && count !== 2 && count !== 4 && count !== 8) fail(Errno.EINVAL, op, 'size');
     const offset = u64(arg, 8);
-    const bar = Number(offset >> VFIO_PCI_OFFSET_SHIFT);
-    const pos = offset & ((1n << VFIO_PCI_OFFSET_SHIFT) - 1n);
-    if (bar >= PCI_STD_NUM_BARS) fail(Errno.EINVAL, op, `region ${bar}`);
+    // vfio_pci_ioeventfd: `bar = VFIO_PCI_OFFSET_TO_INDEX(offset); pos = offset &
+    // VFIO_PCI_OFFSET_MASK; if (bar > VFIO_PCI_BAR5_REGION_INDEX) return -EINVAL;`. The region is
+    // found through the offset space, so dense offsets decode too (under the kernel encoding the
+    // lookup gives exactly index = offset >> 40, pos = the low 40 bits); an offset no region
+    // owns (a cookie, a hole) is EINVAL like a region past BAR5.
+    const hit = this.offsets.lookup(offset);
+    const bar = hit?.owner.kind === 'region' ? hit.owner.region : PCI_STD_NUM_BARS;
+    const pos = hit ? offset - hit.base : 0n;
+    if (bar >= PCI_STD_NUM_BARS) fail(Errno.EINVAL, op, `offset 0x${offset.toString(16)}: not a BAR`);
     const b = this.bar(bar);
     if (pos + BigInt(count) > BigInt(b ? b.size : 0)) fail(Errno.EINVAL, op, 'beyond the BAR');
     const m = this.description.msix;

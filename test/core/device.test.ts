@@ -791,3 +791,96 @@ describe('offset space: cookies vs the fixed index << 40 encoding', () => {
     assert.equal(d.numRegions, 10, 'the failed alias added no region');
   });
 });
+
+describe("regionOffsets: 'dense' (offsets found through the offset space)", () => {
+  function both(scheme: 'kernel' | 'dense') {
+    const env = heapEnvironment();
+    const dev = new VfioPciDevice(eduDescription(), new EduBehaviour(), {
+      env,
+      profile: '7.3',
+      regionOffsets: scheme,
+      mmapTrappedBars: true,
+    });
+    const iv = ivshmem('7.3', {}, { regionOffsets: scheme }).dev;
+    const off = (d: VfioPciDevice, i: number) => {
+      const b = regionInfoBytes(i);
+      d.ioctl(A.VFIO_DEVICE_GET_REGION_INFO, b);
+      return decodeRegionInfo(b).offset;
+    };
+    return { dev, iv, off };
+  }
+  function ioeventfd(dev: VfioPciDevice, offset: bigint, size: number, fd: number): number | undefined {
+    const b = new Uint8Array(32);
+    putU32(b, 0, 32);
+    putU32(b, 4, size);
+    new DataView(b.buffer).setBigUint64(8, offset, true);
+    new DataView(b.buffer).setInt32(24, fd, true);
+    return errnoOf(() => dev.ioctl(A.VFIO_DEVICE_IOEVENTFD, b));
+  }
+
+  test('dense offsets are packed (BAR2 of ivshmem right after BAR0/BAR1), not index << 40', () => {
+    const { iv, off } = both('dense');
+    assert.deepEqual([off(iv, 0), off(iv, 1), off(iv, 2)], [0n, 4096n, 8192n]);
+  });
+
+  for (const scheme of ['kernel', 'dense'] as const) {
+    test(`${scheme}: pread/pwrite reach edu's registers and ivshmem's BAR2 at REGION_INFO's offsets`, () => {
+      const { dev, iv, off } = both(scheme);
+      const bar0 = off(dev, 0);
+      assert.equal(u32(dev.pread(bar0, 4), 0), 0x010000ed, 'edu id register');
+      dev.pwrite(bar0 + 4n, new Uint8Array([0x0f, 0, 0, 0]));
+      assert.equal(u32(dev.pread(bar0 + 4n, 4), 0), 0xfffffff0, 'liveness: ~value');
+      const bar2 = off(iv, 2);
+      iv.pwrite(bar2 + 100n, new Uint8Array([1, 2, 3]));
+      assert.deepEqual([...iv.pread(bar2 + 100n, 3)], [1, 2, 3]);
+      // the config region, wherever it sits
+      assert.equal(u32(iv.pread(off(iv, A.VFIO_PCI_CONFIG_REGION_INDEX), 4), 0), 0x11101af4);
+    });
+
+    test(`${scheme}: mmap of BAR2 at its offset is the memory pread sees; past the BAR EINVAL`, () => {
+      const { iv, off } = both(scheme);
+      const bar2 = off(iv, 2);
+      const m = iv.mmap(bar2 + 4096n, 4096);
+      m.bytes[0] = 0x42;
+      assert.equal(iv.pread(bar2 + 4096n, 1)[0], 0x42);
+      assert.equal(
+        errnoOf(() => iv.mmap(bar2 + (4n << 20n) - 4096n, 8192)),
+        Errno.EINVAL,
+      );
+      m.unmap();
+    });
+
+    // [name, region, offset within it, size, fd, errno]: the model registers no ioeventfds, so a
+    // valid request is ENOSPC (VFIO_PCI_IOEVENTFD_MAX in use) and a valid delete ENODEV.
+    const cases: [string, number, bigint, number, number, number][] = [
+      ['BAR0 of edu, 4 bytes at 0x4', 0, 4n, 4, 0, Errno.ENOSPC],
+      ['ivshmem BAR2, 8 bytes at 0x1000', 2, 0x1000n, 8, 0, Errno.ENOSPC],
+      ['ivshmem BAR2 at its last byte', 2, (4n << 20n) - 1n, 1, -1, Errno.ENODEV],
+      ['ivshmem BAR0, 2 bytes at 0xfe', 0, 0xfen, 2, 0, Errno.ENOSPC],
+      ['BAR0 delete of a missing one', 0, 4n, 4, -1, Errno.ENODEV],
+      ['BAR0 at the last 4 bytes', 0, (1n << 20n) - 4n, 4, 0, Errno.ENOSPC],
+      ['BAR0 across its end', 0, (1n << 20n) - 2n, 4, 0, Errno.EINVAL],
+      ['size 3', 0, 0n, 3, 0, Errno.EINVAL],
+      ['the config region', A.VFIO_PCI_CONFIG_REGION_INDEX, 0n, 4, 0, Errno.EINVAL],
+      ['the ROM region', A.VFIO_PCI_ROM_REGION_INDEX, 0n, 4, 0, Errno.EINVAL],
+      ['empty BAR1', 1, 0n, 4, 0, Errno.EINVAL],
+    ];
+    for (const [name, region, at, size, fd, errno] of cases)
+      test(`${scheme}: IOEVENTFD ${name}: ${errno}`, () => {
+        const { dev: edu, iv, off } = both(scheme);
+        const dev = name.startsWith('ivshmem') ? iv : edu;
+        assert.equal(ioeventfd(dev, off(dev, region) + at, size, fd), errno);
+      });
+  }
+
+  test('dense: IOEVENTFD at a cookie offset or past every region is EINVAL', () => {
+    const { iv } = both('dense');
+    const data = new Uint8Array(24);
+    putU32(data, 0, 2);
+    const b = encodeDeviceFeature(A.VFIO_DEVICE_FEATURE_GET | A.VFIO_TS_FEATURE_MMAP_COOKIE, data);
+    iv.ioctl(A.VFIO_DEVICE_FEATURE, b);
+    const cookie = new DataView(b.buffer).getBigUint64(16, true);
+    assert.equal(ioeventfd(iv, cookie, 4, 0), Errno.EINVAL);
+    assert.equal(ioeventfd(iv, 1n << 50n, 4, 0), Errno.EINVAL);
+  });
+});
