@@ -695,7 +695,13 @@ export class VfioPciDevice {
       case VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY_WITH_WAKEUP:
         if (checkFeature(flags, dataSize, VFIO_DEVICE_FEATURE_SET, 8) !== 1) return 0;
         need(data, 8, op);
-        this.options.env.eventfd(view(data).getInt32(0, true)).close();
+        {
+          // vfio_pci_core_pm_entry_with_wakeup: `if (entry.wakeup_eventfd < 0) return -EINVAL;`
+          // before eventfd_ctx_fdget (EBADF / EINVAL) looks the fd up.
+          const fd = view(data).getInt32(0, true);
+          if (fd < 0) fail(Errno.EINVAL, op, `wakeup_eventfd ${fd}`);
+          this.options.env.eventfd(fd).close();
+        }
         if (this.lowPower) fail(Errno.EINVAL, op, 'already in low power');
         this.lowPower = true;
         return 0;

@@ -639,6 +639,27 @@ describe('DEVICE_FEATURE framing (vfio_ioctl_device_feature)', () => {
       const { dev } = ivshmem();
       assert.equal(errnoOf(() => dev.ioctl(A.VFIO_DEVICE_FEATURE, encodeDeviceFeature(flags))) ?? 0, errno);
     });
+  // [name, wakeup_eventfd (E: a real eventfd), argsz of the data, errno]
+  const E = -1000;
+  const wakeup: [string, number, number, number | undefined][] = [
+    ['an eventfd', E, 8, undefined],
+    ['fd -1: EINVAL before any lookup', -1, 8, Errno.EINVAL],
+    ['fd -2147483648: EINVAL', -2147483648, 8, Errno.EINVAL],
+    ['fd 7, not open: EBADF', 7, 8, Errno.EBADF],
+    ['data shorter than the struct: EINVAL (vfio_check_feature)', E, 4, Errno.EINVAL],
+  ];
+  for (const [name, fd, size, errno] of wakeup)
+    test(`LOW_POWER_ENTRY_WITH_WAKEUP ${name}`, () => {
+      const { env, dev } = ivshmem();
+      const data = new Uint8Array(size);
+      if (size >= 4) new DataView(data.buffer).setInt32(0, fd === E ? env.createEventfd().fd : fd, true);
+      const b = encodeDeviceFeature(SET | A.VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY_WITH_WAKEUP, data);
+      assert.equal(
+        errnoOf(() => dev.ioctl(A.VFIO_DEVICE_FEATURE, b)),
+        errno,
+      );
+      assert.equal(dev.inLowPower, errno === undefined);
+    });
   test('argsz below 8: EINVAL', () => {
     const b = encodeDeviceFeature(A.VFIO_DEVICE_FEATURE_PROBE | 11);
     putU32(b, 0, 4);
