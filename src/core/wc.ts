@@ -86,8 +86,19 @@ export type OffsetOwner = { kind: 'region'; region: number } | { kind: 'cookie';
  */
 export const MAX_ALIAS_REGIONS = PCI_STD_NUM_BARS;
 const COOKIE_BASE_INDEX = BigInt(VFIO_PCI_NUM_REGIONS + MAX_ALIAS_REGIONS);
-/** The kernel caps dma-buf ranges implicitly by argsz; we name a limit. */
-export const MAX_DMABUF_RANGES = 1024;
+/**
+ * KMALLOC_MAX_SIZE on x86-64 (include/linux/slab.h, SLUB: 1 << (MAX_PAGE_ORDER 10 + PAGE_SHIFT
+ * 12)): the largest kmalloc, hence the largest memdup_user.
+ */
+export const KMALLOC_MAX_SIZE = 4 << 20;
+/**
+ * Linux 7.3 has no explicit limit on nr_ranges and does not check it against argsz:
+ * vfio_pci_core_feature_dma_buf copies `nr_ranges` 16-byte ranges with memdup_array_user, whose
+ * kmalloc fails past KMALLOC_MAX_SIZE (ENOMEM); ranges the user's memory does not hold are
+ * EFAULT. The model's "user memory" is the ioctl buffer, so its length bounds the work (and a
+ * vfio-user request is bounded by MAX_FEATURE_PAYLOAD before it gets here).
+ */
+export const MAX_DMABUF_RANGES = KMALLOC_MAX_SIZE / 16;
 
 /** What the WC paths need of the device. */
 export interface WcHost {
@@ -246,7 +257,9 @@ export class WriteCombining {
       if (!nr) fail(Errno.EINVAL, op, 'no ranges');
     } else if (!nr || dflags) fail(Errno.EINVAL, op, 'flags must be 0 and nr_ranges > 0');
     if (regionIndex >= VFIO_PCI_ROM_REGION_INDEX) fail(Errno.ENODEV, op, `region ${regionIndex}`);
-    if (nr > MAX_DMABUF_RANGES) fail(Errno.EINVAL, op, `${nr} ranges`);
+    // memdup_array_user(&arg->dma_ranges, nr_ranges, sizeof(*dma_ranges)): kmalloc's limit is
+    // ENOMEM, unreadable user memory EFAULT; argsz is not consulted.
+    if (nr > MAX_DMABUF_RANGES) fail(Errno.ENOMEM, op, `${nr} ranges: more than KMALLOC_MAX_SIZE`);
     need(data, vfio_device_feature_dma_buf.size + 16 * nr, op);
     // validate_dmabuf_input: every range non-empty and page aligned; the total must not overflow.
     const ranges: DmaBufRange[] = [];

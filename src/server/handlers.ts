@@ -96,7 +96,7 @@ export const MAX_FIXED_PAYLOAD = 256;
 export const MAX_VERSION_PAYLOAD = 64 * 1024;
 /** Payload cap of SET_IRQS (DATA_BOOL: one byte per vector; MSI-X has at most 2048). */
 export const MAX_SET_IRQS_PAYLOAD = 20 + 4096;
-/** Payload cap of DEVICE_FEATURE: a dma-buf request with MAX_DMABUF_RANGES ranges fits. */
+/** Payload cap of DEVICE_FEATURE: a dma-buf request of up to (64 KiB - 32) / 16 ranges fits. */
 export const MAX_FEATURE_PAYLOAD = 64 * 1024;
 /** Most writes in one REGION_WRITE_MULTI (QEMU coalesces at most 200). */
 export const MAX_WRITE_MULTI = 1024;

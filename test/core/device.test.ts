@@ -583,6 +583,31 @@ describe('write combining: four front doors, one mechanism', () => {
         errno,
       );
     });
+  // nr_ranges (vfio_pci_core_feature_dma_buf → memdup_array_user): no explicit limit, argsz not
+  // consulted; past KMALLOC_MAX_SIZE / 16 ranges ENOMEM, ranges the buffer lacks EFAULT.
+  // [name, ranges in the buffer, nr_ranges claimed, argsz override, errno]
+  const pages = (n: number) =>
+    Array.from({ length: n }, (_, i) => ({ offset: BigInt(i % 1024) * 4096n, length: 4096n }));
+  const counts: [string, number, number, number | undefined, number | undefined][] = [
+    ['2000 ranges: an fd (no 1024 limit)', 2000, 2000, undefined, undefined],
+    ['argsz covering only the header, ranges in the buffer: an fd', 3, 3, 8 + 16, undefined],
+    ['3 claimed, 1 in the buffer: EFAULT', 1, 3, undefined, Errno.EFAULT],
+    ['262144 claimed (4 MiB), 1 in the buffer: EFAULT', 1, 262144, undefined, Errno.EFAULT],
+    ['262145 claimed: ENOMEM (kmalloc beyond KMALLOC_MAX_SIZE)', 1, 262145, undefined, Errno.ENOMEM],
+    ['0xffffffff claimed: ENOMEM', 1, 0xffffffff, undefined, Errno.ENOMEM],
+  ];
+  for (const [name, have, claim, argsz, errno] of counts)
+    test(`DMA_BUF nr_ranges: ${name}`, () => {
+      const { dev } = ivshmem('7.3', NO_EXTENSIONS);
+      const b = encodeDeviceFeature(
+        A.VFIO_DEVICE_FEATURE_GET | A.VFIO_DEVICE_FEATURE_DMA_BUF,
+        encodeDmaBuf({ regionIndex: 2, openFlags: 2, flags: 0, ranges: pages(have) }),
+      );
+      putU32(b, 8 + 12, claim);
+      if (argsz !== undefined) putU32(b, 0, argsz);
+      const e = errnoOf(() => dev.ioctl(A.VFIO_DEVICE_FEATURE, b));
+      assert.equal(e, errno);
+    });
   test('DMA_BUF as Linux 7.3: flags 0 returns an fd; mmap of it is EINVAL; 6.1 has no feature', () => {
     const { dev } = ivshmem('7.3', NO_EXTENSIONS);
     const fd = dmabuf(dev, 2, 0, one);
