@@ -165,10 +165,23 @@ export const VFIO_TS_FEATURE_MMAP_COOKIE = 0xf001;
 export const VFIO_TS_FEATURE_ALIAS_REGION = 0xf002;
 /** `vfio_ts_mmap_cookie.flags`: release the cookie named by `offset` (SET). */
 export const VFIO_TS_MMAP_COOKIE_FLAG_RELEASE = 1 << 0;
-/** Region types for alias regions (Alex Williamson's proposal in the seed thread). */
-export const VFIO_REGION_TYPE_PCI_BAR0_WC = 4;
-/** Subtype of an alias region: the attribute it maps with. */
-export const VFIO_REGION_SUBTYPE_ALIAS_WC = 1;
+/**
+ * Region type of every vfio-ts alias region (Alex Williamson's proposal in the seed thread), in
+ * the vendor type space as vfio.h does for device-specific regions: upstream numbers its own
+ * types sequentially (1 GFX, 2 CCW, 3 MIGRATION_DEPRECATED, and more to come), so a small number
+ * would collide; vendors use `VFIO_REGION_TYPE_PCI_VENDOR_TYPE | vendor id` (Intel IGD:
+ * `| 0x8086`, NVIDIA: `| 0x10de`). vfio-ts has no PCI vendor id and takes 0xffff, the id PCI
+ * reserves as "no device" and never assigns, so no real vendor's types can collide with ours.
+ */
+export const VFIO_TS_REGION_VENDOR_ID = 0xffff;
+export const VFIO_TS_REGION_TYPE_ALIAS = (VFIO_REGION_TYPE_PCI_VENDOR_TYPE | VFIO_TS_REGION_VENDOR_ID) >>> 0;
+/** Subtype of BARn's WC alias: VFIO_TS_REGION_SUBTYPE_BAR0_WC + n (1..6). */
+export const VFIO_TS_REGION_SUBTYPE_BAR0_WC = 1;
+/** The BAR whose WC alias a (type, subtype) names, or undefined. */
+export function aliasRegionBar(type: number, subtype: number): number | undefined {
+  const bar = subtype - VFIO_TS_REGION_SUBTYPE_BAR0_WC;
+  return type >>> 0 === VFIO_TS_REGION_TYPE_ALIAS && bar >= 0 && bar < PCI_STD_NUM_BARS ? bar : undefined;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Struct layouts
@@ -366,8 +379,9 @@ export const CONSTANT_ORIGIN: Readonly<Record<string, Origin>> = {
   VFIO_TS_FEATURE_MMAP_COOKIE: 'vfio-ts',
   VFIO_TS_FEATURE_ALIAS_REGION: 'vfio-ts',
   VFIO_TS_MMAP_COOKIE_FLAG_RELEASE: 'vfio-ts',
-  VFIO_REGION_TYPE_PCI_BAR0_WC: 'vfio-ts',
-  VFIO_REGION_SUBTYPE_ALIAS_WC: 'vfio-ts',
+  VFIO_TS_REGION_VENDOR_ID: 'vfio-ts',
+  VFIO_TS_REGION_TYPE_ALIAS: 'vfio-ts',
+  VFIO_TS_REGION_SUBTYPE_BAR0_WC: 'vfio-ts',
 };
 
 /** Region and IRQ indexes are C enum members in vfio.h, not macros (no #ifdef possible). */

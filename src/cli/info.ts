@@ -10,12 +10,11 @@
  */
 
 import {
+  aliasRegionBar,
   PCI_STD_NUM_BARS,
   VFIO_PCI_CONFIG_REGION_INDEX,
   VFIO_PCI_ROM_REGION_INDEX,
   VFIO_PCI_VGA_REGION_INDEX,
-  VFIO_REGION_SUBTYPE_ALIAS_WC,
-  VFIO_REGION_TYPE_PCI_BAR0_WC,
 } from '../abi/vfio.js';
 import { VfioUserClient } from '../client/client.js';
 import { type DeviceReport, describeDevice } from '../driver/describe.js';
@@ -150,13 +149,8 @@ export function regionLabel(index: number, caps: readonly RegionCap[]): string {
   if (index === VFIO_PCI_CONFIG_REGION_INDEX) return 'CONFIG';
   if (index === VFIO_PCI_VGA_REGION_INDEX) return 'VGA';
   const t = caps.find((c) => c.kind === 'type');
-  if (
-    t?.kind === 'type' &&
-    t.subtype === VFIO_REGION_SUBTYPE_ALIAS_WC &&
-    t.type >= VFIO_REGION_TYPE_PCI_BAR0_WC &&
-    t.type < VFIO_REGION_TYPE_PCI_BAR0_WC + PCI_STD_NUM_BARS
-  )
-    return `BAR${t.type - VFIO_REGION_TYPE_PCI_BAR0_WC} WC alias`;
+  const bar = t?.kind === 'type' ? aliasRegionBar(t.type, t.subtype) : undefined;
+  if (bar !== undefined) return `BAR${bar} WC alias`;
   return `device-specific ${index}`;
 }
 

@@ -24,6 +24,7 @@
 import { readlinkSync } from 'node:fs';
 import { Errno } from '../abi/errno.js';
 import {
+  aliasRegionBar,
   PCI_STD_NUM_BARS,
   VFIO_DEVICE_FEATURE,
   VFIO_DEVICE_FEATURE_DMA_BUF,
@@ -49,8 +50,6 @@ import {
   VFIO_REGION_INFO_FLAG_MMAP,
   VFIO_REGION_INFO_FLAG_READ,
   VFIO_REGION_INFO_FLAG_WRITE,
-  VFIO_REGION_SUBTYPE_ALIAS_WC,
-  VFIO_REGION_TYPE_PCI_BAR0_WC,
   VFIO_TS_FEATURE_MMAP_COOKIE,
   vfio_device_info,
   vfio_irq_info,
@@ -347,9 +346,7 @@ export class VfioUserClient implements VfioDeviceFile {
       else if (
         c.kind === 'type' &&
         info.index >= VFIO_PCI_NUM_REGIONS &&
-        c.type >= VFIO_REGION_TYPE_PCI_BAR0_WC &&
-        c.type < VFIO_REGION_TYPE_PCI_BAR0_WC + PCI_STD_NUM_BARS &&
-        c.subtype === VFIO_REGION_SUBTYPE_ALIAS_WC
+        aliasRegionBar(c.type, c.subtype) !== undefined
       )
         alias = true;
     }

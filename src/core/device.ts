@@ -252,6 +252,7 @@ export class VfioPciDevice {
       bar: (i) => this.bar(i),
       barMmapSupported: (i) => this.barMmapSupported(i),
       memoryOf: (bar) => this.barMemory[bar],
+      barMmapCaps: (bar) => (this.msixOnBar(bar) ? [this.msixCap(bar)] : []),
       aliasOf: (bar) => this.regions.find((r) => r.index >= VFIO_PCI_NUM_REGIONS && r.bar === bar)?.index,
       addAlias: (bar, caps, attribute) =>
         // Alex Williamson: alias regions "may expose only the MMAP flag and not READ or WRITE".

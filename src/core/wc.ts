@@ -21,9 +21,9 @@ import {
   VFIO_PCI_OFFSET_SHIFT,
   VFIO_PCI_ROM_REGION_INDEX,
   VFIO_REGION_FLAG_WRITE_COMBINE,
-  VFIO_REGION_SUBTYPE_ALIAS_WC,
-  VFIO_REGION_TYPE_PCI_BAR0_WC,
   VFIO_TS_MMAP_COOKIE_FLAG_RELEASE,
+  VFIO_TS_REGION_SUBTYPE_BAR0_WC,
+  VFIO_TS_REGION_TYPE_ALIAS,
   vfio_device_feature_dma_buf,
   vfio_region_flags,
   vfio_ts_alias_region,
@@ -109,6 +109,8 @@ export interface WcHost {
   bar(i: number): BarDescription | undefined;
   barMmapSupported(i: number): boolean;
   memoryOf(bar: number): SharedMemory | undefined;
+  /** The mmap capability the BAR's own region carries (MSI-X: sparse areas or MSIX_MAPPABLE). */
+  barMmapCaps(bar: number): RegionCap[];
   /** Index of BAR `bar`'s alias region, if one exists. */
   aliasOf(bar: number): number | undefined;
   /** Adds a device-specific region aliasing `bar` (MMAP only, with `caps`); returns its index. */
@@ -229,10 +231,13 @@ export class WriteCombining {
       // is the offset space's own: dense offsets in a width the regions already fill.
       const type = {
         kind: 'type' as const,
-        type: VFIO_REGION_TYPE_PCI_BAR0_WC + bar,
-        subtype: VFIO_REGION_SUBTYPE_ALIAS_WC,
+        type: VFIO_TS_REGION_TYPE_ALIAS,
+        subtype: VFIO_TS_REGION_SUBTYPE_BAR0_WC + bar,
       };
-      index = this.host.addAlias(bar, [type], 'wc');
+      // The alias maps the same pages the BAR does (mappingSource refuses the MSI-X table and PBA
+      // on both), so it says so the way the kernel does on the BAR (vfio_pci_ioctl_get_region_info:
+      // the sparse-mmap or MSIX_MAPPABLE capability).
+      index = this.host.addAlias(bar, [type, ...this.host.barMmapCaps(bar)], 'wc');
     }
     putU32(data, 8, index);
     putU32(data, 12, 0);

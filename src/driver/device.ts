@@ -7,6 +7,7 @@
  */
 import { Errno } from '../abi/errno.js';
 import {
+  aliasRegionBar,
   PCI_STD_NUM_BARS,
   VFIO_DEVICE_FEATURE,
   VFIO_DEVICE_FEATURE_DMA_BUF,
@@ -29,8 +30,6 @@ import {
   VFIO_REGION_FLAG_WRITE_COMBINE,
   VFIO_REGION_INFO_FLAG_MMAP,
   VFIO_REGION_INFO_FLAG_PREFETCH,
-  VFIO_REGION_SUBTYPE_ALIAS_WC,
-  VFIO_REGION_TYPE_PCI_BAR0_WC,
   VFIO_TS_FEATURE_ALIAS_REGION,
   VFIO_TS_FEATURE_MMAP_COOKIE,
   VFIO_TS_MMAP_COOKIE_FLAG_RELEASE,
@@ -406,11 +405,7 @@ export class VfioDevice {
     const index = u32(b, 8 + 8);
     const info = await this.regionInfo(index);
     const type = info.caps.find((c) => c.kind === 'type');
-    if (
-      type?.kind !== 'type' ||
-      type.type !== VFIO_REGION_TYPE_PCI_BAR0_WC + bar ||
-      type.subtype !== VFIO_REGION_SUBTYPE_ALIAS_WC
-    )
+    if (type?.kind !== 'type' || aliasRegionBar(type.type, type.subtype) !== bar)
       fail(Errno.EPROTO, 'alias region', `region ${index} lacks the WC alias type capability`);
     return index;
   }

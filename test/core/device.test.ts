@@ -9,6 +9,7 @@ import { Errno } from '../../src/abi/errno.js';
 import * as A from '../../src/abi/vfio.js';
 import { NO_EXTENSIONS, VfioPciDevice } from '../../src/core/device.js';
 import { heapEnvironment } from '../../src/core/env.js';
+import { E1000eBehaviour, e1000eDescription } from '../../src/devices/e1000e.js';
 import { EduBehaviour, eduDescription } from '../../src/devices/edu.js';
 import { IvshmemBehaviour, ivshmemDescription } from '../../src/devices/ivshmem.js';
 import { VfioError } from '../../src/errors.js';
@@ -534,7 +535,8 @@ describe('write combining: four front doors, one mechanism', () => {
     dev.ioctl(A.VFIO_DEVICE_GET_REGION_INFO, info);
     const r = decodeRegionInfo(info);
     assert.equal(r.flags, A.VFIO_REGION_INFO_FLAG_MMAP | A.VFIO_REGION_INFO_FLAG_CAPS);
-    assert.deepEqual(r.caps, [{ kind: 'type', type: A.VFIO_REGION_TYPE_PCI_BAR0_WC + 2, subtype: 1 }]);
+    // vendor type space: (1 << 31) | 0xffff, subtype 1 + BAR
+    assert.deepEqual(r.caps, [{ kind: 'type', type: 0x8000ffff, subtype: 3 }]);
     assert.equal(r.offset, 9n << 40n);
     const m = dev.mmap(r.offset, 4096);
     assert.deepEqual([m.attribute, m.via], ['wc', 'alias-region']);
@@ -928,5 +930,146 @@ describe("regionOffsets: 'dense' (offsets found through the offset space)", () =
     const cookie = new DataView(b.buffer).getBigUint64(16, true);
     assert.equal(ioeventfd(iv, cookie, 4, 0), Errno.EINVAL);
     assert.equal(ioeventfd(iv, 1n << 50n, 4, 0), Errno.EINVAL);
+  });
+});
+
+describe('write combining: edge cases of each path', () => {
+  const WC = A.VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_WC;
+  const UC = A.VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_UC;
+  function e1000e(opts = {}) {
+    const env = heapEnvironment();
+    const dev = new VfioPciDevice(e1000eDescription(), new E1000eBehaviour(), {
+      env,
+      profile: '7.3',
+      wcRequiresPrefetch: false,
+      ...opts,
+    });
+    return { env, dev };
+  }
+  function cookie(dev: VfioPciDevice, bar: number, flags: number): bigint | number {
+    const data = new Uint8Array(24);
+    putU32(data, 0, bar);
+    putU32(data, 4, flags);
+    const b = encodeDeviceFeature(A.VFIO_DEVICE_FEATURE_GET | A.VFIO_TS_FEATURE_MMAP_COOKIE, data);
+    return (
+      errnoOf(() => dev.ioctl(A.VFIO_DEVICE_FEATURE, b)) ?? new DataView(b.buffer).getBigUint64(16, true)
+    );
+  }
+  function alias(dev: VfioPciDevice, bar: number, flags = WC): number {
+    const data = new Uint8Array(16);
+    putU32(data, 0, bar);
+    putU32(data, 4, flags);
+    const b = encodeDeviceFeature(A.VFIO_DEVICE_FEATURE_GET | A.VFIO_TS_FEATURE_ALIAS_REGION, data);
+    return errnoOf(() => dev.ioctl(A.VFIO_DEVICE_FEATURE, b)) ?? -u32(b, 16);
+  }
+  function rfc(dev: VfioPciDevice, bar: number, flags: number): number | undefined {
+    const b = new Uint8Array(8);
+    putU32(b, 0, bar);
+    putU32(b, 4, flags);
+    return errnoOf(() => dev.ioctl(A.VFIO_DEVICE_SET_REGION_FLAGS, b));
+  }
+  function dmabuf(dev: VfioPciDevice, bar: number, flags: number): number {
+    const req = encodeDmaBuf({
+      regionIndex: bar,
+      openFlags: 2,
+      flags,
+      ranges: [{ offset: 0n, length: 4096n }],
+    });
+    const b = encodeDeviceFeature(A.VFIO_DEVICE_FEATURE_GET | A.VFIO_DEVICE_FEATURE_DMA_BUF, req);
+    const e = errnoOf(() => dev.ioctl(A.VFIO_DEVICE_FEATURE, b));
+    return e === undefined ? 0 : e;
+  }
+
+  // e1000e's BAR2 is an I/O BAR: every path refuses it, for WC and (where asked) UC.
+  const io: [string, (dev: VfioPciDevice) => number | bigint | undefined, number][] = [
+    ['RFC SET_REGION_FLAGS WC', (d) => rfc(d, 2, A.VFIO_REGION_FLAG_WRITE_COMBINE), Errno.EINVAL],
+    ['cookie WC', (d) => cookie(d, 2, WC), Errno.EINVAL],
+    ['cookie UC', (d) => cookie(d, 2, UC), Errno.EINVAL],
+    ['alias WC', (d) => alias(d, 2), Errno.EINVAL],
+    ['DMA_BUF WC', (d) => dmabuf(d, 2, WC), Errno.EINVAL],
+    ['DMA_BUF UC', (d) => dmabuf(d, 2, UC), Errno.EINVAL],
+  ];
+  for (const [name, fn, errno] of io)
+    test(`I/O BAR (e1000e BAR2): ${name}: ${errno}`, () => {
+      assert.equal(fn(e1000e().dev), errno);
+    });
+  test('the same requests on memory BAR0 succeed (the table can fail)', () => {
+    const { dev } = e1000e();
+    assert.equal(rfc(dev, 0, A.VFIO_REGION_FLAG_WRITE_COMBINE), undefined);
+    assert.equal(typeof cookie(dev, 0, WC), 'bigint');
+    assert.equal(alias(dev, 0), -9);
+    assert.equal(dmabuf(dev, 0, WC), 0);
+  });
+
+  // DMA_BUF with the extension: ATTR in bits 28..31, every other bit EINVAL, also beside WC.
+  const dmaFlags: [string, number, number][] = [
+    ['WC', WC, 0],
+    ['UC', UC, 0],
+    ['WC | bit 0', WC | 1, Errno.EINVAL],
+    ['WC | bit 27', WC | (1 << 27), Errno.EINVAL],
+    ['UC | bit 5', 1 << 5, Errno.EINVAL],
+    ['attribute 2', 2 << 28, Errno.EINVAL],
+  ];
+  for (const [name, flags, errno] of dmaFlags)
+    test(`DMA_BUF extension flags ${name}: ${errno}`, () => {
+      assert.equal(dmabuf(ivshmem().dev, 2, flags), errno);
+    });
+
+  test('a UC cookie maps UC through the cookie path; REGION_INFO is unchanged', () => {
+    const { dev } = ivshmem();
+    const before = regionInfoBytes(2);
+    dev.ioctl(A.VFIO_DEVICE_GET_REGION_INFO, before);
+    const off = cookie(dev, 2, UC);
+    assert.equal(typeof off, 'bigint');
+    const m = dev.mmap(off as bigint, 4096);
+    assert.deepEqual([m.attribute, m.via, m.regionIndex], ['uc', 'cookie', 2]);
+    m.bytes[0] = 0x11;
+    assert.equal(dev.pread((2n << 40n) + 0n, 1)[0], 0x11);
+    const after = regionInfoBytes(2);
+    dev.ioctl(A.VFIO_DEVICE_GET_REGION_INFO, after);
+    assert.deepEqual(after, before);
+    m.unmap();
+  });
+
+  test('an alias of the MSI-X BAR: sparse-mmap capability as the BAR, mmap over the table EINVAL', () => {
+    const { dev } = e1000e();
+    const index = -alias(dev, 3);
+    const info = (i: number) => {
+      const b = regionInfoBytes(i, 256, 0, 256);
+      dev.ioctl(A.VFIO_DEVICE_GET_REGION_INFO, b);
+      return decodeRegionInfo(b);
+    };
+    const bar = info(3);
+    const a = info(index);
+    const sparse = (r: ReturnType<typeof info>) => r.caps.filter((c) => c.kind === 'sparse-mmap');
+    assert.deepEqual(sparse(a), sparse(bar));
+    assert.equal(sparse(a).length, 1);
+    assert.equal(a.flags, A.VFIO_REGION_INFO_FLAG_MMAP | A.VFIO_REGION_INFO_FLAG_CAPS);
+    // table at 0x0 (page 0), PBA at 0x2000 (page 2): page 1 and 3 map, 0 and 2 do not
+    const cases: [bigint, number | undefined][] = [
+      [0n, Errno.EINVAL],
+      [0x1000n, undefined],
+      [0x2000n, Errno.EINVAL],
+      [0x3000n, undefined],
+    ];
+    for (const [at, errno] of cases) {
+      const got = errnoOf(() => dev.mmap(a.offset + at, 4096).unmap());
+      assert.equal(got, errno, `alias page 0x${at.toString(16)}`);
+      assert.equal(
+        errnoOf(() => dev.mmap(bar.offset + at, 4096).unmap()),
+        errno,
+        `BAR page 0x${at.toString(16)}`,
+      );
+    }
+    assert.equal(dev.mmap(a.offset + 0x1000n, 4096).attribute, 'wc');
+  });
+
+  test("msixMmap 'kernel': the alias carries MSIX_MAPPABLE and maps the table page", () => {
+    const { dev } = e1000e({ msixMmap: 'kernel' });
+    const index = -alias(dev, 3);
+    const b = regionInfoBytes(index, 256, 0, 256);
+    dev.ioctl(A.VFIO_DEVICE_GET_REGION_INFO, b);
+    assert.ok(decodeRegionInfo(b).caps.some((c) => c.kind === 'msix-mappable'));
+    assert.equal(dev.mmap(decodeRegionInfo(b).offset, 4096).attribute, 'wc');
   });
 });

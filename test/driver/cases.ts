@@ -273,7 +273,7 @@ export const CASES: readonly Case[] = [
       index: 9,
       first: { argsz: 48, flags: 0xc, capOffset: 0 },
       second: { argsz: 48, flags: 0xc, capOffset: 32, size: '0x400000' },
-      caps: [{ kind: 'type', type: 6, subtype: 1 }],
+      caps: [{ kind: 'type', type: 0x8000ffff, subtype: 3 }],
       offset: '0x90000000000',
     },
   },
