@@ -133,14 +133,30 @@ export interface DeviceContext {
   barMemory(bar: number): Uint8Array | undefined;
   /** Raise interrupt `vector` of whatever type the driver enabled (INTx: 0). */
   raise(vector?: number): boolean;
+  /**
+   * INTx is a level: the device deasserts its line (QEMU's pci_set_irq(dev, 0)). The Interrupt
+   * Status bit clears, and an assertion not yet delivered (masked) is dropped. No-op for MSI.
+   */
+  lower(): void;
   readonly irqType: 'none' | 'intx' | 'msi' | 'msix';
 }
 
-/** Trapped BAR accesses, naturally aligned, 1, 2 or 4 bytes (vfio_pci_core_do_io_rw splits). */
+/**
+ * Trapped BAR accesses, naturally aligned, as vfio_pci_core_do_io_rw cuts a pread/pwrite: 1, 2
+ * or 4 bytes, and on Linux >= 6.11 ("vfio/pci: Support 8-byte PCI loads and stores",
+ * VFIO_IORDWR(64)) 8 bytes where at least 8 remain at an 8-aligned offset (the 7.3 profile).
+ */
 export interface DeviceBehaviour {
   attach?(ctx: DeviceContext): void;
   barRead?(bar: number, offset: number, size: 1 | 2 | 4): number;
   barWrite?(bar: number, offset: number, size: 1 | 2 | 4, value: number): void;
+  /**
+   * An 8-byte access. A behaviour without these takes it as two 4-byte accesses, low half first,
+   * as QEMU's memory core splits an access wider than a region's `.impl.max_access_size`
+   * (softmmu/memory.c access_with_adjusted_size).
+   */
+  barRead64?(bar: number, offset: number): bigint;
+  barWrite64?(bar: number, offset: number, value: bigint): void;
   reset?(): void;
   close?(): void;
 }
@@ -205,6 +221,8 @@ export class VfioPciDevice {
   private readonly denseOffsets: boolean;
   private lowPower = false;
   private closed = false;
+  /** The device asserts INTx (DeviceContext.raise with INTx active, until lower). */
+  private intxLevel = false;
 
   constructor(
     readonly description: DeviceDescription,
@@ -632,8 +650,14 @@ export class VfioPciDevice {
     // The INTx Interrupt Status bit stays set from the device's assertion until the interrupt is
     // serviced (unmasked after its automask); drivers that share lines (uio_pci_generic:
     // pci_check_and_mask_intx) read it to claim the interrupt.
-    if (index === VFIO_PCI_INTX_IRQ_INDEX && (this.irqs.type !== 'intx' || !this.irqs.intxMasked))
-      this.config.setInterruptStatus(false);
+    if (index === VFIO_PCI_INTX_IRQ_INDEX) {
+      const unmasked = this.irqs.type === 'intx' && !this.irqs.intxMasked;
+      // vfio_pci_intx_unmask_handler: a line still asserted at unmask is signalled again at once
+      // (pci_check_and_unmask_intx finds it pending); a device that lowered its line is quiet.
+      if (unmasked && this.intxLevel && !this.config.intxDisabled) this.irqs.raise(0);
+      else if (!this.intxLevel && (this.irqs.type !== 'intx' || unmasked))
+        this.config.setInterruptStatus(false);
+    }
     return 0;
   }
 
@@ -782,6 +806,8 @@ export class VfioPciDevice {
     }
     if (index === VFIO_PCI_ROM_REGION_INDEX) {
       if (write) fail(Errno.EINVAL, op, 'ROM is read-only');
+      // The ROM resource is IORESOURCE_MEM: test_mem holds for it too (vfio_pci_bar_rw).
+      this.assertMemoryEnabled(op, index);
       part.set(this.romImage!.subarray(at, at + count));
       return part;
     }
@@ -794,14 +820,29 @@ export class VfioPciDevice {
   }
 
   /**
+   * __vfio_pci_memory_enabled, asked by vfio_pci_core_ioread/iowrite##size when test_mem (the
+   * resource is IORESOURCE_MEM): with the memory enable bit clear in vconfig, or the function in
+   * D3hot, the access is EIO. I/O BARs are not tested (PCI_COMMAND_IO is never consulted), and the
+   * user's command writes never reach the device's own decode bits (they are virtualized), so the
+   * device keeps answering them.
+   */
+  private assertMemoryEnabled(op: string, index: number): void {
+    if (!this.config.memoryEnabled) fail(Errno.EIO, op, `region ${index}: memory decode disabled`);
+  }
+
+  /**
    * BAR access: memory-backed BARs read and write their memory; trapped BARs go to the behaviour in
-   * naturally aligned 4/2/1-byte pieces. The MSI-X table and PBA read as 0xff and drop writes,
-   * as vfio_pci_bar_rw's "x_start/x_end" exclusion does.
+   * naturally aligned pieces, the widest that fits: 4/2/1 bytes on 6.1, 8/4/2/1 on 7.3 (see
+   * DeviceBehaviour). The MSI-X table reads as 0xff and drops writes, as vfio_pci_bar_rw's
+   * "x_start/x_end" exclusion does; only accesses outside it are memory-tested (EIO), so an
+   * access that falls wholly in the table succeeds with memory decode off.
    */
   private barRw(bar: number, at: number, part: Uint8Array, write: boolean): void {
     const b = this.bar(bar)!;
     const mem = this.barMemory[bar];
     const holes = this.msixExclusion(bar);
+    const testMem = b.kind !== 'io';
+    const wide = this.profile !== '6.1';
     let i = 0;
     while (i < part.length) {
       const pos = at + i;
@@ -812,13 +853,20 @@ export class VfioPciDevice {
         i += n;
         continue;
       }
+      // The first access fails the whole pread/pwrite: do_io_rw returns the error, not a count.
+      if (testMem) this.assertMemoryEnabled(write ? 'pwrite' : 'pread', bar);
       const nextHole = holes
         .filter(([s]) => s > pos)
         .reduce((m, [s]) => Math.min(m, s), Number.POSITIVE_INFINITY);
       const limit = Math.min(part.length - i, nextHole - pos);
       if (b.backing === 'trapped' || !mem) {
-        const size: 1 | 2 | 4 = pos % 4 === 0 && limit >= 4 ? 4 : pos % 2 === 0 && limit >= 2 ? 2 : 1;
         const dv = view(part);
+        if (wide && pos % 8 === 0 && limit >= 8) {
+          this.trapped64(bar, pos, dv, i, write);
+          i += 8;
+          continue;
+        }
+        const size: 1 | 2 | 4 = pos % 4 === 0 && limit >= 4 ? 4 : pos % 2 === 0 && limit >= 2 ? 2 : 1;
         if (write) {
           const v = size === 4 ? dv.getUint32(i, true) : size === 2 ? dv.getUint16(i, true) : part[i]!;
           this.behaviour.barWrite?.(bar, pos, size, v);
@@ -834,6 +882,23 @@ export class VfioPciDevice {
         else part.set(mem.bytes.subarray(pos, pos + limit), i);
         i += limit;
       }
+    }
+  }
+
+  /** One 8-byte trapped access at `pos`, bytes `i..i+8` of `dv` (a behaviour without 64-bit ops gets 4 + 4). */
+  private trapped64(bar: number, pos: number, dv: DataView, i: number, write: boolean): void {
+    const bh = this.behaviour;
+    if (write) {
+      const v = dv.getBigUint64(i, true);
+      if (bh.barWrite64) bh.barWrite64(bar, pos, v);
+      else {
+        bh.barWrite?.(bar, pos, 4, dv.getUint32(i, true));
+        bh.barWrite?.(bar, pos + 4, 4, dv.getUint32(i + 4, true));
+      }
+    } else if (bh.barRead64) dv.setBigUint64(i, BigInt.asUintN(64, bh.barRead64(bar, pos)), true);
+    else {
+      dv.setUint32(i, (bh.barRead?.(bar, pos, 4) ?? 0xffffffff) >>> 0, true);
+      dv.setUint32(i + 4, (bh.barRead?.(bar, pos + 4, 4) ?? 0xffffffff) >>> 0, true);
     }
   }
 
@@ -1010,9 +1075,16 @@ export class VfioPciDevice {
       barMemory: (bar) => this.barMemory[bar]?.bytes,
       raise: (vector = 0) => {
         if (this.irqs.type !== 'intx') return this.irqs.raise(vector);
+        this.intxLevel = true;
         if (this.config.intxDisabled) return false;
         this.config.setInterruptStatus(true);
         return this.irqs.raise(vector);
+      },
+      lower: () => {
+        if (!this.intxLevel) return;
+        this.intxLevel = false;
+        this.config.setInterruptStatus(false);
+        this.irqs.dropPendingIntx();
       },
       get irqType() {
         return self.irqs.type;

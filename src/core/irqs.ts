@@ -324,6 +324,11 @@ export class IrqState {
     return false;
   }
 
+  /** The device lowered its INTx line before the masked assertion was delivered: forget it. */
+  dropPendingIntx(): void {
+    this.intxPending = false;
+  }
+
   raiseErr(): void {
     this.errTrigger?.signal();
   }

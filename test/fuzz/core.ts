@@ -237,6 +237,11 @@ export function badEscape(e: unknown): string | undefined {
 /** The good questions: undefined when the device answers them right. */
 function sanity(dev: VfioPciDevice, device: DeviceName): string | undefined {
   try {
+    // A driver turns memory decode on before it touches a BAR (the fuzz may have cleared it:
+    // BAR accesses are EIO then, as in vfio-pci).
+    const cmdAt = dev.regionOffset(A.VFIO_PCI_CONFIG_REGION_INDEX) + 4n;
+    const cmd = dev.pread(cmdAt, 2);
+    dev.pwrite(cmdAt, new Uint8Array([cmd[0]! | 0x02, cmd[1]!]));
     const info = struct(20, [0, 20]);
     if (dev.ioctl(A.VFIO_DEVICE_GET_INFO, info) !== 0) return 'GET_INFO did not return 0';
     if (u32(info, 8) < A.VFIO_PCI_NUM_REGIONS || u32(info, 12) !== A.VFIO_PCI_NUM_IRQS)

@@ -386,6 +386,8 @@ export async function fuzzServer(o: ServerFuzzOptions): Promise<FuzzStats> {
     if (info.payload.length !== 16 || dv.getUint32(8, true) < 9 || dv.getUint32(12, true) !== 5)
       return `GET_INFO reply ${toHex(info.payload)}`;
     if (name === 'edu') {
+      // Memory decode on first (the batch may have cleared it; BAR reads are EIO then).
+      await call(c, C.REGION_WRITE, concat(u64(4n), u32(7, 2), new Uint8Array([0x06, 0x00])));
       const r = await call(c, C.REGION_READ, concat(u64(0n), u32(0, 4)));
       if (!r) return 'no reply to REGION_READ';
       if (r.header.flags & VfioUserFlags.ERROR || r.payload.length !== 20)
