@@ -5,13 +5,14 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { Errno } from '../../src/abi/errno.js';
+import { Errno, errnoName } from '../../src/abi/errno.js';
 import * as A from '../../src/abi/vfio.js';
 import { NO_EXTENSIONS, VfioPciDevice } from '../../src/core/device.js';
 import { heapEnvironment } from '../../src/core/env.js';
 import { E1000eBehaviour, e1000eDescription } from '../../src/devices/e1000e.js';
 import { EduBehaviour, eduDescription } from '../../src/devices/edu.js';
 import { IvshmemBehaviour, ivshmemDescription } from '../../src/devices/ivshmem.js';
+import { NvmeBehaviour, nvmeDescription } from '../../src/devices/nvme.js';
 import { VfioError } from '../../src/errors.js';
 import {
   decodeRegionInfo,
@@ -342,6 +343,7 @@ describe('region access', () => {
     const { dev } = edu();
     const rd = (o: bigint) => new DataView(dev.pread(o, 4).buffer).getUint32(0, true);
     assert.equal(rd(0n), 0x010000ed);
+    assert.equal(rd(4n), 0, 'liveness reads addr4, 0 after reset (seen on 6.1)');
     dev.pwrite(4n, new Uint8Array([0x78, 0x56, 0x34, 0x12]));
     assert.equal(rd(4n), ~0x12345678 >>> 0);
     dev.pwrite(8n, new Uint8Array([5, 0, 0, 0]));
@@ -610,6 +612,13 @@ describe('write combining: four front doors, one mechanism', () => {
       const e = errnoOf(() => dev.ioctl(A.VFIO_DEVICE_FEATURE, b));
       assert.equal(e, errno);
     });
+  test('DMA_BUF as Linux 7.3 with memory decode off: exported all the same (revoked until enabled)', () => {
+    const { dev } = ivshmem('7.3', NO_EXTENSIONS);
+    dev.pwrite((7n << 40n) + 4n, new Uint8Array([0, 0]));
+    const fd = dmabuf(dev, 2, 0, one);
+    assert.ok(fd > 0);
+    dev.closeDmaBuf(fd);
+  });
   test('DMA_BUF as Linux 7.3: flags 0 returns an fd; mmap of it is EINVAL; 6.1 has no feature', () => {
     const { dev } = ivshmem('7.3', NO_EXTENSIONS);
     const fd = dmabuf(dev, 2, 0, one);
@@ -1071,5 +1080,184 @@ describe('write combining: edge cases of each path', () => {
     dev.ioctl(A.VFIO_DEVICE_GET_REGION_INFO, b);
     assert.ok(decodeRegionInfo(b).caps.some((c) => c.kind === 'msix-mappable'));
     assert.equal(dev.mmap(decodeRegionInfo(b).offset, 4096).attribute, 'wc');
+  });
+});
+
+const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
+const CFG = 7n << 40n;
+const bar = (i: number, off = 0n) => (BigInt(i) << 40n) + off;
+/** Sets the command register (2 bytes) through the config region. */
+function command(dev: VfioPciDevice, v: number): void {
+  dev.pwrite(CFG + 4n, new Uint8Array([v & 0xff, v >> 8]));
+}
+
+describe('memory decode gating (vfio_pci_core_do_io_rw test_mem, __vfio_pci_memory_enabled)', () => {
+  const devices = {
+    edu: () => edu('7.3').dev,
+    ivshmem: () => ivshmem('7.3').dev,
+    nvme: () => new VfioPciDevice(nvmeDescription(), new NvmeBehaviour(), { env: heapEnvironment() }),
+    e1000e: () => new VfioPciDevice(e1000eDescription(), new E1000eBehaviour(), { env: heapEnvironment() }),
+  };
+  // [what, device, access, errno with memory decode off (undefined: it works)]
+  type Access = (d: VfioPciDevice) => unknown;
+  const rows: [string, keyof typeof devices, Access, number | undefined][] = [
+    ['edu BAR0 pread (trapped)', 'edu', (d) => d.pread(bar(0), 4), Errno.EIO],
+    ['edu BAR0 pwrite', 'edu', (d) => d.pwrite(bar(0, 4n), new Uint8Array(4)), Errno.EIO],
+    ['edu BAR0 pread 8 bytes', 'edu', (d) => d.pread(bar(0), 8), Errno.EIO],
+    ['ivshmem BAR2 pread (memory-backed)', 'ivshmem', (d) => d.pread(bar(2), 4), Errno.EIO],
+    ['ivshmem BAR2 pwrite', 'ivshmem', (d) => d.pwrite(bar(2), new Uint8Array(4)), Errno.EIO],
+    ['ivshmem BAR0 pread at the end stays EINVAL', 'ivshmem', (d) => d.pread(bar(0, 256n), 4), Errno.EINVAL],
+    ['e1000e ROM pread (IORESOURCE_MEM)', 'e1000e', (d) => d.pread(bar(6), 4), Errno.EIO],
+    ['e1000e I/O BAR2 pread (not tested)', 'e1000e', (d) => d.pread(bar(2), 4), undefined],
+    ['e1000e I/O BAR2 pwrite', 'e1000e', (d) => d.pwrite(bar(2), new Uint8Array(4)), undefined],
+    ['nvme MSI-X table only (never reaches ioread)', 'nvme', (d) => d.pread(bar(0, 0x2000n), 16), undefined],
+    ['nvme BAR0 across the table start', 'nvme', (d) => d.pread(bar(0, 0x1ffcn), 8), Errno.EIO],
+    ['config region', 'edu', (d) => d.pread(CFG, 4), undefined],
+    ['mmap of BAR0 (faults later in the kernel)', 'edu', (d) => d.mmap(bar(0), 4096).unmap(), undefined],
+  ];
+  for (const [name, which, access, errno] of rows)
+    test(`${name}: ${errno === undefined ? 'ok' : errnoName(errno)}`, () => {
+      const dev = devices[which]();
+      assert.equal(
+        errnoOf(() => access(dev)),
+        errno === Errno.EINVAL ? Errno.EINVAL : undefined,
+        'decode on',
+      );
+      command(dev, 0x0101); // I/O and SERR# kept, memory off
+      assert.equal(
+        errnoOf(() => access(dev)),
+        errno,
+      );
+      command(dev, 0x0103);
+      assert.equal(
+        errnoOf(() => access(dev)),
+        errno === Errno.EINVAL ? Errno.EINVAL : undefined,
+        'decode on again',
+      );
+      dev.close();
+    });
+  test('opened with memory decode on (SeaBIOS 0x0103, pci_enable_device)', () => {
+    const { dev } = edu('7.3');
+    assert.equal(hex(dev.pread(CFG + 4n, 2)), '0301');
+    assert.equal(dev.config.memoryEnabled, true);
+  });
+  test('D3hot gates BAR access like a clear memory bit', () => {
+    const dev = devices.nvme();
+    const pm = dev.config.capabilityOffset(0x01)!;
+    dev.pwrite(CFG + BigInt(pm + 4), new Uint8Array([3, 0]));
+    assert.equal(
+      errnoOf(() => dev.pread(bar(0), 4)),
+      Errno.EIO,
+    );
+    dev.pwrite(CFG + BigInt(pm + 4), new Uint8Array([0, 0]));
+    assert.equal(dev.pread(bar(0), 4).length, 4);
+  });
+});
+
+describe('trapped BAR access widths (vfio_pci_core_do_io_rw) and edu (hw/misc/edu.c)', () => {
+  // [offset, length, 6.1 bytes, 7.3 bytes] of a fresh edu's BAR0, as the guests answered
+  // (test/kernel/recorded) where the probe reads them.
+  const reads: [bigint, number, string, string][] = [
+    [0n, 4, 'ed000001', 'ed000001'],
+    [0n, 8, 'ed00000100000000', 'ffffffffffffffff'],
+    [4n, 4, '00000000', '00000000'],
+    [0x100000n - 4n, 4, 'ffffffff', 'ffffffff'],
+    [0x100000n - 1n, 1, '00', '00'],
+    [1n, 3, '000000', '000000'],
+    [1n, 2, '0000', '0000'],
+    [0x80n, 8, '00000000ffffffff', '0000000000000000'],
+    [0x84n, 4, 'ffffffff', 'ffffffff'],
+    [0x0cn, 4, 'ffffffff', 'ffffffff'],
+    [0x40000n, 8, '0000000000000000', '0000000000000000'],
+  ];
+  for (const [off, len, v61, v73] of reads)
+    test(`edu BAR0 pread ${len} at 0x${off.toString(16)}: 6.1 ${v61}, 7.3 ${v73}`, () => {
+      assert.equal(hex(edu('6.1').dev.pread(bar(0, off), len)), v61);
+      assert.equal(hex(edu('7.3').dev.pread(bar(0, off), len)), v73);
+    });
+  const le64 = (v: bigint) => {
+    const b = new Uint8Array(8);
+    new DataView(b.buffer).setBigUint64(0, v, true);
+    return b;
+  };
+  test('DMA source: 8 bytes whole on 7.3; on 6.1 the high half goes to 0x84, which edu ignores', () => {
+    const v = 0x1234_5678_9abc_def0n;
+    const d73 = edu('7.3').dev;
+    d73.pwrite(bar(0, 0x80n), le64(v));
+    assert.equal(hex(d73.pread(bar(0, 0x80n), 8)), hex(le64(v)));
+    assert.equal(hex(d73.pread(bar(0, 0x80n), 4)), 'f0debc9a', 'a 4-byte read is the low half');
+    const d61 = edu('6.1').dev;
+    d61.pwrite(bar(0, 0x80n), le64(v));
+    assert.equal(hex(d61.pread(bar(0, 0x80n), 8)), 'f0debc9affffffff', '0x80 low half, 0x84 reads ~0');
+  });
+  test('edu: 1/2-byte writes and 8-byte writes below 0x80 are dropped', () => {
+    const { dev } = edu('7.3');
+    dev.pwrite(bar(0, 4n), new Uint8Array([1, 2]));
+    dev.pwrite(bar(0, 8n), new Uint8Array([5]));
+    dev.pwrite(bar(0, 0n), le64(0x5n << 32n)); // 8 bytes at 0: ID and liveness untouched
+    assert.equal(hex(dev.pread(bar(0, 4n), 4)), '00000000');
+    assert.equal(hex(dev.pread(bar(0, 8n), 4)), '00000000');
+  });
+  test('edu: a DMA command without START is not stored; DMA registers ignore writes while running', async () => {
+    const beh = new EduBehaviour();
+    const dev = new VfioPciDevice(eduDescription(), beh, { env: heapEnvironment(), profile: '7.3' });
+    const w32 = (o: bigint, v: number) => dev.pwrite(bar(0, o), new Uint8Array(new Uint32Array([v]).buffer));
+    const r32 = (o: bigint) => new DataView(dev.pread(bar(0, o), 4).buffer).getUint32(0, true);
+    w32(0x98n, 2 | 4);
+    assert.equal(r32(0x98n), 0, 'no START: dropped');
+    const ram = new Uint8Array(0x2000).fill(0x5a);
+    dev.dma.map(0x1000n, 0x2000n, { bytes: ram, readable: true, writable: true });
+    w32(0x80n, 0x1000);
+    w32(0x88n, 0x40000);
+    w32(0x90n, 16);
+    w32(0x98n, 1);
+    assert.equal(r32(0x98n), 1, 'running');
+    w32(0x90n, 32);
+    w32(0x98n, 1 | 2);
+    assert.equal(r32(0x90n), 16, 'count write ignored while running');
+    assert.equal(r32(0x98n), 1, 'command write ignored while running');
+    await beh.dmaDone;
+    assert.equal(r32(0x98n), 0);
+    assert.equal(hex(beh.dmaBuffer.subarray(0, 17)), `${'5a'.repeat(16)}00`);
+  });
+  test('edu: the RAM address is clamped to dma_mask (28 bits by default)', async () => {
+    const beh = new EduBehaviour();
+    const dev = new VfioPciDevice(eduDescription(), beh, { env: heapEnvironment(), profile: '7.3' });
+    const ram = new Uint8Array(0x1000).fill(0x77);
+    dev.dma.map(0x2000n, 0x1000n, { bytes: ram, readable: true, writable: true });
+    dev.pwrite(bar(0, 0x80n), le64(0x1_1000_2000n)); // bits 28+ dropped: 0x2000
+    dev.pwrite(bar(0, 0x88n), le64(0x40000n));
+    dev.pwrite(bar(0, 0x90n), le64(4n));
+    dev.pwrite(bar(0, 0x98n), le64(1n));
+    await beh.dmaDone;
+    assert.equal(beh.dmaError, undefined);
+    assert.equal(hex(beh.dmaBuffer.subarray(0, 4)), '77777777');
+  });
+  test('edu INTx is a level: asserted while the status is non-zero, lowered by the last ack', () => {
+    const { env, dev } = edu('7.3');
+    const efd = env.createEventfd();
+    const fds = new Uint8Array(4);
+    new DataView(fds.buffer).setInt32(0, efd.fd, true);
+    const set = (flags: number, data = new Uint8Array()) =>
+      dev.ioctl(A.VFIO_DEVICE_SET_IRQS, encodeIrqSet({ flags, index: 0, start: 0, count: 1, data }));
+    set(A.VFIO_IRQ_SET_DATA_EVENTFD | A.VFIO_IRQ_SET_ACTION_TRIGGER, fds);
+    const unmask = () => set(A.VFIO_IRQ_SET_DATA_NONE | A.VFIO_IRQ_SET_ACTION_UNMASK);
+    const w32 = (o: bigint, v: number) => dev.pwrite(bar(0, o), new Uint8Array(new Uint32Array([v]).buffer));
+    const status = () => (u32(dev.pread(CFG + 4n, 4), 0) >>> 16) & 0x8;
+    w32(0x60n, 0);
+    assert.equal(efd.count, 0n, 'raising nothing with status 0 asserts nothing');
+    w32(0x60n, 3);
+    assert.equal(efd.count, 1n);
+    assert.equal(status(), 0x8);
+    unmask();
+    assert.equal(efd.count, 2n, 'still asserted at unmask: signalled again');
+    w32(0x64n, 1);
+    assert.equal(status(), 0x8, 'status 2 left: still asserted');
+    w32(0x64n, 2);
+    assert.equal(status(), 0, 'last ack lowers INTx');
+    unmask();
+    assert.equal(efd.count, 2n, 'lowered: the unmask is quiet');
+    w32(0x60n, 4);
+    assert.equal(efd.count, 3n);
   });
 });
