@@ -806,8 +806,11 @@ export class VfioPciDevice {
     }
     if (index === VFIO_PCI_ROM_REGION_INDEX) {
       if (write) fail(Errno.EINVAL, op, 'ROM is read-only');
-      // The ROM resource is IORESOURCE_MEM: test_mem holds for it too (vfio_pci_bar_rw).
-      this.assertMemoryEnabled(op, index);
+      // The memory enable bit is not virtualized (only INTx disable is): a clear bit reaches the
+      // device, which stops decoding, so pci_map_rom's pci_get_rom_size finds no 0x55AA signature
+      // and returns NULL before any test_mem check: vfio_pci_bar_rw fails ENOMEM (seen on 6.1
+      // and 7.3 with e1000e's ROM).
+      if (!this.config.memoryEnabled) fail(Errno.ENOMEM, op, 'ROM not readable: memory decode disabled');
       part.set(this.romImage!.subarray(at, at + count));
       return part;
     }
@@ -822,9 +825,8 @@ export class VfioPciDevice {
   /**
    * __vfio_pci_memory_enabled, asked by vfio_pci_core_ioread/iowrite##size when test_mem (the
    * resource is IORESOURCE_MEM): with the memory enable bit clear in vconfig, or the function in
-   * D3hot, the access is EIO. I/O BARs are not tested (PCI_COMMAND_IO is never consulted), and the
-   * user's command writes never reach the device's own decode bits (they are virtualized), so the
-   * device keeps answering them.
+   * D3hot, the access is EIO. I/O BARs are not tested (PCI_COMMAND_IO is never consulted): the
+   * access reaches the device, which decodes it or not as its own I/O enable says.
    */
   private assertMemoryEnabled(op: string, index: number): void {
     if (!this.config.memoryEnabled) fail(Errno.EIO, op, `region ${index}: memory decode disabled`);

@@ -7,7 +7,11 @@
  *
  * `result` is `ok <ret> <out-hex>` / `n=<count> <hex>` / `errno <NAME>`. Cases marked `info`
  * read values only the real hardware or firmware can know (BAR addresses the guest BIOS assigned,
- * the interrupt line, register contents of emulated NICs): they are shown but not counted.
+ * the interrupt line, register contents of the devices the model describes without registers:
+ * nvme, e1000e, and every ROM): they are shown but not counted. BAR contents of the devices the
+ * model implements (edu, ivshmem: `MODELLED_CONTENTS`) are counted. Where a firmware value is
+ * read back after a write (BAR restore, reset), the case compares it with the same side's
+ * earlier read ('same' / 'differs ...') and is counted. Case names are unique.
  * The sequence changes device state (IRQs, command register, reset) in a fixed order, so both
  * sides see the same history.
  */
@@ -69,6 +73,13 @@ export interface ProbeTarget {
 }
 
 const PAGE = 4096n;
+/**
+ * vendor:device of the devices whose BAR contents the model implements (src/devices/edu.ts,
+ * ivshmem.ts): their BAR reads are compared. nvme and e1000e are descriptions without registers.
+ */
+export const MODELLED_CONTENTS: ReadonlySet<string> = new Set(['1234:11e8', '1af4:1110']);
+/** The command register's memory enable bit (PCI_COMMAND_MEMORY). */
+const COMMAND_MEMORY = 0x2;
 const hex = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('hex');
 const h = (n: number | bigint): string => `0x${n.toString(16)}`;
 const REGION_CONFIG = 7;
@@ -87,6 +98,11 @@ export class Prober {
   private regionSize = new Map<number, bigint>();
   private regionFlags = new Map<number, number>();
   private configSize = 256;
+  /** The device's BAR contents are the model's (MODELLED_CONTENTS); set by `reads`. */
+  private contentsModelled = false;
+  private readonly names = new Set<string>();
+  /** BAR registers as read before the memory-decode cases (bit 0: I/O space). */
+  private readonly barFlags = new Map<number, number>();
 
   constructor(private readonly t: ProbeTarget) {}
 
@@ -94,7 +110,10 @@ export class Prober {
     return this.t.file;
   }
 
+  /** @throws Error for a name already used: compareTranscripts matches cases by name. */
   add(name: string, request: string, result: string, info = false): void {
+    if (this.names.has(name)) throw new Error(`probe case '${name}' twice`);
+    this.names.add(name);
     this.cases.push(info ? { name, request, result, info } : { name, request, result });
   }
 
@@ -171,6 +190,7 @@ export class Prober {
     await this.mmaps();
     await this.reads();
     await this.config();
+    await this.memoryDecode();
     await this.setIrqs();
     await this.lowPower();
     await this.reset();
@@ -409,7 +429,20 @@ export class Prober {
     }
   }
 
+  /** vendor:device as the config region reads it, e.g. '1234:11e8'. */
+  private async deviceId(): Promise<string> {
+    const id = await this.cfgRead32(0);
+    const x = (n: number) => n.toString(16).padStart(4, '0');
+    return `${x(id & 0xffff)}:${x(id >>> 16)}`;
+  }
+
+  /** Are region `i`'s contents the model's business? Config yes, BARs of modelled devices, no ROM. */
+  private valueCounted(i: number): boolean {
+    return i === REGION_CONFIG || (i < 6 && this.contentsModelled);
+  }
+
   private async reads(): Promise<void> {
+    this.contentsModelled = MODELLED_CONTENTS.has(await this.deviceId());
     for (let i = 0; i < 9; i++) {
       const off = this.regionOffset.get(i) ?? BigInt(i) << 40n;
       const size = this.regionSize.get(i);
@@ -419,7 +452,7 @@ export class Prober {
         continue;
       }
       // BAR and ROM contents are the device's; config space is the model's business.
-      const valueInfo = i !== REGION_CONFIG;
+      const valueInfo = !this.valueCounted(i);
       await this.read(`pread region ${i} at 0`, off, 4, false, valueInfo);
       await this.read(`pread region ${i} at end-4`, off + size - 4n, 4, false, valueInfo);
       await this.read(`pread region ${i} at end-1`, off + size - 1n, 1, false, valueInfo);
@@ -434,8 +467,8 @@ export class Prober {
       if (off === undefined || !size) continue;
       await this.read(`pread region ${i} 0 bytes at 0`, off, 0);
       await this.read(`pread region ${i} 0 bytes at end`, off + size, 0);
-      await this.read(`pread region ${i} 8 bytes at 0`, off, 8, false, i !== REGION_CONFIG);
-      await this.read(`pread region ${i} 2 bytes at 1`, off + 1n, 2, false, i !== REGION_CONFIG);
+      await this.read(`pread region ${i} 8 bytes at 0`, off, 8, false, !this.valueCounted(i));
+      await this.read(`pread region ${i} 2 bytes at 1`, off + 1n, 2, false, !this.valueCounted(i));
     }
     await this.read('pread offset 9<<40', 9n << 40n, 4);
     await this.read('pread offset 0xffff<<40', 0xffffn << 40n, 4);
@@ -455,6 +488,7 @@ export class Prober {
     this.configSize = Number(this.regionSize.get(REGION_CONFIG) ?? 256n);
     const cfg = (o: number) => base + BigInt(o);
     for (let o = 0; o < 0x100; o += 4) await this.read(`config[${h(o)}]`, cfg(o), 4, Prober.platformDword(o));
+    const named = new Set<string>();
     for (const [o, n] of [
       [0, 1],
       [0, 2],
@@ -469,9 +503,13 @@ export class Prober {
       [this.configSize - 2, 4],
       [this.configSize, 4],
     ] as const) {
-      await this.read(`config read ${h(o)} len ${n}`, cfg(o), n, o >= 0x10 && o < 0x28);
+      // On a 256-byte config space, configSize - 2 and configSize repeat 0xfe and 0x100.
+      const name = `config read ${h(o)} len ${n}`;
+      if (named.has(name)) continue;
+      named.add(name);
+      await this.read(name, cfg(o), n, o >= 0x10 && o < 0x28);
     }
-    await this.read('config read 64 bytes at 0', cfg(0), 64, true);
+    await this.readMasked('config read 64 bytes at 0', cfg(0), 64);
     // Capability walk (PCI 3.0 §6.7), through the device file.
     const caps: string[] = [];
     let at = (await this.cfgRead32(0x34)) & 0xfc;
@@ -507,7 +545,7 @@ export class Prober {
       await this.write(`BAR ${h(o)} write all-ones`, cfg(o), new Uint8Array([0xff, 0xff, 0xff, 0xff]));
       await this.read(`BAR ${h(o)} sized`, cfg(o), 4);
       await this.write(`BAR ${h(o)} restore`, cfg(o), orig);
-      await this.read(`BAR ${h(o)} restored`, cfg(o), 4, true);
+      await this.readSame(`BAR ${h(o)} restored`, cfg(o), orig);
     }
     const w16 = (v: number) => new Uint8Array([v & 0xff, (v >> 8) & 0xff]);
     const origCmd = (await this.cfgRead(4, 2)) ?? w16(0);
@@ -777,23 +815,147 @@ export class Prober {
     await this.read('config PM cap walk in low power', cfg + 0x34n, 1);
     const bar0 = this.regionOffset.get(0);
     if (bar0 !== undefined && (this.regionSize.get(0) ?? 0n) > 0n) {
-      await this.read('BAR0 read in low power', bar0, 4, false, true);
+      await this.read('BAR0 read in low power', bar0, 4, false, !this.valueCounted(0));
       await this.map('mmap BAR0 in low power', bar0, 4096);
     }
     await this.io('DEVICE_RESET in low power', VFIO_DEVICE_RESET, new Uint8Array(8));
     await this.io('LOW_POWER_EXIT', VFIO_DEVICE_FEATURE, feat(S | 5));
     await this.io('LOW_POWER_EXIT twice', VFIO_DEVICE_FEATURE, feat(S | 5));
     if (bar0 !== undefined && (this.regionSize.get(0) ?? 0n) > 0n)
-      await this.read('BAR0 read after low power', bar0, 4, false, true);
+      await this.read('BAR0 read after low power', bar0, 4, false, !this.valueCounted(0));
     await this.read('command after low power', cfg + 4n, 2);
   }
 
   private async reset(): Promise<void> {
     const cfg = this.regionOffset.get(REGION_CONFIG) ?? 7n << 40n;
+    const bar0 = (await this.cfgRead(0x10, 4)) ?? new Uint8Array(4);
     await this.f.pwrite(cfg + 4n, new Uint8Array([0x06, 0x04])).catch(() => 0);
     await this.io('DEVICE_RESET', VFIO_DEVICE_RESET, new Uint8Array(8));
     await this.read('command after reset', cfg + 4n, 2);
-    await this.read('BAR0 after reset', cfg + 0x10n, 4, true);
+    await this.readSame('BAR0 after reset', cfg + 0x10n, bar0);
+  }
+
+  /**
+   * A read whose value is the platform's, compared with the same side's earlier value `before`:
+   * 'n=4 same' or 'n=4 differs (<before> -> <now>)'. Counted; the raw value is kept as info.
+   */
+  private async readSame(name: string, offset: bigint, before: Uint8Array): Promise<void> {
+    try {
+      const b = await this.f.pread(offset, before.length);
+      const same = hex(b) === hex(before);
+      this.add(
+        name,
+        `pread ${h(offset)} ${before.length}`,
+        `n=${b.length} ${same ? 'same' : `differs (${hex(before)} -> ${hex(b)})`}`,
+      );
+      this.add(`${name} value`, `pread ${h(offset)} ${before.length}`, `n=${b.length} ${hex(b)}`, true);
+    } catch (e) {
+      this.add(name, `pread ${h(offset)} ${before.length}`, errText(e));
+    }
+  }
+
+  /**
+   * A config read from offset 0 with the platform's bytes (BARs 0x10-0x27, ROM 0x30-0x33,
+   * interrupt line 0x3c) shown as 'xx': counted; the raw bytes are kept as info.
+   */
+  private async readMasked(name: string, offset: bigint, len: number): Promise<void> {
+    try {
+      const b = await this.f.pread(offset, len);
+      const masked = [...b]
+        .map((v, o) =>
+          Prober.platformDword(o & ~3) && o !== 0x3d && o < 0x3e ? 'xx' : v.toString(16).padStart(2, '0'),
+        )
+        .join('');
+      this.add(name, `pread ${h(offset)} ${len}`, `n=${b.length} ${masked}`);
+      this.add(`${name} value`, `pread ${h(offset)} ${len}`, `n=${b.length} ${hex(b)}`, true);
+    } catch (e) {
+      this.add(name, `pread ${h(offset)} ${len}`, errText(e));
+    }
+  }
+
+  /** Offset of the first capability `id` in the config space (walk from 0x34), or undefined. */
+  private async capOffset(id: number): Promise<number | undefined> {
+    let at = (await this.cfgRead32(0x34)) & 0xfc;
+    for (let n = 0; at && n < 48; n++) {
+      const hdr = await this.cfgRead32(at);
+      if ((hdr & 0xff) === id) return at;
+      at = (hdr >> 8) & 0xfc;
+    }
+    return undefined;
+  }
+
+  /**
+   * Memory decode off (vfio_pci_core_do_io_rw's test_mem, __vfio_pci_memory_enabled): BAR and ROM
+   * access with the command register's memory bit clear, then with it restored. mmap and
+   * DMA_BUF export succeed (the kernel faults / revokes later); the probe never touches a mapping.
+   */
+  private async memoryDecode(): Promise<void> {
+    const cfg = this.regionOffset.get(REGION_CONFIG);
+    if (cfg === undefined) return;
+    const orig = (await this.cfgRead(4, 2)) ?? new Uint8Array([0x03, 0x01]);
+    for (let i = 0; i < 6; i++) this.barFlags.set(i, await this.cfgRead32(0x10 + 4 * i));
+    const off = new Uint8Array([orig[0]! & ~COMMAND_MEMORY, orig[1]!]);
+    await this.write('memory off: command write', cfg + 4n, off);
+    await this.read('memory off: command after', cfg + 4n, 2);
+    for (let i = 0; i < 6; i++) {
+      const at = this.regionOffset.get(i);
+      if (at === undefined || !this.regionSize.get(i)) continue;
+      await this.read(`memory off: pread bar${i}`, at, 4, false, !this.valueCounted(i));
+    }
+    const bar0 = this.regionOffset.get(0);
+    const bar0Size = this.regionSize.get(0) ?? 0n;
+    if (bar0 !== undefined && bar0Size >= 8n) {
+      await this.read('memory off: pread bar0 8 bytes', bar0, 8, false, !this.valueCounted(0));
+      await this.write('memory off: pwrite bar0 at 4', bar0 + 4n, new Uint8Array(4));
+    }
+    const rom = this.regionOffset.get(6);
+    if (rom !== undefined && this.regionSize.get(6))
+      await this.read('memory off: pread ROM', rom, 4, false, true);
+    const msix = await this.capOffset(P.PCI_CAP_ID_MSIX);
+    if (msix !== undefined) {
+      const table = await this.cfgRead32(msix + 4);
+      const tOff = this.regionOffset.get(table & 7);
+      if (tOff !== undefined)
+        await this.read('memory off: pread MSI-X table', tOff + BigInt(table & ~7), 16, false, false);
+    }
+    if (bar0 !== undefined && (this.regionFlags.get(0) ?? 0) & VFIO_REGION_INFO_FLAG_MMAP)
+      await this.map('memory off: mmap bar0 first page', bar0, 4096);
+    const dmaBar = [0, 1, 2, 3, 4, 5].find((i) => (this.regionSize.get(i) ?? 0n) >= PAGE);
+    if (dmaBar !== undefined) {
+      const b = new Uint8Array(8 + 16 + 16);
+      putU32(b, 0, b.length);
+      putU32(b, 4, VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_DMA_BUF);
+      putU32(b, 8, dmaBar);
+      putU32(b, 12, O_RDWR | O_CLOEXEC);
+      putU32(b, 20, 1);
+      putU64(b, 32, PAGE);
+      const name = `memory off: DMA_BUF bar${dmaBar}`;
+      try {
+        const fd = await this.f.ioctl(VFIO_DEVICE_FEATURE, b);
+        this.add(name, hex(b), fd > 0 ? 'ok fd' : `ok ${fd}`);
+        if (fd > 0) await this.f.closeFd(fd);
+      } catch (e) {
+        this.add(name, hex(b), errText(e));
+      }
+    }
+    await this.write('memory off: command restore', cfg + 4n, orig);
+    await this.read('memory off: command restored', cfg + 4n, 2);
+    if (bar0 !== undefined && bar0Size > 0n)
+      await this.read('memory on again: pread bar0', bar0, 4, false, !this.valueCounted(0));
+    if (rom !== undefined && this.regionSize.get(6))
+      await this.read('memory on again: pread ROM', rom, 4, false, true);
+    // I/O decode off: vfio-pci tests only memory; the I/O BAR access goes to the device.
+    const ioBars = [0, 1, 2, 3, 4, 5].filter(
+      (i) => this.regionSize.get(i) && (this.barFlags.get(i) ?? 0) & 1,
+    );
+    if (ioBars.length === 0) return;
+    await this.write('io off: command write', cfg + 4n, new Uint8Array([orig[0]! & ~1, orig[1]!]));
+    for (const i of ioBars)
+      await this.read(`io off: pread bar${i}`, this.regionOffset.get(i)!, 4, false, !this.valueCounted(i));
+    if (bar0 !== undefined && bar0Size > 0n && !ioBars.includes(0))
+      await this.read('io off: pread bar0 (memory)', bar0, 4, false, !this.valueCounted(0));
+    await this.write('io off: command restore', cfg + 4n, orig);
+    await this.read('io off: command restored', cfg + 4n, 2);
   }
 }
 
