@@ -861,7 +861,13 @@ export class VfioPciDevice {
         .filter(([s]) => s > pos)
         .reduce((m, [s]) => Math.min(m, s), Number.POSITIVE_INFINITY);
       const limit = Math.min(part.length - i, nextHole - pos);
-      if (b.backing === 'trapped' || !mem) {
+      if (!testMem && !this.config.ioEnabled) {
+        // An I/O BAR with I/O decode off: the command bit reaches the device (only INTx disable
+        // is virtualized), which no longer decodes the port: reads all-ones, writes go nowhere
+        // (seen on 6.1 and 7.3 with e1000e's BAR2).
+        if (!write) part.fill(0xff, i, i + limit);
+        i += limit;
+      } else if (b.backing === 'trapped' || !mem) {
         const dv = view(part);
         if (wide && pos % 8 === 0 && limit >= 8) {
           this.trapped64(bar, pos, dv, i, write);

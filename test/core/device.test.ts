@@ -1141,6 +1141,20 @@ describe('memory decode gating (vfio_pci_core_do_io_rw test_mem, __vfio_pci_memo
     assert.equal(hex(dev.pread(CFG + 4n, 2)), '0301');
     assert.equal(dev.config.memoryEnabled, true);
   });
+  test('I/O decode off: an I/O BAR reads all-ones (the device stops decoding), memory BARs still work', () => {
+    const writes: number[] = [];
+    const dev = new VfioPciDevice(
+      e1000eDescription(),
+      { barRead: () => 0x12345678, barWrite: (_b, _o, _s, v) => void writes.push(v) },
+      { env: heapEnvironment() },
+    );
+    assert.equal(hex(dev.pread(bar(2), 4)), '78563412', 'I/O decode on: the device answers');
+    command(dev, 0x0102);
+    assert.equal(hex(dev.pread(bar(2), 4)), 'ffffffff');
+    assert.equal(dev.pwrite(bar(2), new Uint8Array([1, 0, 0, 0])), 4);
+    assert.deepEqual(writes, [], 'the write went nowhere');
+    assert.equal(dev.pread(bar(0), 4).length, 4);
+  });
   test('D3hot gates BAR access like a clear memory bit', () => {
     const dev = devices.nvme();
     const pm = dev.config.capabilityOffset(0x01)!;
