@@ -4,7 +4,8 @@
  * against the in-process model of each device with the matching kernel profile. Every differing
  * case is printed; the last lines are `differential: N cases, M differences` per kernel and in
  * total. Cases marked `info` (values only the platform knows: firmware-assigned BAR addresses,
- * the interrupt line, register contents of the emulated hardware) are printed but not counted.
+ * the interrupt line; register and ROM contents the model does not implement: nvme, e1000e) are
+ * printed but not counted; edu's and ivshmem's BAR contents are counted (probe-sequence.ts).
  * Needs scripts/provision.sh; never skipped under CI=true.
  */
 import assert from 'node:assert/strict';
