@@ -530,7 +530,8 @@ export class ConfigSpace {
 
   /**
    * __vfio_pci_memory_enabled: the memory enable bit vfio last saw written (kept in vconfig)
-   * and the function not in D3hot. BAR accesses fail with EIO and mmaps fault when false.
+   * and the function not in D3hot. When false, BAR pread/pwrite fail with EIO (VfioPciDevice.barRw)
+   * and the ROM with ENOMEM; the kernel's mmaps fault, the model's keep their memory.
    */
   get memoryEnabled(): boolean {
     return this.power < P.PCI_D3hot && (getLE(this.vconfig, P.PCI_COMMAND, 2) & P.PCI_COMMAND_MEMORY) !== 0;

@@ -22,7 +22,7 @@ export interface BarDescription {
   readonly mmappable?: boolean;
   /**
    * 'memory' (default): plain memory in shared memory (memfd), mappable and handed to peers.
-   * 'trapped': every access goes to the device behaviour's barRead/barWrite (registers).
+   * 'trapped': every access goes to the device behaviour's barRead/barWrite (registers; barRead64/barWrite64 for the 7.3 profile's 8-byte accesses).
    */
   readonly backing?: 'memory' | 'trapped';
 }
