@@ -248,9 +248,9 @@ export class VfioPciDevice {
         else if (vectors > 0) this.config.setMsiEnabled(true, vectors);
         else this.config.setMsiEnabled(false);
       },
-      // The Interrupt Status bit clears once INTx is serviced; an unmask eventfd (virqfd) does
-      // it outside any SET_IRQS (see setIrqs).
-      onIntxUnmasked: () => this.config.setInterruptStatus(false),
+      // INTx unmasked with nothing pending, by the ioctl or by the unmask eventfd (virqfd), which
+      // runs outside any SET_IRQS: see intxServiced.
+      onIntxUnmasked: () => this.intxServiced(),
     });
     for (let i = 0; i < PCI_STD_NUM_BARS; i++) {
       const bar = this.bars[i];
@@ -651,14 +651,21 @@ export class VfioPciDevice {
     // serviced (unmasked after its automask); drivers that share lines (uio_pci_generic:
     // pci_check_and_mask_intx) read it to claim the interrupt.
     if (index === VFIO_PCI_INTX_IRQ_INDEX) {
-      const unmasked = this.irqs.type === 'intx' && !this.irqs.intxMasked;
-      // vfio_pci_intx_unmask_handler: a line still asserted at unmask is signalled again at once
-      // (pci_check_and_unmask_intx finds it pending); a device that lowered its line is quiet.
-      if (unmasked && this.intxLevel && !this.config.intxDisabled) this.irqs.raise(0);
-      else if (!this.intxLevel && (this.irqs.type !== 'intx' || unmasked))
-        this.config.setInterruptStatus(false);
+      if (this.irqs.type === 'intx' && !this.irqs.intxMasked) this.intxServiced();
+      else if (this.irqs.type !== 'intx' && !this.intxLevel) this.config.setInterruptStatus(false);
     }
     return 0;
+  }
+
+  /**
+   * INTx is enabled and unmasked. vfio_pci_intx_unmask_handler: a line still asserted is
+   * signalled again at once (pci_check_and_unmask_intx finds it pending; the delivery automasks
+   * it again); a device that lowered its line is quiet and its Interrupt Status bit clears.
+   */
+  private intxServiced(): void {
+    if (this.intxLevel) {
+      if (!this.config.intxDisabled) this.irqs.raise(0);
+    } else this.config.setInterruptStatus(false);
   }
 
   /** vfio_pci_ioctl_reset: EINVAL when the device cannot reset (reset_works false). */

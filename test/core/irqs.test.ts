@@ -58,6 +58,8 @@ describe('INTx unmask eventfd (vfio_pci_set_intx_unmask → vfio_virqfd_enable)'
     return { env, dev, trigger, unmask };
   }
   const raise = (dev: VfioPciDevice) => dev.pwrite(EDU_RAISE, new Uint8Array([1, 0, 0, 0]));
+  /** edu's interrupt acknowledge (0x64): clears the status bit, which lowers the INTx line. */
+  const ack = (dev: VfioPciDevice) => dev.pwrite(EDU_RAISE + 4n, new Uint8Array([1, 0, 0, 0]));
 
   test('each signal unmasks; a level interrupt still asserted fires again', () => {
     const { env, dev, trigger, unmask } = eduIntx();
@@ -71,9 +73,12 @@ describe('INTx unmask eventfd (vfio_pci_set_intx_unmask → vfio_virqfd_enable)'
     assert.equal(unmask.count, 0n, 'the virqfd consumes the counter (eventfd_ctx_do_read)');
     assert.deepEqual([trigger.count, dev.irqs.intxMasked], [2n, true], 'pending INTx re-sent, masked again');
     unmask.signal();
-    assert.deepEqual([trigger.count, dev.irqs.intxMasked], [2n, false], 'nothing pending: unmasked');
+    assert.deepEqual([trigger.count, dev.irqs.intxMasked], [3n, true], 'a level still asserted: re-sent again');
+    ack(dev);
+    unmask.signal();
+    assert.deepEqual([trigger.count, dev.irqs.intxMasked], [3n, false], 'line lowered: unmasked, quiet');
     raise(dev);
-    assert.equal(trigger.count, 3n);
+    assert.equal(trigger.count, 4n);
     // fd -1 disarms: a signal no longer unmasks.
     setIrqs(dev, EVENTFD | UNMASK, 0, 0, [-1]);
     assert.equal(env.watchCount(), 0);
@@ -84,6 +89,7 @@ describe('INTx unmask eventfd (vfio_pci_set_intx_unmask → vfio_virqfd_enable)'
   test('a count pending when armed unmasks at once (vfio_virqfd_enable vfs_poll check)', () => {
     const { dev, trigger, unmask } = eduIntx();
     raise(dev);
+    ack(dev); // lowered while masked: the unmask finds nothing to re-send
     unmask.count = 1n;
     setIrqs(dev, EVENTFD | UNMASK, 0, 0, [unmask.fd]);
     assert.deepEqual([trigger.count, dev.irqs.intxMasked, unmask.count], [1n, false, 0n]);
@@ -159,6 +165,7 @@ describe('INTx unmask eventfd (vfio_pci_set_intx_unmask → vfio_virqfd_enable)'
       await until(() => dev.irqs.delivered[0] === 2);
       assert.equal(eventfdRead(trigger), 1n, 'the pending INTx fired again');
       assert.equal(eventfdRead(unmask), null, 'the virqfd read the counter');
+      ack(dev); // edu's line goes low, so the next unmask leaves INTx unmasked
       eventfdSignal(unmask);
       await until(() => !dev.irqs.intxMasked);
       assert.equal(dev.irqs.intxMasked, false);
