@@ -73,7 +73,11 @@ describe('INTx unmask eventfd (vfio_pci_set_intx_unmask → vfio_virqfd_enable)'
     assert.equal(unmask.count, 0n, 'the virqfd consumes the counter (eventfd_ctx_do_read)');
     assert.deepEqual([trigger.count, dev.irqs.intxMasked], [2n, true], 'pending INTx re-sent, masked again');
     unmask.signal();
-    assert.deepEqual([trigger.count, dev.irqs.intxMasked], [3n, true], 'a level still asserted: re-sent again');
+    assert.deepEqual(
+      [trigger.count, dev.irqs.intxMasked],
+      [3n, true],
+      'a level still asserted: re-sent again',
+    );
     ack(dev);
     unmask.signal();
     assert.deepEqual([trigger.count, dev.irqs.intxMasked], [3n, false], 'line lowered: unmasked, quiet');
