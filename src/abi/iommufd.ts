@@ -4,7 +4,7 @@
  * Numbers only; struct sizes are the first versions of each struct (argsz/size is checked
  * against the minimum by the kernel, so the short form stays valid on newer kernels).
  */
-import { VFIO_BASE, VFIO_TYPE } from './vfio.js';
+import { type StructLayout, VFIO_BASE, VFIO_TYPE } from './vfio.js';
 
 /** iommufd.h: IOMMUFD_TYPE (';') and IOMMUFD_CMD_BASE 0x80; ioctls are _IO(type, base + cmd). */
 export const IOMMUFD_TYPE = 0x3b;
@@ -35,3 +35,105 @@ export const VFIO_DEVICE_DETACH_IOMMUFD_PT = (VFIO_TYPE << 8) | (VFIO_BASE + 20)
 export const VFIO_DEVICE_BIND_IOMMUFD_SIZE = 16;
 /** struct vfio_device_attach_iommufd_pt { argsz, flags, pt_id } */
 export const VFIO_DEVICE_ATTACH_IOMMUFD_PT_SIZE = 12;
+
+/**
+ * The structs above as layouts (checked against Linux 7.3's <linux/iommufd.h> and
+ * <linux/vfio.h> by test/abi/probe.test.ts). `size` is the first version, the one the backend
+ * sends; `sizes` says what a newer header grew it to (the kernel accepts the short form:
+ * copy_struct_from_user / the argsz minimum).
+ */
+export const iommu_destroy: StructLayout = {
+  name: 'iommu_destroy',
+  size: IOMMU_DESTROY_SIZE,
+  origin: 'uapi',
+  fields: { size: { offset: 0, type: 'u32' }, id: { offset: 4, type: 'u32' } },
+};
+export const iommu_ioas_alloc: StructLayout = {
+  name: 'iommu_ioas_alloc',
+  size: IOMMU_IOAS_ALLOC_SIZE,
+  origin: 'uapi',
+  fields: {
+    size: { offset: 0, type: 'u32' },
+    flags: { offset: 4, type: 'u32' },
+    out_ioas_id: { offset: 8, type: 'u32' },
+  },
+};
+export const iommu_ioas_map: StructLayout = {
+  name: 'iommu_ioas_map',
+  size: IOMMU_IOAS_MAP_SIZE,
+  origin: 'uapi',
+  fields: {
+    size: { offset: 0, type: 'u32' },
+    flags: { offset: 4, type: 'u32' },
+    ioas_id: { offset: 8, type: 'u32' },
+    __reserved: { offset: 12, type: 'u32' },
+    user_va: { offset: 16, type: 'u64' },
+    length: { offset: 24, type: 'u64' },
+    iova: { offset: 32, type: 'u64' },
+  },
+};
+export const iommu_ioas_unmap: StructLayout = {
+  name: 'iommu_ioas_unmap',
+  size: IOMMU_IOAS_UNMAP_SIZE,
+  origin: 'uapi',
+  fields: {
+    size: { offset: 0, type: 'u32' },
+    ioas_id: { offset: 4, type: 'u32' },
+    iova: { offset: 8, type: 'u64' },
+    length: { offset: 16, type: 'u64' },
+  },
+};
+/** vfio.h; 7.3 appends `token_uuid_ptr` (VFIO_DEVICE_BIND_FLAG_TOKEN), making it 24 bytes. */
+export const vfio_device_bind_iommufd: StructLayout = {
+  name: 'vfio_device_bind_iommufd',
+  size: VFIO_DEVICE_BIND_IOMMUFD_SIZE,
+  origin: 'uapi',
+  sizes: { '7.3': 24 },
+  fields: {
+    argsz: { offset: 0, type: 'u32' },
+    flags: { offset: 4, type: 'u32' },
+    iommufd: { offset: 8, type: 's32' },
+    out_devid: { offset: 12, type: 'u32' },
+    token_uuid_ptr: { offset: 16, type: 'u64', since: '7.3' },
+  },
+};
+/** vfio.h; 7.3 appends `pasid` (VFIO_DEVICE_ATTACH_PASID), making it 16 bytes. */
+export const vfio_device_attach_iommufd_pt: StructLayout = {
+  name: 'vfio_device_attach_iommufd_pt',
+  size: VFIO_DEVICE_ATTACH_IOMMUFD_PT_SIZE,
+  origin: 'uapi',
+  sizes: { '7.3': 16 },
+  fields: {
+    argsz: { offset: 0, type: 'u32' },
+    flags: { offset: 4, type: 'u32' },
+    pt_id: { offset: 8, type: 'u32' },
+    pasid: { offset: 12, type: 'u32', since: '7.3' },
+  },
+};
+
+export const IOMMUFD_LAYOUTS: readonly StructLayout[] = [
+  iommu_destroy,
+  iommu_ioas_alloc,
+  iommu_ioas_map,
+  iommu_ioas_unmap,
+  vfio_device_bind_iommufd,
+  vfio_device_attach_iommufd_pt,
+];
+
+/** C enum members in iommufd.h (no #ifdef possible): the command base and the map flags. */
+export const IOMMUFD_ENUM_CONSTANTS: ReadonlySet<string> = new Set([
+  'IOMMUFD_CMD_BASE',
+  'IOMMU_IOAS_MAP_FIXED_IOVA',
+  'IOMMU_IOAS_MAP_WRITEABLE',
+  'IOMMU_IOAS_MAP_READABLE',
+]);
+
+/** Our names for sizeof(struct ...): the probe checks them as sizes, not as header macros. */
+export const IOMMUFD_SIZE_CONSTANTS: Readonly<Record<string, StructLayout>> = {
+  IOMMU_DESTROY_SIZE: iommu_destroy,
+  IOMMU_IOAS_ALLOC_SIZE: iommu_ioas_alloc,
+  IOMMU_IOAS_MAP_SIZE: iommu_ioas_map,
+  IOMMU_IOAS_UNMAP_SIZE: iommu_ioas_unmap,
+  VFIO_DEVICE_BIND_IOMMUFD_SIZE: vfio_device_bind_iommufd,
+  VFIO_DEVICE_ATTACH_IOMMUFD_PT_SIZE: vfio_device_attach_iommufd_pt,
+};

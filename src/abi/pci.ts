@@ -259,6 +259,10 @@ export const PCI_EXP_LNKCAP2_SLS_2_5GB = 0x00000002;
 export const PCI_EXP_LNKCTL2 = 0x30;
 export const PCI_EXP_LNKCTL2_TLS_2_5GT = 0x0001;
 export const PCI_EXP_LNKSTA2 = 0x32;
+/**
+ * 0x34 in Linux 7.3's header; bookworm's 6.1 header (and so 6.1's vfio_cap_len) says 0x32, which
+ * ends the capability before Link Status 2 (found by test/abi/probe.test.ts). The model uses 0x34.
+ */
 export const PCI_CAP_EXP_ENDPOINT_SIZEOF_V2 = 0x34;
 export const PCI_EXP_SLTCAP2 = 0x34;
 export const PCI_EXP_SLTCTL2 = 0x38;
@@ -276,3 +280,8 @@ export const PCI_EXT_CAP_ID_ERR = 0x01;
 export const PCI_EXT_CAP_ID_DSN = 0x03;
 export const PCI_EXT_CAP_ID_VNDR = 0x0b;
 export const PCI_EXT_CAP_ID_DVSEC = 0x23;
+
+/** Constants whose value an older supported header defines differently (probe.test.ts). */
+export const PCI_HEADER_VALUES: Readonly<Record<string, Readonly<Partial<Record<'6.1' | '7.3', number>>>>> = {
+  PCI_CAP_EXP_ENDPOINT_SIZEOF_V2: { '6.1': 0x32 },
+};

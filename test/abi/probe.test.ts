@@ -9,44 +9,83 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { test } from 'node:test';
+import { type TestContext, test } from 'node:test';
+import * as iommufd from '../../src/abi/iommufd.js';
+import * as pci from '../../src/abi/pci.js';
 import * as abi from '../../src/abi/vfio.js';
 import { requireOrSkip } from '../helpers/env.js';
 
 const FIELD_SIZES: Record<abi.FieldType, number> = { u8: 1, u16: 2, u32: 4, s32: 4, u64: 8, cap: 8 };
 
-/** Every exported numeric VFIO_/PCI_ constant of src/abi/vfio.ts. */
-function constants(): [string, number][] {
-  return Object.entries(abi)
-    .filter(([name, v]) => /^(VFIO_|PCI_STD)/.test(name) && (typeof v === 'number' || typeof v === 'bigint'))
-    .map(([name, v]) => [name, Number(v)]);
+/** What one probe asks a header about: one src/abi module's constants and layouts. */
+interface AbiSpec {
+  label: string;
+  includes: string[];
+  constants: [string, number][];
+  /** C enum members: printed without #ifdef (the header must have them). */
+  enums: ReadonlySet<string>;
+  layouts: { l: abi.StructLayout; guard: string | undefined }[];
+  /** Values a given header defines differently from ours (known, documented differences). */
+  headerValues?: Readonly<Record<string, Readonly<Partial<Record<abi.HeaderVersion, number>>>>>;
 }
 
-/** Layouts the header can be asked about: merged ones (newer ones behind a guard macro). */
-function probedLayouts(): { l: abi.StructLayout; guard: string | undefined }[] {
-  return abi.ALL_LAYOUTS.filter((l) => l.origin === 'uapi' || l.origin === 'uapi-6.19').map((l) => ({
+function numeric(mod: Record<string, unknown>, re: RegExp, except: (n: string) => boolean = () => false) {
+  return Object.entries(mod)
+    .filter(([name, v]) => re.test(name) && !except(name) && (typeof v === 'number' || typeof v === 'bigint'))
+    .map(([name, v]): [string, number] => [name, Number(v)]);
+}
+
+/** src/abi/vfio.ts: every exported numeric VFIO_/PCI_STD constant, the merged layouts. */
+const VFIO_SPEC: AbiSpec = {
+  label: 'vfio.ts',
+  includes: ['linux/vfio.h', 'linux/pci_regs.h'],
+  constants: numeric(abi, /^(VFIO_|PCI_STD)/),
+  enums: abi.ENUM_CONSTANTS,
+  // Merged ones; newer ones behind a guard macro.
+  layouts: abi.ALL_LAYOUTS.filter((l) => l.origin === 'uapi' || l.origin === 'uapi-6.19').map((l) => ({
     l,
     guard: l.origin === 'uapi-6.19' ? 'VFIO_DEVICE_FEATURE_DMA_BUF' : undefined,
-  }));
+  })),
+};
+
+/** src/abi/pci.ts against <linux/pci_regs.h>: every numeric PCI_ constant (all are macros). */
+const PCI_SPEC: AbiSpec = {
+  label: 'pci.ts',
+  includes: ['linux/pci_regs.h'],
+  constants: numeric(pci, /^PCI_/),
+  enums: new Set(),
+  layouts: [],
+  headerValues: pci.PCI_HEADER_VALUES,
+};
+
+/** src/abi/iommufd.ts against <linux/iommufd.h> and <linux/vfio.h>; *_SIZE are checked as sizeof. */
+const IOMMUFD_SPEC: AbiSpec = {
+  label: 'iommufd.ts',
+  includes: ['linux/iommufd.h', 'linux/vfio.h'],
+  constants: numeric(iommufd, /^(IOMMU|VFIO_)/, (n) => n in iommufd.IOMMUFD_SIZE_CONSTANTS),
+  enums: iommufd.IOMMUFD_ENUM_CONSTANTS,
+  layouts: iommufd.IOMMUFD_LAYOUTS.map((l) => ({ l, guard: undefined })),
+};
+
+/** Layouts no header has: the RFC's, the proposed DMA_BUF attribute's, vfio-ts's own. */
+function headerless(): string[] {
+  return abi.ALL_LAYOUTS.filter((l) => l.origin !== 'uapi' && l.origin !== 'uapi-6.19').map(
+    (l) => `${l.name} (${l.origin})`,
+  );
 }
 
-function probeSource(header: abi.HeaderVersion): string {
-  const lines = [
-    '#include <stdio.h>',
-    '#include <stddef.h>',
-    '#include <linux/vfio.h>',
-    '#include <linux/pci_regs.h>',
-    'int main(void) {',
-  ];
-  for (const [name] of constants()) {
+function probeSource(spec: AbiSpec, header: abi.HeaderVersion): string {
+  const lines = ['#include <stdio.h>', '#include <stddef.h>', ...spec.includes.map((h) => `#include <${h}>`)];
+  lines.push('int main(void) {');
+  for (const [name] of spec.constants) {
     const print = `printf("C ${name} %llu\\n", (unsigned long long)(${name}) & 0xffffffffffffffffULL);`;
-    if (abi.ENUM_CONSTANTS.has(name)) lines.push(print);
+    if (spec.enums.has(name)) lines.push(print);
     else lines.push(`#ifdef ${name}`, print, '#else', `printf("C ${name} -\\n");`, '#endif');
   }
-  for (const { l, guard } of probedLayouts()) {
+  for (const { l, guard } of spec.layouts) {
     const body = [`printf("S ${l.name} %zu\\n", sizeof(struct ${l.name}));`];
-    for (const [field, spec] of Object.entries(l.fields)) {
-      if (spec.since && spec.since > header) continue;
+    for (const [field, fspec] of Object.entries(l.fields)) {
+      if (fspec.since && fspec.since > header) continue;
       body.push(
         `printf("F ${l.name}.${field} %zu %zu\\n", offsetof(struct ${l.name}, ${field}), sizeof(((struct ${l.name} *)0)->${field}));`,
       );
@@ -64,17 +103,18 @@ interface ProbeResult {
   mismatches: string[];
 }
 
-function runProbe(includeDir: string | undefined, header: abi.HeaderVersion): ProbeResult {
+function runProbe(spec: AbiSpec, includeDir: string | undefined, header: abi.HeaderVersion): ProbeResult {
   const dir = mkdtempSync(join(tmpdir(), 'vfio-abi-'));
   try {
     const src = join(dir, 'probe.c');
     const exe = join(dir, 'probe');
-    writeFileSync(src, probeSource(header));
+    writeFileSync(src, probeSource(spec, header));
     const inc = includeDir ? ['-I', includeDir] : [];
     execFileSync('gcc', ['-std=c11', '-Wall', '-Werror', ...inc, '-o', exe, src], { stdio: 'pipe' });
     const out = execFileSync(exe, { encoding: 'utf8' });
     const res: ProbeResult = { checked: 0, skipped: [], mismatches: [] };
-    const ours = new Map(constants());
+    const ours = new Map(spec.constants);
+    const layoutOf = (name: string) => spec.layouts.find((x) => x.l.name === name)!.l;
     for (const line of out.trim().split('\n')) {
       const [kind, name, a, b] = line.split(' ') as [string, string, string, string?];
       if (a === '-') {
@@ -83,17 +123,16 @@ function runProbe(includeDir: string | undefined, header: abi.HeaderVersion): Pr
       }
       res.checked++;
       if (kind === 'C') {
-        const want = BigInt.asUintN(32, BigInt(ours.get(name)!));
+        const want = BigInt.asUintN(32, BigInt(spec.headerValues?.[name]?.[header] ?? ours.get(name)!));
         const got = BigInt.asUintN(32, BigInt(a));
         if (want !== got) res.mismatches.push(`${name}: ours ${want}, header ${got}`);
       } else if (kind === 'S') {
-        const l = abi.ALL_LAYOUTS.find((x) => x.name === name)!;
-        const want = abi.sizeIn(l, header);
+        const want = abi.sizeIn(layoutOf(name), header);
         if (want !== Number(a))
           res.mismatches.push(`sizeof(${name}): ours ${want} for ${header}, header ${a}`);
       } else if (kind === 'F') {
         const [sname, fname] = name.split('.') as [string, string];
-        const field = abi.ALL_LAYOUTS.find((x) => x.name === sname)!.fields[fname]!;
+        const field = layoutOf(sname).fields[fname]!;
         if (field.offset !== Number(a))
           res.mismatches.push(`offsetof(${name}): ours ${field.offset}, header ${a}`);
         if (FIELD_SIZES[field.type] !== Number(b))
@@ -112,6 +151,16 @@ function report(label: string, r: ProbeResult): void {
     console.log(`abi probe (${label}): SKIPPED (not in this header): ${r.skipped.join(', ')}`);
 }
 
+/** The provisioned Linux 7.3 uAPI headers, or undefined (skipped loudly; never under CI=true). */
+function headers73(t: TestContext, file: string): string | undefined {
+  const dir = join(process.env.VFIO_TS_CACHE ?? '/var/cache/vfio-ts', 'headers/7.3/usr/include');
+  if (
+    !requireOrSkip(t, existsSync(join(dir, file)) ? undefined : `${dir}/${file}`, 'run scripts/provision.sh')
+  )
+    return undefined;
+  return dir;
+}
+
 test('ioctl numbers follow _IO(VFIO_TYPE, VFIO_BASE + n)', () => {
   assert.equal(abi.VFIO_DEVICE_GET_REGION_INFO, 0x3b6c);
   assert.equal(abi.VFIO_DEVICE_FEATURE, 0x3b75);
@@ -119,7 +168,7 @@ test('ioctl numbers follow _IO(VFIO_TYPE, VFIO_BASE + n)', () => {
 });
 
 test('installed <linux/vfio.h> agrees with src/abi', () => {
-  const r = runProbe(undefined, '6.1');
+  const r = runProbe(VFIO_SPEC, undefined, '6.1');
   report('system header', r);
   assert.deepEqual(r.mismatches, []);
   // Everything plain-uapi must be in the header; only newer/RFC/proposed/ours may be missing.
@@ -131,19 +180,53 @@ test('installed <linux/vfio.h> agrees with src/abi', () => {
 });
 
 test('Linux 7.3 <linux/vfio.h> agrees with src/abi (DMA_BUF layouts)', (t) => {
-  const dir = join(process.env.VFIO_TS_CACHE ?? '/var/cache/vfio-ts', 'headers/7.3/usr/include');
-  if (
-    !requireOrSkip(
-      t,
-      existsSync(join(dir, 'linux/vfio.h')) ? undefined : `${dir}/linux/vfio.h`,
-      'run scripts/provision.sh',
-    )
-  )
-    return;
-  const r = runProbe(dir, '7.3');
+  const dir = headers73(t, 'linux/vfio.h');
+  if (dir === undefined) return;
+  const r = runProbe(VFIO_SPEC, dir, '7.3');
   report('7.3 header', r);
   assert.deepEqual(r.mismatches, []);
   for (const name of ['VFIO_DEVICE_FEATURE_DMA_BUF', 'vfio_device_feature_dma_buf', 'vfio_region_dma_range'])
     assert.ok(!r.skipped.includes(name), `${name} should be in the 7.3 header`);
   // The WC attribute is not merged as of 7.3: if it ever appears, its value must match (checked above).
+});
+
+test('RFC, proposed and vfio-ts structs are in no header: reported by name', () => {
+  const names = headerless();
+  console.log(`abi probe: not in any header (RFC/ours): ${names.join(', ')}`);
+  for (const n of ['vfio_region_flags', 'vfio_ts_mmap_cookie', 'vfio_ts_alias_region'])
+    assert.ok(
+      names.some((x) => x.startsWith(`${n} `)),
+      `${n} should be listed`,
+    );
+});
+
+test('installed <linux/pci_regs.h> agrees with src/abi/pci.ts', () => {
+  const r = runProbe(PCI_SPEC, undefined, '6.1');
+  report('pci.ts, system header', r);
+  assert.deepEqual(r.mismatches, []);
+  assert.ok(r.checked > 150, `only ${r.checked} checked`);
+});
+
+test('Linux 7.3 <linux/pci_regs.h> agrees with src/abi/pci.ts', (t) => {
+  const dir = headers73(t, 'linux/pci_regs.h');
+  if (dir === undefined) return;
+  const r = runProbe(PCI_SPEC, dir, '7.3');
+  report('pci.ts, 7.3 header', r);
+  assert.deepEqual(r.mismatches, []);
+  assert.ok(r.checked > 150, `only ${r.checked} checked`);
+});
+
+test('Linux 7.3 <linux/iommufd.h> agrees with src/abi/iommufd.ts (constants, sizes, offsets)', (t) => {
+  const dir = headers73(t, 'linux/iommufd.h');
+  if (dir === undefined) return;
+  const r = runProbe(IOMMUFD_SPEC, dir, '7.3');
+  report('iommufd.ts, 7.3 header', r);
+  assert.deepEqual(r.mismatches, []);
+  assert.deepEqual(r.skipped, [], 'everything in iommufd.ts is merged uAPI');
+  // Every struct the cdev path sends, and every field of it, was asked about.
+  const fields = IOMMUFD_SPEC.layouts.reduce((n, { l }) => n + 1 + Object.keys(l.fields).length, 0);
+  assert.equal(r.checked, IOMMUFD_SPEC.constants.length + fields);
+  // The sizes the backend sends are the first versions: never beyond what 7.3 defines.
+  for (const [name, l] of Object.entries(iommufd.IOMMUFD_SIZE_CONSTANTS))
+    assert.equal((iommufd as Record<string, unknown>)[name], l.size, name);
 });
