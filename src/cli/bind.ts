@@ -2,11 +2,12 @@
  * `vfio-ts bind <pci-address> [--json]` and `vfio-ts unbind <pci-address> [--json]`: hand a PCI
  * function to vfio-pci (driver_override, unbind from its driver, drivers_probe) or give it back
  * (src/kernel/sysfs.ts). Exit status 1 when the vfio-pci module is missing, the address is
- * unknown, or the IOMMU group is not viable (another device in it is bound to a host driver).
+ * unknown, or the IOMMU group is not viable (another device in it is bound to a driver that takes
+ * DMA ownership: src/kernel/sysfs.ts groupViability).
  */
 import { Errno } from '../abi/errno.js';
 import { fail } from '../errors.js';
-import { bindVfioPci, unbindVfioPci } from '../kernel/sysfs.js';
+import { bindVfioPci, driverLeavesDmaToUser, unbindVfioPci } from '../kernel/sysfs.js';
 
 function parse(args: string[], cmd: string): { bdf: string; json: boolean } {
   const json = args.includes('--json');
@@ -28,11 +29,9 @@ export async function run(args: string[]): Promise<number> {
       if (m.bdf !== r.bdf) console.log(`  group member ${m.bdf}: ${m.driver ?? 'no driver'}`);
   }
   if (!r.viable) {
-    const others = r.groupMembers.filter(
-      (m) => m.driver !== undefined && m.driver !== 'vfio-pci' && m.driver !== 'pcieport',
-    );
+    const others = r.groupMembers.filter((m) => !driverLeavesDmaToUser(m.driver));
     console.error(
-      `vfio-ts bind: IOMMU group ${r.group} is not viable: ${others.map((m) => `${m.bdf} (${m.driver})`).join(', ')} must be bound to vfio-pci or unbound too`,
+      `vfio-ts bind: EBUSY: IOMMU group ${r.group} is not viable: ${others.map((m) => `${m.bdf} (${m.driver})`).join(', ')} must be unbound or bound to vfio-pci (or pci-stub) too; opening ${r.bdf} fails until then`,
     );
     return 1;
   }

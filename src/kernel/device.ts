@@ -141,14 +141,11 @@ function openViaGroup(
     putU32(status, 0, status.length);
     ioctl(groupFd, VFIO_GROUP_GET_STATUS, status);
     if (!(u32(status, 4) & VFIO_GROUP_FLAGS_VIABLE)) {
-      const v = groupViability(bdf, sysfs);
-      const others = v.members
-        .filter((m) => m.driver !== undefined && m.driver !== 'vfio-pci')
-        .map((m) => `${m.bdf} (${m.driver})`);
+      const others = groupViability(bdf, sysfs).blocking.map((m) => `${m.bdf} (${m.driver})`);
       fail(
         Errno.EBUSY,
         'VFIO_GROUP_GET_STATUS',
-        `IOMMU group ${group} is not viable: every device in it must be bound to vfio-pci or to no driver${others.length ? `; bound elsewhere: ${others.join(', ')}` : ''}`,
+        `IOMMU group ${group} is not viable: every device in it must be unbound or bound to vfio-pci, a vfio-pci variant, pci-stub or pcieport${others.length ? `; bound elsewhere: ${others.join(', ')}` : ''}`,
       );
     }
     const fdArg = new Uint8Array(4);

@@ -142,22 +142,45 @@ export interface BindResult {
   previousDriver: string | undefined;
   /** The group's other members and their drivers. */
   groupMembers: { bdf: string; driver: string | undefined }[];
-  /** Whether every member of the group is bound to vfio-pci or to no driver (the group is viable). */
+  /** Whether every member of the group leaves DMA to its user (groupViability: the group is viable). */
   viable: boolean;
 }
 
-/** Group viability as vfio_group_viable sees it: every member driverless or bound to a vfio driver. */
+/**
+ * Drivers that declare `driver_managed_dma` (they do no DMA through the kernel's default domain,
+ * so they do not take DMA ownership of the group): pci-stub (drivers/pci/pci-stub.c), the PCIe
+ * port driver (drivers/pci/pcie/portdrv.c), vfio-pci and every vfio-pci variant driver
+ * (drivers/vfio/pci/.../*: mlx5_vfio_pci, hisi_acc_vfio_pci, pds_vfio_pci, virtio_vfio_pci,
+ * nvgrace_gpu_vfio_pci, xe-vfio-pci, ...). sysfs does not show the flag, so it goes by name.
+ */
+export function driverLeavesDmaToUser(driver: string | undefined): boolean {
+  if (driver === undefined) return true;
+  return driver === 'pci-stub' || driver === 'pcieport' || /vfio[-_]pci/.test(driver);
+}
+
+/**
+ * Group viability as Linux 6.1 and 7.3 decide it. VFIO_GROUP_GET_STATUS sets
+ * VFIO_GROUP_FLAGS_VIABLE unless iommu_group_dma_owner_claimed() (drivers/vfio/group.c:
+ * vfio_group_ioctl_get_status; 6.1: drivers/vfio/vfio_main.c), and SET_CONTAINER's
+ * iommu_group_claim_dma_owner() fails while any member holds the default domain
+ * (drivers/iommu/iommu.c: group->owner_cnt). A member takes it when a driver without
+ * `driver_managed_dma` binds (drivers/pci/pci-driver.c: pci_dma_configure →
+ * iommu_device_use_default_domain). So a member is fine with no driver or with one of
+ * driverLeavesDmaToUser's. Bridges get no exemption of their own since 5.19 (the old
+ * vfio_dev_driver_allowed allowed any non-normal header type): a bridge is fine with no driver
+ * or pcieport, not with e.g. shpchp.
+ */
 export function groupViability(bdf: string, sysfs = SYSFS_PCI_DEVICES) {
   const members = groupMembers(bdf, sysfs).map((m) => ({ bdf: m, driver: boundDriver(m, sysfs) }));
-  // drivers/vfio/group.c: vfio_dev_driver_allowed / vfio_group_has_device: pcieport is allowed too.
-  const ok = (d: string | undefined) => d === undefined || d === VFIO_PCI_DRIVER || d === 'pcieport';
-  return { members, viable: members.every((m) => ok(m.driver)) };
+  const blocking = members.filter((m) => !driverLeavesDmaToUser(m.driver));
+  return { members, blocking, viable: blocking.length === 0 };
 }
 
 /**
  * Binds a PCI function to vfio-pci: driver_override = vfio-pci, unbind from the current driver,
- * drivers_probe. Errors: ENODEV for an unknown address or missing vfio-pci module, EBUSY when
- * the group is left not viable (another member is bound to a host driver).
+ * drivers_probe. Errors: ENODEV for an unknown address or missing vfio-pci module. A group left
+ * not viable is not an error here: `viable` says so (vfio-ts bind exits 1 naming the devices,
+ * and opening the device fails EBUSY).
  */
 export function bindVfioPci(bdf: string, opts: BindOptions = {}): BindResult {
   const sysfs = opts.sysfs ?? SYSFS_PCI_DEVICES;
