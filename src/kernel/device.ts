@@ -8,7 +8,8 @@
  *
  * ioctl/pread/pwrite/mmap go to the device fd unchanged; DMA maps use VFIO_IOMMU_MAP_DMA on the
  * container (or IOMMU_IOAS_MAP on the iommufd). A write-combining mapping outside the device fd
- * comes from sysfs `resourceN_wc` (pci_mmap_resource_wc: prefetchable memory BARs only).
+ * comes from sysfs `resourceN_wc` (pci_mmap_resource_wc: prefetchable memory BARs only), and is
+ * checked against the x86 PAT list where it can be read (src/kernel/pat.ts).
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -74,7 +75,17 @@ import {
   pwrite,
 } from '../native/index.js';
 import { putU32, putU64, u32 } from '../wire/vfio.js';
-import { groupViability, iommuGroup, normalizeBdf, resourceWcPath, vfioCdevName } from './sysfs.js';
+import { patTypeOf, readPatList } from './pat.js';
+import {
+  groupViability,
+  iomemRelaxed,
+  iommuGroup,
+  normalizeBdf,
+  resourceRange,
+  resourceSize,
+  resourceWcPath,
+  vfioCdevName,
+} from './sysfs.js';
 
 export const VFIO_CONTAINER_PATH = '/dev/vfio/vfio';
 export const IOMMUFD_PATH = '/dev/iommu';
@@ -88,6 +99,16 @@ export interface OpenKernelOptions {
   path?: 'auto' | KernelIommuPath;
   /** sysfs root of PCI devices (tests). */
   sysfs?: string;
+  /**
+   * BARs to map write-combining through sysfs `resourceN_wc` *before* the device is opened, kept
+   * until close; `mapWriteCombining` then hands out views of them. Needs a kernel booted with
+   * `iomem=relaxed` (else EINVAL): with the default strict iomem the claim at open (7.3) or at
+   * first access (6.1) revokes the mapping, and a mapping made after vfio-pci has ioremapped the
+   * BAR is refused (strict) or made uncached-minus by PAT (relaxed). Made first, the WC
+   * reservation is what vfio-pci's own ioremap of the BAR, and its region mmaps, then inherit:
+   * on a BAR with registers, pread/pwrite through the device fd become write-combining too.
+   */
+  wcBars?: readonly number[];
 }
 
 /** The IOMMU side of an open device: where DMA maps go. */
@@ -249,13 +270,71 @@ function openViaCdev(bdf: string, sysfs: string | undefined): { deviceFd: number
   });
 }
 
-/** Which path openKernelDevice would take for `bdf`. */
-export function kernelPathFor(bdf: string, sysfs?: string): KernelIommuPath {
-  return existsSync(IOMMUFD_PATH) && vfioCdevName(bdf, sysfs) !== undefined ? 'cdev' : 'group';
+/**
+ * Which path openKernelDevice would take for `bdf`: the cdev when /dev/iommu (`iommufdPath`, for
+ * tests) exists and sysfs lists the device's vfio-dev/vfioN, else the group path.
+ */
+export function kernelPathFor(bdf: string, sysfs?: string, iommufdPath = IOMMUFD_PATH): KernelIommuPath {
+  return existsSync(iommufdPath) && vfioCdevName(bdf, sysfs) !== undefined ? 'cdev' : 'group';
 }
 
 function toMapping(m: NativeMapping, via: Mapping['via'], attribute: 'uc' | 'wc'): Mapping {
   return { bytes: m.bytes, length: m.length, attribute, via, unmap: () => m.unmap() };
+}
+
+/** Where sysfs resourceN_wc gives a WC mapping of a vfio-pci device (measured in the guests). */
+export const SYSFS_WC_KERNELS =
+  'sysfs resourceN_wc: works on Linux 6.1 until vfio-pci claims the BAR (its first access through the device fd); on 7.3 refused once the device is open unless the kernel runs with iomem=relaxed and the BAR is mapped before open (wcBars)';
+
+/** What the administrator can do when sysfs refuses a WC mapping of a claimed BAR. */
+export const IOMEM_RELAXED_REMEDY =
+  'boot the kernel with iomem=relaxed and open the device with wcBars (openKernelDevice(bdf, { wcBars: [bar] })), which maps the BAR write-combining before vfio-pci claims and ioremaps it';
+
+/**
+ * mmap of sysfs `resource<region>_wc`, then the PAT check: the kernel silently gives a WC request
+ * the type already reserved over the range (memtype_check_conflict), uncached-minus once vfio-pci
+ * has ioremapped the BAR. EOPNOTSUPP then, naming what PAT gave. Unchecked when the list cannot
+ * be read (not x86, no debugfs, not root).
+ */
+function mmapSysfsWc(bdf: string, region: number, offset: bigint, length: number, sysfs: string | undefined) {
+  const file = region < 6 ? resourceWcPath(bdf, region, sysfs) : undefined;
+  if (file === undefined)
+    fail(
+      Errno.EOPNOTSUPP,
+      'map WC',
+      `${bdf} region ${region} has no sysfs resource${region}_wc (only prefetchable memory BARs do) and the kernel offers no other WC path`,
+    );
+  const fd = openPath(file, O_RDWR | O_CLOEXEC);
+  let m: NativeMapping;
+  try {
+    m = mmap(fd, offset, length, PROT_READ | PROT_WRITE, MAP_SHARED);
+  } catch (e) {
+    if (e instanceof VfioError && e.errno === Errno.EINVAL)
+      fail(
+        Errno.EINVAL,
+        'map WC',
+        iomemRelaxed()
+          ? `mmap of ${file} refused (EINVAL) although the kernel runs with iomem=relaxed`
+          : `mmap of ${file} refused: vfio-pci has claimed BAR ${region} (pci_request_selected_regions: on Linux 6.1 at the first read, write or mmap of the BAR through the device fd, on 7.3 when the device is opened), and with CONFIG_IO_STRICT_DEVMEM the kernel maps no claimed BAR through sysfs (pci_mmap_resource: iomem_is_exclusive); remedy for the administrator: ${IOMEM_RELAXED_REMEDY}; on 6.1 alone, mapping WC before any other access to the BAR also works`,
+      );
+    throw e;
+  } finally {
+    closeFd(fd);
+  }
+  const bar = resourceRange(bdf, region, sysfs);
+  const pat = bar === undefined ? undefined : readPatList();
+  if (bar !== undefined && pat !== undefined) {
+    const got = patTypeOf(pat, bar.start + offset, bar.start + offset + BigInt(length));
+    if (got !== undefined && got !== 'write-combining') {
+      m.unmap();
+      fail(
+        Errno.EOPNOTSUPP,
+        'map WC',
+        `mmap of ${file} was given ${got}, not write-combining (x86 PAT: the BAR is already reserved ${got} by vfio-pci's ioremap of it, memtype_check_conflict); ${iomemRelaxed() ? 'the kernel runs with iomem=relaxed: open the device with wcBars (openKernelDevice(bdf, { wcBars: [bar] })) to map the BAR write-combining before vfio-pci ioremaps it' : IOMEM_RELAXED_REMEDY}`,
+      );
+    }
+  }
+  return m;
 }
 
 export class KernelDeviceFile implements VfioDeviceFile {
@@ -265,6 +344,8 @@ export class KernelDeviceFile implements VfioDeviceFile {
   private readonly dmaViews = new Map<bigint, NativeMapping>();
   /** dma-buf fds this file saw the device return, with the attribute asked for. */
   private readonly dmaBufAttr = new Map<number, 'uc' | 'wc'>();
+  /** Whole-BAR WC mappings made before the device was opened (OpenKernelOptions.wcBars). */
+  readonly premappedWc: ReadonlyMap<number, NativeMapping>;
 
   constructor(
     readonly bdf: string,
@@ -273,7 +354,10 @@ export class KernelDeviceFile implements VfioDeviceFile {
     readonly group: number | undefined,
     private readonly iommu: IommuContext,
     private readonly sysfs: string | undefined,
-  ) {}
+    premappedWc: ReadonlyMap<number, NativeMapping> = new Map(),
+  ) {
+    this.premappedWc = premappedWc;
+  }
 
   private check(op: string): void {
     if (this.closed) fail(Errno.EBADF, op, 'device closed');
@@ -373,39 +457,37 @@ export class KernelDeviceFile implements VfioDeviceFile {
    * pci_mmap_resource_range with write_combine). The file exists only for prefetchable memory
    * BARs (pci_create_attr: `if (res->flags & IORESOURCE_PREFETCH)`).
    *
-   * Caveat seen in the guests (both Debian kernels have CONFIG_IO_STRICT_DEVMEM=y): sysfs
-   * refuses to map a BAR vfio-pci has claimed (EINVAL), and vfio-pci claiming the BAR later —
-   * its first pread/pwrite/mmap of that BAR on 6.1 — revokes this mapping (revoke_iomem: the
-   * pages are zapped and the PAT entry goes; a later access faults). Keep every access to a
-   * WC-mapped BAR on the WC mapping. On 7.3 the BARs are claimed at open: no sysfs WC at all.
+   * Seen in the guests (both Debian kernels have CONFIG_IO_STRICT_DEVMEM=y): sysfs refuses to
+   * map a BAR vfio-pci has claimed (EINVAL), and vfio-pci claiming the BAR later — its first
+   * pread/pwrite/mmap of that BAR on 6.1 — revokes this mapping (revoke_iomem: the pages are
+   * zapped and the PAT entry goes; a later access faults). Keep every access to a WC-mapped BAR
+   * on the WC mapping. On 7.3 the BARs are claimed at open: no sysfs WC at all, unless the kernel
+   * runs with iomem=relaxed and the BAR was mapped before open (OpenKernelOptions.wcBars); with
+   * iomem=relaxed alone a mapping made after open is uncached-minus (PAT) and refused here.
    */
-  async mapWriteCombining(region: number, offset: bigint, length: number): Promise<Mapping> {
-    this.check('map WC');
+  writeCombiningRoute(region: number): { available: boolean; note: string } {
+    if (this.premappedWc.has(region))
+      return { available: true, note: `resource${region}_wc mapped before open (wcBars, iomem=relaxed)` };
     const file = region < 6 ? resourceWcPath(this.bdf, region, this.sysfs) : undefined;
     if (file === undefined)
-      fail(
-        Errno.EOPNOTSUPP,
-        'map WC',
-        `${this.bdf} region ${region} has no sysfs resource${region}_wc (only prefetchable memory BARs do) and the kernel offers no other WC path`,
-      );
-    const fd = openPath(file, O_RDWR | O_CLOEXEC);
-    try {
-      return toMapping(
-        mmap(fd, offset, length, PROT_READ | PROT_WRITE, MAP_SHARED),
-        'sysfs-resource-wc',
-        'wc',
-      );
-    } catch (e) {
-      if (e instanceof VfioError && e.errno === Errno.EINVAL)
-        fail(
-          Errno.EINVAL,
-          'map WC',
-          `mmap of ${file} refused: vfio-pci has claimed BAR ${region} (pci_request_selected_regions: on Linux 6.1 at the first read, write or mmap of the BAR through the device fd, on 7.3 when the device is opened), and with CONFIG_IO_STRICT_DEVMEM the kernel maps no claimed BAR through sysfs (pci_mmap_resource_range: iomem_is_exclusive); map WC before any other access to the BAR, on a kernel that claims BARs lazily`,
-        );
-      throw e;
-    } finally {
-      closeFd(fd);
+      return {
+        available: false,
+        note: `${this.bdf} has no sysfs resource${region}_wc (only prefetchable memory BARs have one) and the kernel offers no other WC path`,
+      };
+    return { available: true, note: SYSFS_WC_KERNELS };
+  }
+
+  async mapWriteCombining(region: number, offset: bigint, length: number): Promise<Mapping> {
+    this.check('map WC');
+    const pre = this.premappedWc.get(region);
+    if (pre !== undefined) {
+      if (offset < 0n || offset + BigInt(length) > BigInt(pre.length))
+        fail(Errno.EINVAL, 'map WC', `range beyond BAR ${region} (${pre.length} bytes)`);
+      // A view of the mapping made before open; it lives until close (unmap is a no-op).
+      const bytes = pre.bytes.subarray(Number(offset), Number(offset) + length);
+      return { bytes, length, attribute: 'wc', via: 'sysfs-resource-wc', unmap: () => {} };
     }
+    return toMapping(mmapSysfsWc(this.bdf, region, offset, length, this.sysfs), 'sysfs-resource-wc', 'wc');
   }
 
   async close(): Promise<void> {
@@ -422,6 +504,7 @@ export class KernelDeviceFile implements VfioDeviceFile {
     this.dmaViews.clear();
     closeFd(this.deviceFd);
     this.iommu.close();
+    for (const m of this.premappedWc.values()) m.unmap();
   }
 }
 
@@ -433,10 +516,44 @@ export async function openKernelDevice(bdf: string, opts: OpenKernelOptions = {}
   const addr = normalizeBdf(bdf);
   const want = opts.path ?? 'auto';
   const path: KernelIommuPath = want === 'auto' ? kernelPathFor(addr, opts.sysfs) : want;
-  if (path === 'cdev') {
-    const { deviceFd, iommu } = openViaCdev(addr, opts.sysfs);
-    return new KernelDeviceFile(addr, deviceFd, 'cdev', undefined, iommu, opts.sysfs);
+  const pre = premapWc(addr, opts.wcBars ?? [], opts.sysfs);
+  try {
+    if (path === 'cdev') {
+      const { deviceFd, iommu } = openViaCdev(addr, opts.sysfs);
+      return new KernelDeviceFile(addr, deviceFd, 'cdev', undefined, iommu, opts.sysfs, pre);
+    }
+    const { deviceFd, iommu, group } = openViaGroup(addr, opts.sysfs);
+    return new KernelDeviceFile(addr, deviceFd, 'group', group, iommu, opts.sysfs, pre);
+  } catch (e) {
+    for (const m of pre.values()) m.unmap();
+    throw e;
   }
-  const { deviceFd, iommu, group } = openViaGroup(addr, opts.sysfs);
-  return new KernelDeviceFile(addr, deviceFd, 'group', group, iommu, opts.sysfs);
+}
+
+/** OpenKernelOptions.wcBars: whole-BAR sysfs WC mappings, made before the device is opened. */
+function premapWc(
+  bdf: string,
+  bars: readonly number[],
+  sysfs: string | undefined,
+): Map<number, NativeMapping> {
+  const out = new Map<number, NativeMapping>();
+  if (bars.length === 0) return out;
+  if (!iomemRelaxed())
+    fail(
+      Errno.EINVAL,
+      'open kernel device',
+      `wcBars needs a kernel booted with iomem=relaxed: with strict iomem (CONFIG_IO_STRICT_DEVMEM) vfio-pci's claim of the BAR revokes a sysfs mapping (revoke_iomem) and a later access faults`,
+    );
+  try {
+    for (const bar of bars) {
+      const size = resourceSize(bdf, bar, sysfs);
+      if (size === undefined || size === 0)
+        fail(Errno.EINVAL, 'open kernel device', `${bdf} BAR ${bar} is empty`);
+      out.set(bar, mmapSysfsWc(bdf, bar, 0n, size, sysfs));
+    }
+  } catch (e) {
+    for (const m of out.values()) m.unmap();
+    throw e;
+  }
+  return out;
 }

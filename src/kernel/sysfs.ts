@@ -95,6 +95,30 @@ export function resourceWcPath(bdf: string, bar: number, sysfs = SYSFS_PCI_DEVIC
   return existsSync(p) ? p : undefined;
 }
 
+/** Physical start and exclusive end of BAR `bar` from sysfs `resource`, or undefined when empty. */
+export function resourceRange(
+  bdf: string,
+  bar: number,
+  sysfs = SYSFS_PCI_DEVICES,
+): { start: bigint; end: bigint } | undefined {
+  const line = readTrim(join(deviceDir(bdf, sysfs), 'resource'))?.split('\n')[bar];
+  const [s, e] = (line ?? '').trim().split(/\s+/);
+  if (s === undefined || e === undefined) return undefined;
+  const start = BigInt(s);
+  const last = BigInt(e);
+  return last > start ? { start, end: last + 1n } : undefined;
+}
+
+/**
+ * Whether the kernel was booted with `iomem=relaxed` (kernel/resource.c: strict_iomem, which
+ * looks for "relaxed" in the option): then sysfs may map a BAR a driver has claimed
+ * (iomem_is_exclusive is false for busy, non-exclusive ranges) and a claim no longer revokes
+ * such mappings (revoke_iomem returns early when devmem_is_allowed).
+ */
+export function iomemRelaxed(cmdline = '/proc/cmdline'): boolean {
+  return /(?:^|\s)iomem=\S*relaxed/.test(readTrim(cmdline) ?? '');
+}
+
 /** Size of the sysfs resource file of BAR `bar` (the BAR's size), or undefined. */
 export function resourceSize(bdf: string, bar: number, sysfs = SYSFS_PCI_DEVICES): number | undefined {
   try {
