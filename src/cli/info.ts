@@ -217,6 +217,7 @@ export function formatInfo(r: InfoReport): string {
     for (const c of g.caps) for (const l of capLines(c)) lines.push(`\t\t${l}`);
     if (g.index < PCI_STD_NUM_BARS && g.flags.includes('MMAP'))
       lines.push(`\t\tWrite-combining: ${g.wcPaths.length ? g.wcPaths.join(', ') : 'none'}`);
+    if (g.wcNote) lines.push(`\t\t\t${g.wcNote}`);
   }
   for (const q of r.irqs)
     lines.push(
@@ -259,6 +260,7 @@ export function infoJson(r: InfoReport): Record<string, unknown> {
             : c,
       ),
       wcPaths: g.wcPaths,
+      ...(g.wcNote === undefined ? {} : { wcNote: g.wcNote }),
     })),
     irqs: r.irqs,
   };

@@ -33,6 +33,8 @@ export interface RegionReport {
   readonly flags: readonly string[];
   readonly caps: readonly RegionCap[];
   readonly wcPaths: readonly WcPath[];
+  /** For `sysfs-resource-wc`: on which kernels the route works (the kernel backend says). */
+  readonly wcNote?: string;
 }
 export interface IrqReport {
   readonly index: number;
@@ -85,6 +87,9 @@ export async function describeDevice(dev: VfioDevice): Promise<DeviceReport> {
   const regions: RegionReport[] = [];
   for (const r of await dev.regions()) {
     if (r.size === 0n && r.flags === 0) continue;
+    const wcPaths = r.index < PCI_STD_NUM_BARS ? await dev.wcPaths(r.index) : [];
+    const route = wcPaths.includes('sysfs-resource-wc') ? dev.file.writeCombiningRoute?.(r.index) : undefined;
+    const wcNote = route?.note;
     regions.push({
       index: r.index,
       name: regionName(r.index),
@@ -92,7 +97,8 @@ export async function describeDevice(dev: VfioDevice): Promise<DeviceReport> {
       offset: r.offset,
       flags: flagNames(r.flags, REGION_FLAGS),
       caps: r.caps,
-      wcPaths: r.index < PCI_STD_NUM_BARS ? await dev.wcPaths(r.index) : [],
+      wcPaths,
+      ...(wcNote === undefined ? {} : { wcNote }),
     });
   }
   const irqs: DeviceReport['irqs'][number][] = [];
@@ -165,6 +171,7 @@ export function formatReport(r: DeviceReport, title = ''): string {
         `\t\tmmap areas: ${areas.map((a) => `[${hex(a.offset)}-${hex(a.offset + a.size - 1n)}]`).join(' ')}`,
       );
     if (g.wcPaths.length) out.push(`\t\tWrite-combining paths: ${g.wcPaths.join(', ')}`);
+    if (g.wcNote) out.push(`\t\t  (${g.wcNote})`);
   }
   for (const q of r.irqs)
     out.push(

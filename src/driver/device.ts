@@ -265,9 +265,14 @@ export class VfioDevice {
       paths.push('alias-region');
     if (info.flags & VFIO_REGION_INFO_FLAG_PREFETCH && (await this.probeRegionFlags()))
       paths.push('rfc-region-flags');
-    if (this.file.mapWriteCombining && info.flags & VFIO_REGION_INFO_FLAG_PREFETCH)
+    // The kernel backend says whether the BAR has a resourceN_wc file (prefetchable memory BARs
+    // only: drivers/pci/pci-sysfs.c, pci_create_attr); the RFC's PREFETCH flag is not in Linux.
+    const route = this.file.writeCombiningRoute?.(region);
+    if (
+      this.file.mapWriteCombining &&
+      (route ? route.available : !!(info.flags & VFIO_REGION_INFO_FLAG_PREFETCH))
+    )
       paths.push('sysfs-resource-wc');
-    else if (this.file.mapWriteCombining && this.file.transport === 'kernel') paths.push('sysfs-resource-wc');
     return paths;
   }
 
@@ -364,10 +369,11 @@ export class VfioDevice {
       }
     }
     if (opts.allowUcFallback) return this.file.mmap(info.offset + offset, length);
+    const route = this.file.writeCombiningRoute?.(region);
     return fail(
       Errno.EOPNOTSUPP,
       'map WC',
-      `no write-combining path for region ${region} (${this.transport})`,
+      `no write-combining path for region ${region} (${this.transport})${route && !route.available ? `: ${route.note}` : ''}`,
     );
   }
 

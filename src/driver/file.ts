@@ -53,5 +53,11 @@ export interface VfioDeviceFile {
    * (the kernel backend: sysfs resourceN_wc). Absent otherwise.
    */
   mapWriteCombining?(region: number, offset: bigint, length: number): Promise<Mapping>;
+  /**
+   * Whether mapWriteCombining has a route for `region` (the kernel backend: the BAR's sysfs
+   * resourceN_wc file exists), and where it can work or why there is none. Without it, a
+   * backend with mapWriteCombining is taken to have a route for prefetchable BARs.
+   */
+  writeCombiningRoute?(region: number): { available: boolean; note: string };
   close(): Promise<void>;
 }
