@@ -9,14 +9,19 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { Errno } from '../../src/abi/errno.js';
 import { VfioError } from '../../src/errors.js';
+import { kernelPathFor } from '../../src/kernel/device.js';
 import {
   bindVfioPci,
   boundDriver,
+  driverLeavesDmaToUser,
   groupViability,
+  iomemRelaxed,
   iommuGroup,
   isBdf,
   normalizeBdf,
+  resourceRange,
   resourceWcPath,
+  vfioCdevName,
 } from '../../src/kernel/sysfs.js';
 
 function errnoOf(fn: () => unknown): number | undefined {
@@ -80,6 +85,26 @@ describe('bind helpers over a fake sysfs', () => {
   dev('0000:00:04.0', 4, 'vfio-pci');
   dev('0000:00:04.1', 4, 'e1000e');
   dev('0000:00:05.0', undefined, undefined);
+  // Group 6: a driverless bridge, a device on vfio-pci, the rest on drivers that leave DMA to
+  // the user (pci-stub, a vfio-pci variant, pcieport). Group 7: the same plus shpchp.
+  dev('0000:00:06.0', 6, undefined);
+  dev('0000:01:00.0', 6, 'vfio-pci');
+  dev('0000:01:01.0', 6, 'pci-stub');
+  dev('0000:01:02.0', 6, 'mlx5_vfio_pci');
+  dev('0000:01:03.0', 6, 'pcieport');
+  dev('0000:00:07.0', 7, 'shpchp');
+  dev('0000:02:00.0', 7, 'vfio-pci');
+  // vfio-dev/: 08.0 has a cdev, 09.0 an empty vfio-dev, 0a.0 only something else in it.
+  dev('0000:00:08.0', 8, 'vfio-pci');
+  mkdirSync(join(devices, '0000:00:08.0', 'vfio-dev', 'vfio3'), { recursive: true });
+  dev('0000:00:09.0', 9, 'vfio-pci');
+  mkdirSync(join(devices, '0000:00:09.0', 'vfio-dev'), { recursive: true });
+  dev('0000:00:0a.0', 10, 'vfio-pci');
+  mkdirSync(join(devices, '0000:00:0a.0', 'vfio-dev', 'vfiox'), { recursive: true });
+  writeFileSync(
+    join(devices, '0000:00:03.0', 'resource'),
+    '0x00000000feb00000 0x00000000feb000ff 0x0000000000040200\n0x0000000000000000 0x0000000000000000 0x0000000000000000\n0x00000000fe000000 0x00000000fe3fffff 0x000000000014220c\n',
+  );
   const opts = {
     sysfs: devices,
     driverDir: join(drivers, 'vfio-pci'),
@@ -118,5 +143,60 @@ describe('bind helpers over a fake sysfs', () => {
       { bdf: '0000:00:04.0', driver: 'vfio-pci' },
       { bdf: '0000:00:04.1', driver: 'e1000e' },
     ]);
+  });
+
+  test('viability follows driver_managed_dma: no driver, vfio-pci and variants, pci-stub, pcieport; not shpchp', () => {
+    const g6 = groupViability('0000:01:00.0', devices);
+    assert.equal(g6.viable, true, JSON.stringify(g6.members));
+    assert.deepEqual(g6.blocking, []);
+    const g7 = groupViability('0000:02:00.0', devices);
+    assert.equal(g7.viable, false);
+    assert.deepEqual(g7.blocking, [{ bdf: '0000:00:07.0', driver: 'shpchp' }]);
+    const table: [string | undefined, boolean][] = [
+      [undefined, true],
+      ['vfio-pci', true],
+      ['mlx5_vfio_pci', true],
+      ['xe-vfio-pci', true],
+      ['pci-stub', true],
+      ['pcieport', true],
+      ['virtio-pci', false],
+      ['e1000e', false],
+      ['shpchp', false],
+      ['vfio', false],
+    ];
+    for (const [driver, ok] of table) assert.equal(driverLeavesDmaToUser(driver), ok, String(driver));
+  });
+  test('vfioCdevName: the vfioN under vfio-dev/, else undefined', () => {
+    assert.equal(vfioCdevName('0000:00:08.0', devices), 'vfio3');
+    assert.equal(vfioCdevName('0000:00:09.0', devices), undefined);
+    assert.equal(vfioCdevName('0000:00:0a.0', devices), undefined);
+    assert.equal(vfioCdevName('0000:00:03.0', devices), undefined);
+    assert.equal(vfioCdevName('0000:00:1f.0', devices), undefined, 'no such device');
+  });
+  test('kernelPathFor: cdev only with both /dev/iommu and a vfio-dev cdev', () => {
+    const iommu = join(root, 'iommu');
+    writeFileSync(iommu, '');
+    const none = join(root, 'no-iommu');
+    assert.equal(kernelPathFor('0000:00:08.0', devices, iommu), 'cdev');
+    assert.equal(kernelPathFor('0000:00:08.0', devices, none), 'group');
+    assert.equal(kernelPathFor('0000:00:09.0', devices, iommu), 'group');
+    assert.equal(kernelPathFor('0000:00:04.0', devices, iommu), 'group');
+  });
+  test('resourceRange reads sysfs resource; iomemRelaxed reads the command line', () => {
+    assert.deepEqual(resourceRange('0000:00:03.0', 2, devices), { start: 0xfe000000n, end: 0xfe400000n });
+    assert.deepEqual(resourceRange('0000:00:03.0', 0, devices), { start: 0xfeb00000n, end: 0xfeb00100n });
+    assert.equal(resourceRange('0000:00:03.0', 1, devices), undefined);
+    assert.equal(resourceRange('0000:00:04.0', 2, devices), undefined);
+    const cmd = join(root, 'cmdline');
+    for (const [line, want] of [
+      ['console=ttyS0 iomem=relaxed quiet', true],
+      ['iomem=relaxed', true],
+      ['console=ttyS0 quiet', false],
+      ['iomem=strict', false],
+      ['noiomem=relaxed', false],
+    ] as const) {
+      writeFileSync(cmd, `${line}\n`);
+      assert.equal(iomemRelaxed(cmd), want, line);
+    }
   });
 });
