@@ -62,6 +62,23 @@ export function e1000e(opts: { id?: string } = {}): string[] {
   return ['-netdev', `hubport,id=${id},hubid=0`, '-device', `e1000e,netdev=${id}`];
 }
 
+/**
+ * A conventional PCI-PCI bridge (QEMU's pci-bridge, 1b36:0001) with `devices` (QEMU device
+ * names) behind it at slots 1, 2, ...: conventional PCI has no ACS and requester IDs alias to the
+ * bridge, so under intel-iommu the bridge and everything behind it form one IOMMU group.
+ */
+export function pciBridge(
+  devices: readonly string[],
+  opts: { id?: string; chassis?: number } = {},
+): string[] {
+  const id = opts.id ?? 'vfiotsbr0';
+  return [
+    '-device',
+    `pci-bridge,id=${id},chassis_nr=${opts.chassis ?? 1}`,
+    ...devices.flatMap((d, i) => ['-device', `${d},bus=${id},addr=${i + 1}`]),
+  ];
+}
+
 /** Guest RAM in a shared memfd: vfio-user needs fd-backed RAM to hand DMA regions to a server. */
 export function sharedMemory(sizeMiB = DEFAULT_GUEST_MEMORY_MIB): string[] {
   return [

@@ -25,6 +25,8 @@ import {
 export const PROBE_DEVICES = ['edu=1234:11e8', 'ivshmem=1af4:1110', 'nvme=1b36:0010', 'e1000e=8086:10d3'];
 export const OUT_DEVICE = '/dev/vda';
 export const GUEST_TIMEOUT_MS = 180_000;
+/** Where in-guest.test.ts's script leaves what `vfio-ts bind` said with vfio-pci unloaded. */
+export const NO_MODULE_OUT = '/tmp/vfio-ts-no-module.txt';
 
 export interface KernelGuestRun {
   boot: BootResult;
@@ -32,11 +34,22 @@ export interface KernelGuestRun {
   out: string | undefined;
 }
 
+/** What a boot may add to the four devices: kernel options, devices, modules. */
+export interface KernelGuestOptions {
+  /** Appended to the kernel command line (e.g. `iomem=relaxed`). */
+  append?: string;
+  /** More QEMU arguments (devices). */
+  args?: readonly string[];
+  /** More modules for /init to load after the vfio ones and the output disk's. */
+  modules?: readonly string[];
+}
+
 /** Boots `label` with the four devices and the output disk; runs `script` (cd /app done). */
 export async function runKernelGuest(
   p: Provisioned,
   label: KernelLabel,
   script: string,
+  opts: KernelGuestOptions = {},
 ): Promise<KernelGuestRun> {
   const dir = mkdtempSync(join(tmpdir(), 'vfio-ts-kernel-'));
   try {
@@ -46,7 +59,8 @@ export async function runKernelGuest(
       kernel: p.kernels[label],
       node: true,
       trees: projectTrees(),
-      modules: [...VFIO_MODULES, 'virtio_pci?', 'virtio_blk'],
+      modules: [...VFIO_MODULES, 'virtio_pci?', 'virtio_blk', ...(opts.modules ?? [])],
+      ...(opts.append ? { append: opts.append } : {}),
       script: `cd /app || exit 90\n${script}`,
       args: [
         ...edu(),
@@ -57,6 +71,7 @@ export async function runKernelGuest(
         `file=${outImage},format=raw,if=none,id=vfiotsout`,
         '-device',
         'virtio-blk-pci,drive=vfiotsout',
+        ...(opts.args ?? []),
       ],
       timeoutMs: GUEST_TIMEOUT_MS,
     });
