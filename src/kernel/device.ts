@@ -330,7 +330,7 @@ function mmapSysfsWc(bdf: string, region: number, offset: bigint, length: number
       fail(
         Errno.EOPNOTSUPP,
         'map WC',
-        `mmap of ${file} was given ${got}, not write-combining (x86 PAT: the BAR is already reserved ${got} by vfio-pci's ioremap of it, memtype_check_conflict); ${iomemRelaxed() ? 'the kernel runs with iomem=relaxed: open the device with wcBars (openKernelDevice(bdf, { wcBars: [bar] })) to map the BAR write-combining before vfio-pci ioremaps it' : IOMEM_RELAXED_REMEDY}`,
+        `mmap of ${file} was given ${got}, not write-combining (x86 PAT: the range is already reserved ${got} — on 7.3 by vfio-pci's ioremap of the BAR at open — and memtype_check_conflict gives a new mapping that type); ${iomemRelaxed() ? 'the kernel runs with iomem=relaxed: open the device with wcBars (openKernelDevice(bdf, { wcBars: [bar] })) to map the BAR write-combining before vfio-pci ioremaps it' : IOMEM_RELAXED_REMEDY}`,
       );
     }
   }
