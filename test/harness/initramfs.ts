@@ -60,6 +60,22 @@ export interface TreeCopy {
   exclude?: (rel: string) => boolean;
 }
 
+/** A host file copied into the guest; an ELF program brings the libraries ldd names. */
+export interface HostFile {
+  from: string;
+  /** Absolute path in the guest; default the host path. */
+  to?: string;
+}
+
+/**
+ * pciutils' lspci from the host (scripts/provision.sh installs pciutils), with its ID database,
+ * for guests that must show a device the way `lspci` does (busybox has no lspci applet).
+ */
+export const HOST_LSPCI: readonly HostFile[] = [
+  { from: '/usr/bin/lspci' },
+  { from: '/usr/share/misc/pci.ids' },
+];
+
 export interface GuestFile {
   /** Absolute path in the guest. */
   path: string;
@@ -75,6 +91,11 @@ export interface InitramfsOptions {
   modules?: readonly string[];
   /** Copy this Node.js (process.execPath) to /usr/bin/node with the libraries ldd names. */
   node?: boolean;
+  /**
+   * Host files copied into the guest (programs with the libraries ldd names, and data files
+   * such as /usr/share/misc/pci.ids); cached like Node. See HOST_LSPCI.
+   */
+  hostFiles?: readonly HostFile[];
   trees?: readonly TreeCopy[];
   files?: readonly GuestFile[];
   /** Where to write the result; default a fresh temporary directory. */
@@ -191,7 +212,7 @@ export function sharedLibraries(files: readonly string[]): string[] {
   for (const f of files) {
     let text: string;
     try {
-      text = execFileSync('ldd', [f], { encoding: 'utf8' });
+      text = execFileSync('ldd', [f], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
     } catch {
       continue; // static, or not an ELF ldd understands
     }
@@ -299,15 +320,31 @@ function modulesPiece(p: Provisioned, kernel: GuestKernel, files: readonly strin
   });
 }
 
-function nodePiece(p: Provisioned): Promise<string> {
-  const exe = process.execPath;
-  const libs = sharedLibraries([exe]);
-  const key = `v1 ${fileKey(exe)} ${libs.map(fileKey).join(' ')}`;
-  // Level 1: Node is ~100 MB and gzip -6 would take several times as long for a few MB less.
-  return cachedPiece(p.initramfsCacheDir, 'node', key, 1, () => [
-    { kind: 'file', path: 'usr/bin/node', data: readFileSync(exe), mode: 0o755 },
+/**
+ * Host files at their guest paths plus every library ldd names for them (non-ELF files have
+ * none), as one cached piece: Node, lspci.
+ */
+function hostFilesPiece(
+  p: Provisioned,
+  name: string,
+  files: readonly HostFile[],
+  level: number,
+): Promise<string> {
+  const libs = sharedLibraries(files.map((f) => f.from));
+  // The key names the sources (the piece's name fixes where they go): Node's key is unchanged.
+  const key = `v1 ${files.map((f) => fileKey(f.from)).join(' ')} ${libs.map(fileKey).join(' ')}`;
+  return cachedPiece(p.initramfsCacheDir, name, key, level, () => [
+    ...files.map((f): CpioEntry => {
+      const mode = statSync(f.from).mode & 0o7777;
+      return { kind: 'file', path: (f.to ?? f.from).replace(/^\/+/, ''), data: readFileSync(f.from), mode };
+    }),
     ...libEntries(libs),
   ]);
+}
+
+function nodePiece(p: Provisioned): Promise<string> {
+  // Level 1: Node is ~100 MB and gzip -6 would take several times as long for a few MB less.
+  return hostFilesPiece(p, 'node', [{ from: process.execPath, to: '/usr/bin/node' }], 1);
 }
 
 function guestFile(name: string): string {
@@ -323,6 +360,8 @@ export async function buildInitramfs(p: Provisioned, opts: InitramfsOptions): Pr
   const pieces: string[] = [await busyboxPiece(p)];
   if (modules.length > 0) pieces.push(await modulesPiece(p, kernel, modules));
   if (opts.node === true) pieces.push(await nodePiece(p));
+  if (opts.hostFiles !== undefined && opts.hostFiles.length > 0)
+    pieces.push(await hostFilesPiece(p, 'host-files', opts.hostFiles, 6));
 
   // The part that changes with every call: not cached.
   const nativeFiles: string[] = [];

@@ -21,6 +21,7 @@ import {
   type ChrootWorkDir,
   chrootWorkDir,
   describeBoot,
+  HOST_LSPCI,
   type KernelLabel,
   type Provisioned,
   provisionedOrSkip,
@@ -191,6 +192,9 @@ for d in /sys/bus/pci/devices/*; do
 done
 [ -n "$DEV" ] || { echo "NO-EDU"; ls /sys/bus/pci/devices; exit 1; }
 echo "EDU-AT $(basename $DEV)"
+echo "LSPCI-BEGIN"
+lspci -nn -vv 2>&1
+echo "LSPCI-END $?"
 echo 1 > $DEV/enable 2>/dev/null
 BAR=$(head -n1 $DEV/resource | cut -d' ' -f1)
 echo "BAR0 $BAR"
@@ -219,6 +223,17 @@ sleep 1
 [ -n "$COUNT" ] && [ "$COUNT" -ge 1 ]
 `;
 
+/**
+ * The block `lspci -nn -vv` printed for the device `vendor:device` in the guest's output: its
+ * first line up to the blank line that ends it (the console may add \r).
+ */
+function lspciBlock(output: string, id: string): string | undefined {
+  const m = /LSPCI-BEGIN\r?\n([\s\S]*?)LSPCI-END/.exec(output);
+  if (!m?.[1]) return undefined;
+  const blocks = m[1].replace(/\r/g, '').split(/\n\s*\n/);
+  return blocks.find((b) => b.split('\n')[0]?.includes(`[${id}]`));
+}
+
 async function bootWithDevices(
   p: Provisioned,
   kernel: KernelLabel,
@@ -229,6 +244,7 @@ async function bootWithDevices(
     kernel: p.kernels[kernel],
     script: GUEST_SCRIPT,
     modules: ['uio', 'uio_pci_generic'],
+    hostFiles: HOST_LSPCI,
   });
   try {
     return await bootGuest(p, {
@@ -271,6 +287,17 @@ for (const kernel of ['6.1', '7.3'] as const) {
       const r = await bootWithDevices(p, kernel, work, [eduSock.chroot, ivSock.chroot]);
       const why = `${describeBoot(r)}\nserver:\n${log.join('\n')}`;
       assert.match(r.output, /EDU-AT 0000:/, why);
+      // pciutils' lspci in the guest: edu's IDs, class, BAR0 (1 MiB, 32-bit memory) and INTx.
+      const eduLspci = lspciBlock(r.output, '1234:11e8');
+      assert.ok(eduLspci, `lspci did not list 1234:11e8\n${why}`);
+      assert.match(eduLspci, /^[0-9a-f]{2}:[0-9a-f]{2}\.\d .*\[00ff\].*\[1234:11e8\] \(rev 10\)/, eduLspci);
+      assert.match(
+        eduLspci,
+        /^\s+Region 0: Memory at [0-9a-f]+ \(32-bit, non-prefetchable\) \[size=1M\]$/m,
+        eduLspci,
+      );
+      assert.match(eduLspci, /^\s+Interrupt: pin A routed to IRQ \d+$/m, eduLspci);
+      assert.ok(lspciBlock(r.output, '1af4:1110'), `lspci did not list ivshmem\n${why}`);
       assert.match(r.output, /ID 0x010000ED/i, why);
       assert.match(r.output, /UIO-COUNT [1-9]/, why);
       assert.match(r.output, /IVSHMEM-AT 0000:/, why);
