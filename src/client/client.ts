@@ -113,7 +113,7 @@ export interface ClientOptions {
    * what QEMU proposes; our server then speaks QEMU's layout (docs/vfio-user-wire.md).
    */
   readonly minor?: 0 | 1;
-  /** DMA_READ/DMA_WRITE layout; default 'qemu' when proposing 0.0, else 'spec'. */
+  /** DMA_READ/DMA_WRITE layout; default 'spec' (what QEMU 11.1 speaks as a client too). */
   readonly dmaLayout?: DmaLayout;
   readonly maxMsgFds?: number;
   readonly maxDataXferSize?: number;
@@ -250,7 +250,7 @@ export class VfioUserClient implements VfioDeviceFile {
       maxDmaMaps: caps.maxDmaMaps,
       pgsizes: caps.pgsizes,
       writeMultiple: caps.writeMultiple,
-      dmaLayout: this.#opts.dmaLayout ?? (minor === 0 ? 'qemu' : 'spec'),
+      dmaLayout: this.#opts.dmaLayout ?? 'spec',
     };
   }
 

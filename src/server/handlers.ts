@@ -140,8 +140,9 @@ function version(s: Session, f: Frame): Reply {
     maxDataXferSize,
     maxMsgFds,
     writeMultiple: c.writeMultiple,
-    // QEMU proposes 0.0 and uses its own DMA_READ/WRITE layout (docs/vfio-user-wire.md).
-    dmaLayout: layoutOpt === 'auto' ? (v.minor === 0 ? 'qemu' : 'spec') : layoutOpt,
+    // 'auto' is the spec's layout: QEMU 11.1 proposes 0.0 and still puts the data at byte 32
+    // (test/server/qemu.test.ts, guest RAM without an fd; docs/vfio-user-wire.md).
+    dmaLayout: layoutOpt === 'auto' ? 'spec' : layoutOpt,
   };
   const json = capabilitiesJson({
     maxMsgFds,

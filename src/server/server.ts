@@ -28,7 +28,7 @@ export interface ServerOptions {
   /** Connect/disconnect lines (and, with `verbose`, one line per message). */
   readonly log?: (line: string) => void;
   readonly verbose?: boolean;
-  /** DMA_READ/DMA_WRITE layout; default 'auto' (QEMU's for a 0.0 client). */
+  /** DMA_READ/DMA_WRITE layout; default 'auto' (the spec's, what QEMU 11.1 speaks). */
   readonly dmaLayout?: DmaLayout | 'auto';
   /** Per-client limits (src/server/limits.ts, docs/robustness.md); defaults for what is left out. */
   readonly limits?: Partial<ServerLimits>;

@@ -43,7 +43,7 @@ import type { CloseReason, Transport } from './transport.js';
 export const DMA_REQUEST_TIMEOUT_MS = 10_000;
 
 export interface SessionOptions {
-  /** DMA_READ/DMA_WRITE layout: 'auto' = QEMU's when the client proposed version 0.0. */
+  /** DMA_READ/DMA_WRITE layout: 'auto' = the spec's, which QEMU 11.1 speaks too. */
   readonly dmaLayout?: DmaLayout | 'auto';
   /** One line per message. */
   readonly trace?: (line: string) => void;

@@ -94,11 +94,18 @@ export function vfioUserPci(socket: string, extra = ''): string[] {
   return ['-device', `{"driver":"vfio-user-pci","socket":{"path":"${socket}","type":"unix"}${extra}}`];
 }
 
-/** qtest options: q35 with memfd guest RAM (so DMA_MAP carries fds) and vfio-user devices. */
+/**
+ * qtest options: q35 with memfd guest RAM (so DMA_MAP carries fds) and vfio-user devices.
+ * `ram: 'anonymous'` gives plain `-m` RAM instead: QEMU has no fd to pass, its DMA_MAPs carry
+ * none, and the server reaches guest RAM with DMA_READ / DMA_WRITE messages.
+ */
 export function vfioUserQtest(
   sockets: readonly string[],
   memoryMiB = 512,
+  ram: 'memfd' | 'anonymous' = 'memfd',
 ): { machine: string; args: string[] } {
+  if (ram === 'anonymous')
+    return { machine: 'q35', args: ['-m', `${memoryMiB}M`, ...sockets.flatMap((s) => vfioUserPci(s))] };
   return {
     machine: 'q35,memory-backend=mem',
     args: [

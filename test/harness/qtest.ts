@@ -182,6 +182,19 @@ export class QtestSession {
     return this.command(`writeq 0x${addr.toString(16)} 0x${BigInt.asUintN(64, value).toString(16)}`);
   }
 
+  /** `read ADDR SIZE` (system/qtest.c): `size` bytes of guest memory, answered as 0x<hex>. */
+  async read(addr: bigint | number, size: number): Promise<Uint8Array> {
+    const ans = await this.command(`read 0x${addr.toString(16)} 0x${size.toString(16)}`);
+    if (!/^0x([0-9a-fA-F]{2})*$/.test(ans) || ans.length !== 2 + 2 * size)
+      throw new QtestError(`qtest: read: unexpected answer ${ans.slice(0, 80)}`, this.stderrText);
+    return Uint8Array.from(Buffer.from(ans.slice(2), 'hex'));
+  }
+  /** `write ADDR SIZE 0x<hex>` (system/qtest.c): bytes into guest memory. */
+  write(addr: bigint | number, data: Uint8Array): Promise<string> {
+    const hex = Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString('hex');
+    return this.command(`write 0x${addr.toString(16)} 0x${data.length.toString(16)} 0x${hex}`);
+  }
+
   /** Configuration mechanism #1 address for 0xcf8 (enable bit, bus, device, function, dword offset). */
   static configAddress(bus: number, dev: number, fn: number, offset: number): number {
     return (0x8000_0000 | (bus << 16) | (dev << 11) | (fn << 8) | (offset & 0xfc)) >>> 0;

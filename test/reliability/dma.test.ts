@@ -94,13 +94,13 @@ describe('DMA faults', () => {
     assert.ok(req && req.header.command === C.DMA_READ, 'a DMA_READ request');
     const unmap = concat(u32(24, 0), u64(0x200000n), u64(0x1000n));
     assert.equal((await r.c.call(C.DMA_UNMAP, unmap))?.errno, 0);
-    // Now answer (QEMU's layout: the client proposed 0.0).
+    // Now answer (the spec's layout, which a 0.0 client gets too).
     const data = new Uint8Array(16).fill(0xab);
     r.c.send(
       message(
         req.header.msgId,
         C.DMA_READ,
-        encodeDmaReadReply({ address: 0x200000n, data }, 'qemu'),
+        encodeDmaReadReply({ address: 0x200000n, data }, 'spec'),
         VfioUserFlags.TYPE_REPLY,
       ),
     );
