@@ -267,7 +267,7 @@ async function percentiles(where: Where): Promise<void> {
 }
 
 /**
- * Device DMA into client memory, as the device sees it (DmaSpace.read/write): through the
+ * Device DMA into client memory, as the device sees it (DmaSpace.read/readInto/write): through the
  * client's memfd mapped at DMA_MAP, and through DMA_READ/DMA_WRITE messages for memory mapped
  * without an fd (a client answering from its own buffer, in this process).
  */
@@ -358,7 +358,9 @@ export async function dmaBandwidth(): Promise<void> {
     lines.push(`${label.padEnd(52)} ${samples[4]!.toFixed(0).padStart(8)} MB/s`);
   };
   const chunk = new Uint8Array(1 << 20).fill(7);
+  const into = new Uint8Array(1 << 20);
   await measureBw('DMA read 1 MiB, client memfd mapped', 1 << 20, () => dma.read(0x1000n, 1 << 20));
+  await measureBw('DMA readInto 1 MiB, client memfd mapped', 1 << 20, () => dma.readInto(0x1000n, into));
   await measureBw('DMA write 1 MiB, client memfd mapped', 1 << 20, () => dma.write(0x1000n, chunk));
   await measureBw('DMA read 1 MiB, no fd (DMA_READ messages)', 1 << 20, () =>
     dma.read(0x1000_1000n, 1 << 20),
@@ -367,6 +369,12 @@ export async function dmaBandwidth(): Promise<void> {
     dma.write(0x1000_1000n, chunk),
   );
   await measureBw('DMA read 4 KiB, client memfd mapped', 4096, () => dma.read(0x1000n, 4096));
+  await measureBw('DMA readInto 4 KiB, client memfd mapped', 4096, () =>
+    dma.readInto(0x1000n, into.subarray(0, 4096)),
+  );
+  await measureBw('DMA write 4 KiB, client memfd mapped', 4096, () =>
+    dma.write(0x1000n, chunk.subarray(0, 4096)),
+  );
   await measureBw('DMA read 4 KiB, no fd (DMA_READ messages)', 4096, () => dma.read(0x1000_1000n, 4096));
   console.log(`${'device DMA into client memory (same process)'.padEnd(52)}   median`);
   for (const l of lines) console.log(l);
