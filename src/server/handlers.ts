@@ -439,10 +439,35 @@ function regionWriteMulti(s: Session, f: Frame): Reply {
   // Only a client told `write_multiple` may send it (QEMU checks the server's capability).
   if (!s.negotiated?.writeMultiple) fail(Errno.EINVAL, op, 'write_multiple was not negotiated');
   const m = decodeRegionWriteMulti(f.payload);
+  // Every entry is checked before any is applied: a bad entry fails the whole message with
+  // EINVAL (as a REGION_WRITE would) and nothing has happened to the device.
+  const at = m.writes.map((w, i) => {
+    try {
+      return checkAccess(s, op, w.region, w.offset, w.data.length);
+    } catch (e) {
+      if (e instanceof VfioError) fail(e.errno, op, `write ${i}: ${e.message}`);
+      throw e;
+    }
+  });
+  // Spec, "VFIO_USER_REGION_WRITE_MULTI": the reply's wr_cnt is "the number of device writes
+  // completed". A write the device refuses or takes short stops the run there: the reply counts
+  // the writes done before it, and only when none was done is the reply an error (its errno).
+  // libvfio-user has no WRITE_MULTI to compare with; QEMU posts these and reads no reply.
   let done = 0;
-  for (const w of m.writes) {
-    const at = checkAccess(s, op, w.region, w.offset, w.data.length);
-    if (w.data.length > 0) s.device.pwrite(at, w.data);
+  for (const [i, w] of m.writes.entries()) {
+    if (w.data.length > 0) {
+      let n: number;
+      try {
+        n = s.device.pwrite(at[i]!, w.data);
+      } catch (e) {
+        if (done === 0) throw e;
+        break;
+      }
+      if (n !== w.data.length) {
+        if (done === 0) fail(Errno.EINVAL, op, `write 0: short write (${n} of ${w.data.length})`);
+        break;
+      }
+    }
     done++;
   }
   const out = new Uint8Array(8);

@@ -27,6 +27,7 @@ import {
 import { VfioUserCommand as C, VfioUserFlags } from '../../src/abi/vfio-user.js';
 import { VfioPciDevice } from '../../src/core/device.js';
 import { createDevice } from '../../src/devices/index.js';
+import { VfioError } from '../../src/errors.js';
 import {
   closeFd,
   eventfdCreate,
@@ -555,6 +556,65 @@ describe('vfio-user server: happy paths', () => {
 describe('vfio-user server: bad input gets exact errnos, never a crash', () => {
   const r = rig('edu');
   after(() => r.close());
+
+  test('REGION_WRITE_MULTI: every entry is checked before any is applied; wr_cnt counts what was done', async () => {
+    const p = await r.negotiated({ writeMultiple: true });
+    const one = (region: number, offset: bigint, v: number, count = 4) =>
+      concat(access(region, offset, count), u32s(v, 0));
+    const multi = (n: number, ...wrs: Uint8Array[]) => {
+      const head = new Uint8Array(8);
+      le(head).setBigUint64(0, BigInt(n), true);
+      return concat(head, ...wrs);
+    };
+    const liveness = async () => ~(await read32(p, 0, 4n)) >>> 0; // edu 0x04 reads back ~value
+    const pwrite = r.device.pwrite.bind(r.device);
+    try {
+      // A valid first write (liveness <- 0x11) followed by a bad one: EINVAL, and the first one
+      // did not happen.
+      const bad: [string, Uint8Array, number][] = [
+        ['past the end of BAR0', multi(2, one(0, 4n, 0x11), one(0, 0xffffen, 1)), Errno.EINVAL],
+        ['region index 9', multi(2, one(0, 4n, 0x11), one(9, 0n, 1)), Errno.EINVAL],
+        ['the ROM region edu does not have', multi(2, one(0, 4n, 0x11), one(6, 0n, 1)), Errno.EINVAL],
+        ['count 9 (the slot holds 8)', multi(2, one(0, 4n, 0x11), one(0, 8n, 1, 9)), Errno.EINVAL],
+        ['wr_cnt 3 for 2 entries', multi(3, one(0, 4n, 0x11), one(0, 8n, 1)), Errno.EINVAL],
+      ];
+      for (const [what, msg, errno] of bad) {
+        await write32(p, 0, 4n, 0x55);
+        assert.equal(errnoOf(await p.call(C.REGION_WRITE_MULTI, msg)), errno, what);
+        assert.equal(await liveness(), 0x55, `${what}: nothing applied`);
+      }
+      // The device takes a write short (factorial register 0x08 here): the run stops there and
+      // wr_cnt says how many were done; the write after it never happens.
+      const fact = r.device.regionOffset(0) + 8n;
+      r.device.pwrite = (at: bigint, data: Uint8Array) => (at === fact ? 0 : pwrite(at, data));
+      await write32(p, 0, 4n, 0x55);
+      const partial = await p.call(
+        C.REGION_WRITE_MULTI,
+        multi(3, one(0, 4n, 0x22), one(0, 8n, 5), one(0, 4n, 0x33)),
+      );
+      assert.equal(errnoOf(partial), 0);
+      assert.equal(le(partial.payload).getBigUint64(0, true), 1n, 'wr_cnt: one write completed');
+      assert.equal(await liveness(), 0x22, 'the write after the short one was not applied');
+      // When the very first write fails there is nothing to count: an error reply.
+      const first = await p.call(C.REGION_WRITE_MULTI, multi(2, one(0, 8n, 5), one(0, 4n, 0x44)));
+      assert.equal(errnoOf(first), Errno.EINVAL, 'first write short');
+      assert.equal(await liveness(), 0x22);
+      r.device.pwrite = (at: bigint, data: Uint8Array) => {
+        if (at === fact) throw new VfioError(Errno.EIO, 'pwrite', 'test');
+        return pwrite(at, data);
+      };
+      const threw = await p.call(C.REGION_WRITE_MULTI, multi(2, one(0, 8n, 5), one(0, 4n, 0x44)));
+      assert.equal(errnoOf(threw), Errno.EIO, "the device's errno when the first write fails");
+      const later = await p.call(C.REGION_WRITE_MULTI, multi(2, one(0, 4n, 0x66), one(0, 8n, 5)));
+      assert.equal(errnoOf(later), 0);
+      assert.equal(le(later.payload).getBigUint64(0, true), 1n);
+      assert.equal(await liveness(), 0x66);
+    } finally {
+      r.device.pwrite = pwrite;
+      p.close();
+      await r.server.idle();
+    }
+  });
 
   const cases: { name: string; msg: () => Uint8Array; errno: number }[] = [
     {
