@@ -100,6 +100,19 @@ export class DmaSpace {
     return hit.length;
   }
 
+  /**
+   * Removes the mapping that is exactly [iova, iova+size), as vfio-user's DMA_UNMAP requires
+   * ("The address and size of the DMA region being unmapped must match exactly a previous
+   * mapping"; libvfio-user dma_controller_remove_region). False when there is none.
+   */
+  unmapExact(iova: bigint, size: bigint): boolean {
+    const i = this.ranges.findIndex((r) => r.iova === iova && r.size === size);
+    if (i < 0) return false;
+    const [r] = this.ranges.splice(i, 1);
+    r?.target.release?.();
+    return true;
+  }
+
   unmapAll(): void {
     const all = this.ranges;
     this.ranges = [];

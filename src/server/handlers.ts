@@ -251,10 +251,19 @@ function shrinkSealed(fd: number): boolean {
 
 function dmaUnmap(s: Session, f: Frame): Reply {
   const u = decodeDmaUnmap(f.payload, 'command');
+  // UNMAP_ALL (vfio.h VFIO_DMA_UNMAP_FLAG_ALL, address and size 0): not in the spec's table,
+  // whose flags are "unused in this version", but QEMU sends it (hw/vfio-user/container.c:
+  // vfio_user_dma_unmap) and libvfio-user handles it (handle_dma_unmap).
   if (u.flags & VfioUserDmaUnmapFlags.ALL) s.device.dma.unmapAll();
-  else if (s.device.dma.unmap(u.address, u.size) === 0) {
-    // libvfio-user dma_controller_remove_region: no such mapping -> ENOENT.
-    fail(Errno.ENOENT, 'VFIO_USER_DMA_UNMAP', `nothing mapped at 0x${u.address.toString(16)}`);
+  else if (!s.device.dma.unmapExact(u.address, u.size)) {
+    // Spec: "The address and size of the DMA region being unmapped must match exactly a previous
+    // mapping" — no type1-style range unmap. libvfio-user dma_controller_remove_region: ENOENT
+    // when no mapping starts at the address or its size differs.
+    fail(
+      Errno.ENOENT,
+      'VFIO_USER_DMA_UNMAP',
+      `no mapping is exactly 0x${u.address.toString(16)}+0x${u.size.toString(16)}`,
+    );
   }
   // Spec: "The server responds with the original DMA entry".
   return { chunks: [f.payload.slice(0, 24)], fds: [] };

@@ -557,6 +557,53 @@ describe('vfio-user server: bad input gets exact errnos, never a crash', () => {
   const r = rig('edu');
   after(() => r.close());
 
+  test('DMA_UNMAP must match a mapping exactly (spec): anything else is ENOENT and unmaps nothing', async () => {
+    const p = await r.negotiated();
+    const map = (iova: bigint, size: bigint) => {
+      const m = new Uint8Array(32);
+      le(m).setUint32(0, 32, true);
+      le(m).setUint32(4, 3, true);
+      le(m).setBigUint64(16, iova, true);
+      le(m).setBigUint64(24, size, true);
+      return m;
+    };
+    const unmap = (iova: bigint, size: bigint, flags = 0) => {
+      const u = concat(u32s(24, flags), new Uint8Array(16));
+      le(u).setBigUint64(8, iova, true);
+      le(u).setBigUint64(16, size, true);
+      return u;
+    };
+    try {
+      // Two adjacent 64 KiB mappings without fds (remote memory).
+      for (const iova of [0x100000n, 0x110000n])
+        assert.equal(errnoOf(await p.call(C.DMA_MAP, map(iova, 0x10000n))), 0);
+      const table: [string, Uint8Array, number][] = [
+        ['the first half of a mapping', unmap(0x100000n, 0x8000n), Errno.ENOENT],
+        ['inside a mapping', unmap(0x104000n, 0x1000n), Errno.ENOENT],
+        ['the right address, a larger size', unmap(0x100000n, 0x18000n), Errno.ENOENT],
+        ['both mappings at once (a type1 range unmap)', unmap(0x100000n, 0x20000n), Errno.ENOENT],
+        ['a range that covers one mapping and more', unmap(0xf0000n, 0x30000n), Errno.ENOENT],
+        ['nothing there', unmap(0x200000n, 0x10000n), Errno.ENOENT],
+        ['UNMAP_ALL with an address', unmap(0x100000n, 0n, 2), Errno.EINVAL],
+        ['UNMAP_ALL with a size', unmap(0n, 0x10000n, 2), Errno.EINVAL],
+      ];
+      for (const [what, msg, errno] of table) {
+        assert.equal(errnoOf(await p.call(C.DMA_UNMAP, msg)), errno, what);
+        assert.equal(r.device.dma.count, 2, `${what}: both mappings stay`);
+      }
+      const exact = unmap(0x110000n, 0x10000n);
+      const ok = await p.call(C.DMA_UNMAP, exact);
+      assert.equal(errnoOf(ok), 0, 'the exact second mapping');
+      assert.deepEqual([...ok.payload], [...exact], 'the reply echoes the request');
+      assert.equal(r.device.dma.count, 1);
+      assert.equal(errnoOf(await p.call(C.DMA_UNMAP, unmap(0n, 0n, 2))), 0, 'UNMAP_ALL');
+      assert.equal(r.device.dma.count, 0);
+    } finally {
+      p.close();
+      await r.server.idle();
+    }
+  });
+
   test('REGION_WRITE_MULTI: every entry is checked before any is applied; wr_cnt counts what was done', async () => {
     const p = await r.negotiated({ writeMultiple: true });
     const one = (region: number, offset: bigint, v: number, count = 4) =>
