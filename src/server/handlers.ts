@@ -25,6 +25,7 @@ import {
 } from '../abi/vfio.js';
 import {
   VfioUserCommand as C,
+  VfioUserCapKey as K,
   VFIO_USER_MAJOR,
   VFIO_USER_MINOR,
   VfioUserDmaMapFlags,
@@ -52,6 +53,7 @@ import {
   pwrite,
 } from '../native/index.js';
 import {
+  type CapabilitiesInput,
   capabilitiesJson,
   decodeDeviceFeature,
   decodeDeviceInfo,
@@ -68,6 +70,7 @@ import {
   decodeVersion,
   encodeVersion,
   type Frame,
+  proposedCapabilities,
 } from '../wire/vfio-user.js';
 import type { Session } from './session.js';
 
@@ -144,14 +147,38 @@ function version(s: Session, f: Frame): Reply {
     // (test/server/qemu.test.ts, guest RAM without an fd; docs/vfio-user-wire.md).
     dmaLayout: layoutOpt === 'auto' ? 'spec' : layoutOpt,
   };
-  const json = capabilitiesJson({
-    maxMsgFds,
-    maxDataXferSize,
-    maxDmaMaps: Math.min(c.maxDmaMaps, s.device.dma.maxMaps, s.limits.maxDmaMaps),
-    pgsizes: PAGE_SIZE,
+  // Spec, "VFIO_USER_VERSION": "The capability list must be a subset of those proposed." The
+  // reply names only capabilities the client named, each no larger than the client's value; a
+  // capability the client left out stays at the spec's default for both sides. libvfio-user
+  // (format_server_capabilities) always states max_msg_fds and max_data_xfer_size; we follow the
+  // spec text, so a bare 4-byte proposal gets a bare 4-byte reply.
+  const named = proposedCapabilities(v);
+  const maxDmaMaps = Math.min(c.maxDmaMaps, s.device.dma.maxMaps, s.limits.maxDmaMaps);
+  const pgsizes = c.pgsizes & PAGE_SIZE;
+  // "If the server requires a capability the client did not include, it closes the connection":
+  // a limit below the default the client assumes for a capability it left out is refused, since
+  // the reply could not tell the client about it.
+  const unstated: [string, number, number][] = [
+    [K.MAX_DATA_XFER_SIZE, maxDataXferSize, c.maxDataXferSize],
+    [K.MAX_DMA_MAPS, maxDmaMaps, c.maxDmaMaps],
+  ];
+  for (const [key, ours, assumed] of unstated) {
+    if (!named.has(key) && ours < assumed)
+      fail(Errno.EINVAL, op, `the client did not propose ${key}; this server needs at most ${ours}`);
+  }
+  if (pgsizes === 0n) fail(Errno.EINVAL, op, `pgsizes 0x${c.pgsizes.toString(16)} lacks 4 KiB pages`);
+  const caps: CapabilitiesInput = {
+    ...(named.has(K.MAX_MSG_FDS) ? { maxMsgFds } : {}),
+    ...(named.has(K.MAX_DATA_XFER_SIZE) ? { maxDataXferSize } : {}),
+    ...(named.has(K.MAX_DMA_MAPS) ? { maxDmaMaps } : {}),
+    ...(named.has(K.PGSIZES) ? { pgsizes } : {}),
     ...(c.writeMultiple ? { writeMultiple: true } : {}),
-  });
-  return { chunks: [encodeVersion({ major: v.major, minor, json })], fds: [] };
+  };
+  const json = Object.keys(caps).length > 0 ? capabilitiesJson(caps) : undefined;
+  return {
+    chunks: [encodeVersion({ major: v.major, minor, ...(json !== undefined ? { json } : {}) })],
+    fds: [],
+  };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -50,6 +50,7 @@ import {
   decodeVersion,
   encodeCommand,
   encodeMessage,
+  encodeVersion,
   resolveCapabilities,
 } from '../../src/wire/vfio-user.js';
 import {
@@ -133,17 +134,87 @@ describe('vfio-user server: happy paths', () => {
     }
   });
 
-  test('VERSION with a bare 4-byte payload gets the defaults; another major is EINVAL', async () => {
+  test('VERSION with a bare 4-byte payload gets a bare 4-byte reply; another major is EINVAL', async () => {
     const p = r.connect();
     try {
       const bad = await p.call(C.VERSION, u32s(1)); // major 1, minor 0
       assert.equal(errnoOf(bad), Errno.EINVAL);
       const f = await p.call(C.VERSION, new Uint8Array(4));
       assert.equal(errnoOf(f), 0);
+      // Spec: the reply's capabilities are a subset of the proposal's: none proposed, none sent.
+      assert.deepEqual([...f.payload], [0, 0, 0, 0]);
       assert.equal(resolveCapabilities(decodeVersion(f.payload).json).maxMsgFds, 1);
     } finally {
       p.close();
       await r.server.idle();
+    }
+  });
+
+  test('VERSION replies name only the capabilities proposed, each no larger than proposed', async () => {
+    const propose = (caps: Record<string, number | boolean>) =>
+      encodeVersion({ major: 0, minor: 0, json: { capabilities: caps } });
+    const table: [string, Record<string, number | boolean>, Record<string, number | boolean>][] = [
+      ['max_msg_fds only', { max_msg_fds: 4 }, { max_msg_fds: 4 }],
+      ['more fds than we take', { max_msg_fds: 1000 }, { max_msg_fds: 16 }],
+      ['a smaller transfer size', { max_data_xfer_size: 4096 }, { max_data_xfer_size: 4096 }],
+      ['a larger transfer size', { max_data_xfer_size: 1 << 24 }, { max_data_xfer_size: 1 << 20 }],
+      ['pgsizes 4K|2M: 4K', { pgsizes: 0x201000 }, { pgsizes: 4096 }],
+      ['max_dma_maps', { max_dma_maps: 8 }, { max_dma_maps: 8 }],
+      ['write_multiple false: left out', { write_multiple: false, max_msg_fds: 2 }, { max_msg_fds: 2 }],
+      ['write_multiple true', { write_multiple: true }, { write_multiple: true }],
+      ['an unknown capability only', { frobnicate: 1 }, {}],
+    ];
+    for (const [what, caps, want] of table) {
+      const p = r.connect();
+      try {
+        const f = await p.call(C.VERSION, propose(caps));
+        assert.equal(errnoOf(f), 0, what);
+        const got = decodeVersion(f.payload).json?.capabilities ?? {};
+        assert.deepEqual(got, want, what);
+      } finally {
+        p.close();
+        await r.server.idle();
+      }
+    }
+    // Page sizes without 4 KiB: nothing we can map with: EINVAL.
+    const p = r.connect();
+    try {
+      assert.equal(errnoOf(await p.call(C.VERSION, propose({ pgsizes: 0x200000 }))), Errno.EINVAL);
+    } finally {
+      p.close();
+      await r.server.idle();
+    }
+  });
+
+  test('VERSION: a server limit below the default of a capability the client left out is EINVAL', async () => {
+    const small = rig('edu', { limits: { maxDataXferSize: 4096, maxDmaMaps: 4 } });
+    try {
+      const cases: [string, Uint8Array, number][] = [
+        ['bare proposal (default 1 MiB transfers)', new Uint8Array(4), Errno.EINVAL],
+        [
+          'max_data_xfer_size proposed, max_dma_maps not',
+          encodeVersion({ major: 0, minor: 0, json: { capabilities: { max_data_xfer_size: 1 << 20 } } }),
+          Errno.EINVAL,
+        ],
+        ['both proposed', qemuVersionPayload(), 0],
+      ];
+      for (const [what, msg, errno] of cases) {
+        const p = small.connect();
+        try {
+          const f = await p.call(C.VERSION, msg);
+          assert.equal(errnoOf(f), errno, what);
+          if (errno === 0) {
+            const c = decodeVersion(f.payload).capabilities;
+            assert.equal(c.maxDataXferSize, 4096, what);
+            assert.equal(c.maxDmaMaps, 4, what);
+          }
+        } finally {
+          p.close();
+          await small.server.idle();
+        }
+      }
+    } finally {
+      small.close();
     }
   });
 

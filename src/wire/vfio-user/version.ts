@@ -218,6 +218,16 @@ export function decodeVersion(payload: Uint8Array): DecodedVersion {
   return { major, minor, json, capabilities: resolveCapabilities(json) };
 }
 
+/**
+ * The capability names a VERSION document carries (the members of its `capabilities` object),
+ * so a server can reply with a subset of them (spec: "The capability list must be a subset of
+ * those proposed"). Empty for a bare 4-byte proposal.
+ */
+export function proposedCapabilities(v: VersionPayload): ReadonlySet<string> {
+  const caps = v.json === undefined ? undefined : member(v.json, K.CAPABILITIES);
+  return new Set(isJsonObject(caps) ? Object.keys(caps) : []);
+}
+
 /** u16 major, u16 minor, then `json` in QEMU's layout with its NUL (omitted when `json` is absent). */
 export function encodeVersion(v: VersionPayload): Uint8Array {
   checkU16(WHAT, 'major', v.major);
