@@ -5,7 +5,8 @@
  * Serves one emulated device over vfio-user until SIGINT/SIGTERM (docs/vfio-user-server.md).
  * The socket is created 0600; a live socket at the path is never replaced (we connect to it
  * first: if something answers, we stop with an error), a stale one is removed. Our own socket is
- * removed on exit.
+ * removed on every exit that runs JavaScript (SIGINT/SIGTERM, an uncaught error, process.exit),
+ * and only while the path still holds it: the device and inode recorded after listen must match.
  */
 import { lstatSync, unlinkSync } from 'node:fs';
 import { Errno } from '../abi/errno.js';
@@ -150,6 +151,20 @@ export async function run(args: string[]): Promise<number> {
   // supervisor that signals us as soon as it reads that line must find them in place, or the
   // signal's default action kills us without removing the socket.
   let stopped = false;
+  // The socket we created, by device and inode: a path that a later server (or anything else)
+  // took over after us is not ours to remove.
+  let ours: { dev: number; ino: number } | undefined;
+  const removeSocket = () => {
+    const was = ours;
+    ours = undefined;
+    if (!was) return;
+    try {
+      const st = lstatSync(a.socket);
+      if (st.isSocket() && st.dev === was.dev && st.ino === was.ino) unlinkSync(a.socket);
+    } catch {
+      // already gone
+    }
+  };
   let resolveExit: (code: number) => void = () => {};
   const exited = new Promise<number>((resolve) => {
     resolveExit = resolve;
@@ -162,11 +177,7 @@ export async function run(args: string[]): Promise<number> {
     log(`${signal}: shutting down`);
     server.stop();
     device.close();
-    try {
-      unlinkSync(a.socket);
-    } catch {
-      // already gone
-    }
+    removeSocket();
     resolveExit(0);
   };
   const onInt = () => shutdown('SIGINT');
@@ -181,6 +192,12 @@ export async function run(args: string[]): Promise<number> {
     device.close();
     throw e;
   }
+  const st = lstatSync(a.socket);
+  ours = { dev: st.dev, ino: st.ino };
+  // 'exit' runs for an uncaught exception or rejection too (exit status 1), not only for a
+  // clean return: the socket goes with us either way. (SIGKILL leaves it: the next start finds
+  // it stale and replaces it.)
+  process.once('exit', removeSocket);
   log(`serving ${a.device} (profile ${a.profile}) on ${a.socket}`);
   return exited;
 }

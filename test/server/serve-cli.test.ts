@@ -23,9 +23,23 @@ interface Served {
 }
 
 function serve(socket: string, ...extra: string[]): Served {
+  return serveWith([], socket, ...extra);
+}
+
+/** `vfio-ts serve` with extra Node options before the script (a --import that crashes it). */
+function serveWith(nodeArgs: string[], socket: string, ...extra: string[]): Served {
   const child = spawn(
     process.execPath,
-    [join(repoRoot(), 'dist/src/cli/main.js'), 'serve', '--device', 'edu', '--socket', socket, ...extra],
+    [
+      ...nodeArgs,
+      join(repoRoot(), 'dist/src/cli/main.js'),
+      'serve',
+      '--device',
+      'edu',
+      '--socket',
+      socket,
+      ...extra,
+    ],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let text = '';
@@ -112,6 +126,74 @@ test('serve: a SIGTERM sent the moment "serving" is printed still shuts down cle
     assert.match(s.out(), /SIGTERM: shutting down/);
     assert.throws(() => statSync(sock), 'socket removed');
   }
+});
+
+/**
+ * A preload that throws from a timer once `path` exists: an uncaught error in a running server,
+ * injected from outside (the server has no test hook for it).
+ */
+const crashOnceServing = (path: string) => [
+  '--import',
+  `data:text/javascript,import { existsSync } from 'node:fs'; const t = setInterval(() => { if (existsSync(${JSON.stringify(path)})) { clearInterval(t); setTimeout(() => { throw new Error('injected crash'); }, 100); } }, 10);`,
+];
+
+test('serve: an uncaught error exits 1 and still removes the socket', async () => {
+  const sock = join(dir, 'crash.sock');
+  const s = serveWith(crashOnceServing(sock), sock);
+  assert.equal(await s.exit, 1, s.out());
+  assert.match(s.out(), /serving edu/);
+  assert.match(s.out(), /injected crash/);
+  assert.throws(() => statSync(sock), 'socket removed on the error exit');
+});
+
+test('serve: a socket that replaced ours at the path is left alone, on SIGTERM and on an error exit', async () => {
+  for (const how of ['SIGTERM', 'crash'] as const) {
+    const sock = join(dir, `taken-${how}.sock`);
+    const s = how === 'crash' ? serveWith(crashOnceServing(`${sock}.taken`), sock) : serve(sock);
+    await until(() => /serving edu/.test(s.out()), 'the server to start');
+    // Someone else takes the path: our socket is unlinked and a new one bound there.
+    rmSync(sock);
+    const theirs = unixListen(sock);
+    try {
+      if (how === 'crash')
+        writeFileSync(`${sock}.taken`, ''); // now let the server crash
+      else s.child.kill('SIGTERM');
+      assert.equal(await s.exit, how === 'crash' ? 1 : 0, s.out());
+      assert.equal(statSync(sock).isSocket(), true, `${how}: the other socket is still there`);
+      closeFd(unixConnect(sock)); // and still the one that listens
+    } finally {
+      closeFd(theirs);
+      rmSync(sock, { force: true });
+    }
+  }
+});
+
+test('serve without --verbose: connect and disconnect lines only, no per-message lines', async () => {
+  const sock = join(dir, 'quiet.sock');
+  const s = serve(sock);
+  try {
+    await until(() => /serving edu/.test(s.out()), 'the server to start');
+    const p = rawPeer(unixConnect(sock));
+    assert.equal(errnoOf(await p.call(C.VERSION, qemuVersionPayload())), 0);
+    assert.equal(
+      errnoOf(
+        await p.call(C.DEVICE_GET_INFO, new Uint8Array([16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])),
+      ),
+      0,
+    );
+    assert.notEqual(errnoOf(await p.call(C.DEVICE_GET_IRQ_INFO, new Uint8Array(16))), 0); // an error reply too
+    p.close();
+    await until(() => /disconnected/.test(s.out()), 'the disconnect line');
+  } finally {
+    s.child.kill('SIGTERM');
+  }
+  assert.equal(await s.exit, 0, s.out());
+  const out = s.out();
+  assert.match(out, /client 1 connected/);
+  assert.match(out, /client 1 disconnected: .*; 3 messages/);
+  assert.doesNotMatch(out, /msg \d+ (cmd|reply)/, 'no per-message trace');
+  assert.doesNotMatch(out, /VFIO_USER_/, 'no command names');
+  assert.equal(out.trim().split('\n').length, 4, `serving, connected, disconnected, SIGTERM:\n${out}`);
 });
 
 test('serve: bad arguments exit 2 with the usage', async () => {
