@@ -14,6 +14,11 @@ import { Errno } from '../abi/errno.js';
 import {
   VFIO_DEVICE_FEATURE,
   VFIO_DEVICE_FEATURE_DMA_BUF,
+  VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT,
+  VFIO_DEVICE_FEATURE_DMA_LOGGING_START,
+  VFIO_DEVICE_FEATURE_DMA_LOGGING_STOP,
+  VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE,
+  VFIO_DEVICE_FEATURE_MIGRATION,
   VFIO_DEVICE_GET_INFO,
   VFIO_DEVICE_GET_IRQ_INFO,
   VFIO_DEVICE_GET_REGION_INFO,
@@ -526,6 +531,18 @@ function deviceReset(s: Session): Reply {
  */
 function deviceFeature(s: Session, f: Frame): Reply {
   const req = decodeDeviceFeature(f.payload, 'command');
+  const wanted = req.flags & VfioUserFeatureFlags.MASK;
+  if (MIGRATION_FEATURES.has(wanted)) {
+    // Migration is not implemented: over vfio-user its features answer EOPNOTSUPP, the errno of
+    // MIG_DATA_READ/WRITE, as the issue asks ("reply ENOTSUP cleanly"). The core keeps vfio-pci's
+    // ENOTTY for them (vfio_ioctl_device_feature with no mig_ops) for in-process and kernel users;
+    // libvfio-user answers EINVAL when a device has no migration. docs/vfio-user-server.md.
+    throw new VfioError(
+      Errno.EOPNOTSUPP,
+      'VFIO_USER_DEVICE_FEATURE',
+      `feature ${wanted}: migration is not supported`,
+    );
+  }
   // The core reads and writes the data in place: give it argsz bytes (the payload, zero-padded
   // up to the argsz the client allows for the reply, within the payload cap).
   const size = Math.max(f.payload.length, Math.min(req.argsz, MAX_FEATURE_PAYLOAD));
@@ -559,6 +576,18 @@ function deviceFeature(s: Session, f: Frame): Reply {
   }
   return { chunks: [arg], fds: [] };
 }
+
+/**
+ * The spec's vfio-user device features ("Device Features": "The only device features supported
+ * by vfio-user are those related to migration"): MIGRATION, MIG_DEVICE_STATE, DMA_LOGGING_*.
+ */
+const MIGRATION_FEATURES: ReadonlySet<number> = new Set([
+  VFIO_DEVICE_FEATURE_MIGRATION,
+  VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE,
+  VFIO_DEVICE_FEATURE_DMA_LOGGING_START,
+  VFIO_DEVICE_FEATURE_DMA_LOGGING_STOP,
+  VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT,
+]);
 
 /** Full REGION_INFO of `index` with its capabilities (for sparse areas). */
 function regionInfoFor(s: Session, index: number): Uint8Array {

@@ -816,6 +816,27 @@ describe('vfio-user server: bad input gets exact errnos, never a crash', () => {
       msg: () => packRaw({ command: C.DEVICE_FEATURE, payload: u32s(8, VFIO_DEVICE_FEATURE_GET | 99) }),
       errno: Errno.ENOTTY,
     },
+    // The spec's migration features: EOPNOTSUPP like MIG_DATA_*, for GET, SET and PROBE.
+    ...(
+      [
+        ['MIGRATION GET', VFIO_DEVICE_FEATURE_GET | 1, 8],
+        ['MIGRATION PROBE', VFIO_DEVICE_FEATURE_PROBE | VFIO_DEVICE_FEATURE_GET | 1, 0],
+        ['MIG_DEVICE_STATE SET (STOP)', VFIO_DEVICE_FEATURE_SET | 2, 8],
+        ['MIG_DEVICE_STATE GET', VFIO_DEVICE_FEATURE_GET | 2, 8],
+        ['DMA_LOGGING_START SET', VFIO_DEVICE_FEATURE_SET | 6, 16],
+        ['DMA_LOGGING_STOP SET', VFIO_DEVICE_FEATURE_SET | 7, 0],
+        ['DMA_LOGGING_REPORT GET', VFIO_DEVICE_FEATURE_GET | 8, 24],
+        ['DMA_LOGGING_REPORT PROBE', VFIO_DEVICE_FEATURE_PROBE | 8, 0],
+      ] as const
+    ).map(([what, flags, data]) => ({
+      name: `DEVICE_FEATURE ${what}`,
+      msg: () =>
+        packRaw({
+          command: C.DEVICE_FEATURE,
+          payload: concat(u32s(8 + data, flags), data === 8 ? u32s(1, 0) : new Uint8Array(data)),
+        }),
+      errno: Errno.EOPNOTSUPP,
+    })),
     {
       name: 'DMA_UNMAP with an unknown flag',
       msg: () => packRaw({ command: C.DMA_UNMAP, payload: u32s(24, 4, 0, 0, 0, 0) }),
