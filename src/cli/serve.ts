@@ -19,7 +19,8 @@ import { type ServerLimits, VfioUserServer } from '../server/index.js';
 
 const USAGE = `usage: vfio-ts serve --device <${DEVICE_NAMES.join('|')}> --socket <path> [--verbose] [--profile 6.1|7.3] [--dma-layout auto|spec|qemu]
   [--allow-uid <uid|self>]... [--max-message-size N] [--max-data-xfer-size N] [--max-msg-fds N]
-  [--max-dma-maps N] [--max-pending-bytes N] [--message-stall-ms N]   (limits: docs/robustness.md)`;
+  [--max-dma-maps N] [--max-pending-bytes N] [--message-stall-ms N] [--max-mmap-cookies N]
+  (limits: docs/robustness.md)`;
 
 /** The --max-* options and the ServerLimits field each sets, with the smallest value that works. */
 const LIMIT_OPTIONS: Record<string, [keyof ServerLimits, number]> = {
@@ -39,6 +40,7 @@ interface Args {
   dmaLayout: 'auto' | 'spec' | 'qemu';
   limits: Partial<Record<keyof ServerLimits, number>>;
   allowUids?: number[];
+  maxMmapCookies?: number;
 }
 
 function parse(args: string[]): Args | string {
@@ -79,6 +81,14 @@ function parse(args: string[]): Args | string {
         if (!Number.isInteger(uid) || uid < 0 || uid > 0xffffffff)
           return `--allow-uid needs a uid or self, not ${v}`;
         out.allowUids = [...(out.allowUids ?? []), uid];
+        break;
+      }
+      case '--max-mmap-cookies': {
+        const v = value();
+        const n = Number(v);
+        if (!Number.isSafeInteger(n) || n < 1 || n > 0xffffffff)
+          return `--max-mmap-cookies needs an integer >= 1, not ${v}`;
+        out.maxMmapCookies = n;
         break;
       }
       case '-h':
@@ -138,7 +148,11 @@ export async function run(args: string[]): Promise<number> {
     return 2;
   }
   claimSocketPath(a.socket);
-  const device = createDevice(a.device, { env: nativeEnvironment(), profile: a.profile });
+  const device = createDevice(a.device, {
+    env: nativeEnvironment(),
+    profile: a.profile,
+    ...(a.maxMmapCookies !== undefined ? { maxMmapCookies: a.maxMmapCookies } : {}),
+  });
   const log = (line: string) => console.log(`${new Date().toISOString()} ${line}`);
   const server = new VfioUserServer(device, {
     log,

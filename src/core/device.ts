@@ -82,6 +82,7 @@ import {
   ALL_EXTENSIONS,
   checkFeature,
   type Extensions,
+  MAX_MMAP_COOKIES,
   type MappingPath,
   type MemoryAttribute,
   need,
@@ -94,6 +95,7 @@ export {
   checkFeature,
   type Extensions,
   MAX_DMABUF_RANGES,
+  MAX_MMAP_COOKIES,
   type MappingPath,
   type MemoryAttribute,
   NO_EXTENSIONS,
@@ -123,6 +125,8 @@ export interface DeviceOptions {
    * 'sparse' reports a sparse-mmap capability without them and refuses mmap there (default).
    */
   readonly msixMmap?: 'kernel' | 'sparse';
+  /** Most live mmap cookies (default MAX_MMAP_COOKIES); a GET past it is ENOSPC. */
+  readonly maxMmapCookies?: number;
 }
 
 /** What a device's behaviour (src/devices/*) can reach. */
@@ -267,6 +271,7 @@ export class VfioPciDevice {
       offsets: this.offsets,
       denseOffsets: this.denseOffsets,
       wcRequiresPrefetch: this.wcRequiresPrefetch,
+      maxCookies: options.maxMmapCookies ?? MAX_MMAP_COOKIES,
       bar: (i) => this.bar(i),
       barMmapSupported: (i) => this.barMmapSupported(i),
       memoryOf: (bar) => this.barMemory[bar],

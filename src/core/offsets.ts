@@ -23,9 +23,17 @@ export interface Range<T> {
   readonly owner: T;
 }
 
+/**
+ * A released range left in place (a tombstone) until the next compaction: release is a binary
+ * search and one store instead of an O(n) splice, so releasing many ranges one by one (a client
+ * leaving with every mmap cookie it held) is O(n log n) in all, not O(n^2).
+ */
+const DEAD: unique symbol = Symbol('released');
+
 export class OffsetSpace<T> {
-  /** Sorted by base, non-overlapping. */
-  private readonly ranges: Range<T>[] = [];
+  /** Sorted by base, non-overlapping; released entries are tombstones (owner DEAD). */
+  private ranges: Range<T | typeof DEAD>[] = [];
+  private dead = 0;
   readonly limit: bigint;
 
   constructor(readonly bits: number = DEFAULT_OFFSET_BITS) {
@@ -33,7 +41,13 @@ export class OffsetSpace<T> {
     this.limit = 1n << BigInt(bits);
   }
 
+  /** Live ranges. */
   get size(): number {
+    return this.ranges.length - this.dead;
+  }
+
+  /** Array slots (live + tombstones); stays within twice the live count plus one (compaction). */
+  get slots(): number {
     return this.ranges.length;
   }
 
@@ -45,6 +59,7 @@ export class OffsetSpace<T> {
         'offset space',
         `0x${base.toString(16)}+0x${size.toString(16)} beyond 2^${this.bits}`,
       );
+    this.compact();
     const i = this.insertionPoint(base);
     const prev = this.ranges[i - 1];
     const next = this.ranges[i];
@@ -61,6 +76,7 @@ export class OffsetSpace<T> {
    * tail is full, so filling the space is linear overall.
    */
   allocate(size: bigint, owner: T, floor = 0n): Range<T> {
+    this.trimTail();
     const want = roundUp(size > 0n ? size : PAGE_SIZE, PAGE_SIZE);
     const last = this.ranges[this.ranges.length - 1];
     const tail = roundUp(last ? last.base + last.size : 0n, PAGE_SIZE);
@@ -70,6 +86,7 @@ export class OffsetSpace<T> {
       this.ranges.push(r);
       return r;
     }
+    this.compact(); // the gap search below wants live ranges only (O(n), like the search)
     let cursor = floor;
     for (let i = 0; i <= this.ranges.length; i++) {
       const next = this.ranges[i];
@@ -90,10 +107,15 @@ export class OffsetSpace<T> {
     );
   }
 
+  /** O(log n): a binary search and a tombstone; compaction is amortized O(1) per release. */
   release(base: bigint): boolean {
     const i = this.indexOf(base);
-    if (i < 0 || this.ranges[i]!.base !== base) return false;
-    this.ranges.splice(i, 1);
+    const r = this.ranges[i];
+    if (!r || r.base !== base || r.owner === DEAD) return false;
+    this.ranges[i] = { base: r.base, size: r.size, owner: DEAD };
+    this.dead++;
+    this.trimTail();
+    if (this.dead > 64 && this.dead * 2 > this.ranges.length) this.compact();
     return true;
   }
 
@@ -101,7 +123,23 @@ export class OffsetSpace<T> {
   lookup(offset: bigint): Range<T> | undefined {
     const i = this.indexOf(offset);
     const r = this.ranges[i];
-    return r && offset < r.base + r.size ? r : undefined;
+    // Ranges do not overlap: a tombstone at or below `offset` means no live range holds it.
+    return r && r.owner !== DEAD && offset < r.base + r.size ? (r as Range<T>) : undefined;
+  }
+
+  /** Drops trailing tombstones, so appending after the last live range stays O(1). */
+  private trimTail(): void {
+    while (this.ranges.length > 0 && this.ranges[this.ranges.length - 1]!.owner === DEAD) {
+      this.ranges.pop();
+      this.dead--;
+    }
+  }
+
+  /** Removes every tombstone in one O(n) pass. */
+  private compact(): void {
+    if (this.dead === 0) return;
+    this.ranges = this.ranges.filter((r) => r.owner !== DEAD);
+    this.dead = 0;
   }
 
   /** Index of the last range with base <= offset, or -1. */

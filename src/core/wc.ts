@@ -99,6 +99,12 @@ export const KMALLOC_MAX_SIZE = 4 << 20;
  * vfio-user request is bounded by MAX_FEATURE_PAYLOAD before it gets here).
  */
 export const MAX_DMABUF_RANGES = KMALLOC_MAX_SIZE / 16;
+/**
+ * Default most mmap cookies one device holds at once (released-but-still-mapped ones included;
+ * DeviceOptions.maxMmapCookies, `vfio-ts serve --max-mmap-cookies`). Each cookie costs memory and
+ * offset space; past the limit a GET is ENOSPC, the errno the core uses for exhausted offset space.
+ */
+export const MAX_MMAP_COOKIES = 4096;
 
 /** What the WC paths need of the device. */
 export interface WcHost {
@@ -106,6 +112,8 @@ export interface WcHost {
   readonly offsets: OffsetSpace<OffsetOwner>;
   readonly denseOffsets: boolean;
   readonly wcRequiresPrefetch: boolean;
+  /** Most live cookies (MAX_MMAP_COOKIES unless configured). */
+  readonly maxCookies: number;
   bar(i: number): BarDescription | undefined;
   barMmapSupported(i: number): boolean;
   memoryOf(bar: number): SharedMemory | undefined;
@@ -184,6 +192,8 @@ export class WriteCombining {
     const attribute = attributeFromFlags(cflags, op);
     if (!this.host.barMmapSupported(index)) fail(Errno.EINVAL, op, `region ${index} cannot be mapped`);
     this.checkWcAllowed(index, attribute, op, false);
+    if (this.cookies.size >= this.host.maxCookies)
+      fail(Errno.ENOSPC, op, `${this.host.maxCookies} cookies already (maxMmapCookies)`);
     const barSize = BigInt(this.host.bar(index)!.size);
     const size = roundUp(barSize, PAGE_SIZE);
     // Cookies pack densely; under kernel offsets they stay above the alias windows (15 << 40).
