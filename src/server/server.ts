@@ -139,6 +139,7 @@ export class VfioUserServer {
       this.limits.maxMessageSize,
       this.limits.maxPendingBytes,
       this.limits.messageStallMs,
+      this.limits.maxMsgFds,
     );
     session = new Session(this.device, transport, {
       limits: this.limits,

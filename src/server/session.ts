@@ -128,6 +128,16 @@ export class Session {
           `payload of ${len} bytes outside ${entry.minPayload}..${entry.maxPayload(this)}`,
         );
       }
+      if (f.droppedFds > 0) {
+        // More fds than max_msg_fds arrived while the message was still coming in: the excess
+        // was closed at once (transport), so the message cannot be acted on. libvfio-user takes
+        // fds with the header only; the kernel discards any that ride on its body reads.
+        throw new VfioError(
+          Errno.EINVAL,
+          vfioUserCommandName(h.command),
+          `${f.fds.length + f.droppedFds} fds, at most ${this.limits.maxMsgFds}`,
+        );
+      }
       if (f.fds.length > entry.maxFds(this)) {
         throw new VfioError(
           Errno.EINVAL,

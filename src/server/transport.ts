@@ -76,12 +76,16 @@ export class Transport {
     maxMessageSize?: number,
     maxPendingBytes: number = SERVER_MAX_PENDING_BYTES,
     messageStallMs: number = SERVER_MESSAGE_STALL_MS,
+    maxMsgFds?: number,
   ) {
     this.#fd = fd;
     this.#handlers = handlers;
     this.#pauseAt = maxPendingBytes;
     this.#stallMs = messageStallMs;
-    this.framer = new MessageFramer(maxMessageSize === undefined ? {} : { maxMessageSize });
+    this.framer = new MessageFramer({
+      ...(maxMessageSize === undefined ? {} : { maxMessageSize }),
+      ...(maxMsgFds === undefined ? {} : { maxFds: maxMsgFds }),
+    });
   }
 
   get fd(): number {
@@ -142,6 +146,8 @@ export class Transport {
       const chunk = this.#buf.subarray(this.#pos, this.#pos + r.bytes);
       this.framer.push(chunk, r.fds);
       this.#drain();
+      // Fds beyond max_msg_fds for the message still arriving: closed now, not held till its end.
+      for (const fd of this.framer.takeExcessFds()) closeFd(fd);
       // Keep the unconsumed tail where it is: the next read goes after it.
       const room = this.#buf.length - this.#pos;
       this.#pos = this.framer.buffered === 0 ? 0 : this.#pos + r.bytes;

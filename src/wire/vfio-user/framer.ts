@@ -35,6 +35,11 @@ export interface Frame {
   readonly payload: Uint8Array;
   /** Fds that arrived with this message, in arrival order; the caller owns (and closes) them. */
   readonly fds: number[];
+  /**
+   * Fds that came for this message beyond `maxFds` while it was still arriving: they were handed
+   * out by `takeExcessFds()` to be closed at once, and the message must be refused.
+   */
+  readonly droppedFds: number;
 }
 
 export interface Need {
@@ -45,6 +50,13 @@ export interface Need {
 export interface FramerOptions {
   /** Largest msg_size accepted, header included. Default VFIO_USER_DEFAULT_MAX_MSG_SIZE. */
   readonly maxMessageSize?: number;
+  /**
+   * Most fds held for the one message still arriving (the server's max_msg_fds). Beyond it, fds
+   * go to `takeExcessFds()` as soon as `next()` sees them and the frame reports `droppedFds`:
+   * a client trickling a huge message a byte at a time with 253 fds per sendmsg cannot make us
+   * hold more than this. Default: no limit.
+   */
+  readonly maxFds?: number;
 }
 
 interface FdBatch {
@@ -57,6 +69,9 @@ const EMPTY = new Uint8Array(0);
 
 export class MessageFramer {
   readonly maxMessageSize: number;
+  readonly maxFds: number;
+  #excess: number[] = [];
+  #dropped = 0; // fds dropped for the message in flight
   #chunks: Uint8Array[] = [];
   #head = 0; // index of the first live chunk
   #headOff = 0; // bytes of #chunks[#head] already consumed
@@ -75,6 +90,7 @@ export class MessageFramer {
       fail(Errno.EINVAL, 'MessageFramer', `maxMessageSize ${max} is not in 16..2^32-1`);
     }
     this.maxMessageSize = max;
+    this.maxFds = opts.maxFds ?? Number.POSITIVE_INFINITY;
   }
 
   /** Bytes pushed and not yet returned in a frame. */
@@ -109,7 +125,10 @@ export class MessageFramer {
   next(): Frame | Need {
     if (this.#error !== undefined) throw this.#error;
     if (this.#header === undefined) {
-      if (this.#buffered < VFIO_USER_HEADER_SIZE) return { need: VFIO_USER_HEADER_SIZE - this.#buffered };
+      if (this.#buffered < VFIO_USER_HEADER_SIZE) {
+        this.#capHeldFds();
+        return { need: VFIO_USER_HEADER_SIZE - this.#buffered };
+      }
       const h = readHeader(this.#peekHeader());
       if (h.msgSize < VFIO_USER_HEADER_SIZE) {
         return this.#fail(
@@ -127,7 +146,10 @@ export class MessageFramer {
       this.#header = h;
     }
     const header = this.#header;
-    if (this.#buffered < header.msgSize) return { need: header.msgSize - this.#buffered };
+    if (this.#buffered < header.msgSize) {
+      this.#capHeldFds();
+      return { need: header.msgSize - this.#buffered };
+    }
     const bytes = this.#take(header.msgSize);
     this.#header = undefined;
     const end = this.#consumed;
@@ -139,7 +161,34 @@ export class MessageFramer {
       this.#fdHead++;
     }
     this.#compactFds();
-    return { header, bytes, payload: bytes.subarray(VFIO_USER_HEADER_SIZE), fds };
+    const droppedFds = this.#dropped;
+    this.#dropped = 0;
+    return { header, bytes, payload: bytes.subarray(VFIO_USER_HEADER_SIZE), fds, droppedFds };
+  }
+
+  /**
+   * The message in flight is incomplete, so every fd not yet given out is its own (every byte
+   * pushed lies inside it): keep the first maxFds, move the rest to #excess.
+   */
+  #capHeldFds(): void {
+    let held = 0;
+    for (let i = this.#fdHead; i < this.#fdq.length; i++) {
+      const b = this.#fdq[i]!;
+      if (held + b.fds.length > this.maxFds) {
+        const keep = Math.max(0, this.maxFds - held);
+        const drop = b.fds.splice(keep);
+        this.#excess.push(...drop);
+        this.#dropped += drop.length;
+      }
+      held += b.fds.length;
+    }
+  }
+
+  /** Fds dropped by the maxFds cap since the last call: the caller closes them at once. */
+  takeExcessFds(): number[] {
+    const out = this.#excess;
+    this.#excess = [];
+    return out;
   }
 
   /**
@@ -147,7 +196,7 @@ export class MessageFramer {
    * end of stream) and forgets them.
    */
   takeFds(): number[] {
-    const out = this.#fdq.slice(this.#fdHead).flatMap((b) => b.fds);
+    const out = this.takeExcessFds().concat(this.#fdq.slice(this.#fdHead).flatMap((b) => b.fds));
     this.#fdq = [];
     this.#fdHead = 0;
     return out;
