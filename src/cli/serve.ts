@@ -19,7 +19,7 @@ import { type ServerLimits, VfioUserServer } from '../server/index.js';
 
 const USAGE = `usage: vfio-ts serve --device <${DEVICE_NAMES.join('|')}> --socket <path> [--verbose] [--profile 6.1|7.3] [--dma-layout auto|spec|qemu]
   [--allow-uid <uid|self>]... [--max-message-size N] [--max-data-xfer-size N] [--max-msg-fds N]
-  [--max-dma-maps N] [--max-pending-bytes N] [--message-stall-ms N] [--max-mmap-cookies N]
+  [--max-dma-maps N] [--max-pending-bytes N] [--max-pending-requests N] [--message-stall-ms N] [--max-mmap-cookies N]
   (limits: docs/robustness.md)`;
 
 /** The --max-* options and the ServerLimits field each sets, with the smallest value that works. */
@@ -29,6 +29,7 @@ const LIMIT_OPTIONS: Record<string, [keyof ServerLimits, number]> = {
   '--max-msg-fds': ['maxMsgFds', 1],
   '--max-dma-maps': ['maxDmaMaps', 1],
   '--max-pending-bytes': ['maxPendingBytes', 1],
+  '--max-pending-requests': ['maxPendingRequests', 1],
   '--message-stall-ms': ['messageStallMs', 1],
 };
 

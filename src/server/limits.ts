@@ -20,6 +20,13 @@ export const SERVER_MAX_DMA_MAPS = VFIO_USER_DEFAULT_MAX_DMA_MAPS;
  */
 export const SERVER_MAX_PENDING_BYTES = 4 * 1024 * 1024;
 /**
+ * Replies waiting to be sent (or fds held by them: each queued DMA_BUF reply holds its dma-buf
+ * fd) at which the server stops reading from the client until they drain below half: the
+ * request-count side of back-pressure, so a flood of small replies with fds cannot drive the
+ * server to EMFILE before the byte limit is reached.
+ */
+export const SERVER_MAX_PENDING_REQUESTS = 1024;
+/**
  * How long a message may stay half-received. The server serves one client at a time, so a client
  * that sends part of a message and stops would otherwise hold the socket for ever; past this it
  * is dropped (ETIMEDOUT in the log) and the next client is served. Not counted while the server
@@ -38,6 +45,8 @@ export interface ServerLimits {
   readonly maxDmaMaps: number;
   /** Queued reply bytes at which reading from the client pauses until they drain. */
   readonly maxPendingBytes: number;
+  /** Queued replies (or fds they hold) at which reading from the client pauses until they drain. */
+  readonly maxPendingRequests: number;
   /** Milliseconds a started message may take to arrive in full before the client is dropped. */
   readonly messageStallMs: number;
 }
@@ -53,6 +62,7 @@ export const DEFAULT_LIMITS: ServerLimits = {
   maxMsgFds: SERVER_MAX_MSG_FDS,
   maxDmaMaps: SERVER_MAX_DMA_MAPS,
   maxPendingBytes: SERVER_MAX_PENDING_BYTES,
+  maxPendingRequests: SERVER_MAX_PENDING_REQUESTS,
   messageStallMs: SERVER_MESSAGE_STALL_MS,
 };
 

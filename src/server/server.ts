@@ -140,6 +140,7 @@ export class VfioUserServer {
       this.limits.maxPendingBytes,
       this.limits.messageStallMs,
       this.limits.maxMsgFds,
+      this.limits.maxPendingRequests,
     );
     session = new Session(this.device, transport, {
       limits: this.limits,

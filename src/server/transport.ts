@@ -21,7 +21,7 @@ import { Errno } from '../abi/errno.js';
 import { MalformedError, VfioError } from '../errors.js';
 import { closeFd, type FdWatch, MAX_FDS_PER_MSG, recvMsgInto, sendMsg, watchFd } from '../native/index.js';
 import { type Frame, MessageFramer } from '../wire/vfio-user.js';
-import { SERVER_MAX_PENDING_BYTES, SERVER_MESSAGE_STALL_MS } from './limits.js';
+import { SERVER_MAX_PENDING_BYTES, SERVER_MAX_PENDING_REQUESTS, SERVER_MESSAGE_STALL_MS } from './limits.js';
 
 /** Size of each receive buffer; one read takes at most this much. */
 export const RECV_BUFFER_BYTES = 256 * 1024;
@@ -59,6 +59,8 @@ export class Transport {
   #pos = 0;
   #queue: Outgoing[] = [];
   #queued = 0;
+  /** Fds attached to queued messages (ours until sent: a queued DMA_BUF reply holds its fd). */
+  #queuedFds = 0;
   #closed = false;
   #handlers: TransportHandlers;
 
@@ -66,6 +68,7 @@ export class Transport {
   #paused = false;
   #watchReadable = true;
   #pauseAt: number;
+  #maxRequests: number;
   /** Armed while a message is half-received and reading is not paused by us. */
   #stallTimer: NodeJS.Timeout | undefined;
   #stallMs: number;
@@ -77,10 +80,12 @@ export class Transport {
     maxPendingBytes: number = SERVER_MAX_PENDING_BYTES,
     messageStallMs: number = SERVER_MESSAGE_STALL_MS,
     maxMsgFds?: number,
+    maxPendingRequests: number = SERVER_MAX_PENDING_REQUESTS,
   ) {
     this.#fd = fd;
     this.#handlers = handlers;
     this.#pauseAt = maxPendingBytes;
+    this.#maxRequests = maxPendingRequests;
     this.#stallMs = messageStallMs;
     this.framer = new MessageFramer({
       ...(maxMessageSize === undefined ? {} : { maxMessageSize }),
@@ -106,19 +111,53 @@ export class Transport {
     const readable = !this.#paused;
     if (this.#watch && this.#watchWritable === writable && this.#watchReadable === readable) return;
     this.#watch?.stop();
+    this.#watch = undefined;
     this.#watchWritable = writable;
     this.#watchReadable = readable;
-    this.#watch = watchFd(this.#fd, { readable, writable }, (ev) => {
-      if (ev.errno !== 0) {
-        // libuv stopped the handle (EPOLLERR): the peer is gone. close() still stop()s the watch,
-        // which releases the fd's slot in watchFd's table (else the next socket given the same
-        // fd number could not be watched: EBUSY).
-        this.close({ kind: 'error', error: new VfioError(ev.errno, 'poll') });
-        return;
-      }
+    try {
+      this.#watch = watchFd(this.#fd, { readable, writable }, (ev) => this.#onPoll(ev));
+    } catch (e) {
+      // Could not watch the socket again (uv_poll_init failing, e.g. EMFILE for its epoll):
+      // a clean close of this client, never an exception out of the event loop.
+      this.close({ kind: 'error', error: e });
+    }
+  }
+
+  #onPoll(ev: { readable: boolean; writable: boolean; errno: number }): void {
+    if (this.#closed) return;
+    if (ev.errno !== 0) {
+      // libuv stopped the handle (EPOLLERR, or EBADF: the fd is no longer valid): the peer is
+      // gone. close() still stop()s the watch, which releases the fd's slot in watchFd's table
+      // (else the next socket given the same fd number could not be watched: EBUSY).
+      this.close({ kind: 'error', error: new VfioError(ev.errno, 'poll') });
+      return;
+    }
+    try {
       if (ev.writable) this.#flush();
       if (ev.readable && !this.#closed && !this.#paused) this.#read();
-    });
+    } catch (e) {
+      // Handlers never throw (Session.onFrame catches); anything else here is a bug: close this
+      // client cleanly instead of letting it escape into libuv's callback.
+      this.close({ kind: 'error', error: e });
+    }
+  }
+
+  /** Over a back-pressure limit: queued bytes, queued messages, or fds held by them. */
+  #overLimit(): boolean {
+    return (
+      this.#queued >= this.#pauseAt ||
+      this.#queue.length >= this.#maxRequests ||
+      this.#queuedFds >= this.#maxRequests
+    );
+  }
+
+  /** Drained enough to read again: below half of every limit. */
+  #belowResume(): boolean {
+    return (
+      this.#queued < this.#pauseAt / 2 &&
+      this.#queue.length < this.#maxRequests / 2 &&
+      this.#queuedFds < this.#maxRequests / 2
+    );
   }
 
   #read(): void {
@@ -180,7 +219,7 @@ export class Transport {
 
   #drain(): void {
     while (!this.#closed) {
-      if (this.#queued >= this.#pauseAt) {
+      if (this.#overLimit()) {
         // Back-pressure: the client is not reading its replies. Stop taking its requests (the
         // rest stay in the framer, its socket buffer fills, its sends block) until they drain.
         this.#paused = true;
@@ -243,8 +282,10 @@ export class Transport {
       at += c.length - skip;
       skip = 0;
     }
-    this.#queue.push({ bytes: rest, fds: sent === 0 ? fds : [], after });
+    const held = sent === 0 ? fds : [];
+    this.#queue.push({ bytes: rest, fds: held, after });
     this.#queued += rest.length;
+    this.#queuedFds += held.length;
     if (this.#queued > MAX_QUEUED_BYTES) {
       this.close({ kind: 'error', error: new VfioError(Errno.ENOMEM, 'send', 'peer is not reading') });
       return;
@@ -264,6 +305,7 @@ export class Transport {
       }
       if (n === null) break;
       this.#queued -= n;
+      this.#queuedFds -= o.fds.length; // sent with the first byte
       if (n < o.bytes.length) {
         o.bytes = o.bytes.subarray(n);
         o.fds = [];
@@ -273,7 +315,7 @@ export class Transport {
       o.after?.();
     }
     if (this.#closed) return;
-    if (this.#paused && this.#queued < this.#pauseAt / 2) {
+    if (this.#paused && this.#belowResume()) {
       this.#paused = false;
       this.#rewatch(this.#queue.length > 0);
       this.#drain(); // the requests left in the framer; may pause again
@@ -286,6 +328,16 @@ export class Transport {
   /** True while reading is paused for back-pressure. */
   get paused(): boolean {
     return this.#paused;
+  }
+
+  /** Messages waiting in the send queue. */
+  get queuedMessages(): number {
+    return this.#queue.length;
+  }
+
+  /** Fds held by messages waiting in the send queue. */
+  get queuedFds(): number {
+    return this.#queuedFds;
   }
 
   /** Bytes waiting in the send queue. */
@@ -303,6 +355,7 @@ export class Transport {
     const queue = this.#queue;
     this.#queue = [];
     this.#queued = 0;
+    this.#queuedFds = 0;
     for (const o of queue) o.after?.();
     closeFd(this.#fd);
     this.#handlers.onClose(reason);
