@@ -33,6 +33,8 @@ interface DmaRange {
   readonly iova: bigint;
   readonly size: bigint;
   readonly target: DmaTarget;
+  /** Unmapped, left in place until the next compaction (a tombstone). */
+  dead?: true;
 }
 
 /** Reads up to this size get their copy carved from a shared slab (see `fresh`). */
@@ -62,13 +64,20 @@ function fresh(length: number): Uint8Array {
   return out;
 }
 
+/**
+ * The mapped ranges: an array sorted by IOVA, non-overlapping, searched by binary search.
+ * Map splices its range in (appending in ascending IOVA order, as a VM's memory map comes, is
+ * O(1)); unmap leaves tombstones, compacted in one pass once they are half the array, so
+ * unmapping every range one by one is O(n log n) rather than O(n^2) splices.
+ */
 export class DmaSpace {
   private ranges: DmaRange[] = [];
+  private dead = 0;
 
   constructor(readonly maxMaps: number = DEFAULT_MAX_DMA_MAPS) {}
 
   get count(): number {
-    return this.ranges.length;
+    return this.ranges.length - this.dead;
   }
 
   /** Adds [iova, iova+size). EINVAL for size 0 or wrap, EEXIST for overlap, ENOSPC past maxMaps. */
@@ -78,12 +87,19 @@ export class DmaSpace {
       throw new VfioError(Errno.EINVAL, op, 'empty or wrapping range');
     if (target.bytes && BigInt(target.bytes.length) < size)
       throw new VfioError(Errno.EINVAL, op, 'backing smaller than range');
-    if (this.ranges.length >= this.maxMaps)
-      throw new VfioError(Errno.ENOSPC, op, `${this.maxMaps} maps already`);
-    if (this.ranges.some((r) => iova < r.iova + r.size && r.iova < iova + size))
-      throw new VfioError(Errno.EEXIST, op, `0x${iova.toString(16)} overlaps a mapping`);
-    this.ranges.push({ iova, size, target });
-    this.ranges.sort((a, b) => (a.iova < b.iova ? -1 : 1));
+    if (this.count >= this.maxMaps) throw new VfioError(Errno.ENOSPC, op, `${this.maxMaps} maps already`);
+    // Sorted and non-overlapping: the ranges overlapping [iova, end) are those from the first
+    // one ending after iova up to the first one starting at or after end. Tombstones there go.
+    const end = iova + size;
+    const i = this.firstEndingAfter(iova);
+    let j = i;
+    for (; j < this.ranges.length && this.ranges[j]!.iova < end; j++)
+      if (!this.ranges[j]!.dead)
+        throw new VfioError(Errno.EEXIST, op, `0x${iova.toString(16)} overlaps a mapping`);
+    this.dead -= j - i;
+    const r: DmaRange = { iova, size, target };
+    if (i === this.ranges.length) this.ranges.push(r);
+    else this.ranges.splice(i, j - i, r);
   }
 
   /**
@@ -92,10 +108,24 @@ export class DmaSpace {
    */
   unmap(iova: bigint, size: bigint): number {
     const end = iova + size;
-    const hit = this.ranges.filter((r) => r.iova < end && iova < r.iova + r.size);
-    if (hit.some((r) => r.iova < iova || r.iova + r.size > end))
-      throw new VfioError(Errno.EINVAL, 'DMA_UNMAP', 'range splits a mapping');
-    this.ranges = this.ranges.filter((r) => !hit.includes(r));
+    const hit: DmaRange[] = [];
+    for (let j = this.firstEndingAfter(iova); j < this.ranges.length && this.ranges[j]!.iova < end; j++) {
+      const r = this.ranges[j]!;
+      if (r.dead) continue;
+      if (r.iova < iova || r.iova + r.size > end)
+        throw new VfioError(Errno.EINVAL, 'DMA_UNMAP', 'range splits a mapping');
+      hit.push(r);
+    }
+    for (const r of hit) r.dead = true;
+    this.dead += hit.length;
+    while (this.ranges.length > 0 && this.ranges[this.ranges.length - 1]!.dead) {
+      this.ranges.pop();
+      this.dead--;
+    }
+    if (this.dead > 64 && this.dead * 2 > this.ranges.length) {
+      this.ranges = this.ranges.filter((r) => !r.dead);
+      this.dead = 0;
+    }
     for (const r of hit) r.target.release?.();
     return hit.length;
   }
@@ -116,14 +146,32 @@ export class DmaSpace {
   unmapAll(): void {
     const all = this.ranges;
     this.ranges = [];
-    for (const r of all) r.target.release?.();
+    this.dead = 0;
+    for (const r of all) if (!r.dead) r.target.release?.();
+  }
+
+  /**
+   * Index of the first range that ends after `iova` (ranges are sorted by iova and do not
+   * overlap, so ends are sorted too): O(log n). ranges.length if there is none.
+   */
+  private firstEndingAfter(iova: bigint): number {
+    let lo = 0;
+    let hi = this.ranges.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      const r = this.ranges[mid]!;
+      if (r.iova + r.size <= iova) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
   }
 
   private find(iova: bigint, length: number, write: boolean): { r: DmaRange; off: number } {
     const op = write ? 'DMA write' : 'DMA read';
     const end = iova + BigInt(length);
-    const r = this.ranges.find((x) => iova >= x.iova && end <= x.iova + x.size);
-    if (!r) throw new VfioError(Errno.EFAULT, op, `0x${iova.toString(16)}+${length} not mapped`);
+    const r = this.ranges[this.firstEndingAfter(iova)];
+    if (!r || r.dead || iova < r.iova || end > r.iova + r.size)
+      throw new VfioError(Errno.EFAULT, op, `0x${iova.toString(16)}+${length} not mapped`);
     if (write ? !r.target.writable : !r.target.readable)
       throw new VfioError(Errno.EPERM, op, 'mapping forbids it');
     return { r, off: Number(iova - r.iova) };
