@@ -15,7 +15,7 @@ import { createDevice, DEVICE_NAMES, isDeviceName } from '../devices/index.js';
 import { VfioError } from '../errors.js';
 import { closeFd, getuid, unixConnect } from '../native/index.js';
 import { nativeEnvironment } from '../runtime.js';
-import { type ServerLimits, VfioUserServer } from '../server/index.js';
+import { resolveLimits, type ServerLimits, VfioUserServer } from '../server/index.js';
 
 const USAGE = `usage: vfio-ts serve --device <${DEVICE_NAMES.join('|')}> --socket <path> [--verbose] [--profile 6.1|7.3] [--dma-layout auto|spec|qemu]
   [--allow-uid <uid|self>]... [--max-message-size N] [--max-data-xfer-size N] [--max-msg-fds N]
@@ -105,6 +105,11 @@ function parse(args: string[]): Args | string {
         out.limits![limit[0]] = n;
       }
     }
+  }
+  try {
+    resolveLimits(out.limits); // checked together: a derived message size must fit too
+  } catch (e) {
+    return e instanceof Error ? e.message : String(e);
   }
   if (!out.device) return '--device is required';
   if (!out.socket) return '--socket is required';

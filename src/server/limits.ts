@@ -2,11 +2,13 @@
  * The server's per-client limits, with safe defaults, each configurable on `vfio-ts serve`.
  * docs/robustness.md lists each one with the errno a breach gets and what the fuzzers check.
  */
+import { Errno } from '../abi/errno.js';
 import {
   VFIO_USER_DEFAULT_MAX_DMA_MAPS,
   VFIO_USER_HEADER_SIZE,
   vfio_user_region_access,
 } from '../abi/vfio-user.js';
+import { fail } from '../errors.js';
 
 /** Most fds a client may send in one message (QEMU's VFIO_USER_MAX_MAX_FDS). */
 export const SERVER_MAX_MSG_FDS = 16;
@@ -66,13 +68,32 @@ export const DEFAULT_LIMITS: ServerLimits = {
   messageStallMs: SERVER_MESSAGE_STALL_MS,
 };
 
-/** Defaults filled in; maxMessageSize follows maxDataXferSize unless given. */
+/** msg_size is a u32 (spec, "Header"): no message, derived or given, may be larger. */
+export const MAX_MESSAGE_SIZE_LIMIT = 0xffff_ffff;
+
+/**
+ * Defaults filled in; maxMessageSize follows maxDataXferSize unless given. The limits are
+ * checked together: every one a positive safe integer, and the message size (given, or derived
+ * from the transfer size) within MAX_MESSAGE_SIZE_LIMIT. EINVAL otherwise, before any client is
+ * served (`--max-data-xfer-size 4294967295` derived 2^32+31 and failed on every connection).
+ */
 export function resolveLimits(l: Partial<ServerLimits> = {}): ServerLimits {
   const maxDataXferSize = l.maxDataXferSize ?? DEFAULT_LIMITS.maxDataXferSize;
-  return {
+  const out: ServerLimits = {
     ...DEFAULT_LIMITS,
     ...l,
     maxDataXferSize,
     maxMessageSize: l.maxMessageSize ?? messageSizeFor(maxDataXferSize),
   };
+  for (const [k, v] of Object.entries(out)) {
+    if (!Number.isSafeInteger(v) || v < 1) fail(Errno.EINVAL, 'limits', `${k} ${v} is not a positive integer`);
+  }
+  if (out.maxMessageSize < VFIO_USER_HEADER_SIZE || out.maxMessageSize > MAX_MESSAGE_SIZE_LIMIT) {
+    fail(
+      Errno.EINVAL,
+      'limits',
+      `message size ${out.maxMessageSize}${l.maxMessageSize === undefined ? ` (max data transfer ${maxDataXferSize} + ${messageSizeFor(0)})` : ''} is outside ${VFIO_USER_HEADER_SIZE}..${MAX_MESSAGE_SIZE_LIMIT}`,
+    );
+  }
+  return out;
 }

@@ -130,24 +130,37 @@ export class VfioUserServer {
     }
     const verbose = this.options.verbose && this.options.log;
     let session: Session | undefined;
-    const transport = new Transport(
-      fd,
-      {
-        onFrame: (f) => session!.onFrame(f),
-        onClose: (reason) => this.#closed(id, reason),
-      },
-      this.limits.maxMessageSize,
-      this.limits.maxPendingBytes,
-      this.limits.messageStallMs,
-      this.limits.maxMsgFds,
-      this.limits.maxPendingRequests,
-    );
-    session = new Session(this.device, transport, {
-      limits: this.limits,
-      ...(this.options.dmaLayout !== undefined ? { dmaLayout: this.options.dmaLayout } : {}),
-      log: (l: string) => this.#log(`client ${id}: ${l}`),
-      ...(verbose ? { trace: (l: string) => this.#log(`client ${id}: ${l}`) } : {}),
-    });
+    let transport: Transport;
+    try {
+      transport = new Transport(
+        fd,
+        {
+          onFrame: (f) => session!.onFrame(f),
+          onClose: (reason) => this.#closed(id, reason),
+        },
+        this.limits.maxMessageSize,
+        this.limits.maxPendingBytes,
+        this.limits.messageStallMs,
+        this.limits.maxMsgFds,
+        this.limits.maxPendingRequests,
+      );
+    } catch (e) {
+      // We own `fd` from the moment adopt is called: a failure before the transport owns it
+      // closes it here (it leaked one fd per connection).
+      closeFd(fd);
+      throw e;
+    }
+    try {
+      session = new Session(this.device, transport, {
+        limits: this.limits,
+        ...(this.options.dmaLayout !== undefined ? { dmaLayout: this.options.dmaLayout } : {}),
+        log: (l: string) => this.#log(`client ${id}: ${l}`),
+        ...(verbose ? { trace: (l: string) => this.#log(`client ${id}: ${l}`) } : {}),
+      });
+    } catch (e) {
+      transport.close({ kind: 'error', error: e }); // closes the fd; #closed sees no client
+      throw e;
+    }
     const info = { id, peer, session, transport };
     this.#client = info;
     this.served++;
