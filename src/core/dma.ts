@@ -27,6 +27,11 @@ export interface DmaTarget {
   readonly writable: boolean;
   /** Called once when the range is unmapped (release the mapping and fd). */
   release?(): void;
+  /**
+   * What backs the range (file identity, offset, permissions), compared when the same range is
+   * mapped again: libvfio-user dma_controller_add_region takes an identical re-map as success.
+   */
+  readonly identity?: string;
 }
 
 interface DmaRange {
@@ -148,6 +153,20 @@ export class DmaSpace {
     this.ranges = [];
     this.dead = 0;
     for (const r of all) if (!r.dead) r.target.release?.();
+  }
+
+  /** The live mapping of exactly [iova, iova+size), if there is one. */
+  exact(iova: bigint, size: bigint): DmaTarget | undefined {
+    const r = this.ranges[this.firstEndingAfter(iova)];
+    return r && !r.dead && r.iova === iova && r.size === size ? r.target : undefined;
+  }
+
+  /** Whether a live mapping overlaps [iova, iova+size). */
+  overlaps(iova: bigint, size: bigint): boolean {
+    const end = iova + size;
+    for (let j = this.firstEndingAfter(iova); j < this.ranges.length && this.ranges[j]!.iova < end; j++)
+      if (!this.ranges[j]!.dead) return true;
+    return false;
   }
 
   /**

@@ -110,6 +110,20 @@ export function addSeals(fd: number, seals: number): void {
 const statxBuf = new Uint8Array(new ArrayBuffer(STATX_BYTES));
 const statxView = new DataView(statxBuf.buffer);
 
+const STATX_INO = 0x100;
+/** stx_ino (u64 at 32), stx_dev_major and stx_dev_minor (u32 at 136 and 140). */
+const STATX_INO_OFFSET = 32;
+const STATX_DEV_MAJOR_OFFSET = 136;
+
+/** Which file `fd` refers to, as "dev_major:dev_minor:ino" (statx): equal for dups of one file. */
+export function fstatIdentity(fd: number): string {
+  if (libc().statx(fd, '', AT_EMPTY_PATH, STATX_INO, statxBuf) < 0) failErrno('statx');
+  const ino = statxView.getBigUint64(STATX_INO_OFFSET, true);
+  const major = statxView.getUint32(STATX_DEV_MAJOR_OFFSET, true);
+  const minor = statxView.getUint32(STATX_DEV_MAJOR_OFFSET + 4, true);
+  return `${major}:${minor}:${ino}`;
+}
+
 /** The file size (st_size) of what `fd` refers to, via statx(AT_EMPTY_PATH). */
 export function fstatSize(fd: number): bigint {
   if (libc().statx(fd, '', AT_EMPTY_PATH, STATX_SIZE, statxBuf) < 0) failErrno('statx');

@@ -36,6 +36,7 @@ export {
   F_SEAL_GROW,
   F_SEAL_SEAL,
   F_SEAL_SHRINK,
+  fstatIdentity,
   fstatSize,
   ftruncate,
   getpid,

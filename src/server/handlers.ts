@@ -47,6 +47,7 @@ import {
   closeFd,
   dupFd,
   F_SEAL_SHRINK,
+  fstatIdentity,
   fstatSize,
   getSeals,
   MAP_SHARED,
@@ -198,13 +199,36 @@ function dmaMap(s: Session, f: Frame): Reply {
   const writable = (m.flags & VfioUserDmaMapFlags.WRITE) !== 0;
   const fd = f.fds[0];
   const dma = s.device.dma;
-  // libvfio-user dma_controller_add_region: past max_dma_maps is ENOSPC (like DmaSpace's own cap).
-  if (dma.count >= s.limits.maxDmaMaps) fail(Errno.ENOSPC, op, `${s.limits.maxDmaMaps} DMA regions already`);
+  if (fd !== undefined) {
+    // vfio_iommu_type1.c vfio_dma_do_map: iova and size must be page aligned (EINVAL); a mapping
+    // of a file is made of pages. (Without an fd the client serves every byte by message, and
+    // libvfio-user's REGION_ACCESS_MODE_MSG needs no alignment.)
+    if (m.address % PAGE_SIZE !== 0n || m.size % PAGE_SIZE !== 0n)
+      fail(
+        Errno.EINVAL,
+        op,
+        `iova 0x${m.address.toString(16)} / size 0x${m.size.toString(16)} not page aligned`,
+      );
+  }
+  // libvfio-user lib/dma.c dma_controller_add_region, in its order: the same range again is
+  // success when offset, file and prot match (EINVAL otherwise); an overlap is EINVAL; past
+  // max_dma_maps is EINVAL. (type1 would say EEXIST and ENOSPC; the in-process core does.)
+  const identity = fd === undefined ? `msg:${m.flags}` : `${fstatIdentity(fd)}@${m.offset}:${m.flags}`;
+  const existing = dma.exact(m.address, m.size);
+  if (existing) {
+    if (existing.identity !== identity)
+      fail(Errno.EINVAL, op, `0x${m.address.toString(16)} is mapped with another fd, offset or prot`);
+    return EMPTY; // the session closes the fd; the existing mapping stays
+  }
+  if (dma.overlaps(m.address, m.size))
+    fail(Errno.EINVAL, op, `0x${m.address.toString(16)} overlaps a mapping`);
+  if (dma.count >= s.limits.maxDmaMaps) fail(Errno.EINVAL, op, `${s.limits.maxDmaMaps} DMA regions already`);
   if (fd === undefined) {
     // No fd: the device reaches this memory through DMA_READ / DMA_WRITE to the client.
     dma.map(m.address, m.size, {
       readable,
       writable,
+      identity,
       remote: {
         read: (iova, length) => s.dmaRead(iova, length),
         write: (iova, data) => s.dmaWrite(iova, data),
@@ -234,6 +258,7 @@ function dmaMap(s: Session, f: Frame): Reply {
         bytes: mapping.bytes,
         readable,
         writable,
+        identity,
         release: () => mapping.unmap(),
       });
     } catch (e) {
@@ -251,6 +276,7 @@ function dmaMap(s: Session, f: Frame): Reply {
     dma.map(m.address, m.size, {
       readable,
       writable,
+      identity,
       remote: {
         read: async (iova, length) => {
           const b = pread(own, length, at(iova));

@@ -86,7 +86,8 @@ export function resolveLimits(l: Partial<ServerLimits> = {}): ServerLimits {
     maxMessageSize: l.maxMessageSize ?? messageSizeFor(maxDataXferSize),
   };
   for (const [k, v] of Object.entries(out)) {
-    if (!Number.isSafeInteger(v) || v < 1) fail(Errno.EINVAL, 'limits', `${k} ${v} is not a positive integer`);
+    if (!Number.isSafeInteger(v) || v < 1)
+      fail(Errno.EINVAL, 'limits', `${k} ${v} is not a positive integer`);
   }
   if (out.maxMessageSize < VFIO_USER_HEADER_SIZE || out.maxMessageSize > MAX_MESSAGE_SIZE_LIMIT) {
     fail(

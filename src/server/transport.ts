@@ -18,6 +18,7 @@
  * still held (framer, queue) is closed, then the socket; `onClose` runs once.
  */
 import { Errno } from '../abi/errno.js';
+import { VFIO_USER_HEADER_SIZE, VfioUserFlags } from '../abi/vfio-user.js';
 import { MalformedError, VfioError } from '../errors.js';
 import { closeFd, type FdWatch, MAX_FDS_PER_MSG, recvMsgInto, sendMsg, watchFd } from '../native/index.js';
 import { type Frame, MessageFramer } from '../wire/vfio-user.js';
@@ -231,12 +232,37 @@ export class Transport {
       try {
         f = this.framer.next();
       } catch (e) {
-        if (e instanceof MalformedError) this.close({ kind: 'framing', error: e });
-        else this.close({ kind: 'error', error: e });
+        if (e instanceof MalformedError) {
+          this.#answerRejected(e);
+          this.close({ kind: 'framing', error: e });
+        } else this.close({ kind: 'error', error: e });
         return;
       }
       if ('need' in f) return;
       this.#handlers.onFrame(f);
+    }
+  }
+
+  /**
+   * A msg_size below 16 or above the limit: libvfio-user (lib/libvfio-user.c get_request,
+   * is_valid_header) answers the command with EINVAL. We do too, then close: the body was never
+   * read and the stream cannot be resynchronized. Best effort (dropped if replies are queued).
+   */
+  #answerRejected(e: MalformedError): void {
+    const h = this.framer.rejectedHeader;
+    if (!h || (h.flags & VfioUserFlags.TYPE_MASK) !== VfioUserFlags.TYPE_COMMAND) return;
+    if (h.flags & VfioUserFlags.NO_REPLY || this.#queue.length > 0) return;
+    const b = new Uint8Array(VFIO_USER_HEADER_SIZE);
+    const v = new DataView(b.buffer);
+    v.setUint16(0, h.msgId, true);
+    v.setUint16(2, h.command, true);
+    v.setUint32(4, b.length, true);
+    v.setUint32(8, VfioUserFlags.TYPE_REPLY | VfioUserFlags.ERROR, true);
+    v.setUint32(12, e.errno, true);
+    try {
+      sendMsg(this.#fd, [b], []);
+    } catch {
+      // the peer is gone; close() follows
     }
   }
 

@@ -335,8 +335,26 @@ describe('vfio-user server: happy paths', () => {
       const f = await p.call(C.DMA_MAP, map, [mfd]);
       assert.equal(errnoOf(f), 0);
       assert.equal(r.device.dma.count, 1);
-      const overlap = await p.call(C.DMA_MAP, map, [mfd]);
-      assert.equal(errnoOf(overlap), Errno.EEXIST);
+      // libvfio-user dma_controller_add_region: the same range, file, offset and prot again is
+      // success; another offset or prot over it, or an overlap, is EINVAL.
+      assert.equal(errnoOf(await p.call(C.DMA_MAP, map, [mfd])), 0);
+      assert.equal(r.device.dma.count, 1);
+      const otherProt = map.slice();
+      le(otherProt).setUint32(4, 1, true);
+      assert.equal(errnoOf(await p.call(C.DMA_MAP, otherProt, [mfd])), Errno.EINVAL);
+      const overlap = map.slice();
+      le(overlap).setBigUint64(16, 0x100000n + 0x1000n, true);
+      assert.equal(errnoOf(await p.call(C.DMA_MAP, overlap, [mfd])), Errno.EINVAL);
+      // With an fd, iova and size must be page aligned (vfio_iommu_type1.c vfio_dma_do_map).
+      for (const [iova, sz] of [
+        [0x900000n + 0x10n, 0x1000n],
+        [0x900000n, 0x1001n],
+      ] as const) {
+        const un = map.slice();
+        le(un).setBigUint64(16, iova, true);
+        le(un).setBigUint64(24, sz, true);
+        assert.equal(errnoOf(await p.call(C.DMA_MAP, un, [mfd])), Errno.EINVAL, `unaligned ${iova}+${sz}`);
+      }
       // Past the end of the memfd: refused (a device access there would SIGBUS the server).
       const past = map.slice();
       le(past).setBigUint64(16, 0x800000n, true);
@@ -932,7 +950,11 @@ describe('vfio-user server: bad input gets exact errnos, never a crash', () => {
   test('a framing error (msg_size < 16, or past the limit) closes that client; the next one is served', async () => {
     for (const msgSize of [8, 0x7fffffff]) {
       const p = await r.negotiated();
-      p.send(packRaw({ command: C.DEVICE_GET_INFO, msgSize, payload: u32s(16, 0, 0, 0) }));
+      p.send(packRaw({ msgId: 0x55, command: C.DEVICE_GET_INFO, msgSize, payload: u32s(16, 0, 0, 0) }));
+      // libvfio-user is_valid_header: the command gets EINVAL; then the stream is closed.
+      const f = await p.recv();
+      assert.equal(f.header.msgId, 0x55);
+      assert.equal(errnoOf(f), Errno.EINVAL);
       await assert.rejects(p.recv(), /closed/);
       p.close();
       await r.server.idle();

@@ -82,6 +82,7 @@ export class MessageFramer {
   #fdHead = 0;
   #header: Header | undefined;
   #error: MalformedError | undefined;
+  #rejected: Header | undefined;
   #scratch = new Uint8Array(VFIO_USER_HEADER_SIZE);
 
   constructor(opts: FramerOptions = {}) {
@@ -96,6 +97,11 @@ export class MessageFramer {
   /** Bytes pushed and not yet returned in a frame. */
   get buffered(): number {
     return this.#buffered;
+  }
+
+  /** The header whose msg_size stopped the stream (to answer it before closing), if any. */
+  get rejectedHeader(): Header | undefined {
+    return this.#rejected;
   }
 
   /** The error that stopped the stream, if any. */
@@ -130,6 +136,7 @@ export class MessageFramer {
         return { need: VFIO_USER_HEADER_SIZE - this.#buffered };
       }
       const h = readHeader(this.#peekHeader());
+      if (h.msgSize < VFIO_USER_HEADER_SIZE || h.msgSize > this.maxMessageSize) this.#rejected = h;
       if (h.msgSize < VFIO_USER_HEADER_SIZE) {
         return this.#fail(
           malformed('vfio-user header', `msg_size ${h.msgSize} is smaller than the 16-byte header`),
