@@ -15,7 +15,13 @@ import { summary } from './prng.js';
 import { fuzzServer, u32 } from './server.js';
 
 describe('vfio-user server fuzz', () => {
-  const small = { maxPendingBytes: 8192, maxDataXferSize: 4096, maxMsgFds: 2, maxDmaMaps: 2 };
+  const small = {
+    maxPendingBytes: 8192,
+    maxPendingRequests: 4,
+    maxDataXferSize: 4096,
+    maxMsgFds: 2,
+    maxDmaMaps: 2,
+  };
   for (const [seed, device, limits] of [
     [21, 'edu', {}],
     [22, 'ivshmem', {}],

@@ -2,7 +2,9 @@
  * Fuzz harness (c): a live vfio-user server (src/server) over a socketpair, fed batches of
  * mutated messages: headers with bad sizes, types, flags and ids; mutated payloads of every
  * command (from the recorded vectors and from edu/ivshmem-specific requests); random fds
- * attached (memfds, eventfds, /dev/null). Server-to-client DMA_READ/DMA_WRITE requests are
+ * attached (memfds, eventfds, /dev/null), sometimes spread over several sendmsg calls of one
+ * message (and floods of 60 on tiny pieces); some batches are sent and processed without our
+ * reading any reply (back-pressure). Server-to-client DMA_READ/DMA_WRITE requests are
  * answered correctly, with an error, with garbage, or not at all.
  *
  * After each batch: when every message was framed honestly (msg_size = its length), a good
@@ -259,14 +261,31 @@ export async function fuzzServer(o: ServerFuzzOptions): Promise<FuzzStats> {
       stats.leaks.push(`seed ${o.seed}: ${watches} fd watches with no client, baseline ${watchBaseline}`);
   };
 
-  const send = (c: Conn, bytes: Uint8Array, fds: number[]): boolean => {
+  /**
+   * Sends one message. Usually one sendmsg with every fd; sometimes (`split`) the bytes go in
+   * several sendmsg calls with the fds spread over them, so fds arrive for a message that is
+   * still incomplete (the framer's max_msg_fds cap for a message in flight).
+   */
+  const send = (c: Conn, bytes: Uint8Array, fds: number[], split = false): boolean => {
     let off = 0;
-    let first = true;
     let spins = 0;
+    const pieces = split && bytes.length > 1 ? Math.min(bytes.length, 2 + rng.int(6)) : 1;
+    const cuts: number[] = [];
+    for (let i = 1; i < pieces; i++) cuts.push(1 + rng.int(bytes.length - 1));
+    cuts.sort((x, y) => x - y);
+    cuts.push(bytes.length);
+    const fdsFor: number[][] = Array.from({ length: cuts.length }, () => []);
+    for (const fd of fds) fdsFor[split ? rng.int(cuts.length) : 0]!.push(fd);
+    let piece = 0;
+    let pieceFdsSent = false;
     while (off < bytes.length) {
+      while (cuts[piece]! <= off) {
+        piece++;
+        pieceFdsSent = false;
+      }
       let n: number | null;
       try {
-        n = sendMsg(c.fd, [bytes.subarray(off)], first ? fds : []);
+        n = sendMsg(c.fd, [bytes.subarray(off, cuts[piece])], pieceFdsSent ? [] : fdsFor[piece]!);
       } catch (e) {
         if (e instanceof VfioError && (e.errno === Errno.EPIPE || e.errno === Errno.ECONNRESET)) {
           c.eof = true;
@@ -280,7 +299,7 @@ export async function fuzzServer(o: ServerFuzzOptions): Promise<FuzzStats> {
         if (++spins > 10000) return false;
         continue;
       }
-      first = false;
+      pieceFdsSent = true;
       off += n;
     }
     return true;
@@ -403,6 +422,11 @@ export async function fuzzServer(o: ServerFuzzOptions): Promise<FuzzStats> {
       if (o.deadlineMs !== undefined && Date.now() - started > o.deadlineMs) break;
       conn ??= await connect(rng.chance(0.9));
       const c = conn;
+      // A non-reading batch: we do not read replies while sending it, then let the server run a
+      // while still without reading, so its send queue fills and back-pressure (bytes, queued
+      // messages, fds held by queued DMA_BUF replies) is reached.
+      const noRead = rng.chance(0.2);
+      if (noRead) count(stats, 'no-read batch');
       for (let k = 0; k < batchSize && !c.eof; k++) {
         const fromGood = rng.chance(0.3);
         const s = fromGood ? rng.pick(good) : rng.pick(seeds);
@@ -424,13 +448,20 @@ export async function fuzzServer(o: ServerFuzzOptions): Promise<FuzzStats> {
         if (rng.chance(0.05))
           for (let j = 1 + rng.int(rng.chance(0.2) ? 40 : 3); j > 0; j--)
             fds.push(fdOf(rng.pick(['memfd', 'eventfd', 'null'] as const)));
+        // fds split across sendmsgs; now and then a flood of them on 1-byte sends.
+        const split = rng.chance(0.15);
+        if (split && rng.chance(0.2)) for (let j = 0; j < 60; j++) fds.push(fdOf('memfd'));
         stats.tried++;
-        if (!send(c, bytes, fds)) break;
-        if (rng.chance(0.3)) {
+        if (!send(c, bytes, fds, split)) break;
+        if (split) await new Promise((r) => setImmediate(r)); // let the server read the pieces
+        if (noRead) {
+          if (rng.chance(0.3)) await new Promise((r) => setImmediate(r));
+        } else if (rng.chance(0.3)) {
           pump(c);
           await new Promise((r) => setImmediate(r));
         }
       }
+      if (noRead) for (let spin = 0; spin < 8; spin++) await new Promise((r) => setImmediate(r));
       // Let the server work through the batch.
       for (let spin = 0; spin < 4; spin++) {
         pump(c);
