@@ -42,6 +42,23 @@ describe('fds of a half-received message', () => {
     // The last chunk completed the message: its fds are the caller's to refuse (not held long).
     assert.deepEqual(f.fds, [1, 2, 3, 6]);
     assert.equal(f.droppedFds, 2);
+    // A trickle of 1-byte pushes with an fd each: every fd past the cap is handed out at once.
+    const big = new Uint8Array(16);
+    new DataView(big.buffer).setUint32(4, 16 + 5000, true);
+    fr.push(big, [100]);
+    assert.ok('need' in fr.next());
+    for (let i = 0; i < 5000; i++) {
+      fr.push(new Uint8Array(1), [1000 + i]);
+      const n = fr.next();
+      if (i < 4999) {
+        assert.ok('need' in n);
+        assert.deepEqual(fr.takeExcessFds(), i < 2 ? [] : [1000 + i]);
+      } else {
+        assert.ok(!('need' in n));
+        assert.deepEqual(n.fds, [100, 1000, 1001, 4999 + 1000]);
+        assert.equal(n.droppedFds, 4999 - 2);
+      }
+    }
     fr.push(hdr, [7, 8, 9, 10]);
     assert.ok('need' in fr.next());
     assert.deepEqual(fr.takeFds(), [10, 7, 8, 9], 'excess first, then the held ones');

@@ -182,10 +182,15 @@ export class MessageFramer {
     for (let i = this.#fdHead; i < this.#fdq.length; i++) {
       const b = this.#fdq[i]!;
       if (held + b.fds.length > this.maxFds) {
-        const keep = Math.max(0, this.maxFds - held);
+        // From here on every batch is over the cap: hand their fds out and drop the batches, so
+        // the queue holds at most maxFds batches (a 1-byte trickle with fds cannot grow it).
+        const keep = this.maxFds - held;
         const drop = b.fds.splice(keep);
-        this.#excess.push(...drop);
+        for (let j = i + 1; j < this.#fdq.length; j++) drop.push(...this.#fdq[j]!.fds);
+        this.#fdq.length = keep > 0 ? i + 1 : i;
+        for (const fd of drop) this.#excess.push(fd);
         this.#dropped += drop.length;
+        return;
       }
       held += b.fds.length;
     }
