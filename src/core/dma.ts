@@ -121,6 +121,27 @@ export class DmaSpace {
         throw new VfioError(Errno.EINVAL, 'DMA_UNMAP', 'range splits a mapping');
       hit.push(r);
     }
+    this.bury(hit);
+    return hit.length;
+  }
+
+  /**
+   * Removes the mapping that is exactly [iova, iova+size), as vfio-user's DMA_UNMAP requires
+   * ("The address and size of the DMA region being unmapped must match exactly a previous
+   * mapping"; libvfio-user dma_controller_remove_region). False when there is none.
+   */
+  unmapExact(iova: bigint, size: bigint): boolean {
+    const r = this.ranges[this.firstEndingAfter(iova)];
+    if (!r || r.dead || r.iova !== iova || r.size !== size) return false;
+    this.bury([r]);
+    return true;
+  }
+
+  /**
+   * Unmaps live ranges: each becomes a tombstone (trailing ones are dropped at once), the array
+   * is compacted in one pass once tombstones are half of it, and each target is released.
+   */
+  private bury(hit: readonly DmaRange[]): void {
     for (const r of hit) r.dead = true;
     this.dead += hit.length;
     while (this.ranges.length > 0 && this.ranges[this.ranges.length - 1]!.dead) {
@@ -132,20 +153,6 @@ export class DmaSpace {
       this.dead = 0;
     }
     for (const r of hit) r.target.release?.();
-    return hit.length;
-  }
-
-  /**
-   * Removes the mapping that is exactly [iova, iova+size), as vfio-user's DMA_UNMAP requires
-   * ("The address and size of the DMA region being unmapped must match exactly a previous
-   * mapping"; libvfio-user dma_controller_remove_region). False when there is none.
-   */
-  unmapExact(iova: bigint, size: bigint): boolean {
-    const i = this.ranges.findIndex((r) => r.iova === iova && r.size === size);
-    if (i < 0) return false;
-    const [r] = this.ranges.splice(i, 1);
-    r?.target.release?.();
-    return true;
   }
 
   unmapAll(): void {

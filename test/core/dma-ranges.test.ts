@@ -45,8 +45,15 @@ describe('DmaSpace: sorted ranges with binary search', () => {
       const iova = page * 4096n;
       const size = pages * 4096n;
       const overlaps = model.some((r) => iova < r.iova + r.size && r.iova < iova + size);
-      const op = rnd(3);
-      if (op === 0) {
+      const op = rnd(4);
+      if (op === 3) {
+        // DMA_UNMAP's exact match (vfio-user): only a live mapping of exactly this range goes.
+        const r = model.find((m) => m.iova === iova && m.size === size);
+        const before = released;
+        assert.equal(d.unmapExact(iova, size), r !== undefined, `unmapExact 0x${iova.toString(16)}`);
+        assert.equal(released - before, r ? 1 : 0);
+        if (r) model.splice(model.indexOf(r), 1);
+      } else if (op === 0) {
         const e = errnoOf(() =>
           d.map(iova, size, { readable: true, writable: true, release: () => released++ }),
         );
@@ -79,6 +86,24 @@ describe('DmaSpace: sorted ranges with binary search', () => {
     }
     d.unmapAll();
     assert.equal(d.count, 0);
+  });
+
+  it('unmapExact never finds a tombstone: a second unmap of the same range releases nothing', () => {
+    const d = new DmaSpace(10);
+    let released = 0;
+    const t = { readable: true, writable: true, release: () => released++ };
+    d.map(0n, 4096n, t);
+    d.map(0x10000n, 4096n, t); // keeps the first one from being the trailing entry
+    d.unmap(0n, 4096n); // a tombstone now
+    assert.equal(d.unmapExact(0n, 4096n), false, 'already unmapped');
+    assert.equal(released, 1);
+    d.map(0x20000n, 4096n, t);
+    assert.equal(d.unmapExact(0x20000n, 4096n), true);
+    assert.equal(d.unmapExact(0x20000n, 4096n), false, 'already unmapped');
+    assert.equal(d.unmapExact(0x10000n, 8192n), false, 'wrong size');
+    assert.deepEqual([released, d.count], [2, 1]);
+    d.unmapAll();
+    assert.equal(released, 3);
   });
 
   it('maxMaps counts live ranges only; unmapAll releases each live range once', () => {
