@@ -240,7 +240,8 @@ export class EduBehaviour implements DeviceBehaviour {
         await this.ctx.dma.write(this.dmaDst & this.dmaMask, this.dmaBuffer.slice(from, from + n));
       } else {
         const to = checkBuffer(this.dmaDst, n);
-        this.dmaBuffer.set(await this.ctx.dma.read(this.dmaSrc & this.dmaMask, n), to);
+        // Straight into the DMA buffer: no copy allocated per transfer (DmaSpace.readInto).
+        await this.ctx.dma.readInto(this.dmaSrc & this.dmaMask, this.dmaBuffer.subarray(to, to + n));
       }
     } catch (e) {
       // QEMU's edu logs a bad range and copies anyway; a server must not die (or scribble) for it.
