@@ -17,6 +17,7 @@ import { eduDescription } from '../../src/devices/edu.js';
 import { ivshmemDescription } from '../../src/devices/ivshmem.js';
 import { VfioError } from '../../src/errors.js';
 import { requireOrSkip } from '../helpers/env.js';
+import { errnoOf } from '../helpers/errno.js';
 
 // --- devices ----------------------------------------------------------------------------------
 
@@ -74,16 +75,6 @@ function w(cs: ConfigSpace, offset: number, len: 1 | 2 | 4, val: number): void {
   const b = new Uint8Array(len);
   for (let i = 0; i < len; i++) b[i] = (val >>> (8 * i)) & 0xff;
   cs.write(offset, b);
-}
-
-function errnoOf(fn: () => unknown): number | undefined {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof VfioError) return e.errno;
-    throw e;
-  }
-  return undefined;
 }
 
 // --- identity -----------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ import { E1000eBehaviour, e1000eDescription } from '../../src/devices/e1000e.js'
 import { EduBehaviour, eduDescription } from '../../src/devices/edu.js';
 import { IvshmemBehaviour, ivshmemDescription } from '../../src/devices/ivshmem.js';
 import { NvmeBehaviour, nvmeDescription } from '../../src/devices/nvme.js';
-import { VfioError } from '../../src/errors.js';
 import {
   decodeRegionInfo,
   encodeDeviceFeature,
@@ -22,6 +21,7 @@ import {
   putU32,
   u32,
 } from '../../src/wire/vfio.js';
+import { errnoOf } from '../helpers/errno.js';
 
 function edu(profile: '6.1' | '7.3' = '6.1', extensions = NO_EXTENSIONS) {
   const env = heapEnvironment();
@@ -42,16 +42,6 @@ function ivshmem(profile: '6.1' | '7.3' = '7.3', extensions = {}, opts = {}) {
     ...opts,
   });
   return { env, dev };
-}
-
-function errnoOf(fn: () => unknown): number | undefined {
-  try {
-    fn();
-    return undefined;
-  } catch (e) {
-    if (e instanceof VfioError) return e.errno;
-    throw e;
-  }
 }
 
 function regionInfoBytes(index: number, argsz = 32, flags = 0, size = argsz): Uint8Array {

@@ -11,7 +11,6 @@ import { VfioPciDevice } from '../../src/core/device.js';
 import { heapEnvironment } from '../../src/core/env.js';
 import { E1000eBehaviour, e1000eDescription } from '../../src/devices/e1000e.js';
 import { EduBehaviour, eduDescription } from '../../src/devices/edu.js';
-import { VfioError } from '../../src/errors.js';
 import {
   activeWatchCount,
   closeFd,
@@ -22,22 +21,13 @@ import {
 } from '../../src/native/index.js';
 import { nativeEnvironment } from '../../src/runtime.js';
 import { encodeFds, encodeIrqSet } from '../../src/wire/vfio.js';
+import { errnoOf } from '../helpers/errno.js';
 
 const EVENTFD = A.VFIO_IRQ_SET_DATA_EVENTFD;
 const NONE = A.VFIO_IRQ_SET_DATA_NONE;
 const TRIGGER = A.VFIO_IRQ_SET_ACTION_TRIGGER;
 const UNMASK = A.VFIO_IRQ_SET_ACTION_UNMASK;
 const EDU_RAISE = 0x60n;
-
-function errnoOf(fn: () => unknown): number | undefined {
-  try {
-    fn();
-    return undefined;
-  } catch (e) {
-    if (e instanceof VfioError) return e.errno;
-    throw e;
-  }
-}
 
 function setIrqs(dev: VfioPciDevice, flags: number, index: number, start: number, fds: number[]): number {
   const data = flags & EVENTFD ? encodeFds(fds) : new Uint8Array();

@@ -23,16 +23,7 @@ import {
   resourceWcPath,
   vfioCdevName,
 } from '../../src/kernel/sysfs.js';
-
-function errnoOf(fn: () => unknown): number | undefined {
-  try {
-    fn();
-    return undefined;
-  } catch (e) {
-    if (e instanceof VfioError) return e.errno;
-    throw e;
-  }
-}
+import { errnoOf } from '../helpers/errno.js';
 
 describe('PCI addresses', () => {
   const cases: [string, string | number][] = [

@@ -15,33 +15,8 @@ import {
 import { VfioUserCommand as C, VfioUserFlags } from '../../src/abi/vfio-user.js';
 import { OffsetSpace } from '../../src/core/offsets.js';
 import { MAX_MMAP_COOKIES } from '../../src/core/wc.js';
-import { createDevice } from '../../src/devices/index.js';
-import { socketPair } from '../../src/native/index.js';
-import { nativeEnvironment } from '../../src/runtime.js';
-import { VfioUserServer } from '../../src/server/index.js';
-import { RawClient } from '../fuzz/client.js';
 import { concat, message, u32, u64 } from '../fuzz/server.js';
-
-function rig(maxMmapCookies?: number) {
-  const device = createDevice('ivshmem', {
-    env: nativeEnvironment(),
-    ...(maxMmapCookies !== undefined ? { maxMmapCookies } : {}),
-  });
-  const server = new VfioUserServer(device, { log: () => {} });
-  return {
-    device,
-    server,
-    connect() {
-      const [a, b] = socketPair();
-      server.adopt(b);
-      return new RawClient(a);
-    },
-    close() {
-      server.stop();
-      device.close();
-    },
-  };
-}
+import { rig } from './rig.js';
 
 /** struct vfio_device_feature + vfio_ts_mmap_cookie (index, flags, offset, size). */
 const cookieGet = () =>
@@ -51,7 +26,7 @@ const cookieRelease = (cookie: bigint) =>
 
 describe('mmap cookies: maxMmapCookies', () => {
   it('GET past the limit is ENOSPC; a release makes room', async () => {
-    const r = rig(8);
+    const r = rig('ivshmem', {}, { maxMmapCookies: 8 });
     const c = r.connect();
     await c.negotiate();
     const got: bigint[] = [];
@@ -72,7 +47,7 @@ describe('mmap cookies: maxMmapCookies', () => {
   });
 
   it('NO_REPLY GETs stop at the default limit; a client leaving with all of them is cleaned up', async () => {
-    const r = rig();
+    const r = rig('ivshmem');
     const baseline = r.device.offsets.size;
     const c = r.connect();
     await c.negotiate();

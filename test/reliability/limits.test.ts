@@ -8,8 +8,6 @@ import { spawnSync } from 'node:child_process';
 import { describe, it } from 'node:test';
 import { Errno } from '../../src/abi/errno.js';
 import { VfioUserCommand as C } from '../../src/abi/vfio-user.js';
-import type { DeviceName } from '../../src/devices/index.js';
-import { createDevice } from '../../src/devices/index.js';
 import { VfioError } from '../../src/errors.js';
 import {
   closeFd,
@@ -20,31 +18,10 @@ import {
   socketPair,
   waitReadable,
 } from '../../src/native/index.js';
-import { nativeEnvironment } from '../../src/runtime.js';
-import { type ServerOptions, VfioUserServer } from '../../src/server/index.js';
 import { parseJson } from '../../src/wire/vfio-user.js';
 import { RawClient } from '../fuzz/client.js';
 import { concat, message, u32, u64, versionPayload } from '../fuzz/server.js';
-
-function rig(name: DeviceName, opts: ServerOptions = {}) {
-  const device = createDevice(name, { env: nativeEnvironment() });
-  const log: string[] = [];
-  const server = new VfioUserServer(device, { log: (l) => log.push(l), ...opts });
-  return {
-    device,
-    server,
-    log,
-    connect() {
-      const [a, b] = socketPair();
-      server.adopt(b);
-      return new RawClient(a);
-    },
-    close() {
-      server.stop();
-      device.close();
-    },
-  };
-}
+import { rig } from './rig.js';
 
 const dmaMap = (iova: bigint, size: bigint) => concat(u32(32, 3), u64(0n), u64(iova), u64(size));
 
