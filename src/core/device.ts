@@ -139,7 +139,7 @@ export interface DeviceContext {
   raise(vector?: number): boolean;
   /**
    * INTx is a level: the device deasserts its line (QEMU's pci_set_irq(dev, 0)). The Interrupt
-   * Status bit clears, and an assertion not yet delivered (masked) is dropped. No-op for MSI.
+   * Status bit clears, and an unmask no longer re-sends it. No-op for MSI.
    */
   lower(): void;
   readonly irqType: 'none' | 'intx' | 'msi' | 'msix';
@@ -252,8 +252,8 @@ export class VfioPciDevice {
         else if (vectors > 0) this.config.setMsiEnabled(true, vectors);
         else this.config.setMsiEnabled(false);
       },
-      // INTx unmasked with nothing pending, by the ioctl or by the unmask eventfd (virqfd), which
-      // runs outside any SET_IRQS: see intxServiced.
+      // INTx unmasked, by the ioctl or by the unmask eventfd (virqfd), which runs outside any
+      // SET_IRQS: see intxServiced.
       onIntxUnmasked: () => this.intxServiced(),
     });
     for (let i = 0; i < PCI_STD_NUM_BARS; i++) {
@@ -1104,7 +1104,6 @@ export class VfioPciDevice {
         if (!this.intxLevel) return;
         this.intxLevel = false;
         this.config.setInterruptStatus(false);
-        this.irqs.dropPendingIntx();
       },
       get irqType() {
         return self.irqs.type;

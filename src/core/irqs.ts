@@ -42,7 +42,10 @@ export interface IrqHooks {
   vectorLookup?: boolean;
   /** MSI or MSI-X was enabled with `vectors` vectors, or disabled (vectors 0). */
   onMsiChange?(msix: boolean, vectors: number): void;
-  /** INTx was unmasked with nothing pending (by ioctl or by the unmask eventfd). */
+  /**
+   * INTx was unmasked (by the ioctl or by the unmask eventfd). The device knows whether its line
+   * is still asserted and, if so, raises it again (the delivery automasks it once more).
+   */
   onIntxUnmasked?(): void;
 }
 
@@ -61,8 +64,6 @@ export class IrqState {
   /** The INTx unmask virqfd (ctx->unmask): each signal of its eventfd unmasks INTx. */
   private intxUnmaskFd: EventWatch | undefined;
   intxMasked = false;
-  /** A level-triggered INTx the device raised while masked: delivered on unmask. */
-  intxPending = false;
   private errTrigger: EventSignal | undefined;
   private reqTrigger: EventSignal | undefined;
   /** Deliveries per index, for tests and the demo. */
@@ -156,15 +157,12 @@ export class IrqState {
 
   /**
    * vfio_pci_intx_unmask_handler + vfio_send_intx_eventfd: unmask; an interrupt still asserted
-   * (pci_check_and_unmask_intx false) stays masked and is re-sent to the user.
+   * (pci_check_and_unmask_intx false) stays masked and is re-sent to the user — the device's
+   * onIntxUnmasked hook knows its line and raises it again.
    */
   private unmaskIntx(): void {
     this.intxMasked = false;
-    if (this.intxPending) {
-      this.intxPending = false;
-      this.deliverIntx();
-    }
-    if (!this.intxMasked) this.hooks.onIntxUnmasked?.();
+    this.hooks.onIntxUnmasked?.();
   }
 
   private intxTrigger_(flags: number, start: number, count: number, data: Uint8Array): void {
@@ -313,20 +311,13 @@ export class IrqState {
   /** The device raises interrupt `vector` of the active type (INTx: vector 0). */
   raise(vector = 0): boolean {
     if (this.type === 'intx') {
-      if (this.intxMasked) {
-        this.intxPending = true;
-        return false;
-      }
+      // Masked: INTx is a level the device keeps asserted; the unmask re-sends it.
+      if (this.intxMasked) return false;
       this.deliverIntx();
       return true;
     }
     if (this.type === 'msi' || this.type === 'msix') return this.deliverVector(vector);
     return false;
-  }
-
-  /** The device lowered its INTx line before the masked assertion was delivered: forget it. */
-  dropPendingIntx(): void {
-    this.intxPending = false;
   }
 
   raiseErr(): void {
@@ -366,7 +357,6 @@ export class IrqState {
     this.intxTrigger?.close();
     this.intxTrigger = undefined;
     this.intxMasked = false;
-    this.intxPending = false;
     this.type = 'none';
     if (wasMsi) this.hooks.onMsiChange?.(msix, 0);
   }
