@@ -9,6 +9,7 @@
  */
 import { Errno } from '../abi/errno.js';
 import { VfioError } from '../errors.js';
+import { TombstoneArray } from './tombstones.js';
 
 /** libvfio-user's and the spec's default `max_dma_maps`. */
 export const DEFAULT_MAX_DMA_MAPS = 65535;
@@ -72,17 +73,20 @@ function fresh(length: number): Uint8Array {
 /**
  * The mapped ranges: an array sorted by IOVA, non-overlapping, searched by binary search.
  * Map splices its range in (appending in ascending IOVA order, as a VM's memory map comes, is
- * O(1)); unmap leaves tombstones, compacted in one pass once they are half the array, so
- * unmapping every range one by one is O(n log n) rather than O(n^2) splices.
+ * O(1)); unmap leaves tombstones (TombstoneArray), so unmapping every range one by one is
+ * O(n log n) rather than O(n^2) splices.
  */
 export class DmaSpace {
-  private ranges: DmaRange[] = [];
-  private dead = 0;
+  private readonly list = new TombstoneArray<DmaRange>((r) => r.dead === true);
 
   constructor(readonly maxMaps: number = DEFAULT_MAX_DMA_MAPS) {}
 
   get count(): number {
-    return this.ranges.length - this.dead;
+    return this.list.live;
+  }
+
+  private get ranges(): DmaRange[] {
+    return this.list.items;
   }
 
   /** Adds [iova, iova+size). EINVAL for size 0 or wrap, EEXIST for overlap, ENOSPC past maxMaps. */
@@ -101,10 +105,7 @@ export class DmaSpace {
     for (; j < this.ranges.length && this.ranges[j]!.iova < end; j++)
       if (!this.ranges[j]!.dead)
         throw new VfioError(Errno.EEXIST, op, `0x${iova.toString(16)} overlaps a mapping`);
-    this.dead -= j - i;
-    const r: DmaRange = { iova, size, target };
-    if (i === this.ranges.length) this.ranges.push(r);
-    else this.ranges.splice(i, j - i, r);
+    this.list.replaceDead(i, j - i, { iova, size, target });
   }
 
   /**
@@ -137,29 +138,15 @@ export class DmaSpace {
     return true;
   }
 
-  /**
-   * Unmaps live ranges: each becomes a tombstone (trailing ones are dropped at once), the array
-   * is compacted in one pass once tombstones are half of it, and each target is released.
-   */
+  /** Unmaps live ranges: each becomes a tombstone (TombstoneArray), then its target is released. */
   private bury(hit: readonly DmaRange[]): void {
     for (const r of hit) r.dead = true;
-    this.dead += hit.length;
-    while (this.ranges.length > 0 && this.ranges[this.ranges.length - 1]!.dead) {
-      this.ranges.pop();
-      this.dead--;
-    }
-    if (this.dead > 64 && this.dead * 2 > this.ranges.length) {
-      this.ranges = this.ranges.filter((r) => !r.dead);
-      this.dead = 0;
-    }
+    this.list.died(hit.length);
     for (const r of hit) r.target.release?.();
   }
 
   unmapAll(): void {
-    const all = this.ranges;
-    this.ranges = [];
-    this.dead = 0;
-    for (const r of all) if (!r.dead) r.target.release?.();
+    for (const r of this.list.clear()) if (!r.dead) r.target.release?.();
   }
 
   /** The live mapping of exactly [iova, iova+size), if there is one. */

@@ -10,6 +10,7 @@
  */
 import { Errno } from '../abi/errno.js';
 import { VfioError } from '../errors.js';
+import { TombstoneArray } from './tombstones.js';
 
 export const PAGE_SIZE = 4096n;
 /** Offsets are loff_t (signed 64-bit): 63 usable bits on a 64-bit kernel. */
@@ -32,8 +33,7 @@ const DEAD: unique symbol = Symbol('released');
 
 export class OffsetSpace<T> {
   /** Sorted by base, non-overlapping; released entries are tombstones (owner DEAD). */
-  private ranges: Range<T | typeof DEAD>[] = [];
-  private dead = 0;
+  private readonly list = new TombstoneArray<Range<T | typeof DEAD>>((r) => r.owner === DEAD);
   readonly limit: bigint;
 
   constructor(readonly bits: number = DEFAULT_OFFSET_BITS) {
@@ -43,7 +43,11 @@ export class OffsetSpace<T> {
 
   /** Live ranges. */
   get size(): number {
-    return this.ranges.length - this.dead;
+    return this.list.live;
+  }
+
+  private get ranges(): Range<T | typeof DEAD>[] {
+    return this.list.items;
   }
 
   /** Array slots (live + tombstones); stays within twice the live count plus one (compaction). */
@@ -59,7 +63,7 @@ export class OffsetSpace<T> {
         'offset space',
         `0x${base.toString(16)}+0x${size.toString(16)} beyond 2^${this.bits}`,
       );
-    this.compact();
+    this.list.compact();
     const i = this.insertionPoint(base);
     const prev = this.ranges[i - 1];
     const next = this.ranges[i];
@@ -76,7 +80,7 @@ export class OffsetSpace<T> {
    * tail is full, so filling the space is linear overall.
    */
   allocate(size: bigint, owner: T, floor = 0n): Range<T> {
-    this.trimTail();
+    this.list.trimTail();
     const want = roundUp(size > 0n ? size : PAGE_SIZE, PAGE_SIZE);
     const last = this.ranges[this.ranges.length - 1];
     const tail = roundUp(last ? last.base + last.size : 0n, PAGE_SIZE);
@@ -86,7 +90,7 @@ export class OffsetSpace<T> {
       this.ranges.push(r);
       return r;
     }
-    this.compact(); // the gap search below wants live ranges only (O(n), like the search)
+    this.list.compact(); // the gap search below wants live ranges only (O(n), like the search)
     let cursor = floor;
     for (let i = 0; i <= this.ranges.length; i++) {
       const next = this.ranges[i];
@@ -113,9 +117,7 @@ export class OffsetSpace<T> {
     const r = this.ranges[i];
     if (!r || r.base !== base || r.owner === DEAD) return false;
     this.ranges[i] = { base: r.base, size: r.size, owner: DEAD };
-    this.dead++;
-    this.trimTail();
-    if (this.dead > 64 && this.dead * 2 > this.ranges.length) this.compact();
+    this.list.died(1);
     return true;
   }
 
@@ -125,21 +127,6 @@ export class OffsetSpace<T> {
     const r = this.ranges[i];
     // Ranges do not overlap: a tombstone at or below `offset` means no live range holds it.
     return r && r.owner !== DEAD && offset < r.base + r.size ? (r as Range<T>) : undefined;
-  }
-
-  /** Drops trailing tombstones, so appending after the last live range stays O(1). */
-  private trimTail(): void {
-    while (this.ranges.length > 0 && this.ranges[this.ranges.length - 1]!.owner === DEAD) {
-      this.ranges.pop();
-      this.dead--;
-    }
-  }
-
-  /** Removes every tombstone in one O(n) pass. */
-  private compact(): void {
-    if (this.dead === 0) return;
-    this.ranges = this.ranges.filter((r) => r.owner !== DEAD);
-    this.dead = 0;
   }
 
   /** Index of the last range with base <= offset, or -1. */
