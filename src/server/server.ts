@@ -138,11 +138,7 @@ export class VfioUserServer {
           onFrame: (f) => session!.onFrame(f),
           onClose: (reason) => this.#closed(id, reason),
         },
-        this.limits.maxMessageSize,
-        this.limits.maxPendingBytes,
-        this.limits.messageStallMs,
-        this.limits.maxMsgFds,
-        this.limits.maxPendingRequests,
+        this.limits,
       );
     } catch (e) {
       // We own `fd` from the moment adopt is called: a failure before the transport owns it

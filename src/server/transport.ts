@@ -51,6 +51,20 @@ interface Outgoing {
   after: (() => void) | undefined;
 }
 
+/** A transport's limits (a subset of ServerLimits, src/server/limits.ts); each has a default. */
+export interface TransportLimits {
+  /** Largest msg_size accepted (the framer's default otherwise). */
+  readonly maxMessageSize?: number;
+  /** Queued reply bytes at which reading pauses (SERVER_MAX_PENDING_BYTES). */
+  readonly maxPendingBytes?: number;
+  /** A half-received message older than this drops the client (SERVER_MESSAGE_STALL_MS). */
+  readonly messageStallMs?: number;
+  /** Most fds one message may carry (the framer's default otherwise). */
+  readonly maxMsgFds?: number;
+  /** Queued messages, or fds they hold, at which reading pauses (SERVER_MAX_PENDING_REQUESTS). */
+  readonly maxPendingRequests?: number;
+}
+
 export class Transport {
   readonly framer: MessageFramer;
   #fd: number;
@@ -74,23 +88,15 @@ export class Transport {
   #stallTimer: NodeJS.Timeout | undefined;
   #stallMs: number;
 
-  constructor(
-    fd: number,
-    handlers: TransportHandlers,
-    maxMessageSize?: number,
-    maxPendingBytes: number = SERVER_MAX_PENDING_BYTES,
-    messageStallMs: number = SERVER_MESSAGE_STALL_MS,
-    maxMsgFds?: number,
-    maxPendingRequests: number = SERVER_MAX_PENDING_REQUESTS,
-  ) {
+  constructor(fd: number, handlers: TransportHandlers, limits: TransportLimits = {}) {
     this.#fd = fd;
     this.#handlers = handlers;
-    this.#pauseAt = maxPendingBytes;
-    this.#maxRequests = maxPendingRequests;
-    this.#stallMs = messageStallMs;
+    this.#pauseAt = limits.maxPendingBytes ?? SERVER_MAX_PENDING_BYTES;
+    this.#maxRequests = limits.maxPendingRequests ?? SERVER_MAX_PENDING_REQUESTS;
+    this.#stallMs = limits.messageStallMs ?? SERVER_MESSAGE_STALL_MS;
     this.framer = new MessageFramer({
-      ...(maxMessageSize === undefined ? {} : { maxMessageSize }),
-      ...(maxMsgFds === undefined ? {} : { maxFds: maxMsgFds }),
+      ...(limits.maxMessageSize === undefined ? {} : { maxMessageSize: limits.maxMessageSize }),
+      ...(limits.maxMsgFds === undefined ? {} : { maxFds: limits.maxMsgFds }),
     });
   }
 
