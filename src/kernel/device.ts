@@ -453,17 +453,8 @@ export class KernelDeviceFile implements VfioDeviceFile {
   }
 
   /**
-   * A WC mapping of BAR `region` through sysfs `resourceN_wc` (pci_mmap_resource_wc →
-   * pci_mmap_resource_range with write_combine). The file exists only for prefetchable memory
-   * BARs (pci_create_attr: `if (res->flags & IORESOURCE_PREFETCH)`).
-   *
-   * Seen in the guests (both Debian kernels have CONFIG_IO_STRICT_DEVMEM=y): sysfs refuses to
-   * map a BAR vfio-pci has claimed (EINVAL), and vfio-pci claiming the BAR later — its first
-   * pread/pwrite/mmap of that BAR on 6.1 — revokes this mapping (revoke_iomem: the pages are
-   * zapped and the PAT entry goes; a later access faults). Keep every access to a WC-mapped BAR
-   * on the WC mapping. On 7.3 the BARs are claimed at open: no sysfs WC at all, unless the kernel
-   * runs with iomem=relaxed and the BAR was mapped before open (OpenKernelOptions.wcBars); with
-   * iomem=relaxed alone a mapping made after open is uncached-minus (PAT) and refused here.
+   * Whether mapWriteCombining has a route for `region`: a BAR mapped before open (wcBars), or a
+   * BAR with a sysfs resourceN_wc file; the note says where that route works.
    */
   writeCombiningRoute(region: number): { available: boolean; note: string } {
     if (this.premappedWc.has(region))
@@ -477,6 +468,19 @@ export class KernelDeviceFile implements VfioDeviceFile {
     return { available: true, note: SYSFS_WC_KERNELS };
   }
 
+  /**
+   * A WC mapping of BAR `region` through sysfs `resourceN_wc` (pci_mmap_resource_wc →
+   * pci_mmap_resource_range with write_combine). The file exists only for prefetchable memory
+   * BARs (pci_create_attr: `if (res->flags & IORESOURCE_PREFETCH)`).
+   *
+   * Seen in the guests (both Debian kernels have CONFIG_IO_STRICT_DEVMEM=y): sysfs refuses to
+   * map a BAR vfio-pci has claimed (EINVAL), and vfio-pci claiming the BAR later — its first
+   * pread/pwrite/mmap of that BAR on 6.1 — revokes this mapping (revoke_iomem: the pages are
+   * zapped and the PAT entry goes; a later access faults). Keep every access to a WC-mapped BAR
+   * on the WC mapping. On 7.3 the BARs are claimed at open: no sysfs WC at all, unless the kernel
+   * runs with iomem=relaxed and the BAR was mapped before open (OpenKernelOptions.wcBars); with
+   * iomem=relaxed alone a mapping made after open is uncached-minus (PAT) and refused here.
+   */
   async mapWriteCombining(region: number, offset: bigint, length: number): Promise<Mapping> {
     this.check('map WC');
     const pre = this.premappedWc.get(region);
