@@ -10,14 +10,6 @@ export {
   VFIO_CONTAINER_PATH,
 } from './device.js';
 export {
-  type CaseDiff,
-  compareTranscripts,
-  type ProbeCase,
-  Prober,
-  type ProbeTarget,
-  runProbe,
-} from './probe-sequence.js';
-export {
   type BindOptions,
   type BindResult,
   bindVfioPci,

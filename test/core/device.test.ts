@@ -1,6 +1,6 @@
 /**
  * The device core through its raw uAPI: the same probe bytes the kernel gets, the answers
- * Linux's vfio-pci gives (/work/shared/tools/qemu-vfio/sample-output.txt for edu and
+ * Linux's vfio-pci gives (../shared/tools/qemu-vfio/sample-output.txt for edu and
  * ivshmem-plain on 6.1; docs/kernel-profiles.md for 7.3).
  */
 import assert from 'node:assert/strict';

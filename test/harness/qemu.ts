@@ -2,7 +2,7 @@
  * Boots a guest kernel under QEMU (q35, TCG, emulated Intel IOMMU) with an initramfs from
  * buildInitramfs, and reports the console and the guest script's exit status. QEMU is always
  * killed by a timeout: a test never hangs on a guest. The recipe (q35 + intel-iommu +
- * intel_iommu=on, TCG rather than nested KVM) is the one /work/shared/docs/real-kernel.md found
+ * intel_iommu=on, TCG rather than nested KVM) is the one ../shared/docs/real-kernel.md found
  * to give a working vfio-pci in Debian's kernels.
  */
 import { type ChildProcess, spawn } from 'node:child_process';

@@ -1,5 +1,5 @@
 /**
- * Differential conformance: the same probe sequence (src/kernel/probe-sequence.ts) against the
+ * Differential conformance: the same probe sequence (test/kernel/probe-sequence.ts) against the
  * real vfio-pci of Linux 6.1 and 7.3 in a QEMU guest (one boot per kernel, all four devices) and
  * against the in-process model of each device with the matching kernel profile. Every differing
  * case is printed; the last lines are `differential: N cases, M differences` per kernel and in
@@ -10,15 +10,10 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import {
-  type CaseDiff,
-  compareTranscripts,
-  type ProbeCase,
-  runProbe,
-} from '../../src/kernel/probe-sequence.js';
 import { describeBoot, KERNEL_LABELS, type KernelLabel, provisionedOrSkip } from '../harness/index.js';
 import { OUT_DEVICE, PROBE_DEVICES, runKernelGuest } from './guest.js';
 import { MODELLED, type Modelled, modelDevice, modelTarget } from './model.js';
+import { type CaseDiff, compareTranscripts, type ProbeCase, runProbe } from './probe-sequence.js';
 import { writeRecorded } from './recorded.js';
 
 /**

@@ -10,8 +10,8 @@
  */
 import { closeSync, existsSync, fsyncSync, openSync, readdirSync, readFileSync, writeSync } from 'node:fs';
 import { openKernelDevice } from '../../src/kernel/device.js';
-import { runProbe } from '../../src/kernel/probe-sequence.js';
 import { bindVfioPci } from '../../src/kernel/sysfs.js';
+import { runProbe } from './probe-sequence.js';
 
 export const PROBE_BEGIN = '@@VFIO-TS-PROBE-BEGIN';
 export const PROBE_END = '@@VFIO-TS-PROBE-END@@';

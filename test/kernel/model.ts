@@ -11,8 +11,8 @@ import { EduBehaviour, eduDescription } from '../../src/devices/edu.js';
 import { IvshmemBehaviour, ivshmemDescription } from '../../src/devices/ivshmem.js';
 import { NvmeBehaviour, nvmeDescription } from '../../src/devices/nvme.js';
 import { LocalDeviceFile } from '../../src/driver/local.js';
-import type { ProbeTarget } from '../../src/kernel/probe-sequence.js';
 import { nativeEnvironment } from '../../src/runtime.js';
+import type { ProbeTarget } from './probe-sequence.js';
 
 export const MODELLED = ['edu', 'ivshmem', 'nvme', 'e1000e'] as const;
 export type Modelled = (typeof MODELLED)[number];

@@ -6,9 +6,9 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { compareTranscripts, type ProbeCase, runProbe } from '../../src/kernel/probe-sequence.js';
 import { KERNEL_LABELS } from '../harness/index.js';
 import { MODELLED, modelDevice, modelTarget } from './model.js';
+import { compareTranscripts, type ProbeCase, runProbe } from './probe-sequence.js';
 import { readRecorded, recordedCases } from './recorded.js';
 
 describe('the model against recorded vfio-pci transcripts', () => {

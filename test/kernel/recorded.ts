@@ -7,8 +7,8 @@
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { ProbeCase } from '../../src/kernel/probe-sequence.js';
 import { type KernelLabel, repoRoot } from '../harness/index.js';
+import type { ProbeCase } from './probe-sequence.js';
 
 export interface RecordedKernel {
   readonly release: string;

@@ -15,8 +15,8 @@
  * The sequence changes device state (IRQs, command register, reset) in a fixed order, so both
  * sides see the same history.
  */
-import { errnoName } from '../abi/errno.js';
-import * as P from '../abi/pci.js';
+import { errnoName } from '../../src/abi/errno.js';
+import * as P from '../../src/abi/pci.js';
 import {
   VFIO_BASE,
   VFIO_DEVICE_FEATURE,
@@ -41,9 +41,9 @@ import {
   VFIO_IRQ_SET_DATA_NONE,
   VFIO_REGION_INFO_FLAG_MMAP,
   VFIO_TYPE,
-} from '../abi/vfio.js';
-import type { Mapping, VfioDeviceFile } from '../driver/file.js';
-import { VfioError } from '../errors.js';
+} from '../../src/abi/vfio.js';
+import type { Mapping, VfioDeviceFile } from '../../src/driver/file.js';
+import { VfioError } from '../../src/errors.js';
 import {
   closeFd,
   EFD_CLOEXEC,
@@ -54,8 +54,8 @@ import {
   O_RDONLY,
   O_RDWR,
   openPath,
-} from '../native/index.js';
-import { putU32, putU64, u32, u64 } from '../wire/vfio.js';
+} from '../../src/native/index.js';
+import { putU32, putU64, u32, u64 } from '../../src/wire/vfio.js';
 
 export interface ProbeCase {
   readonly name: string;
