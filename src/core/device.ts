@@ -189,7 +189,8 @@ export interface MappingSource {
   readonly via: MappingPath;
 }
 
-interface Region {
+/** A region of the device fd as REGION_INFO reports it (caps before the argsz exchange). */
+export interface DeviceRegion {
   readonly index: number;
   readonly size: bigint;
   readonly flags: number;
@@ -215,7 +216,7 @@ export class VfioPciDevice {
   private readonly bars: (DeviceBarDescription | undefined)[];
   private readonly barMemory: (SharedMemory | undefined)[] = [];
   private readonly romImage: Uint8Array | undefined;
-  private readonly regions: Region[] = [];
+  private readonly regions: DeviceRegion[] = [];
   /** The four write-combining request paths (wc.ts). */
   private readonly wc: WriteCombining;
   private readonly liveMappings = new Set<DeviceMapping>();
@@ -315,7 +316,7 @@ export class VfioPciDevice {
     return this.description.msix?.tableBar === i;
   }
 
-  private fixedRegion(index: number): Omit<Region, 'base'> {
+  private fixedRegion(index: number): Omit<DeviceRegion, 'base'> {
     const caps: RegionCap[] = [];
     if (index < PCI_STD_NUM_BARS) {
       const b = this.bar(index);
@@ -379,7 +380,7 @@ export class VfioPciDevice {
     return holes.sort((a, b) => (a[0] < b[0] ? -1 : 1));
   }
 
-  private addRegion(r: Omit<Region, 'base'>): Region {
+  private addRegion(r: Omit<DeviceRegion, 'base'>): DeviceRegion {
     let base: bigint;
     if (this.denseOffsets) {
       base = this.offsets.allocate(r.size > 0n ? r.size : PAGE_SIZE, {
@@ -397,6 +398,30 @@ export class VfioPciDevice {
 
   get numRegions(): number {
     return this.regions.length;
+  }
+
+  /** Region `index` (size, flags, caps, offset), or undefined: what transports ask instead of a REGION_INFO ioctl. */
+  region(index: number): DeviceRegion | undefined {
+    return this.regions[index];
+  }
+
+  /**
+   * pread of region `index` at `pos`, addressed by index (vfio-user REGION_READ) rather than by
+   * device-fd offset: the same checks and errnos, no offset encode/decode round trip.
+   */
+  readRegion(index: number, pos: bigint, length: number): Uint8Array {
+    this.assertOpen('pread');
+    if (length === 0) return new Uint8Array(0);
+    const region = this.regions[index] ?? fail(Errno.EINVAL, 'pread', `no region ${index}`);
+    return this.regionRw(region, pos, new Uint8Array(length), false);
+  }
+
+  /** pwrite of region `index` at `pos` (vfio-user REGION_WRITE); returns the bytes written. */
+  writeRegion(index: number, pos: bigint, data: Uint8Array): number {
+    this.assertOpen('pwrite');
+    if (data.length === 0) return 0;
+    const region = this.regions[index] ?? fail(Errno.EINVAL, 'pwrite', `no region ${index}`);
+    return this.regionRw(region, pos, data, true).length;
   }
 
   /** The offset of region `index` in the device fd (what REGION_INFO reports). */
@@ -767,7 +792,7 @@ export class VfioPciDevice {
   // -------------------------------------------------------------------------------------------
   // Region read/write (vfio_pci_rw)
   // -------------------------------------------------------------------------------------------
-  private resolve(offset: bigint, op: string): { region: Region; pos: bigint } {
+  private resolve(offset: bigint, op: string): { region: DeviceRegion; pos: bigint } {
     const hit = this.offsets.lookup(offset);
     if (hit?.owner.kind !== 'region') fail(Errno.EINVAL, op, `offset 0x${offset.toString(16)}`);
     const region = this.regions[hit.owner.region]!;
@@ -795,7 +820,7 @@ export class VfioPciDevice {
     return this.regionRw(region, pos, data, true).length;
   }
 
-  private regionRw(region: Region, pos: bigint, buf: Uint8Array, write: boolean): Uint8Array {
+  private regionRw(region: DeviceRegion, pos: bigint, buf: Uint8Array, write: boolean): Uint8Array {
     const op = write ? 'pwrite' : 'pread';
     const index = region.index;
     const rwFlag = write ? VFIO_REGION_INFO_FLAG_WRITE : VFIO_REGION_INFO_FLAG_READ;

@@ -1266,3 +1266,34 @@ describe('trapped BAR access widths (vfio_pci_core_do_io_rw) and edu (hw/misc/ed
     assert.equal(efd.count, 3n);
   });
 });
+
+describe('region access by index (readRegion/writeRegion, for transports)', () => {
+  test('the same bytes and errnos as pread/pwrite at the region offset', () => {
+    const { dev } = ivshmem();
+    const off = dev.regionOffset(2);
+    assert.equal(dev.writeRegion(2, 0x10n, Uint8Array.of(1, 2, 3, 4)), 4);
+    assert.deepEqual([...dev.pread(off + 0x10n, 4)], [1, 2, 3, 4]);
+    dev.pwrite(off + 0x20n, Uint8Array.of(9, 8));
+    assert.deepEqual([...dev.readRegion(2, 0x20n, 2)], [9, 8]);
+    assert.deepEqual(
+      [...dev.readRegion(A.VFIO_PCI_CONFIG_REGION_INDEX, 0n, 2)],
+      [...dev.pread(dev.regionOffset(7), 2)],
+    );
+    assert.equal(dev.region(2)?.size, 4n << 20n);
+    assert.equal(dev.region(2)!.base, off);
+    assert.equal(
+      errnoOf(() => dev.readRegion(99, 0n, 4)),
+      Errno.EINVAL,
+    );
+    assert.equal(
+      errnoOf(() => dev.writeRegion(99, 0n, Uint8Array.of(1))),
+      Errno.EINVAL,
+    );
+    const end = dev.region(2)!.size;
+    assert.equal(
+      errnoOf(() => dev.readRegion(2, end, 4)),
+      errnoOf(() => dev.pread(off + end, 4)),
+    );
+    assert.equal(dev.readRegion(99, 0n, 0).length, 0);
+  });
+});
