@@ -2,7 +2,7 @@
  * The client end of one vfio-user connection: request/reply matching by msg_id with a timeout
  * per request, and the server's own requests (DMA_READ / DMA_WRITE) answered through a handler.
  *
- * Bytes and fds travel through the same Transport as the server's (src/server/transport.ts:
+ * Bytes and fds travel through the same SocketChannel as the server's (src/server/channel.ts:
  * non-blocking recvmsg/sendmsg, SCM_RIGHTS fds kept with their message by the MessageFramer, a
  * send queue that survives EAGAIN). Frames it hands over are views into its receive buffer, so
  * every payload kept here is copied.
@@ -18,7 +18,7 @@ import { Errno } from '../abi/errno.js';
 import { VFIO_USER_HEADER_SIZE, VfioUserFlags, vfioUserCommandName } from '../abi/vfio-user.js';
 import { VfioError } from '../errors.js';
 import { closeFd } from '../native/index.js';
-import { type CloseReason, Transport } from '../server/transport.js';
+import { type CloseReason, SocketChannel } from '../server/channel.js';
 import {
   checkHeader,
   encodeErrorReply,
@@ -60,7 +60,7 @@ interface Pending {
 }
 
 export class Connection {
-  readonly transport: Transport;
+  readonly channel: SocketChannel;
   readonly timeoutMs: number;
   #pending = new Map<number, Pending>();
   #nextId = 1;
@@ -74,11 +74,11 @@ export class Connection {
   constructor(fd: number, opts: ConnectionOptions = {}) {
     this.timeoutMs = opts.timeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
     this.#onClose = opts.onClose;
-    this.transport = new Transport(fd, {
+    this.channel = new SocketChannel(fd, {
       onFrame: (f) => this.#onFrame(f),
       onClose: (reason) => this.#closed(reason),
     });
-    this.transport.start();
+    this.channel.start();
   }
 
   get closed(): boolean {
@@ -128,13 +128,13 @@ export class Connection {
         reject(new VfioError(Errno.ETIMEDOUT, op, `no reply in ${timeoutMs} ms`));
       }, timeoutMs);
       this.#pending.set(id, { command, resolve, reject, timer });
-      this.transport.send([head, ...payload], fds);
+      this.channel.send([head, ...payload], fds);
     });
   }
 
   /** Closes the connection (pending requests reject with ECONNRESET). */
   close(): void {
-    this.transport.close({ kind: 'local' });
+    this.channel.close({ kind: 'local' });
   }
 
   #resetError(op: string): VfioError {
@@ -157,7 +157,7 @@ export class Connection {
     } catch (e) {
       // A header we cannot act on: nobody can be answered reliably; drop the connection.
       closeFds(f.fds);
-      this.transport.close({ kind: 'error', error: e });
+      this.channel.close({ kind: 'error', error: e });
       return;
     }
     if (isReply(h)) {
@@ -195,7 +195,7 @@ export class Connection {
       const errno = e instanceof VfioError ? e.errno : Errno.EINVAL;
       out = encodeErrorReply(msgId, command, errno >= 1 && errno <= 4096 ? errno : Errno.EINVAL);
     }
-    if (!noReply && !this.closed) this.transport.send([out]);
+    if (!noReply && !this.closed) this.channel.send([out]);
   }
 
   #closed(reason: CloseReason): void {

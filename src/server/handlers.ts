@@ -483,7 +483,7 @@ function regionRead(s: Session, f: Frame): Reply {
   const op = 'VFIO_USER_REGION_READ';
   const r = decodeRegionReadRequest(f.payload);
   const at = checkAccess(s, op, r.region, r.offset, r.count);
-  // A view of the request: it is sent (or copied by the transport) before the buffer is reused.
+  // A view of the request: it is sent (or copied by the channel) before the buffer is reused.
   const head = f.payload.subarray(0, vfio_user_region_access.SIZEOF);
   if (r.count === 0) return { chunks: [head], fds: [] };
   const data = s.device.pread(at, r.count);

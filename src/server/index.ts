@@ -1,4 +1,12 @@
 /** The vfio-user server: serve one VfioPciDevice over a UNIX socket (docs/vfio-user-server.md). */
+
+export {
+  type ChannelLimits,
+  type CloseReason,
+  MAX_QUEUED_BYTES,
+  RECV_BUFFER_BYTES,
+  SocketChannel,
+} from './channel.js';
 export {
   HANDLERS,
   type HandlerEntry,
@@ -16,4 +24,3 @@ export {
 } from './limits.js';
 export { type ClientInfo, type ServerOptions, VfioUserServer } from './server.js';
 export { DMA_REQUEST_TIMEOUT_MS, type Negotiated, Session, type SessionOptions } from './session.js';
-export { type CloseReason, MAX_QUEUED_BYTES, RECV_BUFFER_BYTES, Transport } from './transport.js';

@@ -20,9 +20,9 @@ import {
   watchFd,
 } from '../native/index.js';
 import type { DmaLayout } from '../wire/vfio-user.js';
+import { type CloseReason, SocketChannel } from './channel.js';
 import { resolveLimits, type ServerLimits } from './limits.js';
 import { Session } from './session.js';
-import { type CloseReason, Transport } from './transport.js';
 
 export interface ServerOptions {
   /** Connect/disconnect lines (and, with `verbose`, one line per message). */
@@ -48,7 +48,7 @@ export interface ClientInfo {
 export class VfioUserServer {
   #listenFd: number | undefined;
   #listenWatch: FdWatch | undefined;
-  #client: (ClientInfo & { transport: Transport }) | undefined;
+  #client: (ClientInfo & { channel: SocketChannel }) | undefined;
   #nextId = 1;
   #stopped = false;
   #idleWaiters: (() => void)[] = [];
@@ -130,9 +130,9 @@ export class VfioUserServer {
     }
     const verbose = this.options.verbose && this.options.log;
     let session: Session | undefined;
-    let transport: Transport;
+    let channel: SocketChannel;
     try {
-      transport = new Transport(
+      channel = new SocketChannel(
         fd,
         {
           onFrame: (f) => session!.onFrame(f),
@@ -141,30 +141,30 @@ export class VfioUserServer {
         this.limits,
       );
     } catch (e) {
-      // We own `fd` from the moment adopt is called: a failure before the transport owns it
+      // We own `fd` from the moment adopt is called: a failure before the channel owns it
       // closes it here (it leaked one fd per connection).
       closeFd(fd);
       throw e;
     }
     try {
-      session = new Session(this.device, transport, {
+      session = new Session(this.device, channel, {
         limits: this.limits,
         ...(this.options.dmaLayout !== undefined ? { dmaLayout: this.options.dmaLayout } : {}),
         log: (l: string) => this.#log(`client ${id}: ${l}`),
         ...(verbose ? { trace: (l: string) => this.#log(`client ${id}: ${l}`) } : {}),
       });
     } catch (e) {
-      transport.close({ kind: 'error', error: e }); // closes the fd; #closed sees no client
+      channel.close({ kind: 'error', error: e }); // closes the fd; #closed sees no client
       throw e;
     }
-    const info = { id, peer, session, transport };
+    const info = { id, peer, session, channel };
     this.#client = info;
     this.served++;
     this.#log(`client ${id} connected${peer ? ` (pid ${peer.pid}, uid ${peer.uid})` : ''}`);
     try {
-      transport.start();
+      channel.start();
     } catch (e) {
-      transport.close({ kind: 'error', error: e }); // runs #closed: the server is free again
+      channel.close({ kind: 'error', error: e }); // runs #closed: the server is free again
       throw e;
     }
     return info;
@@ -203,7 +203,7 @@ export class VfioUserServer {
   stop(): void {
     if (this.#stopped) return;
     this.#stopped = true;
-    this.#client?.transport.close({ kind: 'local' });
+    this.#client?.channel.close({ kind: 'local' });
     this.#listenWatch?.stop();
     this.#listenWatch = undefined;
     if (this.#listenFd !== undefined) closeFd(this.#listenFd);

@@ -35,9 +35,9 @@ import {
   isReply,
   replyErrno,
 } from '../wire/vfio-user.js';
+import type { CloseReason, SocketChannel } from './channel.js';
 import { HANDLERS, type Reply } from './handlers.js';
 import { DEFAULT_LIMITS, type ServerLimits } from './limits.js';
-import type { CloseReason, Transport } from './transport.js';
 
 /** How long a server-to-client request (DMA_READ/DMA_WRITE) may wait for its reply. */
 export const DMA_REQUEST_TIMEOUT_MS = 10_000;
@@ -89,7 +89,7 @@ export class Session {
 
   constructor(
     readonly device: VfioPciDevice,
-    readonly transport: Transport,
+    readonly channel: SocketChannel,
     readonly options: SessionOptions = {},
   ) {}
 
@@ -130,7 +130,7 @@ export class Session {
       }
       if (f.droppedFds > 0) {
         // More fds than max_msg_fds arrived while the message was still coming in: the excess
-        // was closed at once (transport), so the message cannot be acted on. libvfio-user takes
+        // was closed at once (the channel), so the message cannot be acted on. libvfio-user takes
         // fds with the header only; the kernel discards any that ride on its body reads.
         throw new VfioError(
           Errno.EINVAL,
@@ -202,8 +202,8 @@ export class Session {
     headerView.setUint32(4, size, true);
     headerView.setUint32(8, flags, true);
     headerView.setUint32(12, error, true);
-    // `header` is shared: Transport.send copies whatever it cannot send at once.
-    this.transport.send([header, ...reply.chunks], reply.fds, reply.after);
+    // `header` is shared: SocketChannel.send copies whatever it cannot send at once.
+    this.channel.send([header, ...reply.chunks], reply.fds, reply.after);
   }
 
   // -------------------------------------------------------------------------------------------

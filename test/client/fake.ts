@@ -5,7 +5,7 @@
  */
 import { VfioUserCommand as C, VfioUserFlags } from '../../src/abi/vfio-user.js';
 import { closeFd, socketPair } from '../../src/native/index.js';
-import { Transport } from '../../src/server/transport.js';
+import { SocketChannel } from '../../src/server/channel.js';
 import {
   type CapabilitiesInput,
   capabilitiesJson,
@@ -33,7 +33,7 @@ export type Answer =
   | { readonly raw: Uint8Array };
 
 export class FakeServer {
-  readonly transport: Transport;
+  readonly channel: SocketChannel;
   readonly seen: Seen[] = [];
   /** Replies to server-to-client commands. */
   readonly replies: Frame[] = [];
@@ -48,11 +48,11 @@ export class FakeServer {
   ) {
     const [a, b] = socketPair();
     this.clientFd = b;
-    this.transport = new Transport(a, {
+    this.channel = new SocketChannel(a, {
       onFrame: (f) => this.#onFrame(f),
       onClose: () => {},
     });
-    this.transport.start();
+    this.channel.start();
   }
 
   #onFrame(f: Frame): void {
@@ -77,29 +77,29 @@ export class FakeServer {
       const body =
         this.versionReply?.(v.minor) ??
         encodeVersion({ major: 0, minor: v.minor, json: capabilitiesJson(this.caps) });
-      this.transport.send([encodeReply(h.msgId, h.command, body)]);
+      this.channel.send([encodeReply(h.msgId, h.command, body)]);
       return;
     }
     const a = this.answer(s);
     if ('ignore' in a) return;
-    if ('raw' in a) this.transport.send([a.raw]);
-    else if ('errno' in a) this.transport.send([encodeErrorReply(h.msgId, h.command, a.errno)]);
-    else this.transport.send([encodeReply(h.msgId, h.command, a.payload)], a.fds ?? []);
+    if ('raw' in a) this.channel.send([a.raw]);
+    else if ('errno' in a) this.channel.send([encodeErrorReply(h.msgId, h.command, a.errno)]);
+    else this.channel.send([encodeReply(h.msgId, h.command, a.payload)], a.fds ?? []);
   }
 
   /** Sends a command to the client and waits for its reply. */
   call(command: number, payload: Uint8Array): Promise<Frame> {
     const p = new Promise<Frame>((resolve) => this.#waiters.push(resolve));
-    this.transport.send([encodeMessage({ msgId: this.#nextId++, command }, payload)]);
+    this.channel.send([encodeMessage({ msgId: this.#nextId++, command }, payload)]);
     return p;
   }
 
   /** Sends raw bytes (a reply the client did not ask for, a late one). */
   sendRaw(bytes: Uint8Array): void {
-    this.transport.send([bytes]);
+    this.channel.send([bytes]);
   }
 
   hangUp(): void {
-    this.transport.close();
+    this.channel.close();
   }
 }

@@ -177,10 +177,10 @@ describe('back-pressure: a client that never reads cannot grow the server', () =
         sent++;
         idle = 0;
       }
-      maxQueued = Math.max(maxQueued, r.server.client?.session.transport.queuedBytes ?? 0);
+      maxQueued = Math.max(maxQueued, r.server.client?.session.channel.queuedBytes ?? 0);
       if (sent > 100000) break;
     }
-    const t = r.server.client!.session.transport;
+    const t = r.server.client!.session.channel;
     assert.ok(t.paused, 'reading paused');
     assert.ok(!t.closed, 'the client was not dropped');
     // Bounded: the limit plus the reply that crossed it.

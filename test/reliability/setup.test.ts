@@ -77,7 +77,7 @@ describe('limits are validated together', () => {
 });
 
 describe('connection setup owns the fd', () => {
-  it('a Transport that cannot be built closes the adopted fd (no leak per connect)', () => {
+  it('a SocketChannel that cannot be built closes the adopted fd (no leak per connect)', () => {
     const device = createDevice('edu', { env: nativeEnvironment() });
     const server = new VfioUserServer(device, { log: () => {} });
     // Bypass validation to reach the setup failure the old CLI reached on every connection.

@@ -1091,7 +1091,7 @@ describe('vfio-user server: stream handling', () => {
       }
       // 6000 replies of 96 bytes are more than a socket buffer holds: the server had to queue.
       await settle();
-      assert.ok((r.server.client?.session.transport.queuedBytes ?? 0) > 0, 'replies waiting in the queue');
+      assert.ok((r.server.client?.session.channel.queuedBytes ?? 0) > 0, 'replies waiting in the queue');
       for (let i = 0; i < n; i++) {
         const f = await p.recv();
         assert.equal(f.header.msgId, i & 0xffff);

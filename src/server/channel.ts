@@ -1,5 +1,6 @@
 /**
- * One vfio-user connection's byte transport: a non-blocking UNIX stream socket read with
+ * SocketChannel: one vfio-user connection's byte transport (named apart from the driver's
+ * `Transport`, src/driver/file.ts, which names a backend): a non-blocking UNIX stream socket read with
  * recvmsg (SCM_RIGHTS fds kept with their message by the wire MessageFramer) and written with
  * sendmsg through a queue that survives EAGAIN.
  *
@@ -39,7 +40,7 @@ export type CloseReason =
   | { readonly kind: 'error'; readonly error: unknown }
   | { readonly kind: 'local' };
 
-export interface TransportHandlers {
+export interface ChannelHandlers {
   /** A complete message. `frame.fds` belong to the callee, which must close or keep them. */
   onFrame(frame: Frame): void;
   onClose(reason: CloseReason): void;
@@ -51,8 +52,8 @@ interface Outgoing {
   after: (() => void) | undefined;
 }
 
-/** A transport's limits (a subset of ServerLimits, src/server/limits.ts); each has a default. */
-export interface TransportLimits {
+/** A channel's limits (a subset of ServerLimits, src/server/limits.ts); each has a default. */
+export interface ChannelLimits {
   /** Largest msg_size accepted (the framer's default otherwise). */
   readonly maxMessageSize?: number;
   /** Queued reply bytes at which reading pauses (SERVER_MAX_PENDING_BYTES). */
@@ -65,7 +66,7 @@ export interface TransportLimits {
   readonly maxPendingRequests?: number;
 }
 
-export class Transport {
+export class SocketChannel {
   readonly framer: MessageFramer;
   #fd: number;
   #watch: FdWatch | undefined;
@@ -77,7 +78,7 @@ export class Transport {
   /** Fds attached to queued messages (ours until sent: a queued DMA_BUF reply holds its fd). */
   #queuedFds = 0;
   #closed = false;
-  #handlers: TransportHandlers;
+  #handlers: ChannelHandlers;
 
   /** Reading is paused (back-pressure) until the send queue drains below half of #pauseAt. */
   #paused = false;
@@ -88,7 +89,7 @@ export class Transport {
   #stallTimer: NodeJS.Timeout | undefined;
   #stallMs: number;
 
-  constructor(fd: number, handlers: TransportHandlers, limits: TransportLimits = {}) {
+  constructor(fd: number, handlers: ChannelHandlers, limits: ChannelLimits = {}) {
     this.#fd = fd;
     this.#handlers = handlers;
     this.#pauseAt = limits.maxPendingBytes ?? SERVER_MAX_PENDING_BYTES;
