@@ -15,20 +15,11 @@
  * every later request fail the same way.
  */
 import { Errno } from '../abi/errno.js';
-import { VFIO_USER_HEADER_SIZE, VfioUserFlags, vfioUserCommandName } from '../abi/vfio-user.js';
+import { VFIO_USER_MAX_ERRNO, VfioUserFlags, vfioUserCommandName } from '../abi/vfio-user.js';
 import { VfioError } from '../errors.js';
 import { closeFd } from '../native/index.js';
 import { type CloseReason, SocketChannel } from '../server/channel.js';
-import {
-  checkHeader,
-  encodeErrorReply,
-  encodeMessage,
-  type Frame,
-  isErrorReply,
-  isNoReply,
-  isReply,
-  replyErrno,
-} from '../wire/vfio-user.js';
+import { checkHeader, type Frame, isErrorReply, isNoReply, isReply, replyErrno } from '../wire/vfio-user.js';
 
 /** Default time a request may wait for its reply. */
 export const DEFAULT_REQUEST_TIMEOUT_MS = 10_000;
@@ -117,10 +108,6 @@ export class Connection {
     let id = this.#nextId;
     while (this.#pending.has(id) || id === 0) id = (id + 1) & 0xffff;
     this.#nextId = (id + 1) & 0xffff;
-    let size = VFIO_USER_HEADER_SIZE;
-    for (const p of payload) size += p.length;
-    const head = encodeMessage({ msgId: id, command });
-    new DataView(head.buffer).setUint32(4, size, true); // msg_size covers the gathered payload
     return new Promise<Reply>((resolve, reject) => {
       const timer = setTimeout(() => {
         if (this.#pending.get(id)?.timer !== timer) return;
@@ -128,7 +115,7 @@ export class Connection {
         reject(new VfioError(Errno.ETIMEDOUT, op, `no reply in ${timeoutMs} ms`));
       }, timeoutMs);
       this.#pending.set(id, { command, resolve, reject, timer });
-      this.channel.send([head, ...payload], fds);
+      this.channel.sendMessage({ msgId: id, command }, payload, fds);
     });
   }
 
@@ -185,17 +172,20 @@ export class Connection {
   }
 
   async #answer(msgId: number, command: number, payload: Uint8Array, noReply: boolean): Promise<void> {
-    let out: Uint8Array;
+    let body: Uint8Array | undefined;
+    let error = 0;
     try {
       if (!this.#handler)
         throw new VfioError(Errno.EINVAL, vfioUserCommandName(command), 'not a server command');
-      const body = await this.#handler(command, payload);
-      out = encodeMessage({ msgId, command, flags: VfioUserFlags.TYPE_REPLY }, body);
+      body = await this.#handler(command, payload);
     } catch (e) {
       const errno = e instanceof VfioError ? e.errno : Errno.EINVAL;
-      out = encodeErrorReply(msgId, command, errno >= 1 && errno <= 4096 ? errno : Errno.EINVAL);
+      error = errno >= 1 && errno <= VFIO_USER_MAX_ERRNO ? errno : Errno.EINVAL;
     }
-    if (!noReply && !this.closed) this.channel.send([out]);
+    if (noReply || this.closed) return;
+    // An error reply is the header alone (spec, "Header").
+    const flags = VfioUserFlags.TYPE_REPLY | (error ? VfioUserFlags.ERROR : 0);
+    this.channel.sendMessage({ msgId, command, flags, error }, body ? [body] : []);
   }
 
   #closed(reason: CloseReason): void {

@@ -10,10 +10,12 @@
  * after it, so nothing is ever overwritten while the framer still holds it; when the room left
  * is small a fresh buffer is started (the framer keeps the old one until it is consumed).
  *
- * Writing: `send` tries sendmsg at once (the usual case: no copy, no allocation). What the
- * kernel does not take is copied into the queue and written when the socket is writable again
- * (the fd watch is switched to readable|writable until the queue drains). Fds travel with the
- * first byte of their message (spec, "Socket Transport": fds ride on the message's sendmsg).
+ * Writing: `sendMessage` puts the 16-byte header before the payload chunks (the one place a
+ * message header is built, server or client, reply or command). `send` tries sendmsg at once
+ * (the usual case: no copy, no allocation). What the kernel does not take is copied into the
+ * queue and written when the socket is writable again (the fd watch is switched to
+ * readable|writable until the queue drains). Fds travel with the first byte of their message
+ * (spec, "Socket Transport": fds ride on the message's sendmsg).
  *
  * Closing (peer EOF, a framing error, a send error, or `close()`): the watch stops, every fd
  * still held (framer, queue) is closed, then the socket; `onClose` runs once.
@@ -22,7 +24,7 @@ import { Errno } from '../abi/errno.js';
 import { VFIO_USER_HEADER_SIZE, VfioUserFlags } from '../abi/vfio-user.js';
 import { MalformedError, VfioError } from '../errors.js';
 import { closeFd, type FdWatch, MAX_FDS_PER_MSG, recvMsgInto, sendMsg, watchFd } from '../native/index.js';
-import { type Frame, MessageFramer } from '../wire/vfio-user.js';
+import { type Frame, MessageFramer, type MessageHead, writeHeader } from '../wire/vfio-user.js';
 import { SERVER_MAX_PENDING_BYTES, SERVER_MAX_PENDING_REQUESTS, SERVER_MESSAGE_STALL_MS } from './limits.js';
 
 /** Size of each receive buffer; one read takes at most this much. */
@@ -79,6 +81,8 @@ export class SocketChannel {
   #queuedFds = 0;
   #closed = false;
   #handlers: ChannelHandlers;
+  /** Header scratch: `send` copies whatever it cannot send at once, so one buffer serves all. */
+  readonly #head = new Uint8Array(VFIO_USER_HEADER_SIZE);
 
   /** Reading is paused (back-pressure) until the send queue drains below half of #pauseAt. */
   #paused = false;
@@ -259,18 +263,41 @@ export class SocketChannel {
     const h = this.framer.rejectedHeader;
     if (!h || (h.flags & VfioUserFlags.TYPE_MASK) !== VfioUserFlags.TYPE_COMMAND) return;
     if (h.flags & VfioUserFlags.NO_REPLY || this.#queue.length > 0) return;
-    const b = new Uint8Array(VFIO_USER_HEADER_SIZE);
-    const v = new DataView(b.buffer);
-    v.setUint16(0, h.msgId, true);
-    v.setUint16(2, h.command, true);
-    v.setUint32(4, b.length, true);
-    v.setUint32(8, VfioUserFlags.TYPE_REPLY | VfioUserFlags.ERROR, true);
-    v.setUint32(12, e.errno, true);
+    const flags = VfioUserFlags.TYPE_REPLY | VfioUserFlags.ERROR;
     try {
-      sendMsg(this.#fd, [b], []);
+      sendMsg(this.#fd, [this.#header({ msgId: h.msgId, command: h.command, flags, error: e.errno }, 0)], []);
     } catch {
       // the peer is gone; close() follows
     }
+  }
+
+  /**
+   * Sends one message: its header (msg_size counted from `chunks`; type command unless
+   * `head.flags` says otherwise) and then `chunks`, gathered into one sendmsg. Fds and `after` as
+   * for `send`. Replies, error replies (the header alone, spec "Header") and commands, of the
+   * server and of the client, all go out through here.
+   */
+  sendMessage(
+    head: MessageHead,
+    chunks: readonly Uint8Array[] = [],
+    fds: readonly number[] = [],
+    after?: () => void,
+  ): void {
+    let payload = 0;
+    for (const c of chunks) payload += c.length;
+    this.send([this.#header(head, payload), ...chunks], fds, after);
+  }
+
+  /** The header of a message with `payload` bytes after it, in the scratch buffer (writeHeader checks each field). */
+  #header(head: MessageHead, payload: number): Uint8Array {
+    writeHeader(this.#head, 0, {
+      msgId: head.msgId,
+      command: head.command,
+      msgSize: VFIO_USER_HEADER_SIZE + payload,
+      flags: head.flags ?? VfioUserFlags.TYPE_COMMAND,
+      error: head.error ?? 0,
+    });
+    return this.#head;
   }
 
   /**

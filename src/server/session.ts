@@ -14,7 +14,6 @@ import { Errno, errnoName } from '../abi/errno.js';
 import { VFIO_DEVICE_FEATURE, VFIO_DEVICE_FEATURE_SET, VFIO_TS_FEATURE_MMAP_COOKIE } from '../abi/vfio.js';
 import {
   VfioUserCommand as C,
-  VFIO_USER_HEADER_SIZE,
   VFIO_USER_MAX_ERRNO,
   VfioUserFlags,
   vfioUserCommandName,
@@ -72,9 +71,6 @@ export interface Negotiated {
   readonly writeMultiple: boolean;
   readonly dmaLayout: DmaLayout;
 }
-
-const header = new Uint8Array(VFIO_USER_HEADER_SIZE);
-const headerView = new DataView(header.buffer);
 
 export class Session {
   negotiated: Negotiated | undefined;
@@ -195,15 +191,7 @@ export class Session {
   }
 
   #send(msgId: number, command: number, flags: number, error: number, reply: Reply): void {
-    let size = VFIO_USER_HEADER_SIZE;
-    for (const c of reply.chunks) size += c.length;
-    headerView.setUint16(0, msgId, true);
-    headerView.setUint16(2, command, true);
-    headerView.setUint32(4, size, true);
-    headerView.setUint32(8, flags, true);
-    headerView.setUint32(12, error, true);
-    // `header` is shared: SocketChannel.send copies whatever it cannot send at once.
-    this.channel.send([header, ...reply.chunks], reply.fds, reply.after);
+    this.channel.sendMessage({ msgId, command, flags, error }, reply.chunks, reply.fds, reply.after);
   }
 
   // -------------------------------------------------------------------------------------------
