@@ -7,20 +7,26 @@ export {
   RECV_BUFFER_BYTES,
   SocketChannel,
 } from './channel.js';
+export type { ClientContext, HandlerEntry, Negotiated, Reply } from './context.js';
+export { ClientCookies } from './cookies.js';
+export type { DevicePort, PortDma, PortMappingSource, PortRegion } from './device-port.js';
 export {
   HANDLERS,
-  type HandlerEntry,
-  type Reply,
-  SERVER_MAX_DATA_XFER_SIZE,
-  SERVER_MAX_MSG_FDS,
-} from './handlers.js';
+  MAX_FEATURE_PAYLOAD,
+  MAX_FIXED_PAYLOAD,
+  MAX_SET_IRQS_PAYLOAD,
+  MAX_VERSION_PAYLOAD,
+  MAX_WRITE_MULTI,
+} from './dispatch.js';
 export {
   DEFAULT_LIMITS,
   messageSizeFor,
   resolveLimits,
+  SERVER_MAX_DATA_XFER_SIZE,
   SERVER_MAX_DMA_MAPS,
+  SERVER_MAX_MSG_FDS,
   SERVER_MAX_PENDING_BYTES,
   type ServerLimits,
 } from './limits.js';
 export { type ClientInfo, type ServerOptions, VfioUserServer } from './server.js';
-export { DMA_REQUEST_TIMEOUT_MS, type Negotiated, Session, type SessionOptions } from './session.js';
+export { DMA_REQUEST_TIMEOUT_MS, Session, type SessionOptions } from './session.js';

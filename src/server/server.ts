@@ -1,5 +1,5 @@
 /**
- * A vfio-user server for one VfioPciDevice (QEMU docs/interop/vfio-user.rst, "Socket
+ * A vfio-user server for one device (a DevicePort: VfioPciDevice, src/core/device.ts) (QEMU docs/interop/vfio-user.rst, "Socket
  * Transport"): it listens on a UNIX stream socket and serves one client at a time, client after
  * client, until stopped. While a client is connected the listening socket is not watched, so the
  * next client waits in the listen backlog (libvfio-user also serves a single client).
@@ -8,7 +8,6 @@
  * is released (Session.cleanup), the device stays, and the next client is accepted.
  */
 import { Errno } from '../abi/errno.js';
-import type { VfioPciDevice } from '../core/device.js';
 import { VfioError } from '../errors.js';
 import {
   closeFd,
@@ -21,6 +20,7 @@ import {
 } from '../native/index.js';
 import type { DmaLayout } from '../wire/vfio-user.js';
 import { type CloseReason, SocketChannel } from './channel.js';
+import type { DevicePort } from './device-port.js';
 import { resolveLimits, type ServerLimits } from './limits.js';
 import { Session } from './session.js';
 
@@ -62,7 +62,7 @@ export class VfioUserServer {
   lastClose: CloseReason | undefined;
 
   constructor(
-    readonly device: VfioPciDevice,
+    readonly device: DevicePort,
     readonly options: ServerOptions = {},
   ) {
     this.limits = resolveLimits(options.limits);

@@ -1,7 +1,7 @@
 /**
- * One vfio-user client of a VfioPciDevice: the request pipeline
+ * One vfio-user client of a device (a DevicePort, src/server/device-port.ts): the request pipeline
  *   header validation (type, flags, per-command minimum and maximum payload, fds allowed)
- *   -> the handler table (src/server/handlers.ts, one small function per command)
+ *   -> the command table (src/server/dispatch.ts; handlers in src/server/commands/)
  *   -> one reply path (a success reply, or the header alone with the errno),
  * the server-to-client requests (DMA_READ / DMA_WRITE for memory mapped without an fd) with
  * their own message ids, and the cleanup when the client goes: its DMA mappings, interrupts
@@ -11,18 +11,15 @@
  * the choice follows libvfio-user (lib/libvfio-user.c) and is named in docs/vfio-user-server.md.
  */
 import { Errno, errnoName } from '../abi/errno.js';
-import { VFIO_DEVICE_FEATURE, VFIO_DEVICE_FEATURE_SET, VFIO_TS_FEATURE_MMAP_COOKIE } from '../abi/vfio.js';
 import {
   VfioUserCommand as C,
   VFIO_USER_MAX_ERRNO,
   VfioUserFlags,
   vfioUserCommandName,
 } from '../abi/vfio-user.js';
-import type { VfioPciDevice } from '../core/device.js';
 import { MalformedError, VfioError } from '../errors.js';
 import { closeFd } from '../native/index.js';
 import {
-  type Capabilities,
   checkHeader,
   type DmaLayout,
   decodeDmaReadReply,
@@ -35,7 +32,10 @@ import {
   replyErrno,
 } from '../wire/vfio-user.js';
 import type { CloseReason, SocketChannel } from './channel.js';
-import { HANDLERS, type Reply } from './handlers.js';
+import type { ClientContext, Negotiated, Reply } from './context.js';
+import { ClientCookies } from './cookies.js';
+import type { DevicePort } from './device-port.js';
+import { HANDLERS } from './dispatch.js';
 import { DEFAULT_LIMITS, type ServerLimits } from './limits.js';
 
 /** How long a server-to-client request (DMA_READ/DMA_WRITE) may wait for its reply. */
@@ -59,32 +59,17 @@ interface Pending {
   readonly timer: NodeJS.Timeout;
 }
 
-/** What negotiation settled; undefined fields before VERSION. */
-export interface Negotiated {
-  readonly major: number;
-  readonly minor: number;
-  /** The client's own capabilities (what it can receive). */
-  readonly client: Capabilities;
-  /** min(client, ours) */
-  readonly maxDataXferSize: number;
-  readonly maxMsgFds: number;
-  readonly writeMultiple: boolean;
-  readonly dmaLayout: DmaLayout;
-}
-
-export class Session {
+export class Session implements ClientContext {
   negotiated: Negotiated | undefined;
   /** mmap cookies this client holds (released when it goes). */
-  readonly cookies = new Set<bigint>();
-  /** Region sizes, by index (REGION_READ/WRITE bounds), filled on first use. */
-  readonly regionSizes: bigint[] = [];
+  readonly cookies = new ClientCookies();
   #pending = new Map<number, Pending>();
   #nextId = 0;
   #closed = false;
   messages = 0;
 
   constructor(
-    readonly device: VfioPciDevice,
+    readonly device: DevicePort,
     readonly channel: SocketChannel,
     readonly options: SessionOptions = {},
   ) {}
@@ -293,20 +278,7 @@ export class Session {
     // disableAll alone kept the client's eventfds open after it left (found by test/fuzz/server.ts).
     d.irqs.close();
     d.dma.unmapAll();
-    for (const cookie of this.cookies) {
-      const arg = new Uint8Array(8 + 24);
-      const dv = new DataView(arg.buffer);
-      dv.setUint32(0, arg.length, true);
-      dv.setUint32(4, VFIO_DEVICE_FEATURE_SET | VFIO_TS_FEATURE_MMAP_COOKIE, true);
-      dv.setUint32(12, 1, true); // VFIO_TS_MMAP_COOKIE_FLAG_RELEASE
-      dv.setBigUint64(16, cookie, true);
-      try {
-        d.ioctl(VFIO_DEVICE_FEATURE, arg);
-      } catch {
-        // already released
-      }
-    }
-    this.cookies.clear();
+    this.cookies.releaseAll(d);
     d.reset();
   }
 

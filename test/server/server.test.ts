@@ -703,7 +703,10 @@ describe('vfio-user server: bad input gets exact errnos, never a crash', () => {
       return concat(head, ...wrs);
     };
     const liveness = async () => ~(await read32(p, 0, 4n)) >>> 0; // edu 0x04 reads back ~value
-    const pwrite = r.device.pwrite.bind(r.device);
+    // The server writes a region by index (DevicePort.writeRegion): the test makes the device
+    // misbehave there.
+    const writeRegion = r.device.writeRegion.bind(r.device);
+    const factorial = (index: number, pos: bigint) => index === 0 && pos === 8n;
     try {
       // A valid first write (liveness <- 0x11) followed by a bad one: EINVAL, and the first one
       // did not happen.
@@ -721,8 +724,8 @@ describe('vfio-user server: bad input gets exact errnos, never a crash', () => {
       }
       // The device takes a write short (factorial register 0x08 here): the run stops there and
       // wr_cnt says how many were done; the write after it never happens.
-      const fact = r.device.regionOffset(0) + 8n;
-      r.device.pwrite = (at: bigint, data: Uint8Array) => (at === fact ? 0 : pwrite(at, data));
+      r.device.writeRegion = (index: number, pos: bigint, data: Uint8Array) =>
+        factorial(index, pos) ? 0 : writeRegion(index, pos, data);
       await write32(p, 0, 4n, 0x55);
       const partial = await p.call(
         C.REGION_WRITE_MULTI,
@@ -735,9 +738,9 @@ describe('vfio-user server: bad input gets exact errnos, never a crash', () => {
       const first = await p.call(C.REGION_WRITE_MULTI, multi(2, one(0, 8n, 5), one(0, 4n, 0x44)));
       assert.equal(errnoOf(first), Errno.EINVAL, 'first write short');
       assert.equal(await liveness(), 0x22);
-      r.device.pwrite = (at: bigint, data: Uint8Array) => {
-        if (at === fact) throw new VfioError(Errno.EIO, 'pwrite', 'test');
-        return pwrite(at, data);
+      r.device.writeRegion = (index: number, pos: bigint, data: Uint8Array) => {
+        if (factorial(index, pos)) throw new VfioError(Errno.EIO, 'pwrite', 'test');
+        return writeRegion(index, pos, data);
       };
       const threw = await p.call(C.REGION_WRITE_MULTI, multi(2, one(0, 8n, 5), one(0, 4n, 0x44)));
       assert.equal(errnoOf(threw), Errno.EIO, "the device's errno when the first write fails");
@@ -746,7 +749,7 @@ describe('vfio-user server: bad input gets exact errnos, never a crash', () => {
       assert.equal(le(later.payload).getBigUint64(0, true), 1n);
       assert.equal(await liveness(), 0x66);
     } finally {
-      r.device.pwrite = pwrite;
+      r.device.writeRegion = writeRegion;
       p.close();
       await r.server.idle();
     }
