@@ -16,7 +16,7 @@
  */
 import { Errno } from '../abi/errno.js';
 import { VFIO_USER_MAX_ERRNO, VfioUserFlags, vfioUserCommandName } from '../abi/vfio-user.js';
-import { VfioError } from '../errors.js';
+import { MalformedError, VfioError } from '../errors.js';
 import { closeFd } from '../native/index.js';
 import { type CloseReason, SocketChannel } from '../server/channel.js';
 import { checkHeader, type Frame, isErrorReply, isNoReply, isReply, replyErrno } from '../wire/vfio-user.js';
@@ -207,5 +207,15 @@ export function closeFds(fds: readonly number[]): void {
     } catch {
       // already gone
     }
+  }
+}
+
+/** A reply we cannot decode is the server breaking the protocol: EPROTO. */
+export function decodeOrProto<T>(op: string, decode: () => T): T {
+  try {
+    return decode();
+  } catch (e) {
+    if (e instanceof MalformedError) throw new VfioError(Errno.EPROTO, op, e.message);
+    throw e;
   }
 }

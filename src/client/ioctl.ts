@@ -1,0 +1,304 @@
+/**
+ * The device fd's ioctls over vfio-user, as QEMU's client translates them (hw/vfio-user/
+ * device.c): each request is checked as vfio-pci checks it (argsz, flags: the same errnos), sent
+ * as its vfio-user command, and the reply copied back in the vfio.h layout.
+ *
+ *   GET_INFO / GET_REGION_INFO / GET_IRQ_INFO / SET_IRQS / RESET / FEATURE
+ *     -> DEVICE_GET_INFO / ..._REGION_INFO / ..._IRQ_INFO / ..._SET_IRQS / ..._RESET / ..._FEATURE
+ *
+ * The RFC's SET_REGION_FLAGS has no vfio-user command: ENOTTY, as the kernel answers an unknown
+ * ioctl (docs/vfio-user-wc.md §1).
+ */
+import { readlinkSync } from 'node:fs';
+import { Errno } from '../abi/errno.js';
+import {
+  VFIO_DEVICE_FEATURE,
+  VFIO_DEVICE_FEATURE_DMA_BUF,
+  VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_MASK,
+  VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_WC,
+  VFIO_DEVICE_FEATURE_GET,
+  VFIO_DEVICE_FEATURE_MASK,
+  VFIO_DEVICE_FEATURE_PROBE,
+  VFIO_DEVICE_FEATURE_SET,
+  VFIO_DEVICE_GET_INFO,
+  VFIO_DEVICE_GET_IRQ_INFO,
+  VFIO_DEVICE_GET_REGION_INFO,
+  VFIO_DEVICE_RESET,
+  VFIO_DEVICE_SET_IRQS,
+  VFIO_IRQ_SET_ACTION_TYPE_MASK,
+  VFIO_IRQ_SET_DATA_BOOL,
+  VFIO_IRQ_SET_DATA_EVENTFD,
+  VFIO_IRQ_SET_DATA_TYPE_MASK,
+  VFIO_TS_FEATURE_MMAP_COOKIE,
+  vfio_device_info,
+  vfio_irq_info,
+  vfio_irq_set,
+  vfio_region_info,
+  vfio_ts_mmap_cookie,
+} from '../abi/vfio.js';
+import { VfioUserCommand as C } from '../abi/vfio-user.js';
+import type { MemoryAttribute } from '../core/device.js';
+import { PAGE_SIZE, roundUp } from '../core/offsets.js';
+import { fail } from '../errors.js';
+import { closeFd } from '../native/index.js';
+import { decodeIrqSet as decodeVfioIrqSet, putU32, putU64, u32, u64 } from '../wire/vfio.js';
+import {
+  decodeDeviceInfo,
+  decodeIrqInfo,
+  encodeDeviceInfo,
+  encodeIrqInfo,
+  encodeIrqSet,
+} from '../wire/vfio-user.js';
+import { type Connection, closeFds, decodeOrProto } from './connection.js';
+import type { ClientNegotiated } from './negotiate.js';
+import { type ClientCookie, type ClientOffsets, regionBase } from './offsets.js';
+import { MAX_REGION_INFO_REPLY, type RegionTable } from './regions.js';
+
+/** A dma-buf the server exported: the BAR ranges and attribute its fd stands for. */
+export interface DmaBuf {
+  readonly bar: number;
+  readonly ranges: readonly { offset: bigint; length: bigint }[];
+  readonly attribute: MemoryAttribute;
+}
+
+/** What the translations need of the client. */
+export interface IoctlContext {
+  readonly conn: Pick<Connection, 'request'>;
+  negotiated(): ClientNegotiated;
+  readonly regions: RegionTable;
+  readonly offsets: ClientOffsets;
+  /** dma-buf fds the client holds, by fd. */
+  readonly dmabufs: Map<number, DmaBuf>;
+}
+
+/** ioctl(request, arg) on the device fd, over vfio-user. */
+export async function ioctl(ctx: IoctlContext, request: number, arg: Uint8Array): Promise<number> {
+  switch (request) {
+    case VFIO_DEVICE_GET_INFO:
+      return getInfo(ctx, arg);
+    case VFIO_DEVICE_GET_REGION_INFO:
+      return getRegionInfo(ctx, arg);
+    case VFIO_DEVICE_GET_IRQ_INFO:
+      return getIrqInfo(ctx, arg);
+    case VFIO_DEVICE_SET_IRQS:
+      return setIrqs(ctx, arg);
+    case VFIO_DEVICE_RESET:
+      closeFds((await ctx.conn.request(C.DEVICE_RESET)).fds);
+      return 0;
+    case VFIO_DEVICE_FEATURE:
+      return feature(ctx, arg);
+  }
+  // VFIO_DEVICE_SET_REGION_FLAGS included: it has no vfio-user command (docs/vfio-user-wc.md §1).
+  return fail(Errno.ENOTTY, 'ioctl', `request 0x${request.toString(16)} has no vfio-user command`);
+}
+
+/** vfio_pci_ioctl_get_info's checks, then DEVICE_GET_INFO (16 bytes: no cap_offset on the wire). */
+async function getInfo(ctx: IoctlContext, arg: Uint8Array): Promise<number> {
+  const op = 'VFIO_DEVICE_GET_INFO';
+  const minsz = 16;
+  need(arg, minsz, op);
+  const argsz = u32(arg, 0);
+  if (argsz < minsz) fail(Errno.EINVAL, op, `argsz ${argsz} < ${minsz}`);
+  const out = Math.min(argsz, vfio_device_info.size);
+  need(arg, out, op);
+  const r = await ctx.conn.request(C.DEVICE_GET_INFO, [
+    encodeDeviceInfo({ argsz: 16, flags: 0, numRegions: 0, numIrqs: 0 }),
+  ]);
+  closeFds(r.fds);
+  const d = decodeOrProto(op, () => decodeDeviceInfo(r.payload, 'reply'));
+  putU32(arg, 4, d.flags);
+  putU32(arg, 8, d.numRegions);
+  putU32(arg, 12, d.numIrqs);
+  if (out >= 20) putU32(arg, 16, 0);
+  return 0;
+}
+
+/**
+ * DEVICE_GET_REGION_INFO with the caller's argsz, the reply copied back (capabilities pass
+ * through unchanged: cap_offset and next count from the struct's start on both sides) with
+ * `offset` rewritten to the region's offset in this client's own space.
+ */
+async function getRegionInfo(ctx: IoctlContext, arg: Uint8Array): Promise<number> {
+  const op = 'VFIO_DEVICE_GET_REGION_INFO';
+  const minsz = vfio_region_info.size;
+  need(arg, minsz, op);
+  const argsz = u32(arg, 0);
+  if (argsz < minsz) fail(Errno.EINVAL, op, `argsz ${argsz} < ${minsz}`);
+  const index = u32(arg, 8);
+  const { payload } = await ctx.regions.fetch(index, Math.min(argsz, MAX_REGION_INFO_REPLY));
+  const n = Math.min(payload.length, argsz);
+  need(arg, n, op);
+  arg.set(payload.subarray(0, n));
+  putU64(arg, 24, regionBase(index));
+  return 0;
+}
+
+async function getIrqInfo(ctx: IoctlContext, arg: Uint8Array): Promise<number> {
+  const op = 'VFIO_DEVICE_GET_IRQ_INFO';
+  const minsz = vfio_irq_info.size;
+  need(arg, minsz, op);
+  if (u32(arg, 0) < minsz) fail(Errno.EINVAL, op, 'argsz');
+  const index = u32(arg, 8);
+  const r = await ctx.conn.request(C.DEVICE_GET_IRQ_INFO, [
+    encodeIrqInfo({ argsz: minsz, flags: 0, index, count: 0 }),
+  ]);
+  closeFds(r.fds);
+  const q = decodeOrProto(op, () => decodeIrqInfo(r.payload, 'reply'));
+  putU32(arg, 4, q.flags);
+  putU32(arg, 12, q.count);
+  return 0;
+}
+
+/**
+ * SET_IRQS. DATA_EVENTFD: the s32 fds of the data array travel as SCM_RIGHTS fds, in order,
+ * never in the payload. Like QEMU (hw/vfio-user/device.c: vfio_user_device_io_set_irqs) the
+ * array is sent in runs of at most max_msg_fds valid fds, and runs of -1 (unassign) as
+ * messages without fds (libvfio-user device_set_irqs_validate: nr_fds is 0 or count).
+ */
+async function setIrqs(ctx: IoctlContext, arg: Uint8Array): Promise<number> {
+  const op = 'VFIO_DEVICE_SET_IRQS';
+  const minsz = vfio_irq_set.size;
+  need(arg, minsz, op);
+  const { argsz, flags, index, start, count } = decodeVfioIrqSet(arg);
+  // vfio_set_irqs_validate_and_prepare
+  const one = (v: number) => v !== 0 && (v & (v - 1)) === 0;
+  if (
+    argsz < minsz ||
+    flags & ~(VFIO_IRQ_SET_DATA_TYPE_MASK | VFIO_IRQ_SET_ACTION_TYPE_MASK) ||
+    !one(flags & VFIO_IRQ_SET_DATA_TYPE_MASK) ||
+    !one(flags & VFIO_IRQ_SET_ACTION_TYPE_MASK) ||
+    count >= 0xffffffff - start
+  )
+    fail(Errno.EINVAL, op, 'header');
+  const send = async (s: number, n: number, data?: Uint8Array, fds: readonly number[] = []) => {
+    const head = encodeIrqSet({
+      argsz: minsz + (data?.length ?? 0),
+      flags,
+      index,
+      start: s,
+      count: n,
+      ...(data ? { data } : {}),
+    });
+    closeFds((await ctx.conn.request(C.DEVICE_SET_IRQS, [head], fds)).fds);
+  };
+  const dataType = flags & VFIO_IRQ_SET_DATA_TYPE_MASK;
+  if (dataType === VFIO_IRQ_SET_DATA_BOOL) {
+    if (argsz - minsz < count) fail(Errno.EINVAL, op, 'argsz too small for data');
+    need(arg, minsz + count, op);
+    await send(start, count, arg.slice(minsz, minsz + count));
+    return 0;
+  }
+  if (dataType !== VFIO_IRQ_SET_DATA_EVENTFD || count === 0) {
+    await send(start, count);
+    return 0;
+  }
+  if (argsz - minsz < count * 4) fail(Errno.EINVAL, op, 'argsz too small for data');
+  need(arg, minsz + count * 4, op);
+  const dv = new DataView(arg.buffer, arg.byteOffset, arg.byteLength);
+  const fds: number[] = [];
+  for (let i = 0; i < count; i++) {
+    const fd = dv.getInt32(minsz + 4 * i, true);
+    // eventfd_ctx_fdget: a closed fd is EBADF (sendmsg would say so too, less clearly).
+    if (fd >= 0 && !isOpenFd(fd)) fail(Errno.EBADF, op, `fd ${fd}`);
+    fds.push(fd < 0 ? -1 : fd);
+  }
+  const max = ctx.negotiated().maxMsgFds;
+  for (let i = 0; i < count; ) {
+    const valid = fds[i]! >= 0;
+    let n = 1;
+    while (i + n < count && fds[i + n]! >= 0 === valid && (!valid || n < max)) n++;
+    await send(start + i, n, undefined, valid ? fds.slice(i, i + n) : []);
+    i += n;
+  }
+  return 0;
+}
+
+/**
+ * DEVICE_FEATURE: the payload is struct vfio_device_feature itself. The replies of the WC
+ * paths carry one fd (docs/vfio-user-wc.md §2-3), which the client keeps.
+ */
+async function feature(ctx: IoctlContext, arg: Uint8Array): Promise<number> {
+  const op = 'VFIO_DEVICE_FEATURE';
+  need(arg, 8, op);
+  const argsz = u32(arg, 0);
+  const flags = u32(arg, 4);
+  if (argsz < 8) fail(Errno.EINVAL, op, 'argsz');
+  const feature = flags & VFIO_DEVICE_FEATURE_MASK;
+  const probe = (flags & VFIO_DEVICE_FEATURE_PROBE) !== 0;
+  const get = (flags & VFIO_DEVICE_FEATURE_GET) !== 0;
+  const set = (flags & VFIO_DEVICE_FEATURE_SET) !== 0;
+  const payload = arg.slice(0, Math.min(argsz, arg.length));
+  let release: ClientCookie | undefined;
+  if (feature === VFIO_TS_FEATURE_MMAP_COOKIE && set && !probe && !get) {
+    // Our cookie offsets are our own: name the server's cookie instead (vfio-user-wc.md §3).
+    need(arg, 8 + vfio_ts_mmap_cookie.size, op);
+    release =
+      ctx.offsets.cookieAt(u64(arg, 8 + 8)) ??
+      fail(Errno.EINVAL, 'VFIO_TS_FEATURE_MMAP_COOKIE', 'no such cookie');
+    putU64(payload, 8 + 8, release.serverOffset);
+  }
+  const r = await ctx.conn.request(C.DEVICE_FEATURE, [payload]);
+  let kept: number | undefined;
+  try {
+    if (r.fds.length > 1) fail(Errno.EPROTO, op, `${r.fds.length} fds on one reply`);
+    if (r.payload.length < 8) fail(Errno.EPROTO, op, `reply of ${r.payload.length} bytes`);
+    const data = r.payload.subarray(8);
+    const room = arg.subarray(8);
+    room.set(data.subarray(0, Math.min(data.length, room.length)));
+    if (release) {
+      putU64(arg, 8 + 8, release.base);
+      ctx.offsets.release(release);
+      return 0;
+    }
+    if (probe || !get) return 0;
+    if (feature === VFIO_DEVICE_FEATURE_DMA_BUF) {
+      kept = r.fds[0] ?? fail(Errno.EPROTO, op, 'DMA_BUF reply without an fd');
+      ctx.dmabufs.set(kept, parseDmaBuf(arg.subarray(8)));
+      return kept;
+    }
+    if (feature === VFIO_TS_FEATURE_MMAP_COOKIE) {
+      kept = r.fds[0] ?? fail(Errno.EPROTO, op, 'MMAP_COOKIE reply without an fd');
+      need(arg, 8 + vfio_ts_mmap_cookie.size, op);
+      const attr = u32(arg, 12) & VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_MASK;
+      const cookie = ctx.offsets.addCookie({
+        size: roundUp(u64(arg, 8 + 16), PAGE_SIZE),
+        serverOffset: u64(arg, 8 + 8),
+        bar: u32(arg, 8),
+        attribute: attr === VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_WC ? 'wc' : 'uc',
+        fd: kept,
+      });
+      putU64(arg, 8 + 8, cookie.base);
+      return 0;
+    }
+    return 0;
+  } catch (e) {
+    kept = undefined;
+    throw e;
+  } finally {
+    for (const x of r.fds) if (x !== kept) closeFd(x);
+  }
+}
+
+/** copy_from_user/copy_to_user of more than the buffer holds: EFAULT. */
+function need(buf: Uint8Array, size: number, op: string): void {
+  if (buf.length < size) fail(Errno.EFAULT, op, `buffer of ${buf.length} bytes, ${size} needed`);
+}
+
+/** struct vfio_device_feature_dma_buf as sent: the ranges and attribute the fd stands for. */
+function parseDmaBuf(data: Uint8Array): DmaBuf {
+  const nr = u32(data, 12);
+  const ranges: { offset: bigint; length: bigint }[] = [];
+  for (let i = 0; i < nr && 32 + 16 * i <= data.length; i++)
+    ranges.push({ offset: u64(data, 16 + 16 * i), length: u64(data, 24 + 16 * i) });
+  const attr = u32(data, 8) & VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_MASK;
+  return { bar: u32(data, 0), ranges, attribute: attr === VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_WC ? 'wc' : 'uc' };
+}
+
+function isOpenFd(fd: number): boolean {
+  try {
+    readlinkSync(`/proc/self/fd/${fd}`);
+    return true;
+  } catch {
+    return false;
+  }
+}
