@@ -233,6 +233,12 @@ describe('vfio-user server: happy paths', () => {
       assert.equal(io.fds.length, 0);
       const ioBad = await p.call(C.DEVICE_GET_REGION_IO_FDS, u32s(16, 0, 0, 1));
       assert.equal(errnoOf(ioBad), Errno.EINVAL, 'count must be 0');
+      // BAR1, which edu does not implement, is a region of size 0 (REGION_INFO answers it; the
+      // VGA region of a device without VGA is the one it refuses: the bad-input table).
+      const io1 = await p.call(C.DEVICE_GET_REGION_IO_FDS, u32s(16, 0, 1, 0));
+      assert.equal(errnoOf(io1), 0);
+      const read0 = await p.call(C.REGION_READ, access(1, 0n, 0));
+      assert.deepEqual([...read0.payload], [...access(1, 0n, 0)], 'count 0: the 16-byte head');
     } finally {
       p.close();
       await r.server.idle();
@@ -805,6 +811,18 @@ describe('vfio-user server: bad input gets exact errnos, never a crash', () => {
     {
       name: 'REGION_READ of region 42',
       msg: () => packRaw({ command: C.REGION_READ, payload: access(42, 0n, 4) }),
+      errno: Errno.EINVAL,
+    },
+    // REGION_INFO decides which regions exist: the VGA region of a device without VGA is EINVAL
+    // (vfio_pci_ioctl_get_region_info), even for 0 bytes; an absent BAR exists, with size 0.
+    {
+      name: 'REGION_READ of 0 bytes of the VGA region edu does not have',
+      msg: () => packRaw({ command: C.REGION_READ, payload: access(8, 0n, 0) }),
+      errno: Errno.EINVAL,
+    },
+    {
+      name: 'GET_REGION_IO_FDS of the VGA region edu does not have',
+      msg: () => packRaw({ command: C.DEVICE_GET_REGION_IO_FDS, payload: u32s(16, 0, 8, 0) }),
       errno: Errno.EINVAL,
     },
     {
