@@ -1,4 +1,7 @@
-/** The vfio-user server: serve one VfioPciDevice over a UNIX socket (docs/vfio-user-server.md). */
+/**
+ * The vfio-user server: serves one device (a DevicePort, as VfioPciDevice is) over a UNIX socket
+ * (docs/vfio-user-server.md).
+ */
 
 export {
   type ChannelLimits,
