@@ -63,7 +63,7 @@ import { OffsetSpace, PAGE_SIZE, roundUp } from '../core/offsets.js';
 import type { DmaMemory, Mapping, VfioDeviceFile } from '../driver/file.js';
 import { fail, MalformedError, VfioError } from '../errors.js';
 import { closeFd, MAP_SHARED, mmap, PROT_READ, PROT_WRITE, unixConnect } from '../native/index.js';
-import { decodeIrqSet as decodeVfioIrqSet, putU32, putU64, u32, u64 } from '../wire/vfio.js';
+import { decodeVfioIrqSet, putU32, putU64, u32, u64 } from '../wire/vfio.js';
 import {
   capabilitiesJson,
   type DmaLayout,

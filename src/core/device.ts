@@ -71,7 +71,7 @@ import {
   vfio_region_info,
 } from '../abi/vfio.js';
 import { fail, VfioError } from '../errors.js';
-import { encodeCapChain, putU32, putU64, type RegionCap, u32, u64, view } from '../wire/vfio.js';
+import { encodeCapChain, putU32, putU64, u32, u64, type VfioRegionCap, view } from '../wire/vfio.js';
 import { ConfigSpace } from './config.js';
 import type { BarDescription, DeviceDescription, KernelProfile } from './description.js';
 import { DmaSpace } from './dma.js';
@@ -195,7 +195,7 @@ export interface DeviceRegion {
   readonly size: bigint;
   readonly flags: number;
   readonly base: bigint;
-  readonly caps: RegionCap[];
+  readonly caps: VfioRegionCap[];
   /** BAR this region maps (BARs and aliases). */
   readonly bar?: number;
   readonly aliasAttribute?: MemoryAttribute;
@@ -317,7 +317,7 @@ export class VfioPciDevice {
   }
 
   private fixedRegion(index: number): Omit<DeviceRegion, 'base'> {
-    const caps: RegionCap[] = [];
+    const caps: VfioRegionCap[] = [];
     if (index < PCI_STD_NUM_BARS) {
       const b = this.bar(index);
       if (!b) return { index, size: 0n, flags: 0, caps };
@@ -352,7 +352,7 @@ export class VfioPciDevice {
   }
 
   /** MSI-X BAR: MSIX_MAPPABLE (kernel >= 4.16) or a sparse mmap around the table and PBA. */
-  private msixCap(bar: number): RegionCap {
+  private msixCap(bar: number): VfioRegionCap {
     if (this.msixMmap === 'kernel') return { kind: 'msix-mappable' };
     const size = roundUp(BigInt(this.bar(bar)!.size), PAGE_SIZE);
     const holes = this.msixHoles(bar);

@@ -30,7 +30,7 @@ import {
   vfio_ts_mmap_cookie,
 } from '../abi/vfio.js';
 import { fail } from '../errors.js';
-import { putU32, putU64, type RegionCap, u32, u64 } from '../wire/vfio.js';
+import { putU32, putU64, u32, u64, type VfioRegionCap } from '../wire/vfio.js';
 import type { BarDescription } from './description.js';
 import type { SharedMemory } from './env.js';
 import { type OffsetSpace, PAGE_SIZE, roundUp } from './offsets.js';
@@ -118,11 +118,11 @@ export interface WcHost {
   barMmapSupported(i: number): boolean;
   memoryOf(bar: number): SharedMemory | undefined;
   /** The mmap capability the BAR's own region carries (MSI-X: sparse areas or MSIX_MAPPABLE). */
-  barMmapCaps(bar: number): RegionCap[];
+  barMmapCaps(bar: number): VfioRegionCap[];
   /** Index of BAR `bar`'s alias region, if one exists. */
   aliasOf(bar: number): number | undefined;
   /** Adds a device-specific region aliasing `bar` (MMAP only, with `caps`); returns its index. */
-  addAlias(bar: number, caps: RegionCap[], attribute: MemoryAttribute): number;
+  addAlias(bar: number, caps: VfioRegionCap[], attribute: MemoryAttribute): number;
   closeFd(fd: number): void;
 }
 

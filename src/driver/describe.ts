@@ -20,7 +20,7 @@ import {
   VFIO_REGION_INFO_FLAG_WRITE,
 } from '../abi/vfio.js';
 import { VfioError } from '../errors.js';
-import type { RegionCap } from '../wire/vfio.js';
+import type { VfioRegionCap } from '../wire/vfio.js';
 import type { VfioDevice, WcPath } from './device.js';
 
 const IRQ_NAMES = ['INTx', 'MSI', 'MSI-X', 'ERR', 'REQ'];
@@ -31,7 +31,7 @@ export interface RegionReport {
   readonly size: bigint;
   readonly offset: bigint;
   readonly flags: readonly string[];
-  readonly caps: readonly RegionCap[];
+  readonly caps: readonly VfioRegionCap[];
   readonly wcPaths: readonly WcPath[];
   /** For `sysfs-resource-wc`: on which kernels the route works (the kernel backend says). */
   readonly wcNote?: string;
@@ -128,7 +128,7 @@ export async function describeDevice(dev: VfioDevice): Promise<DeviceReport> {
 
 const hex = (n: number | bigint, w = 0) => `0x${n.toString(16).padStart(w, '0')}`;
 
-export function formatCap(c: RegionCap): string {
+export function formatCap(c: VfioRegionCap): string {
   switch (c.kind) {
     case 'sparse-mmap':
       return `sparse mmap: ${c.areas.map((a) => `[${hex(a.offset)}+${hex(a.size)}]`).join(' ')}`;

@@ -43,21 +43,21 @@ import {
 import type { MemoryAttribute } from '../core/device.js';
 import { fail, VfioError } from '../errors.js';
 import {
-  type DeviceInfo,
   type DmaRange,
-  decodeDeviceInfo,
-  decodeIrqInfo,
-  decodeRegionInfo,
-  encodeDeviceFeature,
+  decodeVfioDeviceInfo,
+  decodeVfioIrqInfo,
+  decodeVfioRegionInfo,
   encodeDmaBuf,
   encodeFds,
-  encodeIrqSet,
-  type IrqInfo,
+  encodeVfioDeviceFeature,
+  encodeVfioIrqSet,
   putU32,
   putU64,
-  type RegionInfo,
   u32,
   u64,
+  type VfioDeviceInfo,
+  type VfioIrqInfo,
+  type VfioRegionInfo,
 } from '../wire/vfio.js';
 import type { DmaMemory, Mapping, VfioDeviceFile } from './file.js';
 
@@ -86,7 +86,7 @@ export interface MapOptions {
 }
 
 export class VfioDevice {
-  private readonly regionCache = new Map<number, RegionInfo>();
+  private readonly regionCache = new Map<number, VfioRegionInfo>();
 
   constructor(readonly file: VfioDeviceFile) {}
 
@@ -94,15 +94,15 @@ export class VfioDevice {
     return this.file.transport;
   }
 
-  async info(): Promise<DeviceInfo> {
+  async info(): Promise<VfioDeviceInfo> {
     const b = new Uint8Array(vfio_device_info.size);
     putU32(b, 0, b.length);
     await this.file.ioctl(VFIO_DEVICE_GET_INFO, b);
-    return decodeDeviceInfo(b);
+    return decodeVfioDeviceInfo(b);
   }
 
   /** REGION_INFO with the argsz exchange: ask with 32 bytes, then again with what it needs. */
-  async regionInfo(index: number): Promise<RegionInfo> {
+  async regionInfo(index: number): Promise<VfioRegionInfo> {
     const cached = this.regionCache.get(index);
     if (cached) return cached;
     let size = vfio_region_info.size;
@@ -117,16 +117,16 @@ export class VfioDevice {
         size = argsz;
         continue;
       }
-      const info = decodeRegionInfo(b);
+      const info = decodeVfioRegionInfo(b);
       this.regionCache.set(index, info);
       return info;
     }
   }
 
   /** Every region the device reports; indexes that answer EINVAL (VGA on a non-VGA device) skipped. */
-  async regions(): Promise<RegionInfo[]> {
+  async regions(): Promise<VfioRegionInfo[]> {
     const { numRegions } = await this.info();
-    const out: RegionInfo[] = [];
+    const out: VfioRegionInfo[] = [];
     for (let i = 0; i < numRegions; i++) {
       try {
         out.push(await this.regionInfo(i));
@@ -137,12 +137,12 @@ export class VfioDevice {
     return out;
   }
 
-  async irqInfo(index: number): Promise<IrqInfo> {
+  async irqInfo(index: number): Promise<VfioIrqInfo> {
     const b = new Uint8Array(vfio_irq_info.size);
     putU32(b, 0, b.length);
     putU32(b, 8, index);
     await this.file.ioctl(VFIO_DEVICE_GET_IRQ_INFO, b);
-    return decodeIrqInfo(b);
+    return decodeVfioIrqInfo(b);
   }
 
   async read(region: number, offset: bigint | number, length: number): Promise<Uint8Array> {
@@ -184,7 +184,7 @@ export class VfioDevice {
     const flags = VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER;
     await this.file.ioctl(
       VFIO_DEVICE_SET_IRQS,
-      encodeIrqSet({ flags, index, start, count: fds.length, data: encodeFds(fds) }),
+      encodeVfioIrqSet({ flags, index, start, count: fds.length, data: encodeFds(fds) }),
     );
   }
 
@@ -193,7 +193,7 @@ export class VfioDevice {
     const flags = VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER;
     await this.file.ioctl(
       VFIO_DEVICE_SET_IRQS,
-      encodeIrqSet({ flags, index, start: 0, count: 0, data: new Uint8Array(0) }),
+      encodeVfioIrqSet({ flags, index, start: 0, count: 0, data: new Uint8Array(0) }),
     );
   }
 
@@ -202,7 +202,7 @@ export class VfioDevice {
     const flags = VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER;
     await this.file.ioctl(
       VFIO_DEVICE_SET_IRQS,
-      encodeIrqSet({ flags, index, start, count, data: new Uint8Array(0) }),
+      encodeVfioIrqSet({ flags, index, start, count, data: new Uint8Array(0) }),
     );
   }
 
@@ -211,7 +211,7 @@ export class VfioDevice {
     const flags = VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_UNMASK;
     await this.file.ioctl(
       VFIO_DEVICE_SET_IRQS,
-      encodeIrqSet({ flags, index: 0, start: 0, count: 1, data: new Uint8Array(0) }),
+      encodeVfioIrqSet({ flags, index: 0, start: 0, count: 1, data: new Uint8Array(0) }),
     );
   }
 
@@ -224,7 +224,7 @@ export class VfioDevice {
     try {
       await this.file.ioctl(
         VFIO_DEVICE_FEATURE,
-        encodeDeviceFeature(VFIO_DEVICE_FEATURE_PROBE | ops | feature),
+        encodeVfioDeviceFeature(VFIO_DEVICE_FEATURE_PROBE | ops | feature),
       );
       return true;
     } catch (e) {
@@ -386,7 +386,7 @@ export class VfioDevice {
       4,
       attribute === 'wc' ? VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_WC : VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_UC,
     );
-    const b = encodeDeviceFeature(VFIO_DEVICE_FEATURE_GET | VFIO_TS_FEATURE_MMAP_COOKIE, data);
+    const b = encodeVfioDeviceFeature(VFIO_DEVICE_FEATURE_GET | VFIO_TS_FEATURE_MMAP_COOKIE, data);
     await this.file.ioctl(VFIO_DEVICE_FEATURE, b);
     return { offset: u64(b, 8 + 8), size: u64(b, 8 + 16) };
   }
@@ -397,7 +397,7 @@ export class VfioDevice {
     putU64(data, 8, offset);
     await this.file.ioctl(
       VFIO_DEVICE_FEATURE,
-      encodeDeviceFeature(VFIO_DEVICE_FEATURE_SET | VFIO_TS_FEATURE_MMAP_COOKIE, data),
+      encodeVfioDeviceFeature(VFIO_DEVICE_FEATURE_SET | VFIO_TS_FEATURE_MMAP_COOKIE, data),
     );
   }
 
@@ -406,7 +406,7 @@ export class VfioDevice {
     const data = new Uint8Array(vfio_ts_alias_region.size);
     putU32(data, 0, bar);
     putU32(data, 4, VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_WC);
-    const b = encodeDeviceFeature(VFIO_DEVICE_FEATURE_GET | VFIO_TS_FEATURE_ALIAS_REGION, data);
+    const b = encodeVfioDeviceFeature(VFIO_DEVICE_FEATURE_GET | VFIO_TS_FEATURE_ALIAS_REGION, data);
     await this.file.ioctl(VFIO_DEVICE_FEATURE, b);
     const index = u32(b, 8 + 8);
     const info = await this.regionInfo(index);
@@ -440,7 +440,7 @@ export class VfioDevice {
     });
     return this.file.ioctl(
       VFIO_DEVICE_FEATURE,
-      encodeDeviceFeature(VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_DMA_BUF, data),
+      encodeVfioDeviceFeature(VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_DMA_BUF, data),
     );
   }
 

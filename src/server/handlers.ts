@@ -344,8 +344,8 @@ function regionFd(s: Session, index: number, info: Uint8Array): { fd: number; of
   const d = s.device;
   const base = d.regionOffset(index);
   const tries = [0n];
-  const flags = le32(info, vfio_user_region_info.flags);
-  if (flags & VfioUserRegionFlags.CAPS && info.length > vfio_user_region_info.SIZEOF) {
+  const flags = le32(info, vfio_user_region_info.fields.flags.offset);
+  if (flags & VfioUserRegionFlags.CAPS && info.length > vfio_user_region_info.size) {
     for (const c of decodeRegionInfoReply(info).caps)
       if (c.kind === 'sparse-mmap') for (const a of c.areas) if (a.size > 0n) tries.push(a.offset);
   }
@@ -367,19 +367,19 @@ function deviceGetRegionInfo(s: Session, f: Frame): Reply {
   const L = vfio_user_region_info;
   // First ask with the bare struct to learn the full size (vfio_pci_ioctl_get_region_info's
   // argsz exchange), then with room for the capabilities when the client has it.
-  let info = new Uint8Array(L.SIZEOF);
-  put32(info, L.argsz, L.SIZEOF);
-  put32(info, L.index, req.index);
+  let info = new Uint8Array(L.size);
+  put32(info, L.fields.argsz.offset, L.size);
+  put32(info, L.fields.index.offset, req.index);
   d.ioctl(VFIO_DEVICE_GET_REGION_INFO, info);
-  const need = le32(info, L.argsz);
-  if (need > L.SIZEOF && req.argsz >= need) {
+  const need = le32(info, L.fields.argsz.offset);
+  if (need > L.size && req.argsz >= need) {
     info = new Uint8Array(need);
-    put32(info, L.argsz, need);
-    put32(info, L.index, req.index);
+    put32(info, L.fields.argsz.offset, need);
+    put32(info, L.fields.index.offset, req.index);
     d.ioctl(VFIO_DEVICE_GET_REGION_INFO, info);
   }
   const whole = req.argsz >= need;
-  let flags = le32(info, L.flags);
+  let flags = le32(info, L.fields.flags.offset);
   const fds: number[] = [];
   let offset = 0n;
   if (flags & VfioUserRegionFlags.MMAP) {
@@ -393,9 +393,9 @@ function deviceGetRegionInfo(s: Session, f: Frame): Reply {
       if (whole) fds.push(src.fd);
     }
   }
-  put32(info, L.argsz, need);
-  put32(info, L.flags, flags);
-  put64(info, L.offset, offset);
+  put32(info, L.fields.argsz.offset, need);
+  put32(info, L.fields.flags.offset, flags);
+  put64(info, L.fields.offset.offset, offset);
   return { chunks: [info], fds };
 }
 
@@ -407,9 +407,9 @@ function deviceGetRegionIoFds(s: Session, f: Frame): Reply {
   if (req.index >= s.device.numRegions) fail(Errno.EINVAL, op, `region ${req.index}`);
   regionSize(s, req.index); // EINVAL for a region that does not exist (VGA on non-VGA devices)
   // No ioeventfds are offered: the 16-byte head with count 0, argsz 16.
-  const out = new Uint8Array(vfio_user_region_io_fds.SIZEOF);
-  put32(out, vfio_user_region_io_fds.argsz, vfio_user_region_io_fds.SIZEOF);
-  put32(out, vfio_user_region_io_fds.index, req.index);
+  const out = new Uint8Array(vfio_user_region_io_fds.size);
+  put32(out, vfio_user_region_io_fds.fields.argsz.offset, vfio_user_region_io_fds.size);
+  put32(out, vfio_user_region_io_fds.fields.index.offset, req.index);
   return { chunks: [out], fds: [] };
 }
 
@@ -460,11 +460,11 @@ function deviceSetIrqs(s: Session, f: Frame): Reply {
 function regionSize(s: Session, index: number): bigint {
   const cached = s.regionSizes[index];
   if (cached !== undefined) return cached;
-  const info = new Uint8Array(vfio_user_region_info.SIZEOF);
+  const info = new Uint8Array(vfio_user_region_info.size);
   put32(info, 0, info.length);
   put32(info, 8, index);
   s.device.ioctl(VFIO_DEVICE_GET_REGION_INFO, info);
-  const size = new DataView(info.buffer).getBigUint64(vfio_user_region_info.size, true);
+  const size = new DataView(info.buffer).getBigUint64(vfio_user_region_info.fields.size.offset, true);
   s.regionSizes[index] = size;
   return size;
 }
@@ -484,7 +484,7 @@ function regionRead(s: Session, f: Frame): Reply {
   const r = decodeRegionReadRequest(f.payload);
   const at = checkAccess(s, op, r.region, r.offset, r.count);
   // A view of the request: it is sent (or copied by the transport) before the buffer is reused.
-  const head = f.payload.subarray(0, vfio_user_region_access.SIZEOF);
+  const head = f.payload.subarray(0, vfio_user_region_access.size);
   if (r.count === 0) return { chunks: [head], fds: [] };
   const data = s.device.pread(at, r.count);
   if (data.length !== r.count) fail(Errno.EINVAL, op, 'short read');
@@ -498,7 +498,7 @@ function regionWrite(s: Session, f: Frame): Reply {
   if (w.data.length > 0 && s.device.pwrite(at, w.data) !== w.data.length)
     fail(Errno.EINVAL, op, 'short write');
   // Reply: offset, region, count; no data.
-  return { chunks: [f.payload.subarray(0, vfio_user_region_access.SIZEOF)], fds: [] };
+  return { chunks: [f.payload.subarray(0, vfio_user_region_access.size)], fds: [] };
 }
 
 function regionWriteMulti(s: Session, f: Frame): Reply {
@@ -617,7 +617,7 @@ const MIGRATION_FEATURES: ReadonlySet<number> = new Set([
 
 /** Full REGION_INFO of `index` with its capabilities (for sparse areas). */
 function regionInfoFor(s: Session, index: number): Uint8Array {
-  let info = new Uint8Array(vfio_user_region_info.SIZEOF);
+  let info = new Uint8Array(vfio_user_region_info.size);
   put32(info, 0, info.length);
   put32(info, 8, index);
   s.device.ioctl(VFIO_DEVICE_GET_REGION_INFO, info);
