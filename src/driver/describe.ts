@@ -4,7 +4,16 @@
  * Works over any backend (it only uses VfioDevice).
  */
 import {
+  PCI_CLASS_REVISION,
+  PCI_DEVICE_ID,
+  PCI_REVISION_ID,
+  PCI_SUBSYSTEM_ID,
+  PCI_SUBSYSTEM_VENDOR_ID,
+  PCI_VENDOR_ID,
+} from '../abi/pci.js';
+import {
   PCI_STD_NUM_BARS,
+  VFIO_DEVICE_FLAGS_RESET,
   VFIO_IRQ_INFO_AUTOMASKED,
   VFIO_IRQ_INFO_EVENTFD,
   VFIO_IRQ_INFO_MASKABLE,
@@ -114,13 +123,13 @@ export async function describeDevice(dev: VfioDevice): Promise<DeviceReport> {
   }
   return {
     transport: dev.transport,
-    vendorId: v.getUint16(0, true),
-    deviceId: v.getUint16(2, true),
-    revision: v.getUint8(8),
-    classCode: v.getUint32(8, true) >>> 8,
-    subsystemVendorId: v.getUint16(0x2c, true),
-    subsystemId: v.getUint16(0x2e, true),
-    reset: !!(info.flags & 1),
+    vendorId: v.getUint16(PCI_VENDOR_ID, true),
+    deviceId: v.getUint16(PCI_DEVICE_ID, true),
+    revision: v.getUint8(PCI_REVISION_ID),
+    classCode: v.getUint32(PCI_CLASS_REVISION, true) >>> 8,
+    subsystemVendorId: v.getUint16(PCI_SUBSYSTEM_VENDOR_ID, true),
+    subsystemId: v.getUint16(PCI_SUBSYSTEM_ID, true),
+    reset: !!(info.flags & VFIO_DEVICE_FLAGS_RESET),
     regions,
     irqs,
   };

@@ -15,7 +15,6 @@ import {
   VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_WC,
   VFIO_DEVICE_FEATURE_GET,
   VFIO_DEVICE_FEATURE_PROBE,
-  VFIO_DEVICE_FEATURE_SET,
   VFIO_DEVICE_GET_INFO,
   VFIO_DEVICE_GET_IRQ_INFO,
   VFIO_DEVICE_GET_REGION_INFO,
@@ -32,29 +31,30 @@ import {
   VFIO_REGION_INFO_FLAG_PREFETCH,
   VFIO_TS_FEATURE_ALIAS_REGION,
   VFIO_TS_FEATURE_MMAP_COOKIE,
-  VFIO_TS_MMAP_COOKIE_FLAG_RELEASE,
-  vfio_device_info,
-  vfio_irq_info,
-  vfio_region_flags,
-  vfio_region_info,
-  vfio_ts_alias_region,
-  vfio_ts_mmap_cookie,
 } from '../abi/vfio.js';
 import type { MemoryAttribute } from '../core/device.js';
 import { fail, VfioError } from '../errors.js';
 import {
+  aliasRegionStruct,
   type DmaRange,
+  decodeMmapCookie,
   decodeVfioDeviceInfo,
   decodeVfioIrqInfo,
   decodeVfioRegionInfo,
+  deviceInfoStruct,
+  encodeAliasRegionGet,
   encodeDmaBuf,
   encodeFds,
+  encodeMmapCookieGet,
+  encodeMmapCookieRelease,
   encodeVfioDeviceFeature,
   encodeVfioIrqSet,
+  FEATURE_DATA,
+  irqInfoStruct,
   putU32,
-  putU64,
+  regionFlagsStruct,
+  regionInfoStruct,
   u32,
-  u64,
   type VfioDeviceInfo,
   type VfioIrqInfo,
   type VfioRegionInfo,
@@ -95,8 +95,7 @@ export class VfioDevice {
   }
 
   async info(): Promise<VfioDeviceInfo> {
-    const b = new Uint8Array(vfio_device_info.size);
-    putU32(b, 0, b.length);
+    const b = deviceInfoStruct.encode({ argsz: deviceInfoStruct.size });
     await this.file.ioctl(VFIO_DEVICE_GET_INFO, b);
     return decodeVfioDeviceInfo(b);
   }
@@ -105,13 +104,12 @@ export class VfioDevice {
   async regionInfo(index: number): Promise<VfioRegionInfo> {
     const cached = this.regionCache.get(index);
     if (cached) return cached;
-    let size = vfio_region_info.size;
+    const R = regionInfoStruct;
+    let size = R.size;
     for (;;) {
-      const b = new Uint8Array(size);
-      putU32(b, 0, size);
-      putU32(b, 8, index);
+      const b = R.encode({ argsz: size, index }, size - R.size);
       await this.file.ioctl(VFIO_DEVICE_GET_REGION_INFO, b);
-      const argsz = u32(b, 0);
+      const argsz = R.get(b, 'argsz');
       if (argsz > size) {
         if (argsz > MAX_REGION_INFO_SIZE) fail(Errno.E2BIG, 'VFIO_DEVICE_GET_REGION_INFO', `argsz ${argsz}`);
         size = argsz;
@@ -138,9 +136,7 @@ export class VfioDevice {
   }
 
   async irqInfo(index: number): Promise<VfioIrqInfo> {
-    const b = new Uint8Array(vfio_irq_info.size);
-    putU32(b, 0, b.length);
-    putU32(b, 8, index);
+    const b = irqInfoStruct.encode({ argsz: irqInfoStruct.size, index });
     await this.file.ioctl(VFIO_DEVICE_GET_IRQ_INFO, b);
     return decodeVfioIrqInfo(b);
   }
@@ -282,8 +278,7 @@ export class VfioDevice {
    * RFC; vfio-user, which has no command for it).
    */
   private async probeRegionFlags(): Promise<boolean> {
-    const b = new Uint8Array(vfio_region_flags.size);
-    putU32(b, 0, 0xffffffff);
+    const b = regionFlagsStruct.encode({ index: 0xffffffff });
     try {
       await this.file.ioctl(VFIO_DEVICE_SET_REGION_FLAGS, b);
       return true;
@@ -379,36 +374,21 @@ export class VfioDevice {
 
   /** VFIO_TS_FEATURE_MMAP_COOKIE GET: a new offset bound to (region, attribute). */
   async mmapCookie(region: number, attribute: MemoryAttribute): Promise<{ offset: bigint; size: bigint }> {
-    const data = new Uint8Array(vfio_ts_mmap_cookie.size);
-    putU32(data, 0, region);
-    putU32(
-      data,
-      4,
-      attribute === 'wc' ? VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_WC : VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_UC,
-    );
-    const b = encodeVfioDeviceFeature(VFIO_DEVICE_FEATURE_GET | VFIO_TS_FEATURE_MMAP_COOKIE, data);
+    const b = encodeMmapCookieGet(region, attrFlags(attribute));
     await this.file.ioctl(VFIO_DEVICE_FEATURE, b);
-    return { offset: u64(b, 8 + 8), size: u64(b, 8 + 16) };
+    const { offset, size } = decodeMmapCookie(b);
+    return { offset, size };
   }
 
   async releaseCookie(offset: bigint): Promise<void> {
-    const data = new Uint8Array(vfio_ts_mmap_cookie.size);
-    putU32(data, 4, VFIO_TS_MMAP_COOKIE_FLAG_RELEASE);
-    putU64(data, 8, offset);
-    await this.file.ioctl(
-      VFIO_DEVICE_FEATURE,
-      encodeVfioDeviceFeature(VFIO_DEVICE_FEATURE_SET | VFIO_TS_FEATURE_MMAP_COOKIE, data),
-    );
+    await this.file.ioctl(VFIO_DEVICE_FEATURE, encodeMmapCookieRelease(offset));
   }
 
   /** VFIO_TS_FEATURE_ALIAS_REGION GET: the index of BAR `bar`'s WC alias region. */
   async aliasRegion(bar: number): Promise<number> {
-    const data = new Uint8Array(vfio_ts_alias_region.size);
-    putU32(data, 0, bar);
-    putU32(data, 4, VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_WC);
-    const b = encodeVfioDeviceFeature(VFIO_DEVICE_FEATURE_GET | VFIO_TS_FEATURE_ALIAS_REGION, data);
+    const b = encodeAliasRegionGet(bar, VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_WC);
     await this.file.ioctl(VFIO_DEVICE_FEATURE, b);
-    const index = u32(b, 8 + 8);
+    const index = aliasRegionStruct.get(b, 'alias_index', FEATURE_DATA);
     const info = await this.regionInfo(index);
     const type = info.caps.find((c) => c.kind === 'type');
     if (type?.kind !== 'type' || aliasRegionBar(type.type, type.subtype) !== bar)
@@ -418,10 +398,8 @@ export class VfioDevice {
 
   /** The seed RFC's VFIO_DEVICE_SET_REGION_FLAGS. */
   async setRegionFlags(bar: number, writeCombine: boolean): Promise<void> {
-    const b = new Uint8Array(vfio_region_flags.size);
-    putU32(b, 0, bar);
-    putU32(b, 4, writeCombine ? VFIO_REGION_FLAG_WRITE_COMBINE : 0);
-    await this.file.ioctl(VFIO_DEVICE_SET_REGION_FLAGS, b);
+    const flags = writeCombine ? VFIO_REGION_FLAG_WRITE_COMBINE : 0;
+    await this.file.ioctl(VFIO_DEVICE_SET_REGION_FLAGS, regionFlagsStruct.encode({ index: bar, flags }));
   }
 
   /** VFIO_DEVICE_FEATURE_DMA_BUF: returns the dma-buf fd. */
@@ -430,12 +408,10 @@ export class VfioDevice {
     ranges: readonly DmaRange[],
     attribute: MemoryAttribute = 'uc',
   ): Promise<number> {
-    const flags =
-      attribute === 'wc' ? VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_WC : VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_UC;
     const data = encodeDmaBuf({
       regionIndex: region,
       openFlags: 0o2000002 /* O_RDWR | O_CLOEXEC: a writable mmap needs it */,
-      flags,
+      flags: attrFlags(attribute),
       ranges,
     });
     return this.file.ioctl(
@@ -448,4 +424,9 @@ export class VfioDevice {
     this.regionCache.clear();
     await this.file.close();
   }
+}
+
+/** The ATTR field every WC request path shares (docs/wc-uapi.md). */
+function attrFlags(attribute: MemoryAttribute): number {
+  return attribute === 'wc' ? VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_WC : VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_UC;
 }
