@@ -137,13 +137,17 @@ export class Struct<F extends Fields> {
     return out as StructValue<F>;
   }
 
-  /** Stores the fields `value` names (the others keep their bytes), truncating like `set`. */
+  /**
+   * Stores the fields `value` names (the others keep their bytes), truncating like `set`. Only
+   * those fields need to fit in `buf` (a struct's head, as an older header defines it, is fine).
+   */
   write(buf: Uint8Array, value: Partial<StructValue<F>>, base = 0): void {
-    this.bounds(buf, base + this.size);
     const dv = view(buf);
     for (const s of this.slots) {
       const v = (value as Record<string, number | bigint | undefined>)[s.name];
-      if (v !== undefined) store(dv, base + s.offset, s.type, v);
+      if (v === undefined) continue;
+      this.bounds(buf, base + s.offset + WIDTH[s.type]);
+      store(dv, base + s.offset, s.type, v);
     }
   }
 
