@@ -161,8 +161,7 @@ export class MappingTable {
    */
   source(handle: Handle, pos: bigint, length: number, op: string): MappingSource & { regionOffset: bigint } {
     if (length <= 0 || pos % PAGE_SIZE) fail(Errno.EINVAL, op, 'length 0 or offset not page aligned');
-    if (handle.via !== 'dma-buf' && !this.regions.mmapSupported(handle.bar))
-      fail(Errno.EINVAL, op, `BAR ${handle.bar} cannot be mapped`);
+    if (!this.regions.mmapSupported(handle.bar)) fail(Errno.EINVAL, op, `BAR ${handle.bar} cannot be mapped`);
     const len = roundUp(BigInt(length), PAGE_SIZE);
     let at = pos;
     for (const [i, r] of handle.ranges.entries()) {

@@ -103,10 +103,15 @@ export class WriteCombining {
    * (the RFC's rule and the resourceN_wc convention of pci_create_resource_files(); the seed thread
    * argues prefetch says nothing about WC safety, hence the option). EINVAL otherwise. UC is
    * never refused here: each path keeps its own rules for UC.
+   *
+   * DMA_BUF asks it too, although the upstream series it models allows WC on any BAR it exports:
+   * one policy keeps the four paths comparable, and `wcRequiresPrefetch: false` is upstream's
+   * behaviour, for all of them at once.
    */
   grantWc(bar: number, op: string): void {
     const b = this.regions.bar(bar);
     if (!b || b.kind === 'io') fail(Errno.EINVAL, op, `BAR ${bar} is not a memory BAR`);
+    if (!this.regions.mmapSupported(bar)) fail(Errno.EINVAL, op, `BAR ${bar} cannot be mapped`);
     if (this.policy.wcRequiresPrefetch && !b.prefetchable)
       fail(Errno.EINVAL, op, `BAR ${bar} is not prefetchable (wcRequiresPrefetch)`);
   }
@@ -213,6 +218,9 @@ export class WriteCombining {
       if (r.offset + r.length >= 1n << 64n) fail(Errno.EOVERFLOW, op, 'range overflows');
       if (r.offset + r.length > BigInt(b.size)) fail(Errno.EINVAL, op, 'range beyond the BAR');
     }
+    // The WC attribute passes the one gate like every other path (docs/wc-uapi.md §4), after the
+    // checks 7.3 makes of any dma-buf: a UC dma-buf is exported as 7.3 exports it.
+    if (attribute === 'wc') this.grantWc(regionIndex, op);
     const fd = mem.dup() ?? fail(Errno.ENOMEM, op, 'no fd');
     const writable = (openFlags & O_ACCMODE) === O_RDWR;
     this.table.addDmaBuf({ fd, bar: regionIndex, ranges, size: total, attribute, writable });
