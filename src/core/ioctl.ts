@@ -70,7 +70,7 @@ import type { CoreEnvironment } from './env.js';
 import type { IntxLine } from './intx.js';
 import type { IrqState } from './irqs.js';
 import type { RegionTable } from './regions.js';
-import { checkFeature, need } from './uaccess.js';
+import { checkFeature, copyArgsz, need } from './uaccess.js';
 import type { Extensions, WriteCombining } from './wc.js';
 
 /** vfio.h (7.3): VFIO_DEVICE_FEATURE_MIG_PRECOPY_INFOv2. */
@@ -174,10 +174,7 @@ export class CoreIoctls {
   private getInfo(arg: Uint8Array): number {
     const op = 'VFIO_DEVICE_GET_INFO';
     const S = deviceInfoStruct;
-    const minsz = S.endOf('num_irqs');
-    need(arg, minsz, op);
-    const argsz = S.get(arg, 'argsz');
-    if (argsz < minsz) fail(Errno.EINVAL, op, `argsz ${argsz} < ${minsz}`);
+    const argsz = copyArgsz(arg, S, S.endOf('num_irqs'), op);
     // The struct is 20 bytes in 6.1's header and 24 in 7.3's (a trailing pad); the kernel copies
     // back min(argsz, sizeof) bytes of a zeroed struct, so cap_offset and pad read back as 0.
     const out = Math.min(argsz, sizeIn(vfio_device_info, this.d.profile));
@@ -194,9 +191,7 @@ export class CoreIoctls {
     const op = 'VFIO_DEVICE_GET_REGION_INFO';
     const R = regionInfoStruct;
     const minsz = R.size;
-    need(arg, minsz, op);
-    const argsz = R.get(arg, 'argsz');
-    if (argsz < minsz) fail(Errno.EINVAL, op, `argsz ${argsz} < ${minsz}`);
+    const argsz = copyArgsz(arg, R, minsz, op);
     const index = R.get(arg, 'index');
     const r = this.d.regions.get(index);
     if (!r || (index === VFIO_PCI_VGA_REGION_INDEX && !this.d.description.vga))
@@ -230,9 +225,7 @@ export class CoreIoctls {
    */
   private hotResetInfo(arg: Uint8Array): number {
     const op = 'VFIO_DEVICE_GET_PCI_HOT_RESET_INFO';
-    const minsz = hotResetInfoStruct.endOf('count');
-    need(arg, minsz, op);
-    if (hotResetInfoStruct.get(arg, 'argsz') < minsz) fail(Errno.EINVAL, op, 'argsz');
+    copyArgsz(arg, hotResetInfoStruct, hotResetInfoStruct.endOf('count'), op);
     hotResetInfoStruct.set(arg, 'flags', 0);
     return fail(Errno.ENODEV, op, 'no slot or bus reset for this function');
   }
@@ -240,10 +233,8 @@ export class CoreIoctls {
   /** vfio_pci_ioctl_pci_hot_reset: `argsz < minsz || flags` is EINVAL, then as above ENODEV. */
   private hotReset(arg: Uint8Array): number {
     const op = 'VFIO_DEVICE_PCI_HOT_RESET';
-    const minsz = hotResetStruct.endOf('count');
-    need(arg, minsz, op);
-    const { argsz, flags } = hotResetStruct.read(arg);
-    if (argsz < minsz || flags) fail(Errno.EINVAL, op, 'argsz or flags');
+    copyArgsz(arg, hotResetStruct, hotResetStruct.endOf('count'), op);
+    if (hotResetStruct.get(arg, 'flags')) fail(Errno.EINVAL, op, 'flags');
     return fail(Errno.ENODEV, op, 'no slot or bus reset for this function');
   }
 
@@ -256,10 +247,8 @@ export class CoreIoctls {
     const op = 'VFIO_DEVICE_IOEVENTFD';
     const S = ioeventfdStruct;
     // The whole struct (the kernel copies offsetofend(fd), 28 bytes; the model asks for 32).
-    const minsz = S.size;
-    need(arg, minsz, op);
-    const { argsz, flags, offset, fd } = S.read(arg);
-    if (argsz < minsz) fail(Errno.EINVAL, op, 'argsz');
+    copyArgsz(arg, S, S.size, op);
+    const { flags, offset, fd } = S.read(arg);
     if (flags & ~VFIO_DEVICE_IOEVENTFD_SIZE_MASK) fail(Errno.EINVAL, op, 'flags');
     const count = flags & VFIO_DEVICE_IOEVENTFD_SIZE_MASK;
     if (count !== 1 && count !== 2 && count !== 4 && count !== 8) fail(Errno.EINVAL, op, 'size');
@@ -288,8 +277,7 @@ export class CoreIoctls {
   private getIrqInfo(arg: Uint8Array): number {
     const op = 'VFIO_DEVICE_GET_IRQ_INFO';
     const S = irqInfoStruct;
-    need(arg, S.size, op);
-    if (S.get(arg, 'argsz') < S.size) fail(Errno.EINVAL, op, 'argsz');
+    copyArgsz(arg, S, S.size, op);
     const index = S.get(arg, 'index');
     if (index >= VFIO_PCI_NUM_IRQS) fail(Errno.EINVAL, op, `index ${index}`);
     // 6.1: ERR exists only on PCIe devices; 7.3 answers it for every device (seen in the guest).
@@ -309,10 +297,9 @@ export class CoreIoctls {
     const op = 'VFIO_DEVICE_SET_IRQS';
     const S = irqSetStruct;
     const minsz = S.size;
-    need(arg, minsz, op);
-    const { argsz, flags, index, start, count } = S.read(arg);
+    const argsz = copyArgsz(arg, S, minsz, op);
+    const { flags, index, start, count } = S.read(arg);
     if (
-      argsz < minsz ||
       index >= VFIO_PCI_NUM_IRQS ||
       count >= 0xffffffff - start ||
       flags & ~(VFIO_IRQ_SET_DATA_TYPE_MASK | VFIO_IRQ_SET_ACTION_TYPE_MASK)
@@ -351,9 +338,8 @@ export class CoreIoctls {
   private feature(arg: Uint8Array): number {
     const op = 'VFIO_DEVICE_FEATURE';
     const minsz = deviceFeatureStruct.size;
-    need(arg, minsz, op);
-    const { argsz, flags } = deviceFeatureStruct.read(arg);
-    if (argsz < minsz) fail(Errno.EINVAL, op, 'argsz');
+    const argsz = copyArgsz(arg, deviceFeatureStruct, minsz, op);
+    const flags = deviceFeatureStruct.get(arg, 'flags');
     const ops = VFIO_DEVICE_FEATURE_SET | VFIO_DEVICE_FEATURE_GET;
     if (flags & ~(VFIO_DEVICE_FEATURE_MASK | ops | VFIO_DEVICE_FEATURE_PROBE))
       fail(Errno.EINVAL, op, 'unknown flags');
