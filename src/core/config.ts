@@ -481,7 +481,7 @@ export class ConfigSpace {
 
   /**
    * __vfio_pci_memory_enabled: the memory enable bit vfio last saw written (kept in vconfig)
-   * and the function not in D3hot. When false, BAR pread/pwrite fail with EIO (VfioPciDevice.barRw)
+   * and the function not in D3hot. When false, BAR pread/pwrite fail with EIO (rdwr.ts: RegionAccess)
    * and the ROM with ENOMEM; the kernel's mmaps fault, the model's keep their memory.
    */
   get memoryEnabled(): boolean {

@@ -38,7 +38,7 @@ export interface MappingSource {
 }
 
 /** A mapping handle: what an mmap through an offset or a dma-buf maps. */
-interface Handle {
+export interface MappingHandle {
   readonly bar: number;
   readonly attribute: MemoryAttribute;
   readonly via: MappingPath;
@@ -116,7 +116,7 @@ export class MappingTable {
 
   // --- lookup: an offset of the device fd, or a dma-buf fd ---------------------------------------
   /** The handle behind device-fd `offset` and the position in it (vfio_pci_core_mmap's lookup). */
-  offsetHandle(offset: bigint, op: string): { handle: Handle; pos: bigint } {
+  offsetHandle(offset: bigint, op: string): { handle: MappingHandle; pos: bigint } {
     const hit =
       this.regions.offsets.lookup(offset) ?? fail(Errno.EINVAL, op, `offset 0x${offset.toString(16)}`);
     const pos = offset - hit.base;
@@ -136,7 +136,7 @@ export class MappingTable {
   }
 
   /** The handle behind dma-buf `fd`. EBADF for an fd this device did not export. */
-  dmaBufHandle(fd: number, op: string): { handle: Handle; dmabuf: DmaBuf } {
+  dmaBufHandle(fd: number, op: string): { handle: MappingHandle; dmabuf: DmaBuf } {
     const d = this.dmabufs.get(fd) ?? fail(Errno.EBADF, op, `fd ${fd}`);
     return {
       handle: { bar: d.bar, attribute: d.attribute, via: 'dma-buf', ranges: d.ranges, msixHoles: false },
@@ -144,7 +144,12 @@ export class MappingTable {
     };
   }
 
-  private barHandle(bar: number, attribute: MemoryAttribute, via: MappingPath, cookie?: Cookie): Handle {
+  private barHandle(
+    bar: number,
+    attribute: MemoryAttribute,
+    via: MappingPath,
+    cookie?: Cookie,
+  ): MappingHandle {
     const b = this.regions.bar(bar);
     const ranges = [{ offset: 0n, length: b ? roundUp(BigInt(b.size), PAGE_SIZE) : 0n }];
     return cookie
@@ -159,7 +164,12 @@ export class MappingTable {
    * a BAR that can be mapped, inside one window of the handle, clear of the MSI-X table and PBA
    * through the device fd. @throws VfioError(EINVAL)
    */
-  source(handle: Handle, pos: bigint, length: number, op: string): MappingSource & { regionOffset: bigint } {
+  source(
+    handle: MappingHandle,
+    pos: bigint,
+    length: number,
+    op: string,
+  ): MappingSource & { regionOffset: bigint } {
     if (length <= 0 || pos % PAGE_SIZE) fail(Errno.EINVAL, op, 'length 0 or offset not page aligned');
     if (!this.regions.mmapSupported(handle.bar)) fail(Errno.EINVAL, op, `BAR ${handle.bar} cannot be mapped`);
     const len = roundUp(BigInt(length), PAGE_SIZE);
@@ -182,7 +192,7 @@ export class MappingTable {
   }
 
   /** The one MappingSource constructor: `handle`'s BAR memory at BAR offset `at`. */
-  describe(handle: Handle, at: bigint): MappingSource & { regionOffset: bigint } {
+  describe(handle: MappingHandle, at: bigint): MappingSource & { regionOffset: bigint } {
     const memory =
       this.regions.memoryOf(handle.bar) ?? fail(Errno.EINVAL, 'mmap', `BAR ${handle.bar} has no memory`);
     const { attribute, via } = handle;
@@ -190,7 +200,7 @@ export class MappingTable {
   }
 
   /** mmap(MAP_SHARED) of `length` bytes of `handle` from `pos`. */
-  map(handle: Handle, pos: bigint, length: number, op: string): DeviceMapping {
+  map(handle: MappingHandle, pos: bigint, length: number, op: string): DeviceMapping {
     const src = this.source(handle, pos, length, op);
     const m = src.memory.map(Number(src.memoryOffset), length);
     const c = handle.cookie;
