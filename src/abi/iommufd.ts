@@ -4,7 +4,8 @@
  * Numbers only; struct sizes are the first versions of each struct (argsz/size is checked
  * against the minimum by the kernel, so the short form stays valid on newer kernels).
  */
-import { type StructLayout, VFIO_BASE, VFIO_TYPE } from './vfio.js';
+import { field, layout, type StructLayout } from './layout.js';
+import { VFIO_BASE, VFIO_TYPE } from './vfio.js';
 
 /** iommufd.h: IOMMUFD_TYPE (';') and IOMMUFD_CMD_BASE 0x80; ioctls are _IO(type, base + cmd). */
 export const IOMMUFD_TYPE = 0x3b;
@@ -42,74 +43,57 @@ export const VFIO_DEVICE_ATTACH_IOMMUFD_PT_SIZE = 12;
  * sends; `sizes` says what a newer header grew it to (the kernel accepts the short form:
  * copy_struct_from_user / the argsz minimum).
  */
-export const iommu_destroy: StructLayout = {
-  name: 'iommu_destroy',
-  size: IOMMU_DESTROY_SIZE,
-  origin: 'uapi',
-  fields: { size: { offset: 0, type: 'u32' }, id: { offset: 4, type: 'u32' } },
-};
-export const iommu_ioas_alloc: StructLayout = {
-  name: 'iommu_ioas_alloc',
-  size: IOMMU_IOAS_ALLOC_SIZE,
-  origin: 'uapi',
-  fields: {
-    size: { offset: 0, type: 'u32' },
-    flags: { offset: 4, type: 'u32' },
-    out_ioas_id: { offset: 8, type: 'u32' },
-  },
-};
-export const iommu_ioas_map: StructLayout = {
-  name: 'iommu_ioas_map',
-  size: IOMMU_IOAS_MAP_SIZE,
-  origin: 'uapi',
-  fields: {
-    size: { offset: 0, type: 'u32' },
-    flags: { offset: 4, type: 'u32' },
-    ioas_id: { offset: 8, type: 'u32' },
-    __reserved: { offset: 12, type: 'u32' },
-    user_va: { offset: 16, type: 'u64' },
-    length: { offset: 24, type: 'u64' },
-    iova: { offset: 32, type: 'u64' },
-  },
-};
-export const iommu_ioas_unmap: StructLayout = {
-  name: 'iommu_ioas_unmap',
-  size: IOMMU_IOAS_UNMAP_SIZE,
-  origin: 'uapi',
-  fields: {
-    size: { offset: 0, type: 'u32' },
-    ioas_id: { offset: 4, type: 'u32' },
-    iova: { offset: 8, type: 'u64' },
-    length: { offset: 16, type: 'u64' },
-  },
-};
+export const iommu_destroy = layout('iommu_destroy', IOMMU_DESTROY_SIZE, 'uapi', {
+  size: field(0, 'u32'),
+  id: field(4, 'u32'),
+});
+export const iommu_ioas_alloc = layout('iommu_ioas_alloc', IOMMU_IOAS_ALLOC_SIZE, 'uapi', {
+  size: field(0, 'u32'),
+  flags: field(4, 'u32'),
+  out_ioas_id: field(8, 'u32'),
+});
+export const iommu_ioas_map = layout('iommu_ioas_map', IOMMU_IOAS_MAP_SIZE, 'uapi', {
+  size: field(0, 'u32'),
+  flags: field(4, 'u32'),
+  ioas_id: field(8, 'u32'),
+  __reserved: field(12, 'u32'),
+  user_va: field(16, 'u64'),
+  length: field(24, 'u64'),
+  iova: field(32, 'u64'),
+});
+export const iommu_ioas_unmap = layout('iommu_ioas_unmap', IOMMU_IOAS_UNMAP_SIZE, 'uapi', {
+  size: field(0, 'u32'),
+  ioas_id: field(4, 'u32'),
+  iova: field(8, 'u64'),
+  length: field(16, 'u64'),
+});
 /** vfio.h; 7.3 appends `token_uuid_ptr` (VFIO_DEVICE_BIND_FLAG_TOKEN), making it 24 bytes. */
-export const vfio_device_bind_iommufd: StructLayout = {
-  name: 'vfio_device_bind_iommufd',
-  size: VFIO_DEVICE_BIND_IOMMUFD_SIZE,
-  origin: 'uapi',
-  sizes: { '7.3': 24 },
-  fields: {
-    argsz: { offset: 0, type: 'u32' },
-    flags: { offset: 4, type: 'u32' },
-    iommufd: { offset: 8, type: 's32' },
-    out_devid: { offset: 12, type: 'u32' },
-    token_uuid_ptr: { offset: 16, type: 'u64', since: '7.3' },
+export const vfio_device_bind_iommufd = layout(
+  'vfio_device_bind_iommufd',
+  VFIO_DEVICE_BIND_IOMMUFD_SIZE,
+  'uapi',
+  {
+    argsz: field(0, 'u32'),
+    flags: field(4, 'u32'),
+    iommufd: field(8, 's32'),
+    out_devid: field(12, 'u32'),
+    token_uuid_ptr: field(16, 'u64', '7.3'),
   },
-};
+  { '7.3': 24 },
+);
 /** vfio.h; 7.3 appends `pasid` (VFIO_DEVICE_ATTACH_PASID), making it 16 bytes. */
-export const vfio_device_attach_iommufd_pt: StructLayout = {
-  name: 'vfio_device_attach_iommufd_pt',
-  size: VFIO_DEVICE_ATTACH_IOMMUFD_PT_SIZE,
-  origin: 'uapi',
-  sizes: { '7.3': 16 },
-  fields: {
-    argsz: { offset: 0, type: 'u32' },
-    flags: { offset: 4, type: 'u32' },
-    pt_id: { offset: 8, type: 'u32' },
-    pasid: { offset: 12, type: 'u32', since: '7.3' },
+export const vfio_device_attach_iommufd_pt = layout(
+  'vfio_device_attach_iommufd_pt',
+  VFIO_DEVICE_ATTACH_IOMMUFD_PT_SIZE,
+  'uapi',
+  {
+    argsz: field(0, 'u32'),
+    flags: field(4, 'u32'),
+    pt_id: field(8, 'u32'),
+    pasid: field(12, 'u32', '7.3'),
   },
-};
+  { '7.3': 16 },
+);
 
 export const IOMMUFD_LAYOUTS: readonly StructLayout[] = [
   iommu_destroy,

@@ -13,7 +13,22 @@
  *
  * Names are grouped in objects (`VfioUserCommand.DMA_MAP`) so that they never collide with the
  * vfio.h names that src/abi/vfio.ts exports: several vfio-user flag sets restate vfio.h values.
+ *
+ * Payload layouts have the one shape of src/abi/layout.ts. Where the spec's payload *is* a vfio.h
+ * struct ("struct vfio_region_info", "struct vfio_irq_set", ...), the layout is vfio.ts's own, so
+ * the ABI probe that checks it against <linux/vfio.h> guards the vfio-user codecs too.
  */
+import { bytes, field, layout } from './layout.js';
+import {
+  vfio_device_feature,
+  vfio_info_cap_header,
+  vfio_irq_info,
+  vfio_irq_set,
+  vfio_region_info,
+  vfio_region_info_cap_sparse_mmap,
+  vfio_region_info_cap_type,
+  vfio_region_sparse_mmap_area,
+} from './vfio.js';
 
 // ---------------------------------------------------------------------------------------------
 // Commands (spec, "Commands")
@@ -65,15 +80,14 @@ export function isVfioUserCommand(command: number): command is VfioUserCommandNu
 // ---------------------------------------------------------------------------------------------
 export const VFIO_USER_HEADER_SIZE = 16;
 
-/** Offsets inside the header. QEMU: VFIOUserHdr; libvfio-user: struct vfio_user_header. */
-export const vfio_user_header = {
-  SIZEOF: 16,
-  msg_id: 0,
-  command: 2,
-  msg_size: 4,
-  flags: 8,
-  error: 12,
-} as const;
+/** QEMU: VFIOUserHdr; libvfio-user: struct vfio_user_header. */
+export const vfio_user_header = layout('vfio_user_header', VFIO_USER_HEADER_SIZE, 'vfio-user', {
+  msg_id: field(0, 'u16'),
+  command: field(2, 'u16'),
+  msg_size: field(4, 'u32'),
+  flags: field(8, 'u32'),
+  error: field(12, 'u32'),
+});
 
 export const VfioUserFlags = {
   /** Bits 0-3: message type. */
@@ -99,7 +113,11 @@ export const VFIO_USER_MAX_ERRNO = 4096;
 // VERSION (spec, "VFIO_USER_VERSION")
 // ---------------------------------------------------------------------------------------------
 /** u16 major, u16 minor, then the optional NUL-terminated JSON. */
-export const vfio_user_version = { SIZEOF: 4, major: 0, minor: 2, data: 4 } as const;
+export const vfio_user_version = layout('vfio_user_version', 4, 'vfio-user', {
+  major: field(0, 'u16'),
+  minor: field(2, 'u16'),
+  data: bytes(4),
+});
 
 /** Protocol version vfio-ts speaks. QEMU 11 sends 0.0 (protocol.h: VFIO_USER_MAJOR_VER/MINOR_VER). */
 export const VFIO_USER_MAJOR = 0;
@@ -149,14 +167,13 @@ export const VFIO_USER_MAX_JSON_DEPTH = 32;
 // ---------------------------------------------------------------------------------------------
 // DMA_MAP / DMA_UNMAP (spec; vfio.h struct vfio_iommu_type1_dma_map / _unmap)
 // ---------------------------------------------------------------------------------------------
-export const vfio_user_dma_map = {
-  SIZEOF: 32,
-  argsz: 0,
-  flags: 4,
-  offset: 8,
-  address: 16,
-  size: 24,
-} as const;
+export const vfio_user_dma_map = layout('vfio_user_dma_map', 32, 'vfio-user', {
+  argsz: field(0, 'u32'),
+  flags: field(4, 'u32'),
+  offset: field(8, 'u64'),
+  address: field(16, 'u64'),
+  size: field(24, 'u64'),
+});
 
 export const VfioUserDmaMapFlags = {
   READ: 1 << 0,
@@ -167,7 +184,12 @@ export const VfioUserDmaMapFlags = {
 } as const;
 
 /** Request and (spec: "The server responds with the original DMA entry") reply. */
-export const vfio_user_dma_unmap = { SIZEOF: 24, argsz: 0, flags: 4, address: 8, size: 16 } as const;
+export const vfio_user_dma_unmap = layout('vfio_user_dma_unmap', 24, 'vfio-user', {
+  argsz: field(0, 'u32'),
+  flags: field(4, 'u32'),
+  address: field(8, 'u64'),
+  size: field(16, 'u64'),
+});
 
 export const VfioUserDmaUnmapFlags = {
   /** vfio.h VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP: a struct vfio_bitmap follows; vfio-ts refuses it. */
@@ -179,33 +201,24 @@ export const VfioUserDmaUnmapFlags = {
 // ---------------------------------------------------------------------------------------------
 // DEVICE_GET_INFO (spec; like vfio_device_info without cap_offset: 16 bytes)
 // ---------------------------------------------------------------------------------------------
-export const vfio_user_device_info = {
-  SIZEOF: 16,
-  argsz: 0,
-  flags: 4,
-  num_regions: 8,
-  num_irqs: 12,
-} as const;
+export const vfio_user_device_info = layout('vfio_user_device_info', 16, 'vfio-user', {
+  argsz: field(0, 'u32'),
+  flags: field(4, 'u32'),
+  num_regions: field(8, 'u32'),
+  num_irqs: field(12, 'u32'),
+});
 
 export const VfioUserDeviceFlags = { RESET: 1 << 0, PCI: 1 << 1 } as const;
 
 // ---------------------------------------------------------------------------------------------
 // DEVICE_GET_REGION_INFO (spec; vfio.h struct vfio_region_info, 32 bytes, then capabilities)
 // ---------------------------------------------------------------------------------------------
-export const vfio_user_region_info = {
-  SIZEOF: 32,
-  argsz: 0,
-  flags: 4,
-  index: 8,
-  cap_offset: 12,
-  size: 16,
-  offset: 24,
-} as const;
+export const vfio_user_region_info = vfio_region_info;
 
 export const VfioUserRegionFlags = { READ: 1 << 0, WRITE: 1 << 1, MMAP: 1 << 2, CAPS: 1 << 3 } as const;
 
 /** vfio.h struct vfio_info_cap_header; `next` counts from the start of vfio_region_info. */
-export const vfio_user_cap_header = { SIZEOF: 8, id: 0, version: 2, next: 4 } as const;
+export const vfio_user_cap_header = vfio_info_cap_header;
 /** Capabilities are placed at 8-byte boundaries (vfio.h vfio_info_cap_add aligns to 8). */
 export const VFIO_USER_CAP_ALIGN = 8;
 /** A chain longer than this is refused (it would need a 1 MiB reply anyway). */
@@ -216,37 +229,52 @@ export const VfioUserRegionCapId = { SPARSE_MMAP: 1, TYPE: 2, MSIX_MAPPABLE: 3 }
 export const VFIO_USER_SPARSE_MMAP_VERSION = 1;
 export const VFIO_USER_CAP_TYPE_VERSION = 1;
 
-/** Offsets from the capability header's start. */
-export const vfio_user_cap_sparse_mmap = { SIZEOF: 16, nr_areas: 8, reserved: 12, areas: 16 } as const;
-export const vfio_user_sparse_mmap_area = { SIZEOF: 16, offset: 0, size: 8 } as const;
-export const vfio_user_cap_type = { SIZEOF: 16, type: 8, subtype: 12 } as const;
+/** The capabilities as vfio.h defines them; offsets count from the capability header's start. */
+export const vfio_user_cap_sparse_mmap = vfio_region_info_cap_sparse_mmap;
+export const vfio_user_sparse_mmap_area = vfio_region_sparse_mmap_area;
+export const vfio_user_cap_type = vfio_region_info_cap_type;
 
 // ---------------------------------------------------------------------------------------------
 // DEVICE_GET_REGION_IO_FDS (spec; libvfio-user include/vfio-user.h)
 // ---------------------------------------------------------------------------------------------
 /** Request, and the fixed part of the reply: argsz, flags, index, count = 16 bytes. */
-export const vfio_user_region_io_fds = { SIZEOF: 16, argsz: 0, flags: 4, index: 8, count: 12 } as const;
+export const vfio_user_region_io_fds = layout('vfio_user_region_io_fds', 16, 'vfio-user', {
+  argsz: field(0, 'u32'),
+  flags: field(4, 'u32'),
+  index: field(8, 'u32'),
+  count: field(12, 'u32'),
+  sub_regions: bytes(16),
+});
 
 /**
- * One sub-region. The spec gives 40 bytes for both types (padding at 28, datamatch / user_data at
- * 32). libvfio-user, the only implementation, sends 48-byte ioeventfd entries:
- * shadow_mem_fd_index at 28, shadow_offset at 32, datamatch at 40 (vfio_user_sub_region_ioeventfd).
+ * One sub-region as the spec gives it, 40 bytes for both types: padding at 28, then `data`, the
+ * ioeventfd's datamatch or the ioregionfd's user_data, at 32.
  */
-export const vfio_user_sub_region_io_fd = {
-  SIZEOF_SPEC: 40,
-  SIZEOF_LIBVFIO_USER: 48,
-  offset: 0,
-  size: 8,
-  fd_index: 16,
-  type: 20,
-  flags: 24,
-  /** spec: padding; libvfio-user: shadow_mem_fd_index */
-  word28: 28,
-  /** spec: datamatch (ioeventfd) or user_data (ioregionfd); libvfio-user: shadow_offset */
-  word32: 32,
-  /** libvfio-user only: datamatch */
-  word40: 40,
-} as const;
+export const vfio_user_sub_region_io_fd = layout('vfio_user_sub_region_io_fd', 40, 'vfio-user', {
+  offset: field(0, 'u64'),
+  size: field(8, 'u64'),
+  fd_index: field(16, 'u32'),
+  type: field(20, 'u32'),
+  flags: field(24, 'u32'),
+  padding: field(28, 'u32'),
+  data: field(32, 'u64'),
+});
+
+/**
+ * libvfio-user, the only implementation, sends 48-byte ioeventfd entries (include/vfio-user.h:
+ * struct vfio_user_sub_region_ioeventfd): shadow_mem_fd_index at 28, shadow_offset at 32,
+ * datamatch at 40.
+ */
+export const vfio_user_sub_region_ioeventfd = layout('vfio_user_sub_region_ioeventfd', 48, 'libvfio-user', {
+  offset: field(0, 'u64'),
+  size: field(8, 'u64'),
+  fd_index: field(16, 'u32'),
+  type: field(20, 'u32'),
+  flags: field(24, 'u32'),
+  shadow_mem_fd_index: field(28, 'u32'),
+  shadow_offset: field(32, 'u64'),
+  datamatch: field(40, 'u64'),
+});
 
 export const VfioUserIoFdType = {
   IOEVENTFD: 0,
@@ -258,7 +286,7 @@ export const VfioUserIoFdType = {
 // ---------------------------------------------------------------------------------------------
 // DEVICE_GET_IRQ_INFO / DEVICE_SET_IRQS (spec; vfio.h vfio_irq_info / vfio_irq_set)
 // ---------------------------------------------------------------------------------------------
-export const vfio_user_irq_info = { SIZEOF: 16, argsz: 0, flags: 4, index: 8, count: 12 } as const;
+export const vfio_user_irq_info = vfio_irq_info;
 
 export const VfioUserIrqInfoFlags = {
   EVENTFD: 1 << 0,
@@ -268,15 +296,7 @@ export const VfioUserIrqInfoFlags = {
 } as const;
 
 /** 20 bytes, then data: one byte per interrupt for DATA_BOOL, nothing for NONE and EVENTFD. */
-export const vfio_user_irq_set = {
-  SIZEOF: 20,
-  argsz: 0,
-  flags: 4,
-  index: 8,
-  start: 12,
-  count: 16,
-  data: 20,
-} as const;
+export const vfio_user_irq_set = vfio_irq_set;
 
 /** Same values as vfio.h VFIO_IRQ_SET_*; the spec's SET_IRQS table restates them. */
 export const VfioUserIrqSetFlags = {
@@ -294,14 +314,27 @@ export const VfioUserIrqSetFlags = {
 // REGION_READ / REGION_WRITE / REGION_WRITE_MULTI (spec, "Read and Write Operations")
 // ---------------------------------------------------------------------------------------------
 /** offset u64, region u32, count u32, then data. QEMU: VFIOUserRegionRW. */
-export const vfio_user_region_access = { SIZEOF: 16, offset: 0, region: 8, count: 12, data: 16 } as const;
+export const vfio_user_region_access = layout('vfio_user_region_access', 16, 'vfio-user', {
+  offset: field(0, 'u64'),
+  region: field(8, 'u32'),
+  count: field(12, 'u32'),
+  data: bytes(16),
+});
 
-/** wr_cnt u64, then wr_cnt entries. QEMU: VFIOUserWRMulti. */
-export const vfio_user_region_write_multi = { SIZEOF: 8, wr_cnt: 0, wrs: 8 } as const;
-/** One coalesced write: data is always an 8-byte slot. QEMU: VFIOUserWROne. */
-export const vfio_user_region_write_one = { SIZEOF: 24, offset: 0, region: 8, count: 12, data: 16 } as const;
 /** Spec: "This format can only describe writes of 8 bytes or less". QEMU: VFIO_USER_MULTI_DATA. */
 export const VFIO_USER_MULTI_DATA = 8;
+/** wr_cnt u64, then wr_cnt entries. QEMU: VFIOUserWRMulti. */
+export const vfio_user_region_write_multi = layout('vfio_user_region_write_multi', 8, 'vfio-user', {
+  wr_cnt: field(0, 'u64'),
+  wrs: bytes(8),
+});
+/** One coalesced write: data is always an 8-byte slot. QEMU: VFIOUserWROne. */
+export const vfio_user_region_write_one = layout('vfio_user_region_write_one', 24, 'vfio-user', {
+  offset: field(0, 'u64'),
+  region: field(8, 'u32'),
+  count: field(12, 'u32'),
+  data: bytes(16, VFIO_USER_MULTI_DATA),
+});
 /** QEMU protocol.h VFIO_USER_MULTI_MAX: the most writes QEMU coalesces into one message. */
 export const VFIO_USER_QEMU_MULTI_MAX = 200;
 
@@ -309,14 +342,22 @@ export const VFIO_USER_QEMU_MULTI_MAX = 200;
 // DMA_READ / DMA_WRITE (server to client). Two layouts are in use; see docs/vfio-user-wire.md.
 // ---------------------------------------------------------------------------------------------
 /** Spec and libvfio-user (struct vfio_user_dma_region_access): address u64, count u64, data at 16. */
-export const vfio_user_dma_region_access_spec = { SIZEOF: 16, address: 0, count: 8, data: 16 } as const;
+export const vfio_user_dma_region_access_spec = layout('vfio_user_dma_region_access', 16, 'vfio-user', {
+  address: field(0, 'u64'),
+  count: field(8, 'u64'),
+  data: bytes(16),
+});
 /**
  * QEMU hw/vfio-user/protocol.h VFIOUserDMARW: address u64, count u32, data at 12 (28 from the
  * message start). The C struct is padded to 16 bytes, so QEMU's messages are still 16 + count
  * bytes of payload: QEMU requires msg_size >= sizeof(VFIOUserDMARW) (32) and sends DMA_READ
  * replies of sizeof(VFIOUserDMARW) + count, the last 4 bytes zero (pci.c: vfio_user_dma_read).
  */
-export const vfio_user_dma_region_access_qemu = { SIZEOF: 16, address: 0, count: 8, data: 12 } as const;
+export const vfio_user_dma_region_access_qemu = layout('VFIOUserDMARW', 16, 'qemu', {
+  address: field(0, 'u64'),
+  count: field(8, 'u32'),
+  data: bytes(12),
+});
 /**
  * Spec's DMA_WRITE reply table: address u64, count u32 (12 bytes). libvfio-user reads 16 (a u64
  * count, vfu_dma_transfer); QEMU sends no payload at all (pci.c: vfio_user_dma_write).
@@ -326,7 +367,7 @@ export const VFIO_USER_DMA_WRITE_REPLY_SPEC_TABLE_SIZE = 12;
 // ---------------------------------------------------------------------------------------------
 // DEVICE_FEATURE (spec; vfio.h struct vfio_device_feature)
 // ---------------------------------------------------------------------------------------------
-export const vfio_user_device_feature = { SIZEOF: 8, argsz: 0, flags: 4, data: 8 } as const;
+export const vfio_user_device_feature = vfio_device_feature;
 
 export const VfioUserFeatureFlags = {
   MASK: 0xffff,
@@ -345,10 +386,15 @@ export const VfioUserFeature = {
 } as const;
 
 /** Data of VFIO_DEVICE_FEATURE_MIGRATION: u64 flags. */
-export const vfio_user_feature_migration = { SIZEOF: 8, flags: 0 } as const;
+export const vfio_user_feature_migration = layout('vfio_user_feature_migration', 8, 'vfio-user', {
+  flags: field(0, 'u64'),
+});
 export const VfioUserMigrationFlags = { STOP_COPY: 1 << 0, P2P: 1 << 1, PRE_COPY: 1 << 2 } as const;
 /** Data of VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE: u32 device_state, u32 data_fd (unused). */
-export const vfio_user_feature_mig_state = { SIZEOF: 8, device_state: 0, data_fd: 4 } as const;
+export const vfio_user_feature_mig_state = layout('vfio_user_feature_mig_state', 8, 'vfio-user', {
+  device_state: field(0, 'u32'),
+  data_fd: field(4, 'u32'),
+});
 export const VfioUserMigState = {
   ERROR: 0,
   STOP: 1,
@@ -360,27 +406,32 @@ export const VfioUserMigState = {
   PRE_COPY_P2P: 7,
 } as const;
 /** Data of DMA_LOGGING_START: page_size u64, num_ranges u32, reserved u32, ranges at 16. */
-export const vfio_user_dma_logging_control = {
-  SIZEOF: 16,
-  page_size: 0,
-  num_ranges: 8,
-  reserved: 12,
-  ranges: 16,
-} as const;
-export const vfio_user_dma_logging_range = { SIZEOF: 16, iova: 0, length: 8 } as const;
+export const vfio_user_dma_logging_control = layout('vfio_user_dma_logging_control', 16, 'vfio-user', {
+  page_size: field(0, 'u64'),
+  num_ranges: field(8, 'u32'),
+  reserved: field(12, 'u32'),
+  ranges: bytes(16),
+});
+export const vfio_user_dma_logging_range = layout('vfio_user_dma_logging_range', 16, 'vfio-user', {
+  iova: field(0, 'u64'),
+  length: field(8, 'u64'),
+});
 /** Data of DMA_LOGGING_REPORT: iova, length, page_size (u64 each), then the bitmap at 24. */
-export const vfio_user_dma_logging_report = {
-  SIZEOF: 24,
-  iova: 0,
-  length: 8,
-  page_size: 16,
-  bitmap: 24,
-} as const;
+export const vfio_user_dma_logging_report = layout('vfio_user_dma_logging_report', 24, 'vfio-user', {
+  iova: field(0, 'u64'),
+  length: field(8, 'u64'),
+  page_size: field(16, 'u64'),
+  bitmap: bytes(24),
+});
 
 // ---------------------------------------------------------------------------------------------
 // MIG_DATA_READ / MIG_DATA_WRITE (spec; libvfio-user struct vfio_user_mig_data)
 // ---------------------------------------------------------------------------------------------
-export const vfio_user_mig_data = { SIZEOF: 8, argsz: 0, size: 4, data: 8 } as const;
+export const vfio_user_mig_data = layout('vfio_user_mig_data', 8, 'vfio-user', {
+  argsz: field(0, 'u32'),
+  size: field(4, 'u32'),
+  data: bytes(8),
+});
 
 // ---------------------------------------------------------------------------------------------
 // Message size limit
@@ -392,4 +443,4 @@ export const vfio_user_mig_data = { SIZEOF: 8, argsz: 0, size: 4, data: 8 } as c
  * (sizeof(VFIOUserDMARW) + 1 MiB = 1 MiB + 32).
  */
 export const VFIO_USER_DEFAULT_MAX_MSG_SIZE =
-  VFIO_USER_DEFAULT_MAX_DATA_XFER_SIZE + VFIO_USER_HEADER_SIZE + vfio_user_region_access.SIZEOF;
+  VFIO_USER_DEFAULT_MAX_DATA_XFER_SIZE + VFIO_USER_HEADER_SIZE + vfio_user_region_access.size;

@@ -2,10 +2,11 @@
  * The VFIO uAPI: constants and struct layouts of include/uapi/linux/vfio.h, plus the seed RFC's
  * additions (never merged) and vfio-ts's own extensions, each marked by its `origin`.
  *
- * Layouts are data: `test/abi/probe.test.ts` compiles a C program against the machine's
+ * Layouts are data (src/abi/layout.ts): `test/abi/probe.test.ts` compiles a C program against the machine's
  * <linux/vfio.h> and checks every `uapi` constant, `sizeof` and `offsetof` listed here.
- * Nothing in this file encodes or decodes; see src/wire/vfio.ts for that.
+ * Nothing in this file encodes or decodes; src/wire/vfio.ts does, by these layouts.
  */
+import { bytes, field, layout, type Origin, type StructLayout } from './layout.js';
 
 // ---------------------------------------------------------------------------------------------
 // ioctl numbers. vfio.h: "#define VFIO_TYPE (';')", "#define VFIO_BASE 100"; every VFIO ioctl is
@@ -184,57 +185,27 @@ export function aliasRegionBar(type: number, subtype: number): number | undefine
 }
 
 // ---------------------------------------------------------------------------------------------
-// Struct layouts
+// Struct layouts (the shape is src/abi/layout.ts; src/wire/struct.ts reads and writes by them)
 // ---------------------------------------------------------------------------------------------
-/** `cap` is an embedded struct vfio_info_cap_header (8 bytes). */
-export type FieldType = 'u8' | 'u16' | 'u32' | 's32' | 'u64' | 'cap';
-export interface Field {
-  readonly offset: number;
-  readonly type: FieldType;
-  /** The first kernel header that has the field (absent: every supported header). */
-  readonly since?: HeaderVersion;
-}
-/** The uAPI headers vfio-ts is checked against (Debian bookworm's 6.1, trixie-backports' 7.3). */
-export type HeaderVersion = '6.1' | '7.3';
-/** Where a definition comes from: merged uAPI, the seed RFC, the unmerged DMA_BUF attr, or us. */
-export type Origin = 'uapi' | 'uapi-6.19' | 'rfc' | 'proposed' | 'vfio-ts';
-export interface StructLayout<F extends string = string> {
-  /** C name, e.g. `vfio_region_info` (without `struct`). */
-  readonly name: string;
-  readonly size: number;
-  readonly fields: { readonly [K in F]: Field };
-  readonly origin: Origin;
-  /** sizeof where a header differs from `size` (structs that grew). */
-  readonly sizes?: Partial<Record<HeaderVersion, number>>;
-}
-
-/** sizeof(struct) as a given header defines it. */
-export function sizeIn(l: StructLayout, header: HeaderVersion): number {
-  return l.sizes?.[header] ?? l.size;
-}
-
-function layout<F extends string>(
-  name: string,
-  size: number,
-  origin: Origin,
-  fields: { readonly [K in F]: Field },
-  sizes?: Partial<Record<HeaderVersion, number>>,
-): StructLayout<F> {
-  return sizes ? { name, size, fields, origin, sizes } : { name, size, fields, origin };
-}
-const f = (offset: number, type: FieldType, since?: HeaderVersion): Field =>
-  since ? { offset, type, since } : { offset, type };
+export {
+  type Field,
+  type FieldType,
+  type HeaderVersion,
+  type Origin,
+  type StructLayout,
+  sizeIn,
+} from './layout.js';
 
 /** vfio.h: struct vfio_info_cap_header */
 export const vfio_info_cap_header = layout('vfio_info_cap_header', 8, 'uapi', {
-  id: f(0, 'u16'),
-  version: f(2, 'u16'),
-  next: f(4, 'u32'),
+  id: field(0, 'u16'),
+  version: field(2, 'u16'),
+  next: field(4, 'u32'),
 });
 
 export const vfio_group_status = layout('vfio_group_status', 8, 'uapi', {
-  argsz: f(0, 'u32'),
-  flags: f(4, 'u32'),
+  argsz: field(0, 'u32'),
+  flags: field(4, 'u32'),
 });
 
 /**
@@ -246,12 +217,12 @@ export const vfio_device_info = layout(
   20,
   'uapi',
   {
-    argsz: f(0, 'u32'),
-    flags: f(4, 'u32'),
-    num_regions: f(8, 'u32'),
-    num_irqs: f(12, 'u32'),
-    cap_offset: f(16, 'u32'),
-    pad: f(20, 'u32', '7.3'),
+    argsz: field(0, 'u32'),
+    flags: field(4, 'u32'),
+    num_regions: field(8, 'u32'),
+    num_irqs: field(12, 'u32'),
+    cap_offset: field(16, 'u32'),
+    pad: field(20, 'u32', '7.3'),
   },
   { '7.3': 24 },
 );
@@ -263,101 +234,142 @@ export const vfio_device_info = layout(
  * (vfio_pci_core.c: vfio_pci_ioctl_get_region_info → vfio_info_add_capability).
  */
 export const vfio_region_info = layout('vfio_region_info', 32, 'uapi', {
-  argsz: f(0, 'u32'),
-  flags: f(4, 'u32'),
-  index: f(8, 'u32'),
-  cap_offset: f(12, 'u32'),
-  size: f(16, 'u64'),
-  offset: f(24, 'u64'),
+  argsz: field(0, 'u32'),
+  flags: field(4, 'u32'),
+  index: field(8, 'u32'),
+  cap_offset: field(12, 'u32'),
+  size: field(16, 'u64'),
+  offset: field(24, 'u64'),
 });
 
 export const vfio_region_sparse_mmap_area = layout('vfio_region_sparse_mmap_area', 16, 'uapi', {
-  offset: f(0, 'u64'),
-  size: f(8, 'u64'),
+  offset: field(0, 'u64'),
+  size: field(8, 'u64'),
 });
 
 export const vfio_region_info_cap_sparse_mmap = layout('vfio_region_info_cap_sparse_mmap', 16, 'uapi', {
-  header: f(0, 'cap'),
-  nr_areas: f(8, 'u32'),
-  reserved: f(12, 'u32'),
+  header: field(0, 'cap'),
+  nr_areas: field(8, 'u32'),
+  reserved: field(12, 'u32'),
+  areas: bytes(16),
 });
 
 export const vfio_region_info_cap_type = layout('vfio_region_info_cap_type', 16, 'uapi', {
-  header: f(0, 'cap'),
-  type: f(8, 'u32'),
-  subtype: f(12, 'u32'),
+  header: field(0, 'cap'),
+  type: field(8, 'u32'),
+  subtype: field(12, 'u32'),
 });
 
 export const vfio_irq_info = layout('vfio_irq_info', 16, 'uapi', {
-  argsz: f(0, 'u32'),
-  flags: f(4, 'u32'),
-  index: f(8, 'u32'),
-  count: f(12, 'u32'),
+  argsz: field(0, 'u32'),
+  flags: field(4, 'u32'),
+  index: field(8, 'u32'),
+  count: field(12, 'u32'),
 });
 
-/** vfio.h: struct vfio_irq_set; `data` (u8 bools or s32 eventfds) follows at 20. */
+/** vfio.h: struct vfio_irq_set; `data` holds u8 bools or s32 eventfds. */
 export const vfio_irq_set = layout('vfio_irq_set', 20, 'uapi', {
-  argsz: f(0, 'u32'),
-  flags: f(4, 'u32'),
-  index: f(8, 'u32'),
-  start: f(12, 'u32'),
-  count: f(16, 'u32'),
+  argsz: field(0, 'u32'),
+  flags: field(4, 'u32'),
+  index: field(8, 'u32'),
+  start: field(12, 'u32'),
+  count: field(16, 'u32'),
+  data: bytes(20),
 });
 
-/** vfio.h: struct vfio_device_feature; `data` follows at 8. */
-export const vfio_device_feature = layout('vfio_device_feature', 8, 'uapi', {
-  argsz: f(0, 'u32'),
-  flags: f(4, 'u32'),
+/** vfio.h: struct vfio_pci_hot_reset_info; `devices` (or group dependencies) follow. */
+export const vfio_pci_hot_reset_info = layout('vfio_pci_hot_reset_info', 12, 'uapi', {
+  argsz: field(0, 'u32'),
+  flags: field(4, 'u32'),
+  count: field(8, 'u32'),
+  devices: bytes(12),
 });
+
+/** vfio.h: struct vfio_pci_hot_reset; `group_fds` (s32) follow. */
+export const vfio_pci_hot_reset = layout('vfio_pci_hot_reset', 12, 'uapi', {
+  argsz: field(0, 'u32'),
+  flags: field(4, 'u32'),
+  count: field(8, 'u32'),
+  group_fds: bytes(12),
+});
+
+/**
+ * vfio.h: struct vfio_device_ioeventfd. 32 bytes in both headers: 6.1's ends in padding after
+ * `fd`, which 7.3's names `reserved`.
+ */
+export const vfio_device_ioeventfd = layout('vfio_device_ioeventfd', 32, 'uapi', {
+  argsz: field(0, 'u32'),
+  flags: field(4, 'u32'),
+  offset: field(8, 'u64'),
+  data: field(16, 'u64'),
+  fd: field(24, 's32'),
+  reserved: field(28, 'u32', '7.3'),
+});
+
+/** vfio.h: struct vfio_device_feature; the feature's `data` follows. */
+export const vfio_device_feature = layout('vfio_device_feature', 8, 'uapi', {
+  argsz: field(0, 'u32'),
+  flags: field(4, 'u32'),
+  data: bytes(8),
+});
+
+/** vfio.h: data of VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY_WITH_WAKEUP. */
+export const vfio_device_low_power_entry_with_wakeup = layout(
+  'vfio_device_low_power_entry_with_wakeup',
+  8,
+  'uapi',
+  { wakeup_eventfd: field(0, 's32'), reserved: field(4, 'u32') },
+);
 
 export const vfio_region_dma_range = layout('vfio_region_dma_range', 16, 'uapi-6.19', {
-  offset: f(0, 'u64'),
-  length: f(8, 'u64'),
+  offset: field(0, 'u64'),
+  length: field(8, 'u64'),
 });
 
-/** vfio.h (6.19+): struct vfio_device_feature_dma_buf; `dma_ranges[]` follow at 16. */
+/** vfio.h (6.19+): struct vfio_device_feature_dma_buf; `dma_ranges[]` follow. */
 export const vfio_device_feature_dma_buf = layout('vfio_device_feature_dma_buf', 16, 'uapi-6.19', {
-  region_index: f(0, 'u32'),
-  open_flags: f(4, 'u32'),
-  flags: f(8, 'u32'),
-  nr_ranges: f(12, 'u32'),
+  region_index: field(0, 'u32'),
+  open_flags: field(4, 'u32'),
+  flags: field(8, 'u32'),
+  nr_ranges: field(12, 'u32'),
+  dma_ranges: bytes(16),
 });
 
 /** Seed RFC: struct vfio_region_flags { __u32 index; __u32 flags; }. */
 export const vfio_region_flags = layout('vfio_region_flags', 8, 'rfc', {
-  index: f(0, 'u32'),
-  flags: f(4, 'u32'),
+  index: field(0, 'u32'),
+  flags: field(4, 'u32'),
 });
 
 /** vfio-ts: data of VFIO_TS_FEATURE_MMAP_COOKIE (docs/wc-uapi.md). */
 export const vfio_ts_mmap_cookie = layout('vfio_ts_mmap_cookie', 24, 'vfio-ts', {
-  region_index: f(0, 'u32'),
-  flags: f(4, 'u32'),
-  offset: f(8, 'u64'),
-  size: f(16, 'u64'),
+  region_index: field(0, 'u32'),
+  flags: field(4, 'u32'),
+  offset: field(8, 'u64'),
+  size: field(16, 'u64'),
 });
 
 /** vfio-ts: data of VFIO_TS_FEATURE_ALIAS_REGION (docs/wc-uapi.md). */
 export const vfio_ts_alias_region = layout('vfio_ts_alias_region', 16, 'vfio-ts', {
-  region_index: f(0, 'u32'),
-  flags: f(4, 'u32'),
-  alias_index: f(8, 'u32'),
-  reserved: f(12, 'u32'),
+  region_index: field(0, 'u32'),
+  flags: field(4, 'u32'),
+  alias_index: field(8, 'u32'),
+  reserved: field(12, 'u32'),
 });
 
 export const vfio_iommu_type1_dma_map = layout('vfio_iommu_type1_dma_map', 32, 'uapi', {
-  argsz: f(0, 'u32'),
-  flags: f(4, 'u32'),
-  vaddr: f(8, 'u64'),
-  iova: f(16, 'u64'),
-  size: f(24, 'u64'),
+  argsz: field(0, 'u32'),
+  flags: field(4, 'u32'),
+  vaddr: field(8, 'u64'),
+  iova: field(16, 'u64'),
+  size: field(24, 'u64'),
 });
 
 export const vfio_iommu_type1_dma_unmap = layout('vfio_iommu_type1_dma_unmap', 24, 'uapi', {
-  argsz: f(0, 'u32'),
-  flags: f(4, 'u32'),
-  iova: f(8, 'u64'),
-  size: f(16, 'u64'),
+  argsz: field(0, 'u32'),
+  flags: field(4, 'u32'),
+  iova: field(8, 'u64'),
+  size: field(16, 'u64'),
 });
 
 /**
@@ -411,7 +423,11 @@ export const ALL_LAYOUTS: readonly StructLayout[] = [
   vfio_region_info_cap_type,
   vfio_irq_info,
   vfio_irq_set,
+  vfio_pci_hot_reset_info,
+  vfio_pci_hot_reset,
+  vfio_device_ioeventfd,
   vfio_device_feature,
+  vfio_device_low_power_entry_with_wakeup,
   vfio_region_dma_range,
   vfio_device_feature_dma_buf,
   vfio_region_flags,

@@ -21,7 +21,7 @@ import { type DeviceReport, describeDevice } from '../driver/describe.js';
 import { VfioDevice } from '../driver/device.js';
 import type { VfioDeviceFile } from '../driver/file.js';
 import { MalformedError, VfioError } from '../errors.js';
-import type { RegionCap } from '../wire/vfio.js';
+import type { VfioRegionCap } from '../wire/vfio.js';
 
 export interface Output {
   log(line: string): void;
@@ -143,7 +143,7 @@ export async function collectInfo(dev: VfioDevice, target: string): Promise<Info
 }
 
 /** BAR0..5, ROM, CONFIG, VGA; a WC alias region by the BAR its type capability names. */
-export function regionLabel(index: number, caps: readonly RegionCap[]): string {
+export function regionLabel(index: number, caps: readonly VfioRegionCap[]): string {
   if (index < PCI_STD_NUM_BARS) return `BAR${index}`;
   if (index === VFIO_PCI_ROM_REGION_INDEX) return 'ROM';
   if (index === VFIO_PCI_CONFIG_REGION_INDEX) return 'CONFIG';
@@ -183,7 +183,7 @@ export function sizeText(size: bigint): string {
   return size.toString();
 }
 
-function capLines(c: RegionCap): string[] {
+function capLines(c: VfioRegionCap): string[] {
   switch (c.kind) {
     case 'sparse-mmap':
       return [

@@ -30,18 +30,26 @@ import {
   VFIO_IRQ_SET_DATA_EVENTFD,
   VFIO_IRQ_SET_DATA_TYPE_MASK,
   VFIO_TS_FEATURE_MMAP_COOKIE,
-  vfio_device_info,
-  vfio_irq_info,
-  vfio_irq_set,
-  vfio_region_info,
-  vfio_ts_mmap_cookie,
 } from '../abi/vfio.js';
 import { VfioUserCommand as C } from '../abi/vfio-user.js';
 import type { MemoryAttribute } from '../core/device.js';
 import { PAGE_SIZE, roundUp } from '../core/offsets.js';
+import { copyArgsz, need } from '../core/uaccess.js';
 import { fail } from '../errors.js';
 import { closeFd } from '../native/index.js';
-import { decodeIrqSet as decodeVfioIrqSet, putU32, putU64, u32, u64 } from '../wire/vfio.js';
+import {
+  decodeMmapCookie,
+  decodeVfioIrqSet,
+  deviceFeatureStruct,
+  deviceInfoStruct,
+  dmaBufStruct,
+  dmaRangeStruct,
+  FEATURE_DATA,
+  irqInfoStruct,
+  irqSetStruct,
+  mmapCookieStruct,
+  regionInfoStruct,
+} from '../wire/vfio.js';
 import {
   decodeDeviceInfo,
   decodeIrqInfo,
@@ -95,21 +103,17 @@ export async function ioctl(ctx: IoctlContext, request: number, arg: Uint8Array)
 /** vfio_pci_ioctl_get_info's checks, then DEVICE_GET_INFO (16 bytes: no cap_offset on the wire). */
 async function getInfo(ctx: IoctlContext, arg: Uint8Array): Promise<number> {
   const op = 'VFIO_DEVICE_GET_INFO';
-  const minsz = 16;
-  need(arg, minsz, op);
-  const argsz = u32(arg, 0);
-  if (argsz < minsz) fail(Errno.EINVAL, op, `argsz ${argsz} < ${minsz}`);
-  const out = Math.min(argsz, vfio_device_info.size);
+  const argsz = copyArgsz(arg, deviceInfoStruct, deviceInfoStruct.endOf('num_irqs'), op);
+  const out = Math.min(argsz, deviceInfoStruct.size);
   need(arg, out, op);
   const r = await ctx.conn.request(C.DEVICE_GET_INFO, [
     encodeDeviceInfo({ argsz: 16, flags: 0, numRegions: 0, numIrqs: 0 }),
   ]);
   closeFds(r.fds);
   const d = decodeOrProto(op, () => decodeDeviceInfo(r.payload, 'reply'));
-  putU32(arg, 4, d.flags);
-  putU32(arg, 8, d.numRegions);
-  putU32(arg, 12, d.numIrqs);
-  if (out >= 20) putU32(arg, 16, 0);
+  deviceInfoStruct.write(arg, { flags: d.flags, num_regions: d.numRegions, num_irqs: d.numIrqs });
+  // copy_to_user of min(argsz, sizeof): cap_offset reads back 0 when it is copied at all.
+  if (out >= deviceInfoStruct.endOf('cap_offset')) deviceInfoStruct.set(arg, 'cap_offset', 0);
   return 0;
 }
 
@@ -120,32 +124,27 @@ async function getInfo(ctx: IoctlContext, arg: Uint8Array): Promise<number> {
  */
 async function getRegionInfo(ctx: IoctlContext, arg: Uint8Array): Promise<number> {
   const op = 'VFIO_DEVICE_GET_REGION_INFO';
-  const minsz = vfio_region_info.size;
-  need(arg, minsz, op);
-  const argsz = u32(arg, 0);
-  if (argsz < minsz) fail(Errno.EINVAL, op, `argsz ${argsz} < ${minsz}`);
-  const index = u32(arg, 8);
+  const argsz = copyArgsz(arg, regionInfoStruct, regionInfoStruct.size, op);
+  const index = regionInfoStruct.get(arg, 'index');
   const { payload } = await ctx.regions.fetch(index, Math.min(argsz, MAX_REGION_INFO_REPLY));
   const n = Math.min(payload.length, argsz);
   need(arg, n, op);
   arg.set(payload.subarray(0, n));
-  putU64(arg, 24, regionBase(index));
+  regionInfoStruct.set(arg, 'offset', regionBase(index));
   return 0;
 }
 
 async function getIrqInfo(ctx: IoctlContext, arg: Uint8Array): Promise<number> {
   const op = 'VFIO_DEVICE_GET_IRQ_INFO';
-  const minsz = vfio_irq_info.size;
-  need(arg, minsz, op);
-  if (u32(arg, 0) < minsz) fail(Errno.EINVAL, op, 'argsz');
-  const index = u32(arg, 8);
+  const minsz = irqInfoStruct.size;
+  copyArgsz(arg, irqInfoStruct, minsz, op);
+  const index = irqInfoStruct.get(arg, 'index');
   const r = await ctx.conn.request(C.DEVICE_GET_IRQ_INFO, [
     encodeIrqInfo({ argsz: minsz, flags: 0, index, count: 0 }),
   ]);
   closeFds(r.fds);
   const q = decodeOrProto(op, () => decodeIrqInfo(r.payload, 'reply'));
-  putU32(arg, 4, q.flags);
-  putU32(arg, 12, q.count);
+  irqInfoStruct.write(arg, { flags: q.flags, count: q.count });
   return 0;
 }
 
@@ -157,7 +156,7 @@ async function getIrqInfo(ctx: IoctlContext, arg: Uint8Array): Promise<number> {
  */
 async function setIrqs(ctx: IoctlContext, arg: Uint8Array): Promise<number> {
   const op = 'VFIO_DEVICE_SET_IRQS';
-  const minsz = vfio_irq_set.size;
+  const minsz = irqSetStruct.size;
   need(arg, minsz, op);
   const { argsz, flags, index, start, count } = decodeVfioIrqSet(arg);
   // vfio_set_irqs_validate_and_prepare
@@ -219,10 +218,8 @@ async function setIrqs(ctx: IoctlContext, arg: Uint8Array): Promise<number> {
  */
 async function feature(ctx: IoctlContext, arg: Uint8Array): Promise<number> {
   const op = 'VFIO_DEVICE_FEATURE';
-  need(arg, 8, op);
-  const argsz = u32(arg, 0);
-  const flags = u32(arg, 4);
-  if (argsz < 8) fail(Errno.EINVAL, op, 'argsz');
+  const argsz = copyArgsz(arg, deviceFeatureStruct, FEATURE_DATA, op);
+  const flags = deviceFeatureStruct.get(arg, 'flags');
   const feature = flags & VFIO_DEVICE_FEATURE_MASK;
   const probe = (flags & VFIO_DEVICE_FEATURE_PROBE) !== 0;
   const get = (flags & VFIO_DEVICE_FEATURE_GET) !== 0;
@@ -231,43 +228,43 @@ async function feature(ctx: IoctlContext, arg: Uint8Array): Promise<number> {
   let release: ClientCookie | undefined;
   if (feature === VFIO_TS_FEATURE_MMAP_COOKIE && set && !probe && !get) {
     // Our cookie offsets are our own: name the server's cookie instead (vfio-user-wc.md §3).
-    need(arg, 8 + vfio_ts_mmap_cookie.size, op);
+    need(arg, FEATURE_DATA + mmapCookieStruct.size, op);
     release =
-      ctx.offsets.cookieAt(u64(arg, 8 + 8)) ??
+      ctx.offsets.cookieAt(decodeMmapCookie(arg).offset) ??
       fail(Errno.EINVAL, 'VFIO_TS_FEATURE_MMAP_COOKIE', 'no such cookie');
-    putU64(payload, 8 + 8, release.serverOffset);
+    mmapCookieStruct.set(payload, 'offset', release.serverOffset, FEATURE_DATA);
   }
   const r = await ctx.conn.request(C.DEVICE_FEATURE, [payload]);
   let kept: number | undefined;
   try {
     if (r.fds.length > 1) fail(Errno.EPROTO, op, `${r.fds.length} fds on one reply`);
-    if (r.payload.length < 8) fail(Errno.EPROTO, op, `reply of ${r.payload.length} bytes`);
-    const data = r.payload.subarray(8);
-    const room = arg.subarray(8);
+    if (r.payload.length < FEATURE_DATA) fail(Errno.EPROTO, op, `reply of ${r.payload.length} bytes`);
+    const data = r.payload.subarray(FEATURE_DATA);
+    const room = arg.subarray(FEATURE_DATA);
     room.set(data.subarray(0, Math.min(data.length, room.length)));
     if (release) {
-      putU64(arg, 8 + 8, release.base);
+      mmapCookieStruct.set(arg, 'offset', release.base, FEATURE_DATA);
       ctx.offsets.release(release);
       return 0;
     }
     if (probe || !get) return 0;
     if (feature === VFIO_DEVICE_FEATURE_DMA_BUF) {
       kept = r.fds[0] ?? fail(Errno.EPROTO, op, 'DMA_BUF reply without an fd');
-      ctx.dmabufs.set(kept, parseDmaBuf(arg.subarray(8)));
+      ctx.dmabufs.set(kept, parseDmaBuf(arg.subarray(FEATURE_DATA)));
       return kept;
     }
     if (feature === VFIO_TS_FEATURE_MMAP_COOKIE) {
       kept = r.fds[0] ?? fail(Errno.EPROTO, op, 'MMAP_COOKIE reply without an fd');
-      need(arg, 8 + vfio_ts_mmap_cookie.size, op);
-      const attr = u32(arg, 12) & VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_MASK;
+      need(arg, FEATURE_DATA + mmapCookieStruct.size, op);
+      const got = decodeMmapCookie(arg);
       const cookie = ctx.offsets.addCookie({
-        size: roundUp(u64(arg, 8 + 16), PAGE_SIZE),
-        serverOffset: u64(arg, 8 + 8),
-        bar: u32(arg, 8),
-        attribute: attr === VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_WC ? 'wc' : 'uc',
+        size: roundUp(got.size, PAGE_SIZE),
+        serverOffset: got.offset,
+        bar: got.region_index,
+        attribute: attributeOf(got.flags),
         fd: kept,
       });
-      putU64(arg, 8 + 8, cookie.base);
+      mmapCookieStruct.set(arg, 'offset', cookie.base, FEATURE_DATA);
       return 0;
     }
     return 0;
@@ -279,19 +276,21 @@ async function feature(ctx: IoctlContext, arg: Uint8Array): Promise<number> {
   }
 }
 
-/** copy_from_user/copy_to_user of more than the buffer holds: EFAULT. */
-function need(buf: Uint8Array, size: number, op: string): void {
-  if (buf.length < size) fail(Errno.EFAULT, op, `buffer of ${buf.length} bytes, ${size} needed`);
-}
-
 /** struct vfio_device_feature_dma_buf as sent: the ranges and attribute the fd stands for. */
 function parseDmaBuf(data: Uint8Array): DmaBuf {
-  const nr = u32(data, 12);
+  const head = dmaBufStruct.read(data);
+  const first = dmaBufStruct.offsetOf('dma_ranges');
   const ranges: { offset: bigint; length: bigint }[] = [];
-  for (let i = 0; i < nr && 32 + 16 * i <= data.length; i++)
-    ranges.push({ offset: u64(data, 16 + 16 * i), length: u64(data, 24 + 16 * i) });
-  const attr = u32(data, 8) & VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_MASK;
-  return { bar: u32(data, 0), ranges, attribute: attr === VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_WC ? 'wc' : 'uc' };
+  for (let i = 0; i < head.nr_ranges && first + dmaRangeStruct.size * (i + 1) <= data.length; i++)
+    ranges.push(dmaRangeStruct.read(data, first + dmaRangeStruct.size * i));
+  return { bar: head.region_index, ranges, attribute: attributeOf(head.flags) };
+}
+
+/** The ATTR field of a WC request (DMA_BUF flags, cookie flags): WC, or UC for anything else. */
+function attributeOf(flags: number): MemoryAttribute {
+  return (flags & VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_MASK) === VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_WC
+    ? 'wc'
+    : 'uc';
 }
 
 function isOpenFd(fd: number): boolean {

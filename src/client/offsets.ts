@@ -11,8 +11,8 @@
  */
 import { Errno } from '../abi/errno.js';
 import { PCI_STD_NUM_BARS, VFIO_PCI_NUM_REGIONS, VFIO_PCI_OFFSET_SHIFT } from '../abi/vfio.js';
+import type { Cookie } from '../core/handles.js';
 import { OffsetSpace, type Range } from '../core/offsets.js';
-import type { Cookie } from '../core/wc.js';
 import { fail } from '../errors.js';
 import { closeFd } from '../native/index.js';
 

@@ -17,7 +17,8 @@ import { Errno } from '../abi/errno.js';
 import * as P from '../abi/pci.js';
 import { VfioError } from '../errors.js';
 import { buildDeviceConfig, type DeviceConfigLayout } from './config/layout.js';
-import { basicPerms, expPerms, msiPerms, type PermBits, pmPerms } from './config/perms.js';
+import { type Area, capArea, getLE, mask, setLE, UNASSIGNED } from './config/map.js';
+import { basicPerms } from './config/perms.js';
 import type { DeviceDescription } from './description.js';
 
 export type { BarLayout, CapLayout, DeviceConfigLayout } from './config/layout.js';
@@ -75,32 +76,6 @@ export interface MsixState {
   readonly pbaOffset: number;
 }
 
-type AreaKind = 'basic' | 'pm' | 'msi' | 'exp' | 'msix' | 'unassigned';
-
-/** One entry of vfio's pci_config_map: the owner of a run of config bytes. */
-interface Area {
-  readonly kind: AreaKind;
-  readonly start: number;
-  readonly length: number;
-  readonly perm: PermBits | undefined;
-}
-
-const UNASSIGNED: Area = { kind: 'unassigned', start: 0, length: 0, perm: undefined };
-
-function mask(count: number): number {
-  return count === 4 ? 0xffffffff : (1 << (count * 8)) - 1;
-}
-
-function getLE(buf: Uint8Array, pos: number, count: number): number {
-  let v = 0;
-  for (let i = count - 1; i >= 0; i--) v = (v << 8) | buf[pos + i]!;
-  return v >>> 0;
-}
-
-function setLE(buf: Uint8Array, pos: number, count: number, val: number): void {
-  for (let i = 0; i < count; i++) buf[pos + i] = (val >>> (8 * i)) & 0xff;
-}
-
 /** fls(nvec * 2 - 1) - 1: log2 of nvec rounded up (vfio_pci_intrs.c: vfio_msi_enable). */
 function qmaxFor(nvec: number): number {
   return 31 - Math.clz32(nvec * 2 - 1);
@@ -144,35 +119,11 @@ export class ConfigSpace {
     const basic: Area = { kind: 'basic', start: 0, length: P.PCI_STD_HEADER_SIZEOF, perm: basicPerms() };
     this.areaOf.fill(basic, 0, P.PCI_STD_HEADER_SIZEOF);
     for (const cap of this.layout.caps) {
-      const area = this.capArea(cap.id, cap.offset);
+      const area = capArea(this.layout.bytes, cap.id, cap.offset);
       this.capStart.set(cap.id, cap.offset);
       this.areaOf.fill(area, area.start, area.start + area.length);
     }
     this.initState();
-  }
-
-  /** The capability's area as vfio_cap_init maps it (lengths from pci_cap_length / vfio_cap_len). */
-  private capArea(id: number, start: number): Area {
-    const flags = getLE(this.layout.bytes, start + P.PCI_CAP_FLAGS, 2);
-    switch (id) {
-      case P.PCI_CAP_ID_PM:
-        return { kind: 'pm', start, length: P.PCI_PM_SIZEOF, perm: pmPerms() };
-      case P.PCI_CAP_ID_MSI: {
-        // vfio_msi_cap_len
-        let len = 10;
-        if (flags & P.PCI_MSI_FLAGS_64BIT) len += 4;
-        if (flags & P.PCI_MSI_FLAGS_MASKBIT) len += 10;
-        return { kind: 'msi', start, length: len, perm: msiPerms(len, flags) };
-      }
-      case P.PCI_CAP_ID_EXP:
-        // vfio_cap_len: a version 2 endpoint with a link ends at PCI_CAP_EXP_ENDPOINT_SIZEOF_V2;
-        // the slot registers after it are left unassigned (raw access to the device).
-        return { kind: 'exp', start, length: P.PCI_CAP_EXP_ENDPOINT_SIZEOF_V2, perm: expPerms() };
-      default:
-        // MSI-X: pci_cap_length[PCI_CAP_ID_MSIX]; its perms stay the default cap_perms entry,
-        // which is vfio_direct_config_read and no write function at all.
-        return { kind: 'msix', start, length: P.PCI_CAP_MSIX_SIZEOF, perm: undefined };
-    }
   }
 
   /** vfio_pci_core_enable + vfio_config_init: the device as opened, vconfig copied from it. */
@@ -530,7 +481,7 @@ export class ConfigSpace {
 
   /**
    * __vfio_pci_memory_enabled: the memory enable bit vfio last saw written (kept in vconfig)
-   * and the function not in D3hot. When false, BAR pread/pwrite fail with EIO (VfioPciDevice.barRw)
+   * and the function not in D3hot. When false, BAR pread/pwrite fail with EIO (rdwr.ts: RegionAccess)
    * and the ROM with ENOMEM; the kernel's mmaps fault, the model's keep their memory.
    */
   get memoryEnabled(): boolean {

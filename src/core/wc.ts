@@ -1,12 +1,12 @@
 /**
  * The write-combining request paths of the seed thread (docs/wc-uapi.md), kept apart from the
- * vfio-pci uAPI proper in device.ts. Each path only validates a request and records a mapping
- * handle — (BAR, range, attribute) — where mmap will find it:
- *   1. RFC: SET_REGION_FLAGS flips a BAR's default attribute (barWriteCombine);
+ * vfio-pci uAPI proper. Each path decodes its request, asks the one gate (`grantWc`) whether the
+ * BAR may be mapped WC, and records a mapping handle in the one table (mmap.ts), where mmap finds
+ * it:
+ *   1. RFC: SET_REGION_FLAGS flips the attribute of a BAR's own region offset;
  *   2. cookies: a new offset of the device fd bound to (BAR, attribute);
  *   3. alias regions: a device-specific region whose offset maps the BAR WC;
  *   4. DMA_BUF: an fd naming BAR ranges with an attribute.
- * device.ts's mappingSource()/mmap()/mmapDmaBuf() is the one place any of them becomes a mapping.
  */
 import { Errno } from '../abi/errno.js';
 import {
@@ -15,29 +15,28 @@ import {
   VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_UC,
   VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_WC,
   VFIO_DEVICE_FEATURE_GET,
-  VFIO_DEVICE_FEATURE_PROBE,
   VFIO_DEVICE_FEATURE_SET,
   VFIO_PCI_NUM_REGIONS,
   VFIO_PCI_OFFSET_SHIFT,
   VFIO_PCI_ROM_REGION_INDEX,
   VFIO_REGION_FLAG_WRITE_COMBINE,
   VFIO_TS_MMAP_COOKIE_FLAG_RELEASE,
-  VFIO_TS_REGION_SUBTYPE_BAR0_WC,
-  VFIO_TS_REGION_TYPE_ALIAS,
-  vfio_device_feature_dma_buf,
-  vfio_region_flags,
-  vfio_ts_alias_region,
-  vfio_ts_mmap_cookie,
 } from '../abi/vfio.js';
 import { fail } from '../errors.js';
-import { putU32, putU64, type RegionCap, u32, u64 } from '../wire/vfio.js';
-import type { BarDescription } from './description.js';
-import type { SharedMemory } from './env.js';
-import { type OffsetSpace, PAGE_SIZE, roundUp } from './offsets.js';
+import {
+  aliasRegionStruct,
+  dmaBufStruct,
+  dmaRangeStruct,
+  mmapCookieStruct,
+  regionFlagsStruct,
+} from '../wire/vfio.js';
+import type { BarRange, MemoryAttribute } from './handles.js';
+import type { MappingTable } from './mmap.js';
+import { PAGE_SIZE, roundUp } from './offsets.js';
+import type { RegionTable } from './regions.js';
+import { checkFeature, need } from './uaccess.js';
 
-export type MemoryAttribute = 'uc' | 'wc';
-/** Which front door a mapping came through. */
-export type MappingPath = 'region' | 'rfc-region-flags' | 'cookie' | 'alias-region' | 'dma-buf';
+export type { MappingPath, MemoryAttribute } from './handles.js';
 
 /** Which of the write-combining request paths the device offers (all by default). */
 export interface Extensions {
@@ -53,32 +52,14 @@ export interface Extensions {
 export const ALL_EXTENSIONS: Extensions = { rfc: true, cookies: true, alias: true, dmabufWc: true };
 export const NO_EXTENSIONS: Extensions = { rfc: false, cookies: false, alias: false, dmabufWc: false };
 
-export interface Cookie {
-  readonly base: bigint;
-  readonly size: bigint;
-  readonly bar: number;
-  readonly attribute: MemoryAttribute;
-  released: boolean;
-  mappings: number;
+/** The device's WC policy and limits (DeviceOptions). */
+export interface WcPolicy {
+  readonly extensions: Extensions;
+  /** WC only on prefetchable memory BARs (the RFC's rule); `false` allows any memory BAR. */
+  readonly wcRequiresPrefetch: boolean;
+  /** Most live cookies (MAX_MMAP_COOKIES unless configured). */
+  readonly maxCookies: number;
 }
-
-export interface DmaBufRange {
-  readonly offset: bigint;
-  readonly length: bigint;
-}
-
-export interface DmaBuf {
-  readonly fd: number;
-  readonly bar: number;
-  readonly ranges: readonly DmaBufRange[];
-  readonly size: bigint;
-  readonly attribute: MemoryAttribute;
-  /** Opened O_RDWR (open_flags): a writable shared mapping of a read-only fd is EACCES. */
-  readonly writable: boolean;
-}
-
-/** Who owns an offset of the device fd. */
-export type OffsetOwner = { kind: 'region'; region: number } | { kind: 'cookie'; cookie: Cookie };
 
 /**
  * Alias regions take indexes 9..14 (one per BAR); under the kernel encoding their windows are
@@ -98,75 +79,53 @@ export const KMALLOC_MAX_SIZE = 4 << 20;
  * EFAULT. The model's "user memory" is the ioctl buffer, so its length bounds the work (and a
  * vfio-user request is bounded by MAX_FEATURE_PAYLOAD before it gets here).
  */
-export const MAX_DMABUF_RANGES = KMALLOC_MAX_SIZE / 16;
+export const MAX_DMABUF_RANGES = KMALLOC_MAX_SIZE / dmaRangeStruct.size;
 /**
  * Default most mmap cookies one device holds at once (released-but-still-mapped ones included;
  * DeviceOptions.maxMmapCookies, `vfio-ts serve --max-mmap-cookies`). Each cookie costs memory and
  * offset space; past the limit a GET is ENOSPC, the errno the core uses for exhausted offset space.
  */
 export const MAX_MMAP_COOKIES = 4096;
-
-/** What the WC paths need of the device. */
-export interface WcHost {
-  readonly extensions: Extensions;
-  readonly offsets: OffsetSpace<OffsetOwner>;
-  readonly denseOffsets: boolean;
-  readonly wcRequiresPrefetch: boolean;
-  /** Most live cookies (MAX_MMAP_COOKIES unless configured). */
-  readonly maxCookies: number;
-  bar(i: number): BarDescription | undefined;
-  barMmapSupported(i: number): boolean;
-  memoryOf(bar: number): SharedMemory | undefined;
-  /** The mmap capability the BAR's own region carries (MSI-X: sparse areas or MSIX_MAPPABLE). */
-  barMmapCaps(bar: number): RegionCap[];
-  /** Index of BAR `bar`'s alias region, if one exists. */
-  aliasOf(bar: number): number | undefined;
-  /** Adds a device-specific region aliasing `bar` (MMAP only, with `caps`); returns its index. */
-  addAlias(bar: number, caps: RegionCap[], attribute: MemoryAttribute): number;
-  closeFd(fd: number): void;
-}
+/** open_flags' access mode (O_ACCMODE) and O_RDWR (include/uapi/asm-generic/fcntl.h). */
+const O_ACCMODE = 3;
+const O_RDWR = 2;
 
 export class WriteCombining {
-  /** RFC: vdev->bar_write_combine[] */
-  private readonly barWriteCombine = new Array<boolean>(PCI_STD_NUM_BARS).fill(false);
-  private readonly cookies = new Set<Cookie>();
-  private readonly dmabufs = new Map<number, DmaBuf>();
-
-  constructor(private readonly host: WcHost) {}
-
-  /** Attribute and path of a mapping through BAR `bar`'s own region offset (path 1). */
-  regionAttribute(bar: number): { attribute: MemoryAttribute; via: MappingPath } {
-    return this.barWriteCombine[bar]
-      ? { attribute: 'wc', via: 'rfc-region-flags' }
-      : { attribute: 'uc', via: 'region' };
-  }
+  constructor(
+    private readonly regions: RegionTable,
+    private readonly table: MappingTable,
+    private readonly policy: WcPolicy,
+  ) {}
 
   /**
-   * Whether WC may be requested for `bar`. Every path needs a memory BAR; the RFC path (and the
-   * others unless relaxed) also needs it prefetchable, following the RFC and the existing
-   * resourceN_wc convention (pci_create_resource_files).
+   * The one WC gate: every path asks it before it records a WC handle (docs/wc-uapi.md). WC needs
+   * a memory BAR the device lets userspace map, prefetchable unless `wcRequiresPrefetch: false`
+   * (the RFC's rule and the resourceN_wc convention of pci_create_resource_files(); the seed thread
+   * argues prefetch says nothing about WC safety, hence the option). EINVAL otherwise. UC is
+   * never refused here: each path keeps its own rules for UC.
+   *
+   * DMA_BUF asks it too, although the upstream series it models allows WC on any BAR it exports:
+   * one policy keeps the four paths comparable, and `wcRequiresPrefetch: false` is upstream's
+   * behaviour, for all of them at once.
    */
-  private checkWcAllowed(bar: number, attribute: MemoryAttribute, op: string, rfc: boolean): void {
-    if (attribute !== 'wc') return;
-    const b = this.host.bar(bar);
+  grantWc(bar: number, op: string): void {
+    const b = this.regions.bar(bar);
     if (!b || b.kind === 'io') fail(Errno.EINVAL, op, `BAR ${bar} is not a memory BAR`);
-    if (this.host.wcRequiresPrefetch && !b.prefetchable)
-      fail(Errno.EINVAL, op, `BAR ${bar} is not prefetchable${rfc ? '' : ' (wcRequiresPrefetch)'}`);
+    if (!this.regions.mmapSupported(bar)) fail(Errno.EINVAL, op, `BAR ${bar} cannot be mapped`);
+    if (this.policy.wcRequiresPrefetch && !b.prefetchable)
+      fail(Errno.EINVAL, op, `BAR ${bar} is not prefetchable (wcRequiresPrefetch)`);
   }
 
   // --- 1. the RFC --------------------------------------------------------------------------------
-  /** Seed RFC: vfio_pci_ioctl_set_region_flags. */
+  /** Seed RFC: vfio_pci_ioctl_set_region_flags. Clearing never fails for index < 6. */
   setRegionFlags(arg: Uint8Array): number {
     const op = 'VFIO_DEVICE_SET_REGION_FLAGS';
-    need(arg, vfio_region_flags.size, op);
-    const index = u32(arg, 0);
-    const flags = u32(arg, 4);
+    need(arg, regionFlagsStruct.size, op);
+    const { index, flags } = regionFlagsStruct.read(arg);
     if (index >= PCI_STD_NUM_BARS) fail(Errno.EINVAL, op, `index ${index}`);
-    if (flags & VFIO_REGION_FLAG_WRITE_COMBINE) {
-      // The RFC: !(res->flags & IORESOURCE_MEM) || !(res->flags & IORESOURCE_PREFETCH) → EINVAL.
-      this.checkWcAllowed(index, 'wc', op, true);
-      this.barWriteCombine[index] = true;
-    } else this.barWriteCombine[index] = false;
+    // The RFC: !(res->flags & IORESOURCE_MEM) || !(res->flags & IORESOURCE_PREFETCH) → EINVAL.
+    if (flags & VFIO_REGION_FLAG_WRITE_COMBINE) this.grantWc(index, op);
+    this.table.setRegionAttribute(index, flags & VFIO_REGION_FLAG_WRITE_COMBINE ? 'wc' : 'uc');
     return 0;
   }
 
@@ -174,83 +133,47 @@ export class WriteCombining {
   /** VFIO_TS_FEATURE_MMAP_COOKIE: GET allocates, SET with RELEASE frees (docs/wc-uapi.md). */
   cookieFeature(flags: number, dataSize: number, data: Uint8Array): number {
     const op = 'VFIO_TS_FEATURE_MMAP_COOKIE';
-    const supported = VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_SET;
-    if (checkFeature(flags, dataSize, supported, vfio_ts_mmap_cookie.size) !== 1) return 0;
-    need(data, vfio_ts_mmap_cookie.size, op);
-    const index = u32(data, 0);
-    const cflags = u32(data, 4);
+    const C = mmapCookieStruct;
+    if (checkFeature(flags, dataSize, VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_SET, C.size) !== 1)
+      return 0;
+    need(data, C.size, op);
+    const req = C.read(data);
     if (!(flags & VFIO_DEVICE_FEATURE_GET)) {
-      if (cflags !== VFIO_TS_MMAP_COOKIE_FLAG_RELEASE) fail(Errno.EINVAL, op, 'SET needs flags RELEASE');
-      const owner = this.host.offsets.lookup(u64(data, 8));
-      if (owner?.owner.kind !== 'cookie' || owner.base !== u64(data, 8) || owner.owner.cookie.released)
-        fail(Errno.EINVAL, op, 'no such cookie');
-      const c = owner.owner.cookie;
-      c.released = true;
-      if (c.mappings === 0) this.freeCookie(c);
+      if (req.flags !== VFIO_TS_MMAP_COOKIE_FLAG_RELEASE) fail(Errno.EINVAL, op, 'SET needs flags RELEASE');
+      this.table.releaseCookie(this.table.cookieAt(req.offset) ?? fail(Errno.EINVAL, op, 'no such cookie'));
       return 0;
     }
-    const attribute = attributeFromFlags(cflags, op);
-    if (!this.host.barMmapSupported(index)) fail(Errno.EINVAL, op, `region ${index} cannot be mapped`);
-    this.checkWcAllowed(index, attribute, op, false);
-    if (this.cookies.size >= this.host.maxCookies)
-      fail(Errno.ENOSPC, op, `${this.host.maxCookies} cookies already (maxMmapCookies)`);
-    const barSize = BigInt(this.host.bar(index)!.size);
-    const size = roundUp(barSize, PAGE_SIZE);
+    const bar = req.region_index;
+    const attribute = attributeFromFlags(req.flags, op);
+    // A cookie is an mmap offset: its BAR must be mappable, for UC cookies too.
+    if (!this.regions.mmapSupported(bar)) fail(Errno.EINVAL, op, `region ${bar} cannot be mapped`);
+    if (attribute === 'wc') this.grantWc(bar, op);
+    if (this.table.cookieCount >= this.policy.maxCookies)
+      fail(Errno.ENOSPC, op, `${this.policy.maxCookies} cookies already (maxMmapCookies)`);
+    const barSize = BigInt(this.regions.bar(bar)!.size);
     // Cookies pack densely; under kernel offsets they stay above the alias windows (15 << 40).
-    const floor = this.host.denseOffsets ? 0n : COOKIE_BASE_INDEX << VFIO_PCI_OFFSET_SHIFT;
-    const cookie: Cookie = { base: 0n, size, bar: index, attribute, released: false, mappings: 0 };
-    const range = this.host.offsets.allocate(size, { kind: 'cookie', cookie }, floor);
-    (cookie as { base: bigint }).base = range.base;
-    this.cookies.add(cookie);
-    putU64(data, 8, range.base);
-    putU64(data, 16, barSize);
+    const floor = this.regions.dense ? 0n : COOKIE_BASE_INDEX << VFIO_PCI_OFFSET_SHIFT;
+    const cookie = this.table.addCookie(bar, attribute, roundUp(barSize, PAGE_SIZE), floor);
+    C.write(data, { offset: cookie.base, size: barSize });
     return 0;
-  }
-
-  /** A mapping through cookie `c` was made (`+1`) or removed (`-1`). */
-  cookieMapped(c: Cookie, delta: 1 | -1): void {
-    c.mappings += delta;
-    if (c.mappings === 0 && c.released) this.freeCookie(c);
-  }
-
-  /** Cookies holding offset space (released ones that are still mapped included). */
-  get cookieCount(): number {
-    return this.cookies.size;
-  }
-
-  private freeCookie(c: Cookie): void {
-    this.host.offsets.release(c.base);
-    this.cookies.delete(c);
   }
 
   // --- 3. alias regions --------------------------------------------------------------------------
   /** VFIO_TS_FEATURE_ALIAS_REGION: GET creates or finds the WC alias region of a BAR. */
   aliasFeature(flags: number, dataSize: number, data: Uint8Array): number {
     const op = 'VFIO_TS_FEATURE_ALIAS_REGION';
-    if (checkFeature(flags, dataSize, VFIO_DEVICE_FEATURE_GET, vfio_ts_alias_region.size) !== 1) return 0;
-    need(data, vfio_ts_alias_region.size, op);
-    const bar = u32(data, 0);
-    const attribute = attributeFromFlags(u32(data, 4), op);
+    const A = aliasRegionStruct;
+    if (checkFeature(flags, dataSize, VFIO_DEVICE_FEATURE_GET, A.size) !== 1) return 0;
+    need(data, A.size, op);
+    const { region_index: bar, flags: attrFlags } = A.read(data);
+    const attribute = attributeFromFlags(attrFlags, op);
     if (attribute !== 'wc') fail(Errno.EINVAL, op, 'only WC aliases (UC is the BAR region itself)');
-    if (!this.host.barMmapSupported(bar)) fail(Errno.EINVAL, op, `BAR ${bar} cannot be mapped`);
-    this.checkWcAllowed(bar, attribute, op, false);
-    let index = this.host.aliasOf(bar);
-    if (index === undefined) {
-      // At most one alias per BAR, so indexes 9..14: under the kernel encoding their windows
-      // always fit (44 bits, the least that holds the 9 fixed windows, has 16). The only ENOSPC
-      // is the offset space's own: dense offsets in a width the regions already fill.
-      const type = {
-        kind: 'type' as const,
-        type: VFIO_TS_REGION_TYPE_ALIAS,
-        subtype: VFIO_TS_REGION_SUBTYPE_BAR0_WC + bar,
-      };
-      // The alias maps the same pages the BAR does (mappingSource refuses the MSI-X table and PBA
-      // on both), so it says so the way the kernel does on the BAR (vfio_pci_ioctl_get_region_info:
-      // the sparse-mmap or MSIX_MAPPABLE capability).
-      index = this.host.addAlias(bar, [type, ...this.host.barMmapCaps(bar)], 'wc');
-    }
-    putU32(data, 8, index);
-    putU32(data, 12, 0);
+    if (!this.regions.mmapSupported(bar)) fail(Errno.EINVAL, op, `BAR ${bar} cannot be mapped`);
+    this.grantWc(bar, op);
+    // At most one alias per BAR, so indexes 9..14: under the kernel encoding their windows always
+    // fit (44 bits, the least that holds the 9 fixed windows, has 16). The only ENOSPC is the
+    // offset space's own: dense offsets in a width the regions already fill.
+    A.write(data, { alias_index: this.table.addAlias(bar, attribute), reserved: 0 });
     return 0;
   }
 
@@ -258,15 +181,12 @@ export class WriteCombining {
   /** vfio_pci_core_feature_dma_buf (Linux 7.3), plus the proposed ATTR field when enabled. */
   dmaBufFeature(flags: number, dataSize: number, data: Uint8Array): number {
     const op = 'VFIO_DEVICE_FEATURE_DMA_BUF';
-    if (checkFeature(flags, dataSize, VFIO_DEVICE_FEATURE_GET, vfio_device_feature_dma_buf.size) !== 1)
-      return 0;
-    need(data, vfio_device_feature_dma_buf.size, op);
-    const regionIndex = u32(data, 0);
-    const openFlags = u32(data, 4);
-    const dflags = u32(data, 8);
-    const nr = u32(data, 12);
+    const D = dmaBufStruct;
+    if (checkFeature(flags, dataSize, VFIO_DEVICE_FEATURE_GET, D.size) !== 1) return 0;
+    need(data, D.size, op);
+    const { region_index: regionIndex, open_flags: openFlags, flags: dflags, nr_ranges: nr } = D.read(data);
     let attribute: MemoryAttribute = 'uc';
-    if (this.host.extensions.dmabufWc) {
+    if (this.policy.extensions.dmabufWc) {
       if (dflags & ~VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_MASK) fail(Errno.EINVAL, op, 'unknown flags');
       attribute = attributeFromFlags(dflags, op);
       if (!nr) fail(Errno.EINVAL, op, 'no ranges');
@@ -275,13 +195,13 @@ export class WriteCombining {
     // memdup_array_user(&arg->dma_ranges, nr_ranges, sizeof(*dma_ranges)): kmalloc's limit is
     // ENOMEM, unreadable user memory EFAULT; argsz is not consulted.
     if (nr > MAX_DMABUF_RANGES) fail(Errno.ENOMEM, op, `${nr} ranges: more than KMALLOC_MAX_SIZE`);
-    need(data, vfio_device_feature_dma_buf.size + 16 * nr, op);
+    const first = D.offsetOf('dma_ranges');
+    need(data, first + dmaRangeStruct.size * nr, op);
     // validate_dmabuf_input: every range non-empty and page aligned; the total must not overflow.
-    const ranges: DmaBufRange[] = [];
+    const ranges: BarRange[] = [];
     let total = 0n;
     for (let i = 0; i < nr; i++) {
-      const offset = u64(data, 16 + 16 * i);
-      const length = u64(data, 24 + 16 * i);
+      const { offset, length } = dmaRangeStruct.read(data, first + dmaRangeStruct.size * i);
       if (!length || offset % PAGE_SIZE || length % PAGE_SIZE)
         fail(Errno.EINVAL, op, `range ${i} not page aligned`);
       total += length;
@@ -289,8 +209,8 @@ export class WriteCombining {
       ranges.push({ offset, length });
     }
     // get_dmabuf_phys: only memory BARs have a p2pdma provider; ranges must end inside the BAR.
-    const b = this.host.bar(regionIndex);
-    const mem = this.host.memoryOf(regionIndex);
+    const b = this.regions.bar(regionIndex);
+    const mem = this.regions.memoryOf(regionIndex);
     // An unimplemented BAR is ENODEV on 7.3 (no p2pdma provider for it), an I/O or sub-page one EINVAL.
     if (!b) fail(Errno.ENODEV, op, `BAR ${regionIndex} is not implemented`);
     if (b.kind === 'io' || !mem) fail(Errno.EINVAL, op, `BAR ${regionIndex} is not memory`);
@@ -298,42 +218,14 @@ export class WriteCombining {
       if (r.offset + r.length >= 1n << 64n) fail(Errno.EOVERFLOW, op, 'range overflows');
       if (r.offset + r.length > BigInt(b.size)) fail(Errno.EINVAL, op, 'range beyond the BAR');
     }
+    // The WC attribute passes the one gate like every other path (docs/wc-uapi.md §4), after the
+    // checks 7.3 makes of any dma-buf: a UC dma-buf is exported as 7.3 exports it.
+    if (attribute === 'wc') this.grantWc(regionIndex, op);
     const fd = mem.dup() ?? fail(Errno.ENOMEM, op, 'no fd');
-    this.dmabufs.set(fd, {
-      fd,
-      bar: regionIndex,
-      ranges,
-      size: total,
-      attribute,
-      writable: (openFlags & 3) === 2,
-    });
+    const writable = (openFlags & O_ACCMODE) === O_RDWR;
+    this.table.addDmaBuf({ fd, bar: regionIndex, ranges, size: total, attribute, writable });
     return fd;
   }
-
-  dmaBuf(fd: number): DmaBuf | undefined {
-    return this.dmabufs.get(fd);
-  }
-
-  /** Closes a dma-buf fd (the file's release). */
-  closeDmaBuf(fd: number): void {
-    if (this.dmabufs.delete(fd)) this.host.closeFd(fd);
-  }
-
-  close(): void {
-    for (const fd of [...this.dmabufs.keys()]) this.closeDmaBuf(fd);
-  }
-}
-
-/** vfio_check_feature (include/linux/vfio.h): 0 = PROBE answered, 1 = go on; throws otherwise. */
-export function checkFeature(flags: number, argsz: number, supported: number, minsz: number): 0 | 1 {
-  const op = 'VFIO_DEVICE_FEATURE';
-  if (flags & (VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_SET) & ~supported)
-    fail(Errno.EINVAL, op, 'op not supported');
-  if (flags & VFIO_DEVICE_FEATURE_PROBE) return 0;
-  if (!(flags & (VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_SET)))
-    fail(Errno.EINVAL, op, 'neither GET nor SET');
-  if (argsz < minsz) fail(Errno.EINVAL, op, `argsz ${argsz} < ${minsz}`);
-  return 1;
 }
 
 /** The ATTR field shared by every path: UC or WC; other bits or attributes are EINVAL. */
@@ -343,9 +235,4 @@ export function attributeFromFlags(flags: number, op: string): MemoryAttribute {
   if (attr === VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_UC) return 'uc';
   if (attr === VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_WC) return 'wc';
   return fail(Errno.EINVAL, op, `attribute 0x${attr.toString(16)}`);
-}
-
-/** copy_from_user/copy_to_user of `size` bytes from a buffer that is shorter: EFAULT. */
-export function need(buf: Uint8Array, size: number, op: string): void {
-  if (buf.length < size) fail(Errno.EFAULT, op, `buffer of ${buf.length} bytes, ${size} needed`);
 }

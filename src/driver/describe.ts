@@ -4,7 +4,16 @@
  * Works over any backend (it only uses VfioDevice).
  */
 import {
+  PCI_CLASS_REVISION,
+  PCI_DEVICE_ID,
+  PCI_REVISION_ID,
+  PCI_SUBSYSTEM_ID,
+  PCI_SUBSYSTEM_VENDOR_ID,
+  PCI_VENDOR_ID,
+} from '../abi/pci.js';
+import {
   PCI_STD_NUM_BARS,
+  VFIO_DEVICE_FLAGS_RESET,
   VFIO_IRQ_INFO_AUTOMASKED,
   VFIO_IRQ_INFO_EVENTFD,
   VFIO_IRQ_INFO_MASKABLE,
@@ -20,7 +29,7 @@ import {
   VFIO_REGION_INFO_FLAG_WRITE,
 } from '../abi/vfio.js';
 import { VfioError } from '../errors.js';
-import type { RegionCap } from '../wire/vfio.js';
+import type { VfioRegionCap } from '../wire/vfio.js';
 import type { VfioDevice, WcPath } from './device.js';
 
 const IRQ_NAMES = ['INTx', 'MSI', 'MSI-X', 'ERR', 'REQ'];
@@ -31,7 +40,7 @@ export interface RegionReport {
   readonly size: bigint;
   readonly offset: bigint;
   readonly flags: readonly string[];
-  readonly caps: readonly RegionCap[];
+  readonly caps: readonly VfioRegionCap[];
   readonly wcPaths: readonly WcPath[];
   /** For `sysfs-resource-wc`: on which kernels the route works (the kernel backend says). */
   readonly wcNote?: string;
@@ -114,13 +123,13 @@ export async function describeDevice(dev: VfioDevice): Promise<DeviceReport> {
   }
   return {
     transport: dev.transport,
-    vendorId: v.getUint16(0, true),
-    deviceId: v.getUint16(2, true),
-    revision: v.getUint8(8),
-    classCode: v.getUint32(8, true) >>> 8,
-    subsystemVendorId: v.getUint16(0x2c, true),
-    subsystemId: v.getUint16(0x2e, true),
-    reset: !!(info.flags & 1),
+    vendorId: v.getUint16(PCI_VENDOR_ID, true),
+    deviceId: v.getUint16(PCI_DEVICE_ID, true),
+    revision: v.getUint8(PCI_REVISION_ID),
+    classCode: v.getUint32(PCI_CLASS_REVISION, true) >>> 8,
+    subsystemVendorId: v.getUint16(PCI_SUBSYSTEM_VENDOR_ID, true),
+    subsystemId: v.getUint16(PCI_SUBSYSTEM_ID, true),
+    reset: !!(info.flags & VFIO_DEVICE_FLAGS_RESET),
     regions,
     irqs,
   };
@@ -128,7 +137,7 @@ export async function describeDevice(dev: VfioDevice): Promise<DeviceReport> {
 
 const hex = (n: number | bigint, w = 0) => `0x${n.toString(16).padStart(w, '0')}`;
 
-export function formatCap(c: RegionCap): string {
+export function formatCap(c: VfioRegionCap): string {
   switch (c.kind) {
     case 'sparse-mmap':
       return `sparse mmap: ${c.areas.map((a) => `[${hex(a.offset)}+${hex(a.size)}]`).join(' ')}`;

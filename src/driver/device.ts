@@ -15,7 +15,6 @@ import {
   VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_WC,
   VFIO_DEVICE_FEATURE_GET,
   VFIO_DEVICE_FEATURE_PROBE,
-  VFIO_DEVICE_FEATURE_SET,
   VFIO_DEVICE_GET_INFO,
   VFIO_DEVICE_GET_IRQ_INFO,
   VFIO_DEVICE_GET_REGION_INFO,
@@ -32,32 +31,33 @@ import {
   VFIO_REGION_INFO_FLAG_PREFETCH,
   VFIO_TS_FEATURE_ALIAS_REGION,
   VFIO_TS_FEATURE_MMAP_COOKIE,
-  VFIO_TS_MMAP_COOKIE_FLAG_RELEASE,
-  vfio_device_info,
-  vfio_irq_info,
-  vfio_region_flags,
-  vfio_region_info,
-  vfio_ts_alias_region,
-  vfio_ts_mmap_cookie,
 } from '../abi/vfio.js';
 import type { MemoryAttribute } from '../core/device.js';
 import { fail, VfioError } from '../errors.js';
 import {
-  type DeviceInfo,
+  aliasRegionStruct,
   type DmaRange,
-  decodeDeviceInfo,
-  decodeIrqInfo,
-  decodeRegionInfo,
-  encodeDeviceFeature,
+  decodeMmapCookie,
+  decodeVfioDeviceInfo,
+  decodeVfioIrqInfo,
+  decodeVfioRegionInfo,
+  deviceInfoStruct,
+  encodeAliasRegionGet,
   encodeDmaBuf,
   encodeFds,
-  encodeIrqSet,
-  type IrqInfo,
+  encodeMmapCookieGet,
+  encodeMmapCookieRelease,
+  encodeVfioDeviceFeature,
+  encodeVfioIrqSet,
+  FEATURE_DATA,
+  irqInfoStruct,
   putU32,
-  putU64,
-  type RegionInfo,
+  regionFlagsStruct,
+  regionInfoStruct,
   u32,
-  u64,
+  type VfioDeviceInfo,
+  type VfioIrqInfo,
+  type VfioRegionInfo,
 } from '../wire/vfio.js';
 import type { DmaMemory, Mapping, VfioDeviceFile } from './file.js';
 
@@ -86,7 +86,7 @@ export interface MapOptions {
 }
 
 export class VfioDevice {
-  private readonly regionCache = new Map<number, RegionInfo>();
+  private readonly regionCache = new Map<number, VfioRegionInfo>();
 
   constructor(readonly file: VfioDeviceFile) {}
 
@@ -94,39 +94,37 @@ export class VfioDevice {
     return this.file.transport;
   }
 
-  async info(): Promise<DeviceInfo> {
-    const b = new Uint8Array(vfio_device_info.size);
-    putU32(b, 0, b.length);
+  async info(): Promise<VfioDeviceInfo> {
+    const b = deviceInfoStruct.encode({ argsz: deviceInfoStruct.size });
     await this.file.ioctl(VFIO_DEVICE_GET_INFO, b);
-    return decodeDeviceInfo(b);
+    return decodeVfioDeviceInfo(b);
   }
 
   /** REGION_INFO with the argsz exchange: ask with 32 bytes, then again with what it needs. */
-  async regionInfo(index: number): Promise<RegionInfo> {
+  async regionInfo(index: number): Promise<VfioRegionInfo> {
     const cached = this.regionCache.get(index);
     if (cached) return cached;
-    let size = vfio_region_info.size;
+    const R = regionInfoStruct;
+    let size = R.size;
     for (;;) {
-      const b = new Uint8Array(size);
-      putU32(b, 0, size);
-      putU32(b, 8, index);
+      const b = R.encode({ argsz: size, index }, size - R.size);
       await this.file.ioctl(VFIO_DEVICE_GET_REGION_INFO, b);
-      const argsz = u32(b, 0);
+      const argsz = R.get(b, 'argsz');
       if (argsz > size) {
         if (argsz > MAX_REGION_INFO_SIZE) fail(Errno.E2BIG, 'VFIO_DEVICE_GET_REGION_INFO', `argsz ${argsz}`);
         size = argsz;
         continue;
       }
-      const info = decodeRegionInfo(b);
+      const info = decodeVfioRegionInfo(b);
       this.regionCache.set(index, info);
       return info;
     }
   }
 
   /** Every region the device reports; indexes that answer EINVAL (VGA on a non-VGA device) skipped. */
-  async regions(): Promise<RegionInfo[]> {
+  async regions(): Promise<VfioRegionInfo[]> {
     const { numRegions } = await this.info();
-    const out: RegionInfo[] = [];
+    const out: VfioRegionInfo[] = [];
     for (let i = 0; i < numRegions; i++) {
       try {
         out.push(await this.regionInfo(i));
@@ -137,12 +135,10 @@ export class VfioDevice {
     return out;
   }
 
-  async irqInfo(index: number): Promise<IrqInfo> {
-    const b = new Uint8Array(vfio_irq_info.size);
-    putU32(b, 0, b.length);
-    putU32(b, 8, index);
+  async irqInfo(index: number): Promise<VfioIrqInfo> {
+    const b = irqInfoStruct.encode({ argsz: irqInfoStruct.size, index });
     await this.file.ioctl(VFIO_DEVICE_GET_IRQ_INFO, b);
-    return decodeIrqInfo(b);
+    return decodeVfioIrqInfo(b);
   }
 
   async read(region: number, offset: bigint | number, length: number): Promise<Uint8Array> {
@@ -184,7 +180,7 @@ export class VfioDevice {
     const flags = VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER;
     await this.file.ioctl(
       VFIO_DEVICE_SET_IRQS,
-      encodeIrqSet({ flags, index, start, count: fds.length, data: encodeFds(fds) }),
+      encodeVfioIrqSet({ flags, index, start, count: fds.length, data: encodeFds(fds) }),
     );
   }
 
@@ -193,7 +189,7 @@ export class VfioDevice {
     const flags = VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER;
     await this.file.ioctl(
       VFIO_DEVICE_SET_IRQS,
-      encodeIrqSet({ flags, index, start: 0, count: 0, data: new Uint8Array(0) }),
+      encodeVfioIrqSet({ flags, index, start: 0, count: 0, data: new Uint8Array(0) }),
     );
   }
 
@@ -202,7 +198,7 @@ export class VfioDevice {
     const flags = VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER;
     await this.file.ioctl(
       VFIO_DEVICE_SET_IRQS,
-      encodeIrqSet({ flags, index, start, count, data: new Uint8Array(0) }),
+      encodeVfioIrqSet({ flags, index, start, count, data: new Uint8Array(0) }),
     );
   }
 
@@ -211,7 +207,7 @@ export class VfioDevice {
     const flags = VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_UNMASK;
     await this.file.ioctl(
       VFIO_DEVICE_SET_IRQS,
-      encodeIrqSet({ flags, index: 0, start: 0, count: 1, data: new Uint8Array(0) }),
+      encodeVfioIrqSet({ flags, index: 0, start: 0, count: 1, data: new Uint8Array(0) }),
     );
   }
 
@@ -224,7 +220,7 @@ export class VfioDevice {
     try {
       await this.file.ioctl(
         VFIO_DEVICE_FEATURE,
-        encodeDeviceFeature(VFIO_DEVICE_FEATURE_PROBE | ops | feature),
+        encodeVfioDeviceFeature(VFIO_DEVICE_FEATURE_PROBE | ops | feature),
       );
       return true;
     } catch (e) {
@@ -282,8 +278,7 @@ export class VfioDevice {
    * RFC; vfio-user, which has no command for it).
    */
   private async probeRegionFlags(): Promise<boolean> {
-    const b = new Uint8Array(vfio_region_flags.size);
-    putU32(b, 0, 0xffffffff);
+    const b = regionFlagsStruct.encode({ index: 0xffffffff });
     try {
       await this.file.ioctl(VFIO_DEVICE_SET_REGION_FLAGS, b);
       return true;
@@ -379,36 +374,21 @@ export class VfioDevice {
 
   /** VFIO_TS_FEATURE_MMAP_COOKIE GET: a new offset bound to (region, attribute). */
   async mmapCookie(region: number, attribute: MemoryAttribute): Promise<{ offset: bigint; size: bigint }> {
-    const data = new Uint8Array(vfio_ts_mmap_cookie.size);
-    putU32(data, 0, region);
-    putU32(
-      data,
-      4,
-      attribute === 'wc' ? VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_WC : VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_UC,
-    );
-    const b = encodeDeviceFeature(VFIO_DEVICE_FEATURE_GET | VFIO_TS_FEATURE_MMAP_COOKIE, data);
+    const b = encodeMmapCookieGet(region, attrFlags(attribute));
     await this.file.ioctl(VFIO_DEVICE_FEATURE, b);
-    return { offset: u64(b, 8 + 8), size: u64(b, 8 + 16) };
+    const { offset, size } = decodeMmapCookie(b);
+    return { offset, size };
   }
 
   async releaseCookie(offset: bigint): Promise<void> {
-    const data = new Uint8Array(vfio_ts_mmap_cookie.size);
-    putU32(data, 4, VFIO_TS_MMAP_COOKIE_FLAG_RELEASE);
-    putU64(data, 8, offset);
-    await this.file.ioctl(
-      VFIO_DEVICE_FEATURE,
-      encodeDeviceFeature(VFIO_DEVICE_FEATURE_SET | VFIO_TS_FEATURE_MMAP_COOKIE, data),
-    );
+    await this.file.ioctl(VFIO_DEVICE_FEATURE, encodeMmapCookieRelease(offset));
   }
 
   /** VFIO_TS_FEATURE_ALIAS_REGION GET: the index of BAR `bar`'s WC alias region. */
   async aliasRegion(bar: number): Promise<number> {
-    const data = new Uint8Array(vfio_ts_alias_region.size);
-    putU32(data, 0, bar);
-    putU32(data, 4, VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_WC);
-    const b = encodeDeviceFeature(VFIO_DEVICE_FEATURE_GET | VFIO_TS_FEATURE_ALIAS_REGION, data);
+    const b = encodeAliasRegionGet(bar, VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_WC);
     await this.file.ioctl(VFIO_DEVICE_FEATURE, b);
-    const index = u32(b, 8 + 8);
+    const index = aliasRegionStruct.get(b, 'alias_index', FEATURE_DATA);
     const info = await this.regionInfo(index);
     const type = info.caps.find((c) => c.kind === 'type');
     if (type?.kind !== 'type' || aliasRegionBar(type.type, type.subtype) !== bar)
@@ -418,10 +398,8 @@ export class VfioDevice {
 
   /** The seed RFC's VFIO_DEVICE_SET_REGION_FLAGS. */
   async setRegionFlags(bar: number, writeCombine: boolean): Promise<void> {
-    const b = new Uint8Array(vfio_region_flags.size);
-    putU32(b, 0, bar);
-    putU32(b, 4, writeCombine ? VFIO_REGION_FLAG_WRITE_COMBINE : 0);
-    await this.file.ioctl(VFIO_DEVICE_SET_REGION_FLAGS, b);
+    const flags = writeCombine ? VFIO_REGION_FLAG_WRITE_COMBINE : 0;
+    await this.file.ioctl(VFIO_DEVICE_SET_REGION_FLAGS, regionFlagsStruct.encode({ index: bar, flags }));
   }
 
   /** VFIO_DEVICE_FEATURE_DMA_BUF: returns the dma-buf fd. */
@@ -430,17 +408,15 @@ export class VfioDevice {
     ranges: readonly DmaRange[],
     attribute: MemoryAttribute = 'uc',
   ): Promise<number> {
-    const flags =
-      attribute === 'wc' ? VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_WC : VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_UC;
     const data = encodeDmaBuf({
       regionIndex: region,
       openFlags: 0o2000002 /* O_RDWR | O_CLOEXEC: a writable mmap needs it */,
-      flags,
+      flags: attrFlags(attribute),
       ranges,
     });
     return this.file.ioctl(
       VFIO_DEVICE_FEATURE,
-      encodeDeviceFeature(VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_DMA_BUF, data),
+      encodeVfioDeviceFeature(VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_DMA_BUF, data),
     );
   }
 
@@ -448,4 +424,9 @@ export class VfioDevice {
     this.regionCache.clear();
     await this.file.close();
   }
+}
+
+/** The ATTR field every WC request path shares (docs/wc-uapi.md). */
+function attrFlags(attribute: MemoryAttribute): number {
+  return attribute === 'wc' ? VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_WC : VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_UC;
 }

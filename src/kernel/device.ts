@@ -52,9 +52,6 @@ import {
   VFIO_IOMMU_UNMAP_DMA,
   VFIO_SET_IOMMU,
   VFIO_TYPE1v2_IOMMU,
-  vfio_group_status,
-  vfio_iommu_type1_dma_map,
-  vfio_iommu_type1_dma_unmap,
 } from '../abi/vfio.js';
 import type { MappingPath } from '../core/device.js';
 import type { DmaMemory, Mapping, VfioDeviceFile } from '../driver/file.js';
@@ -74,7 +71,23 @@ import {
   pread,
   pwrite,
 } from '../native/index.js';
-import { putU32, putU64, u32 } from '../wire/vfio.js';
+import {
+  attachIommufdPtStruct,
+  bindIommufdStruct,
+  ioasAllocStruct,
+  ioasMapStruct,
+  ioasUnmapStruct,
+  iommuDestroyStruct,
+} from '../wire/iommufd.js';
+import {
+  deviceFeatureStruct,
+  dmaBufStruct,
+  encodeFds,
+  FEATURE_DATA,
+  groupStatusStruct,
+  type1DmaMapStruct,
+  type1DmaUnmapStruct,
+} from '../wire/vfio.js';
 import { patTypeOf, readPatList } from './pat.js';
 import {
   groupViability,
@@ -158,10 +171,9 @@ function openViaGroup(
       throw e;
     }
     fds.push(groupFd);
-    const status = new Uint8Array(vfio_group_status.size);
-    putU32(status, 0, status.length);
+    const status = groupStatusStruct.encode({ argsz: groupStatusStruct.size });
     ioctl(groupFd, VFIO_GROUP_GET_STATUS, status);
-    if (!(u32(status, 4) & VFIO_GROUP_FLAGS_VIABLE)) {
+    if (!(groupStatusStruct.get(status, 'flags') & VFIO_GROUP_FLAGS_VIABLE)) {
       const others = groupViability(bdf, sysfs).blocking.map((m) => `${m.bdf} (${m.driver})`);
       fail(
         Errno.EBUSY,
@@ -169,28 +181,20 @@ function openViaGroup(
         `IOMMU group ${group} is not viable: every device in it must be unbound or bound to vfio-pci, a vfio-pci variant, pci-stub or pcieport${others.length ? `; bound elsewhere: ${others.join(', ')}` : ''}`,
       );
     }
-    const fdArg = new Uint8Array(4);
-    new DataView(fdArg.buffer).setInt32(0, container, true);
-    ioctl(groupFd, VFIO_GROUP_SET_CONTAINER, fdArg);
+    // VFIO_GROUP_SET_CONTAINER takes a pointer to the container's fd (an int).
+    ioctl(groupFd, VFIO_GROUP_SET_CONTAINER, encodeFds([container]));
     ioctl(container, VFIO_SET_IOMMU, VFIO_TYPE1v2_IOMMU);
     const deviceFd = ioctl(groupFd, VFIO_GROUP_GET_DEVICE_FD, bdf);
     fds.push(deviceFd);
     const iommu: IommuContext = {
       map(iova, vaddr, size, read, write) {
-        const b = new Uint8Array(vfio_iommu_type1_dma_map.size);
-        putU32(b, 0, b.length);
-        putU32(b, 4, (read ? VFIO_DMA_MAP_FLAG_READ : 0) | (write ? VFIO_DMA_MAP_FLAG_WRITE : 0));
-        putU64(b, 8, vaddr);
-        putU64(b, 16, iova);
-        putU64(b, 24, size);
-        ioctl(container, VFIO_IOMMU_MAP_DMA, b);
+        const flags = (read ? VFIO_DMA_MAP_FLAG_READ : 0) | (write ? VFIO_DMA_MAP_FLAG_WRITE : 0);
+        const argsz = type1DmaMapStruct.size;
+        ioctl(container, VFIO_IOMMU_MAP_DMA, type1DmaMapStruct.encode({ argsz, flags, vaddr, iova, size }));
       },
       unmap(iova, size) {
-        const b = new Uint8Array(vfio_iommu_type1_dma_unmap.size);
-        putU32(b, 0, b.length);
-        putU64(b, 8, iova);
-        putU64(b, 16, size);
-        ioctl(container, VFIO_IOMMU_UNMAP_DMA, b);
+        const argsz = type1DmaUnmapStruct.size;
+        ioctl(container, VFIO_IOMMU_UNMAP_DMA, type1DmaUnmapStruct.encode({ argsz, iova, size }));
       },
       close() {
         // Closing the group drops it from the container; the container goes last.
@@ -217,47 +221,35 @@ function openViaCdev(bdf: string, sysfs: string | undefined): { deviceFd: number
     fds.push(deviceFd);
     const iommufd = openPath(IOMMUFD_PATH, O_RDWR | O_CLOEXEC);
     fds.push(iommufd);
-    const bind = new Uint8Array(VFIO_DEVICE_BIND_IOMMUFD_SIZE);
-    putU32(bind, 0, bind.length);
-    new DataView(bind.buffer).setInt32(8, iommufd, true);
+    const bind = bindIommufdStruct.encode({ argsz: VFIO_DEVICE_BIND_IOMMUFD_SIZE, iommufd });
     ioctl(deviceFd, VFIO_DEVICE_BIND_IOMMUFD, bind);
-    const alloc = new Uint8Array(IOMMU_IOAS_ALLOC_SIZE);
-    putU32(alloc, 0, alloc.length);
+    const alloc = ioasAllocStruct.encode({ size: IOMMU_IOAS_ALLOC_SIZE });
     ioctl(iommufd, IOMMU_IOAS_ALLOC, alloc);
-    const ioas = u32(alloc, 8);
-    const attach = new Uint8Array(VFIO_DEVICE_ATTACH_IOMMUFD_PT_SIZE);
-    putU32(attach, 0, attach.length);
-    putU32(attach, 8, ioas);
+    const ioas = ioasAllocStruct.get(alloc, 'out_ioas_id');
+    const attach = attachIommufdPtStruct.encode({ argsz: VFIO_DEVICE_ATTACH_IOMMUFD_PT_SIZE, pt_id: ioas });
     ioctl(deviceFd, VFIO_DEVICE_ATTACH_IOMMUFD_PT, attach);
     const iommu: IommuContext = {
-      map(iova, vaddr, size, read, write) {
-        const b = new Uint8Array(IOMMU_IOAS_MAP_SIZE);
-        putU32(b, 0, b.length);
-        putU32(
-          b,
-          4,
+      map(iova, vaddr, length, read, write) {
+        const flags =
           IOMMU_IOAS_MAP_FIXED_IOVA |
-            (read ? IOMMU_IOAS_MAP_READABLE : 0) |
-            (write ? IOMMU_IOAS_MAP_WRITEABLE : 0),
-        );
-        putU32(b, 8, ioas);
-        putU64(b, 16, vaddr);
-        putU64(b, 24, size);
-        putU64(b, 32, iova);
+          (read ? IOMMU_IOAS_MAP_READABLE : 0) |
+          (write ? IOMMU_IOAS_MAP_WRITEABLE : 0);
+        const b = ioasMapStruct.encode({
+          size: IOMMU_IOAS_MAP_SIZE,
+          flags,
+          ioas_id: ioas,
+          user_va: vaddr,
+          length,
+          iova,
+        });
         ioctl(iommufd, IOMMU_IOAS_MAP, b);
       },
-      unmap(iova, size) {
-        const b = new Uint8Array(IOMMU_IOAS_UNMAP_SIZE);
-        putU32(b, 0, b.length);
-        putU32(b, 4, ioas);
-        putU64(b, 8, iova);
-        putU64(b, 16, size);
+      unmap(iova, length) {
+        const b = ioasUnmapStruct.encode({ size: IOMMU_IOAS_UNMAP_SIZE, ioas_id: ioas, iova, length });
         ioctl(iommufd, IOMMU_IOAS_UNMAP, b);
       },
       close() {
-        const d = new Uint8Array(IOMMU_DESTROY_SIZE);
-        putU32(d, 0, d.length);
-        putU32(d, 4, ioas);
+        const d = iommuDestroyStruct.encode({ size: IOMMU_DESTROY_SIZE, id: ioas });
         try {
           ioctl(iommufd, IOMMU_DESTROY, d);
         } catch {
@@ -367,15 +359,15 @@ export class KernelDeviceFile implements VfioDeviceFile {
     this.check('ioctl');
     const r = ioctl(this.deviceFd, request, arg);
     // Remember what a DMA_BUF export asked for, so a mapping of it can say what it is.
-    if (request === VFIO_DEVICE_FEATURE && arg.length >= 8 + 12) {
-      const flags = u32(arg, 4);
+    if (request === VFIO_DEVICE_FEATURE && arg.length >= FEATURE_DATA + dmaBufStruct.endOf('flags')) {
+      const flags = deviceFeatureStruct.get(arg, 'flags');
       if (
         (flags & VFIO_DEVICE_FEATURE_MASK) === VFIO_DEVICE_FEATURE_DMA_BUF &&
         flags & VFIO_DEVICE_FEATURE_GET &&
         !(flags & VFIO_DEVICE_FEATURE_PROBE) &&
         r > 0
       ) {
-        const attr = u32(arg, 8 + 8) & VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_MASK;
+        const attr = dmaBufStruct.get(arg, 'flags', FEATURE_DATA) & VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_MASK;
         this.dmaBufAttr.set(r, attr === VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_WC ? 'wc' : 'uc');
       }
     }

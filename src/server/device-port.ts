@@ -10,7 +10,7 @@
  * decoding an ioctl's bytes again.
  */
 import type { DmaSpace } from '../core/dma.js';
-import type { RegionCap } from '../wire/vfio.js';
+import type { VfioRegionCap } from '../wire/vfio.js';
 
 /** A region as VFIO_DEVICE_GET_REGION_INFO reports it (capabilities before the argsz exchange). */
 export interface PortRegion {
@@ -19,7 +19,7 @@ export interface PortRegion {
   readonly flags: number;
   /** The region's offset in the device fd (REGION_INFO's `offset`): where `mappingSource` looks. */
   readonly base: bigint;
-  readonly caps: readonly RegionCap[];
+  readonly caps: readonly VfioRegionCap[];
 }
 
 /** Where a page of the device fd maps: this fd (a BAR's memfd, or none: heap memory) at this offset. */

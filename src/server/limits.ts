@@ -55,7 +55,7 @@ export interface ServerLimits {
 
 /** The message size that fits the largest transfer: header + region access header + data. */
 export function messageSizeFor(maxDataXferSize: number): number {
-  return maxDataXferSize + VFIO_USER_HEADER_SIZE + vfio_user_region_access.SIZEOF;
+  return maxDataXferSize + VFIO_USER_HEADER_SIZE + vfio_user_region_access.size;
 }
 
 export const DEFAULT_LIMITS: ServerLimits = {

@@ -11,11 +11,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type TestContext, test } from 'node:test';
 import * as iommufd from '../../src/abi/iommufd.js';
+import { fieldSize } from '../../src/abi/layout.js';
 import * as pci from '../../src/abi/pci.js';
 import * as abi from '../../src/abi/vfio.js';
 import { requireOrSkip } from '../helpers/env.js';
-
-const FIELD_SIZES: Record<abi.FieldType, number> = { u8: 1, u16: 2, u32: 4, s32: 4, u64: 8, cap: 8 };
 
 /** What one probe asks a header about: one src/abi module's constants and layouts. */
 interface AbiSpec {
@@ -86,9 +85,12 @@ function probeSource(spec: AbiSpec, header: abi.HeaderVersion): string {
     const body = [`printf("S ${l.name} %zu\\n", sizeof(struct ${l.name}));`];
     for (const [field, fspec] of Object.entries(l.fields)) {
       if (fspec.since && fspec.since > header) continue;
-      body.push(
-        `printf("F ${l.name}.${field} %zu %zu\\n", offsetof(struct ${l.name}, ${field}), sizeof(((struct ${l.name} *)0)->${field}));`,
-      );
+      // A flexible array member has no sizeof: its offset is checked, its size reads as 0.
+      const size =
+        fspec.type === 'bytes' && fspec.length === undefined
+          ? '(size_t)0'
+          : `sizeof(((struct ${l.name} *)0)->${field})`;
+      body.push(`printf("F ${l.name}.${field} %zu %zu\\n", offsetof(struct ${l.name}, ${field}), ${size});`);
     }
     if (guard) lines.push(`#ifdef ${guard}`, ...body, '#else', `printf("S ${l.name} -\\n");`, '#endif');
     else lines.push(...body);
@@ -135,8 +137,8 @@ function runProbe(spec: AbiSpec, includeDir: string | undefined, header: abi.Hea
         const field = layoutOf(sname).fields[fname]!;
         if (field.offset !== Number(a))
           res.mismatches.push(`offsetof(${name}): ours ${field.offset}, header ${a}`);
-        if (FIELD_SIZES[field.type] !== Number(b))
-          res.mismatches.push(`sizeof(${name}): ours ${FIELD_SIZES[field.type]}, header ${b}`);
+        if (fieldSize(field) !== Number(b))
+          res.mismatches.push(`sizeof(${name}): ours ${fieldSize(field)}, header ${b}`);
       }
     }
     return res;

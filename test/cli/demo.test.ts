@@ -14,6 +14,11 @@ test('vfio-ts demo maps ivshmem BAR2 WC through all four paths and exits 0', () 
   assert.match(r.stdout, /\[READ WRITE MMAP PREFETCH\]\n\t\tmmap areas: \[0x0-0x3fffff\]\n/);
   // The nvme model's MSI-X table (0x2000) is not among BAR0's mmap areas.
   assert.match(r.stdout, /Capability: sparse mmap: \[0x0\+0x2000\]\n\t\tmmap areas: \[0x0-0x1fff\]\n/);
+  // ...and its BAR0, memory but not prefetchable, has no WC path: every path asks the one gate.
+  const nvme = r.stdout.slice(r.stdout.indexOf('nvme model'), r.stdout.indexOf('Write-combining mappings'));
+  assert.match(nvme, /Region 0 \(BAR0\)/);
+  assert.doesNotMatch(nvme, /Write-combining paths/);
+  assert.match(r.stdout, /ok +nvme BAR0 refuses WC: map WC: EOPNOTSUPP/);
   assert.match(r.stdout, /demo: (\d+) of \1 checks passed/);
 });
 

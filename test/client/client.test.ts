@@ -22,7 +22,7 @@ import {
 import { VfioDevice } from '../../src/driver/device.js';
 import { VfioError } from '../../src/errors.js';
 import { closeFd, memfdCreate, openFdCount } from '../../src/native/index.js';
-import { encodeFds, encodeIrqSet, putU32 } from '../../src/wire/vfio.js';
+import { encodeFds, encodeVfioIrqSet, putU32 } from '../../src/wire/vfio.js';
 import {
   type CapabilitiesInput,
   capabilitiesJson,
@@ -214,7 +214,7 @@ test('SET_IRQS sends eventfds as SCM_RIGHTS in runs of max_msg_fds, runs of -1 w
   const fds = [e[0]!.fd, -1, -1, e[1]!.fd, e[2]!.fd, e[3]!.fd];
   await client.ioctl(
     VFIO_DEVICE_SET_IRQS,
-    encodeIrqSet({
+    encodeVfioIrqSet({
       flags: VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER,
       index: 2,
       start: 0,

@@ -14,10 +14,10 @@ import { EduBehaviour, eduDescription } from '../../src/devices/edu.js';
 import { IvshmemBehaviour, ivshmemDescription } from '../../src/devices/ivshmem.js';
 import { NvmeBehaviour, nvmeDescription } from '../../src/devices/nvme.js';
 import {
-  decodeRegionInfo,
-  encodeDeviceFeature,
+  decodeVfioRegionInfo,
   encodeDmaBuf,
-  encodeIrqSet,
+  encodeVfioDeviceFeature,
+  encodeVfioIrqSet,
   putU32,
   u32,
 } from '../../src/wire/vfio.js';
@@ -84,7 +84,7 @@ describe('DEVICE_GET_REGION_INFO matches Linux 6.1 for edu', () => {
       const { dev } = edu();
       const b = regionInfoBytes(index, 32, 0xffffffff);
       dev.ioctl(A.VFIO_DEVICE_GET_REGION_INFO, b);
-      const r = decodeRegionInfo(b);
+      const r = decodeVfioRegionInfo(b);
       assert.equal(r.flags, flags, 'output-only flags overwrite the garbage the caller put in');
       assert.equal(r.size, size);
       assert.equal(r.offset, BigInt(index) << 40n);
@@ -123,13 +123,13 @@ describe('capabilities and the argsz exchange', () => {
     const dev = new VfioPciDevice(d, {}, { env });
     const b = regionInfoBytes(0);
     dev.ioctl(A.VFIO_DEVICE_GET_REGION_INFO, b);
-    const first = decodeRegionInfo(b);
+    const first = decodeVfioRegionInfo(b);
     assert.ok(first.flags & A.VFIO_REGION_INFO_FLAG_CAPS);
     assert.equal(first.capOffset, 0);
     assert.ok(first.argsz > 32);
     const b2 = regionInfoBytes(0, first.argsz, 0, first.argsz);
     dev.ioctl(A.VFIO_DEVICE_GET_REGION_INFO, b2);
-    const r = decodeRegionInfo(b2);
+    const r = decodeVfioRegionInfo(b2);
     assert.equal(r.capOffset, 32);
     assert.deepEqual(r.caps, [{ kind: 'sparse-mmap', areas: [{ offset: 0n, size: 0x2000n }] }]);
     // mmap over the table is refused; below it works.
@@ -151,7 +151,7 @@ describe('capabilities and the argsz exchange', () => {
     const dev = new VfioPciDevice(d, {}, { env, msixMmap: 'kernel' });
     const b = regionInfoBytes(0, 64, 0, 64);
     dev.ioctl(A.VFIO_DEVICE_GET_REGION_INFO, b);
-    assert.deepEqual(decodeRegionInfo(b).caps, [{ kind: 'msix-mappable' }]);
+    assert.deepEqual(decodeVfioRegionInfo(b).caps, [{ kind: 'msix-mappable' }]);
   });
 });
 
@@ -181,26 +181,26 @@ describe('IRQ_INFO and SET_IRQS', () => {
     const fds = new Uint8Array(4);
     new DataView(fds.buffer).setInt32(0, efd.fd, true);
     const flags = A.VFIO_IRQ_SET_DATA_EVENTFD | A.VFIO_IRQ_SET_ACTION_TRIGGER;
-    dev.ioctl(A.VFIO_DEVICE_SET_IRQS, encodeIrqSet({ flags, index: 1, start: 0, count: 1, data: fds }));
+    dev.ioctl(A.VFIO_DEVICE_SET_IRQS, encodeVfioIrqSet({ flags, index: 1, start: 0, count: 1, data: fds }));
     assert.equal(dev.irqs.type, 'msi');
     const none = A.VFIO_IRQ_SET_DATA_NONE | A.VFIO_IRQ_SET_ACTION_TRIGGER;
     dev.ioctl(
       A.VFIO_DEVICE_SET_IRQS,
-      encodeIrqSet({ flags: none, index: 1, start: 0, count: 1, data: new Uint8Array() }),
+      encodeVfioIrqSet({ flags: none, index: 1, start: 0, count: 1, data: new Uint8Array() }),
     );
     assert.equal(efd.count, 1n);
     // edu's "raise interrupt" register
     dev.pwrite(0x60n, new Uint8Array([1, 0, 0, 0]));
     assert.equal(efd.count, 2n);
     // INTx while MSI is active: EINVAL
-    const intx = encodeIrqSet({ flags, index: 0, start: 0, count: 1, data: fds });
+    const intx = encodeVfioIrqSet({ flags, index: 0, start: 0, count: 1, data: fds });
     assert.equal(
       errnoOf(() => dev.ioctl(A.VFIO_DEVICE_SET_IRQS, intx)),
       Errno.EINVAL,
     );
     dev.ioctl(
       A.VFIO_DEVICE_SET_IRQS,
-      encodeIrqSet({ flags: none, index: 1, start: 0, count: 0, data: new Uint8Array() }),
+      encodeVfioIrqSet({ flags: none, index: 1, start: 0, count: 0, data: new Uint8Array() }),
     );
     assert.equal(dev.irqs.type, 'none');
   });
@@ -211,7 +211,7 @@ describe('IRQ_INFO and SET_IRQS', () => {
     new DataView(fds.buffer).setInt32(0, efd.fd, true);
     dev.ioctl(
       A.VFIO_DEVICE_SET_IRQS,
-      encodeIrqSet({
+      encodeVfioIrqSet({
         flags: A.VFIO_IRQ_SET_DATA_EVENTFD | A.VFIO_IRQ_SET_ACTION_TRIGGER,
         index: 0,
         start: 0,
@@ -224,7 +224,7 @@ describe('IRQ_INFO and SET_IRQS', () => {
     assert.equal(efd.count, 1n, 'second raise waits while masked');
     dev.ioctl(
       A.VFIO_DEVICE_SET_IRQS,
-      encodeIrqSet({
+      encodeVfioIrqSet({
         flags: A.VFIO_IRQ_SET_DATA_NONE | A.VFIO_IRQ_SET_ACTION_UNMASK,
         index: 0,
         start: 0,
@@ -235,7 +235,7 @@ describe('IRQ_INFO and SET_IRQS', () => {
     assert.equal(efd.count, 2n, 'pending INTx delivered on unmask');
   });
   const T = A.VFIO_IRQ_SET_ACTION_TRIGGER;
-  const cases: [string, Parameters<typeof encodeIrqSet>[0], number][] = [
+  const cases: [string, Parameters<typeof encodeVfioIrqSet>[0], number][] = [
     [
       'index 5',
       { flags: A.VFIO_IRQ_SET_DATA_NONE | T, index: 5, start: 0, count: 0, data: new Uint8Array() },
@@ -322,7 +322,7 @@ describe('IRQ_INFO and SET_IRQS', () => {
   for (const [name, s, errno] of cases)
     test(`SET_IRQS ${name}: ${errno}`, () => {
       assert.equal(
-        errnoOf(() => edu().dev.ioctl(A.VFIO_DEVICE_SET_IRQS, encodeIrqSet(s))),
+        errnoOf(() => edu().dev.ioctl(A.VFIO_DEVICE_SET_IRQS, encodeVfioIrqSet(s))),
         errno,
       );
     });
@@ -423,7 +423,7 @@ describe('write combining: four front doors, one mechanism', () => {
     const { dev } = ivshmem('7.3', { rfc: true });
     const b = regionInfoBytes(2);
     dev.ioctl(A.VFIO_DEVICE_GET_REGION_INFO, b);
-    assert.equal(decodeRegionInfo(b).flags, 0x7 | A.VFIO_REGION_INFO_FLAG_PREFETCH);
+    assert.equal(decodeVfioRegionInfo(b).flags, 0x7 | A.VFIO_REGION_INFO_FLAG_PREFETCH);
     const before = dev.mmap(BAR2, 4096);
     const rf = new Uint8Array(8);
     putU32(rf, 0, 2);
@@ -455,7 +455,7 @@ describe('write combining: four front doors, one mechanism', () => {
     const data = new Uint8Array(24);
     putU32(data, 0, region);
     putU32(data, 4, flags);
-    const b = encodeDeviceFeature(op | A.VFIO_TS_FEATURE_MMAP_COOKIE, data);
+    const b = encodeVfioDeviceFeature(op | A.VFIO_TS_FEATURE_MMAP_COOKIE, data);
     dev.ioctl(A.VFIO_DEVICE_FEATURE, b);
     return new DataView(b.buffer).getBigUint64(16, true);
   }
@@ -479,7 +479,7 @@ describe('write combining: four front doors, one mechanism', () => {
     new DataView(rel.buffer).setBigUint64(8, c1, true);
     dev.ioctl(
       A.VFIO_DEVICE_FEATURE,
-      encodeDeviceFeature(A.VFIO_DEVICE_FEATURE_SET | A.VFIO_TS_FEATURE_MMAP_COOKIE, rel),
+      encodeVfioDeviceFeature(A.VFIO_DEVICE_FEATURE_SET | A.VFIO_TS_FEATURE_MMAP_COOKIE, rel),
     );
     assert.equal(
       errnoOf(() => dev.mmap(c1, 4096)),
@@ -492,7 +492,7 @@ describe('write combining: four front doors, one mechanism', () => {
       errnoOf(() =>
         dev.ioctl(
           A.VFIO_DEVICE_FEATURE,
-          encodeDeviceFeature(A.VFIO_DEVICE_FEATURE_SET | A.VFIO_TS_FEATURE_MMAP_COOKIE, rel),
+          encodeVfioDeviceFeature(A.VFIO_DEVICE_FEATURE_SET | A.VFIO_TS_FEATURE_MMAP_COOKIE, rel),
         ),
       ),
       Errno.EINVAL,
@@ -519,13 +519,13 @@ describe('write combining: four front doors, one mechanism', () => {
     const data = new Uint8Array(16);
     putU32(data, 0, 2);
     putU32(data, 4, A.VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_WC);
-    const b = encodeDeviceFeature(A.VFIO_DEVICE_FEATURE_GET | A.VFIO_TS_FEATURE_ALIAS_REGION, data);
+    const b = encodeVfioDeviceFeature(A.VFIO_DEVICE_FEATURE_GET | A.VFIO_TS_FEATURE_ALIAS_REGION, data);
     dev.ioctl(A.VFIO_DEVICE_FEATURE, b);
     const index = u32(b, 16);
     assert.equal(index, 9);
     const info = regionInfoBytes(index, 64, 0, 64);
     dev.ioctl(A.VFIO_DEVICE_GET_REGION_INFO, info);
-    const r = decodeRegionInfo(info);
+    const r = decodeVfioRegionInfo(info);
     assert.equal(r.flags, A.VFIO_REGION_INFO_FLAG_MMAP | A.VFIO_REGION_INFO_FLAG_CAPS);
     // vendor type space: (1 << 31) | 0xffff, subtype 1 + BAR
     assert.deepEqual(r.caps, [{ kind: 'type', type: 0x8000ffff, subtype: 3 }]);
@@ -550,7 +550,7 @@ describe('write combining: four front doors, one mechanism', () => {
   ) {
     return dev.ioctl(
       A.VFIO_DEVICE_FEATURE,
-      encodeDeviceFeature(
+      encodeVfioDeviceFeature(
         A.VFIO_DEVICE_FEATURE_GET | A.VFIO_DEVICE_FEATURE_DMA_BUF,
         encodeDmaBuf({ regionIndex: region, openFlags: 2 /* O_RDWR */, flags, ranges }),
       ),
@@ -593,7 +593,7 @@ describe('write combining: four front doors, one mechanism', () => {
   for (const [name, have, claim, argsz, errno] of counts)
     test(`DMA_BUF nr_ranges: ${name}`, () => {
       const { dev } = ivshmem('7.3', NO_EXTENSIONS);
-      const b = encodeDeviceFeature(
+      const b = encodeVfioDeviceFeature(
         A.VFIO_DEVICE_FEATURE_GET | A.VFIO_DEVICE_FEATURE_DMA_BUF,
         encodeDmaBuf({ regionIndex: 2, openFlags: 2, flags: 0, ranges: pages(have) }),
       );
@@ -663,7 +663,10 @@ describe('DEVICE_FEATURE framing (vfio_ioctl_device_feature)', () => {
   for (const [name, flags, errno] of cases)
     test(name, () => {
       const { dev } = ivshmem();
-      assert.equal(errnoOf(() => dev.ioctl(A.VFIO_DEVICE_FEATURE, encodeDeviceFeature(flags))) ?? 0, errno);
+      assert.equal(
+        errnoOf(() => dev.ioctl(A.VFIO_DEVICE_FEATURE, encodeVfioDeviceFeature(flags))) ?? 0,
+        errno,
+      );
     });
   // [name, wakeup_eventfd (E: a real eventfd), argsz of the data, errno]
   const E = -1000;
@@ -679,7 +682,7 @@ describe('DEVICE_FEATURE framing (vfio_ioctl_device_feature)', () => {
       const { env, dev } = ivshmem();
       const data = new Uint8Array(size);
       if (size >= 4) new DataView(data.buffer).setInt32(0, fd === E ? env.createEventfd().fd : fd, true);
-      const b = encodeDeviceFeature(SET | A.VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY_WITH_WAKEUP, data);
+      const b = encodeVfioDeviceFeature(SET | A.VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY_WITH_WAKEUP, data);
       assert.equal(
         errnoOf(() => dev.ioctl(A.VFIO_DEVICE_FEATURE, b)),
         errno,
@@ -687,7 +690,7 @@ describe('DEVICE_FEATURE framing (vfio_ioctl_device_feature)', () => {
       assert.equal(dev.inLowPower, errno === undefined);
     });
   test('argsz below 8: EINVAL', () => {
-    const b = encodeDeviceFeature(A.VFIO_DEVICE_FEATURE_PROBE | 11);
+    const b = encodeVfioDeviceFeature(A.VFIO_DEVICE_FEATURE_PROBE | 11);
     putU32(b, 0, 4);
     assert.equal(
       errnoOf(() => ivshmem().dev.ioctl(A.VFIO_DEVICE_FEATURE, b)),
@@ -725,7 +728,7 @@ describe('offset space: cookies vs the fixed index << 40 encoding', () => {
   function getCookie(dev: VfioPciDevice, bar = 2): bigint | number {
     const data = new Uint8Array(24);
     putU32(data, 0, bar);
-    const b = encodeDeviceFeature(A.VFIO_DEVICE_FEATURE_GET | A.VFIO_TS_FEATURE_MMAP_COOKIE, data);
+    const b = encodeVfioDeviceFeature(A.VFIO_DEVICE_FEATURE_GET | A.VFIO_TS_FEATURE_MMAP_COOKIE, data);
     const e = errnoOf(() => dev.ioctl(A.VFIO_DEVICE_FEATURE, b));
     return e ?? new DataView(b.buffer).getBigUint64(16, true);
   }
@@ -735,14 +738,14 @@ describe('offset space: cookies vs the fixed index << 40 encoding', () => {
     new DataView(data.buffer).setBigUint64(8, offset, true);
     dev.ioctl(
       A.VFIO_DEVICE_FEATURE,
-      encodeDeviceFeature(A.VFIO_DEVICE_FEATURE_SET | A.VFIO_TS_FEATURE_MMAP_COOKIE, data),
+      encodeVfioDeviceFeature(A.VFIO_DEVICE_FEATURE_SET | A.VFIO_TS_FEATURE_MMAP_COOKIE, data),
     );
   }
   function getAlias(dev: VfioPciDevice, bar: number): number {
     const data = new Uint8Array(16);
     putU32(data, 0, bar);
     putU32(data, 4, A.VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_WC);
-    const b = encodeDeviceFeature(A.VFIO_DEVICE_FEATURE_GET | A.VFIO_TS_FEATURE_ALIAS_REGION, data);
+    const b = encodeVfioDeviceFeature(A.VFIO_DEVICE_FEATURE_GET | A.VFIO_TS_FEATURE_ALIAS_REGION, data);
     return errnoOf(() => dev.ioctl(A.VFIO_DEVICE_FEATURE, b)) ?? -u32(b, 16);
   }
   /**
@@ -753,7 +756,9 @@ describe('offset space: cookies vs the fixed index << 40 encoding', () => {
     let sum = 0n;
     for (let i = 0; i < A.VFIO_PCI_NUM_REGIONS; i++) {
       const b = regionInfoBytes(i);
-      const size = errnoOf(() => dev.ioctl(A.VFIO_DEVICE_GET_REGION_INFO, b)) ? 0n : decodeRegionInfo(b).size;
+      const size = errnoOf(() => dev.ioctl(A.VFIO_DEVICE_GET_REGION_INFO, b))
+        ? 0n
+        : decodeVfioRegionInfo(b).size;
       sum += roundUp(size > 0n ? size : PAGE, PAGE);
     }
     return sum;
@@ -827,7 +832,7 @@ describe('offset space: cookies vs the fixed index << 40 encoding', () => {
     assert.deepEqual([getAlias(k, 0), getAlias(k, 2)], [-9, -10]);
     const b = regionInfoBytes(10);
     k.ioctl(A.VFIO_DEVICE_GET_REGION_INFO, b);
-    assert.equal(decodeRegionInfo(b).offset, 10n << SHIFT);
+    assert.equal(decodeVfioRegionInfo(b).offset, 10n << SHIFT);
     // Dense at 23 bits (8 MiB): the regions take 4 MiB + 8 pages; BAR0's one-page alias fits,
     // BAR2's 4 MiB alias does not.
     const bits = 23;
@@ -853,7 +858,7 @@ describe("regionOffsets: 'dense' (offsets found through the offset space)", () =
     const off = (d: VfioPciDevice, i: number) => {
       const b = regionInfoBytes(i);
       d.ioctl(A.VFIO_DEVICE_GET_REGION_INFO, b);
-      return decodeRegionInfo(b).offset;
+      return decodeVfioRegionInfo(b).offset;
     };
     return { dev, iv, off };
   }
@@ -925,7 +930,7 @@ describe("regionOffsets: 'dense' (offsets found through the offset space)", () =
     const { iv } = both('dense');
     const data = new Uint8Array(24);
     putU32(data, 0, 2);
-    const b = encodeDeviceFeature(A.VFIO_DEVICE_FEATURE_GET | A.VFIO_TS_FEATURE_MMAP_COOKIE, data);
+    const b = encodeVfioDeviceFeature(A.VFIO_DEVICE_FEATURE_GET | A.VFIO_TS_FEATURE_MMAP_COOKIE, data);
     iv.ioctl(A.VFIO_DEVICE_FEATURE, b);
     const cookie = new DataView(b.buffer).getBigUint64(16, true);
     assert.equal(ioeventfd(iv, cookie, 4, 0), Errno.EINVAL);
@@ -950,7 +955,7 @@ describe('write combining: edge cases of each path', () => {
     const data = new Uint8Array(24);
     putU32(data, 0, bar);
     putU32(data, 4, flags);
-    const b = encodeDeviceFeature(A.VFIO_DEVICE_FEATURE_GET | A.VFIO_TS_FEATURE_MMAP_COOKIE, data);
+    const b = encodeVfioDeviceFeature(A.VFIO_DEVICE_FEATURE_GET | A.VFIO_TS_FEATURE_MMAP_COOKIE, data);
     return (
       errnoOf(() => dev.ioctl(A.VFIO_DEVICE_FEATURE, b)) ?? new DataView(b.buffer).getBigUint64(16, true)
     );
@@ -959,7 +964,7 @@ describe('write combining: edge cases of each path', () => {
     const data = new Uint8Array(16);
     putU32(data, 0, bar);
     putU32(data, 4, flags);
-    const b = encodeDeviceFeature(A.VFIO_DEVICE_FEATURE_GET | A.VFIO_TS_FEATURE_ALIAS_REGION, data);
+    const b = encodeVfioDeviceFeature(A.VFIO_DEVICE_FEATURE_GET | A.VFIO_TS_FEATURE_ALIAS_REGION, data);
     return errnoOf(() => dev.ioctl(A.VFIO_DEVICE_FEATURE, b)) ?? -u32(b, 16);
   }
   function rfc(dev: VfioPciDevice, bar: number, flags: number): number | undefined {
@@ -975,7 +980,7 @@ describe('write combining: edge cases of each path', () => {
       flags,
       ranges: [{ offset: 0n, length: 4096n }],
     });
-    const b = encodeDeviceFeature(A.VFIO_DEVICE_FEATURE_GET | A.VFIO_DEVICE_FEATURE_DMA_BUF, req);
+    const b = encodeVfioDeviceFeature(A.VFIO_DEVICE_FEATURE_GET | A.VFIO_DEVICE_FEATURE_DMA_BUF, req);
     const e = errnoOf(() => dev.ioctl(A.VFIO_DEVICE_FEATURE, b));
     return e === undefined ? 0 : e;
   }
@@ -1037,7 +1042,7 @@ describe('write combining: edge cases of each path', () => {
     const info = (i: number) => {
       const b = regionInfoBytes(i, 256, 0, 256);
       dev.ioctl(A.VFIO_DEVICE_GET_REGION_INFO, b);
-      return decodeRegionInfo(b);
+      return decodeVfioRegionInfo(b);
     };
     const bar = info(3);
     const a = info(index);
@@ -1069,8 +1074,8 @@ describe('write combining: edge cases of each path', () => {
     const index = -alias(dev, 3);
     const b = regionInfoBytes(index, 256, 0, 256);
     dev.ioctl(A.VFIO_DEVICE_GET_REGION_INFO, b);
-    assert.ok(decodeRegionInfo(b).caps.some((c) => c.kind === 'msix-mappable'));
-    assert.equal(dev.mmap(decodeRegionInfo(b).offset, 4096).attribute, 'wc');
+    assert.ok(decodeVfioRegionInfo(b).caps.some((c) => c.kind === 'msix-mappable'));
+    assert.equal(dev.mmap(decodeVfioRegionInfo(b).offset, 4096).attribute, 'wc');
   });
 });
 
@@ -1244,7 +1249,7 @@ describe('trapped BAR access widths (vfio_pci_core_do_io_rw) and edu (hw/misc/ed
     const fds = new Uint8Array(4);
     new DataView(fds.buffer).setInt32(0, efd.fd, true);
     const set = (flags: number, data = new Uint8Array()) =>
-      dev.ioctl(A.VFIO_DEVICE_SET_IRQS, encodeIrqSet({ flags, index: 0, start: 0, count: 1, data }));
+      dev.ioctl(A.VFIO_DEVICE_SET_IRQS, encodeVfioIrqSet({ flags, index: 0, start: 0, count: 1, data }));
     set(A.VFIO_IRQ_SET_DATA_EVENTFD | A.VFIO_IRQ_SET_ACTION_TRIGGER, fds);
     const unmask = () => set(A.VFIO_IRQ_SET_DATA_NONE | A.VFIO_IRQ_SET_ACTION_UNMASK);
     const w32 = (o: bigint, v: number) => dev.pwrite(bar(0, o), new Uint8Array(new Uint32Array([v]).buffer));

@@ -20,7 +20,7 @@ import {
   openFdCount,
 } from '../../src/native/index.js';
 import { nativeEnvironment } from '../../src/runtime.js';
-import { encodeFds, encodeIrqSet } from '../../src/wire/vfio.js';
+import { encodeFds, encodeVfioIrqSet } from '../../src/wire/vfio.js';
 import { errnoOf } from '../helpers/errno.js';
 
 const EVENTFD = A.VFIO_IRQ_SET_DATA_EVENTFD;
@@ -34,7 +34,7 @@ function setIrqs(dev: VfioPciDevice, flags: number, index: number, start: number
   const count = flags & EVENTFD ? fds.length : start === -1 ? 0 : 1;
   return dev.ioctl(
     A.VFIO_DEVICE_SET_IRQS,
-    encodeIrqSet({ flags, index, start: Math.max(start, 0), count, data }),
+    encodeVfioIrqSet({ flags, index, start: Math.max(start, 0), count, data }),
   );
 }
 

@@ -8,7 +8,7 @@ import * as A from '../../src/abi/vfio.js';
 import { VfioPciDevice } from '../../src/core/device.js';
 import { heapEnvironment } from '../../src/core/env.js';
 import { IvshmemBehaviour, ivshmemDescription } from '../../src/devices/ivshmem.js';
-import { decodeRegionInfo, putU32 } from '../../src/wire/vfio.js';
+import { decodeVfioRegionInfo, putU32 } from '../../src/wire/vfio.js';
 
 function ivshmem() {
   const behaviour = new IvshmemBehaviour();
@@ -78,7 +78,7 @@ describe('ivshmem-plain BAR0 registers (ivshmem_io_read / ivshmem_io_write)', ()
     putU32(b, 0, 32);
     putU32(b, 8, 0);
     dev.ioctl(A.VFIO_DEVICE_GET_REGION_INFO, b);
-    const r = decodeRegionInfo(b);
+    const r = decodeVfioRegionInfo(b);
     assert.equal(
       r.flags,
       A.VFIO_REGION_INFO_FLAG_READ | A.VFIO_REGION_INFO_FLAG_WRITE | A.VFIO_REGION_INFO_FLAG_MMAP,

@@ -19,10 +19,10 @@ import { MalformedError, VfioError } from '../../src/errors.js';
 import { closeFd, eventfdCreate, openFdCount } from '../../src/native/index.js';
 import { nativeEnvironment } from '../../src/runtime.js';
 import {
-  encodeDeviceFeature,
   encodeDmaBuf,
   encodeFds,
-  encodeIrqSet,
+  encodeVfioDeviceFeature,
+  encodeVfioIrqSet,
   putU32,
   putU64,
   u32,
@@ -85,7 +85,7 @@ function seeds(fds: readonly number[]): Seed[] {
   for (const index of [A.VFIO_PCI_INTX_IRQ_INDEX, A.VFIO_PCI_MSI_IRQ_INDEX, A.VFIO_PCI_ERR_IRQ_INDEX]) {
     out.push({
       request: A.VFIO_DEVICE_SET_IRQS,
-      bytes: encodeIrqSet({
+      bytes: encodeVfioIrqSet({
         flags: A.VFIO_IRQ_SET_DATA_EVENTFD | T,
         index,
         start: 0,
@@ -95,7 +95,7 @@ function seeds(fds: readonly number[]): Seed[] {
     });
     out.push({
       request: A.VFIO_DEVICE_SET_IRQS,
-      bytes: encodeIrqSet({
+      bytes: encodeVfioIrqSet({
         flags: A.VFIO_IRQ_SET_DATA_EVENTFD | T,
         index,
         start: 0,
@@ -105,7 +105,7 @@ function seeds(fds: readonly number[]): Seed[] {
     });
     out.push({
       request: A.VFIO_DEVICE_SET_IRQS,
-      bytes: encodeIrqSet({
+      bytes: encodeVfioIrqSet({
         flags: A.VFIO_IRQ_SET_DATA_NONE | T,
         index,
         start: 0,
@@ -115,7 +115,7 @@ function seeds(fds: readonly number[]): Seed[] {
     });
     out.push({
       request: A.VFIO_DEVICE_SET_IRQS,
-      bytes: encodeIrqSet({
+      bytes: encodeVfioIrqSet({
         flags: A.VFIO_IRQ_SET_DATA_NONE | T,
         index,
         start: 0,
@@ -125,7 +125,7 @@ function seeds(fds: readonly number[]): Seed[] {
     });
     out.push({
       request: A.VFIO_DEVICE_SET_IRQS,
-      bytes: encodeIrqSet({
+      bytes: encodeVfioIrqSet({
         flags: A.VFIO_IRQ_SET_DATA_BOOL | T,
         index,
         start: 0,
@@ -137,7 +137,7 @@ function seeds(fds: readonly number[]): Seed[] {
   for (const action of [A.VFIO_IRQ_SET_ACTION_MASK, A.VFIO_IRQ_SET_ACTION_UNMASK])
     out.push({
       request: A.VFIO_DEVICE_SET_IRQS,
-      bytes: encodeIrqSet({
+      bytes: encodeVfioIrqSet({
         flags: A.VFIO_IRQ_SET_DATA_NONE | action,
         index: 0,
         start: 0,
@@ -147,7 +147,7 @@ function seeds(fds: readonly number[]): Seed[] {
     });
   out.push({
     request: A.VFIO_DEVICE_SET_IRQS,
-    bytes: encodeIrqSet({
+    bytes: encodeVfioIrqSet({
       flags: A.VFIO_IRQ_SET_DATA_EVENTFD | A.VFIO_IRQ_SET_ACTION_UNMASK,
       index: 0,
       start: 0,
@@ -163,7 +163,7 @@ function seeds(fds: readonly number[]): Seed[] {
     for (const attr of [A.VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_UC, A.VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_WC])
       out.push({
         request: A.VFIO_DEVICE_FEATURE,
-        bytes: encodeDeviceFeature(
+        bytes: encodeVfioDeviceFeature(
           F | A.VFIO_DEVICE_FEATURE_DMA_BUF,
           encodeDmaBuf({
             regionIndex: bar,
@@ -178,7 +178,7 @@ function seeds(fds: readonly number[]): Seed[] {
       });
   out.push({
     request: A.VFIO_DEVICE_FEATURE,
-    bytes: encodeDeviceFeature(P | F | A.VFIO_DEVICE_FEATURE_DMA_BUF),
+    bytes: encodeVfioDeviceFeature(P | F | A.VFIO_DEVICE_FEATURE_DMA_BUF),
   });
   for (const bar of [0, 2]) {
     const cookie = new Uint8Array(24);
@@ -186,21 +186,21 @@ function seeds(fds: readonly number[]): Seed[] {
     putU32(cookie, 4, A.VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_WC);
     out.push({
       request: A.VFIO_DEVICE_FEATURE,
-      bytes: encodeDeviceFeature(F | A.VFIO_TS_FEATURE_MMAP_COOKIE, cookie),
+      bytes: encodeVfioDeviceFeature(F | A.VFIO_TS_FEATURE_MMAP_COOKIE, cookie),
     });
     const release = new Uint8Array(24);
     putU32(release, 4, A.VFIO_TS_MMAP_COOKIE_FLAG_RELEASE);
     putU64(release, 8, 15n << 40n);
     out.push({
       request: A.VFIO_DEVICE_FEATURE,
-      bytes: encodeDeviceFeature(S | A.VFIO_TS_FEATURE_MMAP_COOKIE, release),
+      bytes: encodeVfioDeviceFeature(S | A.VFIO_TS_FEATURE_MMAP_COOKIE, release),
     });
     const alias = new Uint8Array(16);
     putU32(alias, 0, bar);
     putU32(alias, 4, A.VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_WC);
     out.push({
       request: A.VFIO_DEVICE_FEATURE,
-      bytes: encodeDeviceFeature(F | A.VFIO_TS_FEATURE_ALIAS_REGION, alias),
+      bytes: encodeVfioDeviceFeature(F | A.VFIO_TS_FEATURE_ALIAS_REGION, alias),
     });
     out.push({
       request: A.VFIO_DEVICE_SET_REGION_FLAGS,
@@ -209,17 +209,17 @@ function seeds(fds: readonly number[]): Seed[] {
   }
   out.push({
     request: A.VFIO_DEVICE_FEATURE,
-    bytes: encodeDeviceFeature(S | A.VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY),
+    bytes: encodeVfioDeviceFeature(S | A.VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY),
   });
   out.push({
     request: A.VFIO_DEVICE_FEATURE,
-    bytes: encodeDeviceFeature(S | A.VFIO_DEVICE_FEATURE_LOW_POWER_EXIT),
+    bytes: encodeVfioDeviceFeature(S | A.VFIO_DEVICE_FEATURE_LOW_POWER_EXIT),
   });
   const wake = new Uint8Array(8);
   new DataView(wake.buffer).setInt32(0, fd(2), true);
   out.push({
     request: A.VFIO_DEVICE_FEATURE,
-    bytes: encodeDeviceFeature(S | A.VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY_WITH_WAKEUP, wake),
+    bytes: encodeVfioDeviceFeature(S | A.VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY_WITH_WAKEUP, wake),
   });
   return out;
 }

@@ -6,7 +6,7 @@
  *    and mutated payloads under every command number: only MalformedError may escape, and what
  *    decodes must re-encode or be refused by the encoder with VfioError(EINVAL);
  *  - VERSION's JSON, mutated as text (tokens, deep nesting, huge numbers, `__proto__`);
- *  - decodeRegionInfo / decodeCapChain of vfio.h region info with mutated caps (offsets, loops,
+ *  - decodeVfioRegionInfo / decodeCapChain of vfio.h region info with mutated caps (offsets, loops,
  *    counts): only MalformedError;
  *  - MessageFramer fed a stream of mutated messages in random chunks with fake fds attached:
  *    every frame is exactly the bytes that were sent, a bad msg_size stops the stream with a
@@ -16,7 +16,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { VfioUserCommand } from '../../src/abi/vfio-user.js';
 import { MalformedError, VfioError } from '../../src/errors.js';
-import { decodeCapChain, decodeRegionInfo, encodeRegionInfo } from '../../src/wire/vfio.js';
+import { decodeCapChain, decodeVfioRegionInfo, encodeVfioRegionInfo } from '../../src/wire/vfio.js';
 import {
   type CodecOptions,
   decodeCommandPayload,
@@ -112,7 +112,7 @@ function describeEscape(e: unknown): string {
 /** vfio.h region infos with capability chains, as the core and the kernel lay them out. */
 function regionInfoSeeds(): Uint8Array[] {
   return [
-    encodeRegionInfo({
+    encodeVfioRegionInfo({
       argsz: 0,
       flags: 0xf,
       index: 0,
@@ -130,7 +130,7 @@ function regionInfoSeeds(): Uint8Array[] {
         { kind: 'msix-mappable' },
       ],
     }),
-    encodeRegionInfo({
+    encodeVfioRegionInfo({
       argsz: 0,
       flags: 7,
       index: 9,
@@ -138,7 +138,7 @@ function regionInfoSeeds(): Uint8Array[] {
       offset: 9n << 40n,
       caps: [{ kind: 'type', type: 0x12, subtype: 2 }],
     }),
-    encodeRegionInfo({ argsz: 0, flags: 3, index: 7, size: 256n, offset: 7n << 40n, caps: [] }),
+    encodeVfioRegionInfo({ argsz: 0, flags: 3, index: 7, size: 256n, offset: 7n << 40n, caps: [] }),
   ];
 }
 
@@ -223,8 +223,8 @@ export function fuzzWire(o: WireFuzzOptions): FuzzStats {
       // vfio.h region info and capability chains.
       const src = rng.pick(regionSeeds);
       const m = mutate(rng, src, 6);
-      guard('decodeRegionInfo', m, () => {
-        decodeRegionInfo(m);
+      guard('decodeVfioRegionInfo', m, () => {
+        decodeVfioRegionInfo(m);
       });
       const first = rng.chance(0.5) ? 32 : rng.interesting32();
       guard(`decodeCapChain(first ${first})`, m, () => {

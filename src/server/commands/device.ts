@@ -12,8 +12,9 @@ import {
   VFIO_DEVICE_RESET,
   VFIO_TS_FEATURE_MMAP_COOKIE,
 } from '../../abi/vfio.js';
-import { VfioUserFeatureFlags } from '../../abi/vfio-user.js';
+import { VfioUserFeatureFlags, vfio_user_device_info } from '../../abi/vfio-user.js';
 import { fail, VfioError } from '../../errors.js';
+import { struct } from '../../wire/struct.js';
 import { decodeDeviceFeature, decodeDeviceInfo, type Frame } from '../../wire/vfio-user.js';
 import { type ClientContext, EMPTY, type Reply, reply } from '../context.js';
 import { cookieOf } from '../cookies.js';
@@ -22,14 +23,13 @@ import { regionFd } from './region.js';
 /** Payload cap of DEVICE_FEATURE: a dma-buf request of up to (64 KiB - 32) / 16 ranges fits. */
 export const MAX_FEATURE_PAYLOAD = 64 * 1024;
 
-/** vfio-user's struct is vfio_device_info without cap_offset: 16 bytes. */
-const DEVICE_INFO_SIZE = 16;
+/** vfio-user's struct is vfio_device_info without cap_offset: 16 bytes (vfio_user_device_info). */
+const deviceInfo = struct(vfio_user_device_info);
 
 export function deviceGetInfo(s: ClientContext, f: Frame): Reply {
   decodeDeviceInfo(f.payload, 'command');
   // Ask the core for vfio-user's 16 bytes (argsz 16).
-  const arg = new Uint8Array(DEVICE_INFO_SIZE);
-  new DataView(arg.buffer).setUint32(0, DEVICE_INFO_SIZE, true);
+  const arg = deviceInfo.encode({ argsz: deviceInfo.size });
   s.device.ioctl(VFIO_DEVICE_GET_INFO, arg);
   return reply(arg);
 }

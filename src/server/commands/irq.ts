@@ -5,20 +5,16 @@ import {
   VFIO_DEVICE_SET_IRQS,
   VFIO_IRQ_SET_DATA_EVENTFD,
   VFIO_IRQ_SET_DATA_TYPE_MASK,
-  vfio_irq_info,
-  vfio_irq_set,
 } from '../../abi/vfio.js';
 import { fail } from '../../errors.js';
+import { encodeFds, irqInfoStruct, irqSetStruct } from '../../wire/vfio.js';
 import { decodeIrqInfo, decodeIrqSet, type Frame } from '../../wire/vfio-user.js';
 import { type ClientContext, EMPTY, type Reply, reply } from '../context.js';
 
-const setArgsz = (b: Uint8Array, v: number) =>
-  new DataView(b.buffer, b.byteOffset, b.byteLength).setUint32(0, v, true);
-
 export function deviceGetIrqInfo(s: ClientContext, f: Frame): Reply {
   decodeIrqInfo(f.payload, 'command');
-  const arg = f.payload.slice(0, vfio_irq_info.size);
-  setArgsz(arg, vfio_irq_info.size);
+  const arg = f.payload.slice(0, irqInfoStruct.size);
+  irqInfoStruct.set(arg, 'argsz', irqInfoStruct.size);
   s.device.ioctl(VFIO_DEVICE_GET_IRQ_INFO, arg);
   return reply(arg);
 }
@@ -31,7 +27,7 @@ export function deviceGetIrqInfo(s: ClientContext, f: Frame): Reply {
  */
 export function deviceSetIrqs(s: ClientContext, f: Frame): Reply {
   const op = 'VFIO_USER_DEVICE_SET_IRQS';
-  const head = vfio_irq_set.size;
+  const head = irqSetStruct.size;
   const set = decodeIrqSet(f.payload);
   const eventfd = (set.flags & VFIO_IRQ_SET_DATA_TYPE_MASK) === VFIO_IRQ_SET_DATA_EVENTFD;
   if (!eventfd && f.fds.length > 0) fail(Errno.EINVAL, op, 'fds without DATA_EVENTFD');
@@ -46,12 +42,11 @@ export function deviceSetIrqs(s: ClientContext, f: Frame): Reply {
       fail(Errno.EINVAL, op, `start ${set.start} count ${set.count} > ${max}`);
     arg = new Uint8Array(head + 4 * set.count);
     arg.set(f.payload.subarray(0, head));
-    const dv = new DataView(arg.buffer);
-    for (let i = 0; i < set.count; i++) dv.setInt32(head + 4 * i, f.fds[i] ?? -1, true);
+    arg.set(encodeFds(Array.from({ length: set.count }, (_, i) => f.fds[i] ?? -1)), head);
   } else {
     arg = f.payload.slice(0, head + (set.data?.length ?? 0));
   }
-  setArgsz(arg, arg.length);
+  irqSetStruct.set(arg, 'argsz', arg.length);
   s.device.ioctl(VFIO_DEVICE_SET_IRQS, arg);
   return EMPTY;
 }

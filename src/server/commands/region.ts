@@ -9,11 +9,13 @@ import { VFIO_DEVICE_GET_REGION_INFO, VFIO_PCI_VGA_REGION_INDEX } from '../../ab
 import {
   VfioUserRegionFlags,
   vfio_user_region_access,
-  vfio_user_region_info,
   vfio_user_region_io_fds,
+  vfio_user_region_write_multi,
 } from '../../abi/vfio-user.js';
 import { PAGE_SIZE } from '../../core/offsets.js';
 import { fail, VfioError } from '../../errors.js';
+import { struct } from '../../wire/struct.js';
+import { regionInfoStruct } from '../../wire/vfio.js';
 import {
   decodeIoFdsRequest,
   decodeRegionInfoRequest,
@@ -25,12 +27,10 @@ import {
 import { type ClientContext, type Reply, reply, xferMax } from '../context.js';
 import type { DevicePort, PortRegion } from '../device-port.js';
 
-const le32 = (b: Uint8Array, o: number) =>
-  new DataView(b.buffer, b.byteOffset, b.byteLength).getUint32(o, true);
-const put32 = (b: Uint8Array, o: number, v: number) =>
-  new DataView(b.buffer, b.byteOffset, b.byteLength).setUint32(o, v, true);
-const put64 = (b: Uint8Array, o: number, v: bigint) =>
-  new DataView(b.buffer, b.byteOffset, b.byteLength).setBigUint64(o, v, true);
+/** The vfio-user REGION_INFO payload is struct vfio_region_info (spec, "VFIO_USER_DEVICE_GET_REGION_INFO"). */
+const L = regionInfoStruct;
+const ioFds = struct(vfio_user_region_io_fds);
+const writeMulti = struct(vfio_user_region_write_multi);
 
 /**
  * Region `index` where REGION_INFO answers it, else undefined: past the last region, and the
@@ -69,25 +69,22 @@ export function regionFd(d: DevicePort, index: number): { fd: number; offset: bi
  * when the client's `argsz` has it.
  */
 function regionInfoIoctl(d: DevicePort, index: number, argsz: number): { info: Uint8Array; need: number } {
-  const L = vfio_user_region_info;
   const ask = (size: number) => {
     const info = new Uint8Array(size);
-    put32(info, L.argsz, size);
-    put32(info, L.index, index);
+    L.write(info, { argsz: size, index });
     d.ioctl(VFIO_DEVICE_GET_REGION_INFO, info);
     return info;
   };
-  const info = ask(L.SIZEOF);
-  const need = le32(info, L.argsz);
-  return { info: need > L.SIZEOF && argsz >= need ? ask(need) : info, need };
+  const info = ask(L.size);
+  const need = L.get(info, 'argsz');
+  return { info: need > L.size && argsz >= need ? ask(need) : info, need };
 }
 
 export function deviceGetRegionInfo(s: ClientContext, f: Frame): Reply {
   const req = decodeRegionInfoRequest(f.payload);
-  const L = vfio_user_region_info;
   const { info, need } = regionInfoIoctl(s.device, req.index, req.argsz);
   const whole = req.argsz >= need;
-  let flags = le32(info, L.flags);
+  let flags = L.get(info, 'flags');
   const fds: number[] = [];
   let offset = 0n;
   if (flags & VfioUserRegionFlags.MMAP) {
@@ -102,9 +99,7 @@ export function deviceGetRegionInfo(s: ClientContext, f: Frame): Reply {
       if (whole) fds.push(src.fd);
     }
   }
-  put32(info, L.argsz, need);
-  put32(info, L.flags, flags);
-  put64(info, L.offset, offset);
+  L.write(info, { argsz: need, flags, offset });
   return { chunks: [info], fds };
 }
 
@@ -116,10 +111,7 @@ export function deviceGetRegionIoFds(s: ClientContext, f: Frame): Reply {
   // EINVAL for a region that does not exist (VGA on non-VGA devices too).
   if (regionOf(s.device, req.index) === undefined) fail(Errno.EINVAL, op, `region ${req.index}`);
   // No ioeventfds are offered: the 16-byte head with count 0, argsz 16.
-  const out = new Uint8Array(vfio_user_region_io_fds.SIZEOF);
-  put32(out, vfio_user_region_io_fds.argsz, vfio_user_region_io_fds.SIZEOF);
-  put32(out, vfio_user_region_io_fds.index, req.index);
-  return reply(out);
+  return reply(ioFds.encode({ argsz: ioFds.size, index: req.index }));
 }
 
 /** libvfio-user: count above max_data_xfer_size, a bad index, or an access past the region's end are all EINVAL. */
@@ -135,7 +127,7 @@ export function regionRead(s: ClientContext, f: Frame): Reply {
   const r = decodeRegionReadRequest(f.payload);
   checkAccess(s, op, r.region, r.offset, r.count);
   // A view of the request: it is sent (or copied by the channel) before the buffer is reused.
-  const head = f.payload.subarray(0, vfio_user_region_access.SIZEOF);
+  const head = f.payload.subarray(0, vfio_user_region_access.size);
   if (r.count === 0) return reply(head);
   const data = s.device.readRegion(r.region, r.offset, r.count);
   if (data.length !== r.count) fail(Errno.EINVAL, op, 'short read');
@@ -149,7 +141,7 @@ export function regionWrite(s: ClientContext, f: Frame): Reply {
   if (w.data.length > 0 && s.device.writeRegion(w.region, w.offset, w.data) !== w.data.length)
     fail(Errno.EINVAL, op, 'short write');
   // Reply: offset, region, count; no data.
-  return reply(f.payload.subarray(0, vfio_user_region_access.SIZEOF));
+  return reply(f.payload.subarray(0, vfio_user_region_access.size));
 }
 
 export function regionWriteMulti(s: ClientContext, f: Frame): Reply {
@@ -188,7 +180,5 @@ export function regionWriteMulti(s: ClientContext, f: Frame): Reply {
     }
     done++;
   }
-  const out = new Uint8Array(8);
-  put64(out, 0, BigInt(done));
-  return reply(out);
+  return reply(writeMulti.encode({ wr_cnt: BigInt(done) }));
 }

@@ -13,10 +13,7 @@ export const U32_MAX = 0xffff_ffff;
 export const U64_LIMIT = 1n << 64n;
 export const U64_MAX = U64_LIMIT - 1n;
 
-/** A DataView over exactly `bytes` (no copy). */
-export function view(bytes: Uint8Array): DataView {
-  return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-}
+export { view } from '../struct.js';
 
 export function malformed(what: string, detail: string, errno: number = Errno.EINVAL): MalformedError {
   return new MalformedError(what, detail, errno);

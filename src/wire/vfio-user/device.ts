@@ -19,19 +19,22 @@ import {
   vfio_user_region_io_fds,
   vfio_user_sparse_mmap_area,
   vfio_user_sub_region_io_fd,
+  vfio_user_sub_region_ioeventfd,
 } from '../../abi/vfio-user.js';
-import {
-  checkRange64,
-  checkU16,
-  checkU32,
-  checkU64,
-  encodeFail,
-  LE,
-  malformed,
-  needBytes,
-  view,
-} from './bytes.js';
+import { struct } from '../struct.js';
+import { checkRange64, encodeFail, malformed, needBytes } from './bytes.js';
 import type { MessageType } from './header.js';
+
+const DEVICE_INFO = struct(vfio_user_device_info);
+const REGION_INFO = struct(vfio_user_region_info);
+const CAP_HEADER = struct(vfio_user_cap_header);
+const CAP_SPARSE = struct(vfio_user_cap_sparse_mmap);
+const SPARSE_AREA = struct(vfio_user_sparse_mmap_area);
+const CAP_TYPE = struct(vfio_user_cap_type);
+const IO_FDS = struct(vfio_user_region_io_fds);
+/** A sub-region entry: the spec's 40 bytes, or libvfio-user's 48. */
+const SUB_SPEC = struct(vfio_user_sub_region_io_fd);
+const SUB_WIDE = struct(vfio_user_sub_region_ioeventfd);
 
 // ---------------------------------------------------------------------------------------------
 // DEVICE_GET_INFO
@@ -51,28 +54,18 @@ export interface DeviceInfo {
  */
 export function decodeDeviceInfo(p: Uint8Array, type: MessageType = 'command'): DeviceInfo {
   const what = `VFIO_USER_DEVICE_GET_INFO ${type}`;
-  const L = vfio_user_device_info;
-  needBytes(what, p, L.SIZEOF);
-  const dv = view(p);
-  const d: DeviceInfo = {
-    argsz: dv.getUint32(L.argsz, LE),
-    flags: dv.getUint32(L.flags, LE),
-    numRegions: dv.getUint32(L.num_regions, LE),
-    numIrqs: dv.getUint32(L.num_irqs, LE),
-  };
-  if (type === 'command' && d.argsz < L.SIZEOF) throw malformed(what, `argsz ${d.argsz} < ${L.SIZEOF}`);
+  needBytes(what, p, DEVICE_INFO.size);
+  const r = DEVICE_INFO.read(p);
+  const d: DeviceInfo = { argsz: r.argsz, flags: r.flags, numRegions: r.num_regions, numIrqs: r.num_irqs };
+  if (type === 'command' && d.argsz < DEVICE_INFO.size)
+    throw malformed(what, `argsz ${d.argsz} < ${DEVICE_INFO.size}`);
   return d;
 }
 
 export function encodeDeviceInfo(d: DeviceInfo): Uint8Array {
-  const what = 'VFIO_USER_DEVICE_GET_INFO';
-  const L = vfio_user_device_info;
-  const out = new Uint8Array(L.SIZEOF);
-  const dv = view(out);
-  dv.setUint32(L.argsz, checkU32(what, 'argsz', d.argsz), LE);
-  dv.setUint32(L.flags, checkU32(what, 'flags', d.flags), LE);
-  dv.setUint32(L.num_regions, checkU32(what, 'num_regions', d.numRegions), LE);
-  dv.setUint32(L.num_irqs, checkU32(what, 'num_irqs', d.numIrqs), LE);
+  const out = new Uint8Array(DEVICE_INFO.size);
+  const value = { argsz: d.argsz, flags: d.flags, num_regions: d.numRegions, num_irqs: d.numIrqs };
+  DEVICE_INFO.writeChecked(out, value, 'VFIO_USER_DEVICE_GET_INFO');
   return out;
 }
 
@@ -110,29 +103,22 @@ export interface RegionInfo extends RegionInfoFields {
 }
 
 function readRegionFields(what: string, p: Uint8Array): RegionInfoFields {
-  const L = vfio_user_region_info;
-  needBytes(what, p, L.SIZEOF);
-  const dv = view(p);
+  needBytes(what, p, REGION_INFO.size);
+  const r = REGION_INFO.read(p);
   return {
-    argsz: dv.getUint32(L.argsz, LE),
-    flags: dv.getUint32(L.flags, LE),
-    index: dv.getUint32(L.index, LE),
-    capOffset: dv.getUint32(L.cap_offset, LE),
-    size: dv.getBigUint64(L.size, LE),
-    offset: dv.getBigUint64(L.offset, LE),
+    argsz: r.argsz,
+    flags: r.flags,
+    index: r.index,
+    capOffset: r.cap_offset,
+    size: r.size,
+    offset: r.offset,
   };
 }
 
 function writeRegionFields(out: Uint8Array, r: RegionInfoFields, capOffset: number): void {
-  const what = 'VFIO_USER_DEVICE_GET_REGION_INFO';
-  const L = vfio_user_region_info;
-  const dv = view(out);
-  dv.setUint32(L.argsz, checkU32(what, 'argsz', r.argsz), LE);
-  dv.setUint32(L.flags, checkU32(what, 'flags', r.flags), LE);
-  dv.setUint32(L.index, checkU32(what, 'index', r.index), LE);
-  dv.setUint32(L.cap_offset, checkU32(what, 'cap_offset', capOffset), LE);
-  dv.setBigUint64(L.size, checkU64(what, 'size', r.size), LE);
-  dv.setBigUint64(L.offset, checkU64(what, 'offset', r.offset), LE);
+  const { argsz, flags, index, size, offset } = r;
+  const value = { argsz, flags, index, cap_offset: capOffset, size, offset };
+  REGION_INFO.writeChecked(out, value, 'VFIO_USER_DEVICE_GET_REGION_INFO');
 }
 
 /**
@@ -143,12 +129,12 @@ function writeRegionFields(out: Uint8Array, r: RegionInfoFields, capOffset: numb
 export function decodeRegionInfoRequest(p: Uint8Array): RegionInfoFields {
   const what = 'VFIO_USER_DEVICE_GET_REGION_INFO command';
   const r = readRegionFields(what, p);
-  if (r.argsz < vfio_user_region_info.SIZEOF) throw malformed(what, `argsz ${r.argsz} < 32`);
+  if (r.argsz < REGION_INFO.size) throw malformed(what, `argsz ${r.argsz} < 32`);
   return r;
 }
 
 export function encodeRegionInfoRequest(r: RegionInfoFields): Uint8Array {
-  const out = new Uint8Array(vfio_user_region_info.SIZEOF);
+  const out = new Uint8Array(REGION_INFO.size);
   writeRegionFields(out, r, r.capOffset);
   return out;
 }
@@ -161,36 +147,28 @@ function decodeCap(
   id: number,
   version: number,
 ): RegionCap {
-  const dv = view(p);
   const span = end - at;
   if (id === VfioUserRegionCapId.SPARSE_MMAP) {
-    const S = vfio_user_cap_sparse_mmap;
-    if (span < S.SIZEOF) throw malformed(what, `sparse mmap capability at ${at} has ${span} bytes, needs 16`);
-    const n = dv.getUint32(at + S.nr_areas, LE);
-    const A = vfio_user_sparse_mmap_area;
-    if (n > (span - S.SIZEOF) / A.SIZEOF) {
+    if (span < CAP_SPARSE.size)
+      throw malformed(what, `sparse mmap capability at ${at} has ${span} bytes, needs 16`);
+    const n = CAP_SPARSE.get(p, 'nr_areas', at);
+    if (n > (span - CAP_SPARSE.size) / SPARSE_AREA.size) {
       throw malformed(what, `sparse mmap capability at ${at}: ${n} areas do not fit in ${span} bytes`);
     }
     const areas: SparseMmapArea[] = [];
     for (let i = 0; i < n; i++) {
-      const a = at + S.areas + i * A.SIZEOF;
-      const area = { offset: dv.getBigUint64(a + A.offset, LE), size: dv.getBigUint64(a + A.size, LE) };
+      const area = SPARSE_AREA.read(p, at + CAP_SPARSE.offsetOf('areas') + i * SPARSE_AREA.size);
       checkRange64(what, area.offset, area.size, `sparse area ${i} offset + size`);
       areas.push(area);
     }
     return { kind: 'sparse-mmap', version, areas };
   }
   if (id === VfioUserRegionCapId.TYPE) {
-    const T = vfio_user_cap_type;
-    if (span < T.SIZEOF) throw malformed(what, `type capability at ${at} has ${span} bytes, needs 16`);
-    return {
-      kind: 'type',
-      version,
-      type: dv.getUint32(at + T.type, LE),
-      subtype: dv.getUint32(at + T.subtype, LE),
-    };
+    if (span < CAP_TYPE.size) throw malformed(what, `type capability at ${at} has ${span} bytes, needs 16`);
+    const { type, subtype } = CAP_TYPE.read(p, at);
+    return { kind: 'type', version, type, subtype };
   }
-  return { kind: 'raw', id, version, data: p.subarray(at + vfio_user_cap_header.SIZEOF, end) };
+  return { kind: 'raw', id, version, data: p.subarray(at + CAP_HEADER.size, end) };
 }
 
 /**
@@ -199,25 +177,21 @@ function decodeCap(
  * lie after the 32-byte struct and after the previous capability, so the walk always ends.
  */
 function decodeCaps(what: string, p: Uint8Array, r: RegionInfoFields): RegionCap[] {
-  const L = vfio_user_region_info;
-  if (!(r.flags & VfioUserRegionFlags.CAPS) || r.capOffset === 0 || p.byteLength <= L.SIZEOF) return [];
-  const H = vfio_user_cap_header;
-  const dv = view(p);
+  if (!(r.flags & VfioUserRegionFlags.CAPS) || r.capOffset === 0 || p.byteLength <= REGION_INFO.size)
+    return [];
   const caps: RegionCap[] = [];
   let at = r.capOffset;
-  let prev = L.SIZEOF - 1;
+  let prev = REGION_INFO.size - 1;
   while (at !== 0) {
     if (at <= prev)
       throw malformed(what, `capability offset ${at} does not move past ${prev}: a loop or overlap`);
-    if (at + H.SIZEOF > p.byteLength) {
+    if (at + CAP_HEADER.size > p.byteLength) {
       throw malformed(what, `capability at ${at} runs past the ${p.byteLength}-byte payload`);
     }
     if (caps.length === VFIO_USER_MAX_REGION_CAPS)
       throw malformed(what, `more than ${VFIO_USER_MAX_REGION_CAPS} capabilities`);
-    const id = dv.getUint16(at + H.id, LE);
-    const version = dv.getUint16(at + H.version, LE);
-    const next = dv.getUint32(at + H.next, LE);
-    if (next !== 0 && next < at + H.SIZEOF)
+    const { id, version, next } = CAP_HEADER.read(p, at);
+    if (next !== 0 && next < at + CAP_HEADER.size)
       throw malformed(what, `capability at ${at} points back to ${next}`);
     if (next > p.byteLength) throw malformed(what, `capability at ${at} points to ${next}, past the payload`);
     caps.push(decodeCap(what, p, at, next === 0 ? p.byteLength : next, id, version));
@@ -244,22 +218,22 @@ const align = (n: number) => (n + VFIO_USER_CAP_ALIGN - 1) & ~(VFIO_USER_CAP_ALI
 function capSize(c: RegionCap): number {
   switch (c.kind) {
     case 'sparse-mmap':
-      return vfio_user_cap_sparse_mmap.SIZEOF + c.areas.length * vfio_user_sparse_mmap_area.SIZEOF;
+      return CAP_SPARSE.size + c.areas.length * SPARSE_AREA.size;
     case 'type':
-      return vfio_user_cap_type.SIZEOF;
+      return CAP_TYPE.size;
     case 'raw':
-      return vfio_user_cap_header.SIZEOF + c.data.byteLength;
+      return CAP_HEADER.size + c.data.byteLength;
   }
 }
 
 /** Bytes the chain takes after the 32-byte struct (each capability 8-byte aligned but the last). */
 export function regionCapsSize(caps: readonly RegionCap[]): number {
-  let end: number = vfio_user_region_info.SIZEOF;
+  let end: number = REGION_INFO.size;
   caps.forEach((c, i) => {
     end += capSize(c);
     if (i < caps.length - 1) end = align(end);
   });
-  return end - vfio_user_region_info.SIZEOF;
+  return end - REGION_INFO.size;
 }
 
 /**
@@ -269,12 +243,9 @@ export function regionCapsSize(caps: readonly RegionCap[]): number {
  */
 export function encodeRegionInfoReply(r: RegionInfo): Uint8Array {
   const what = 'VFIO_USER_DEVICE_GET_REGION_INFO reply';
-  const L = vfio_user_region_info;
-  const H = vfio_user_cap_header;
-  const out = new Uint8Array(L.SIZEOF + regionCapsSize(r.caps));
-  writeRegionFields(out, r, r.caps.length > 0 ? L.SIZEOF : r.capOffset);
-  const dv = view(out);
-  let at: number = L.SIZEOF;
+  const out = new Uint8Array(REGION_INFO.size + regionCapsSize(r.caps));
+  writeRegionFields(out, r, r.caps.length > 0 ? REGION_INFO.size : r.capOffset);
+  let at: number = REGION_INFO.size;
   r.caps.forEach((c, i) => {
     const last = i === r.caps.length - 1;
     const next = last ? 0 : align(at + capSize(c));
@@ -284,27 +255,20 @@ export function encodeRegionInfoReply(r: RegionInfo): Uint8Array {
         : c.kind === 'type'
           ? VfioUserRegionCapId.TYPE
           : c.id;
-    dv.setUint16(at + H.id, checkU16(what, 'capability id', id), LE);
-    dv.setUint16(at + H.version, checkU16(what, 'capability version', c.version), LE);
-    dv.setUint32(at + H.next, next, LE);
+    CAP_HEADER.writeChecked(out, { id, version: c.version, next }, what, at, 'capability ');
     switch (c.kind) {
-      case 'sparse-mmap': {
-        const S = vfio_user_cap_sparse_mmap;
-        const A = vfio_user_sparse_mmap_area;
-        dv.setUint32(at + S.nr_areas, c.areas.length, LE);
+      case 'sparse-mmap':
+        CAP_SPARSE.set(out, 'nr_areas', c.areas.length, at);
         c.areas.forEach((a, j) => {
-          const o = at + S.areas + j * A.SIZEOF;
-          dv.setBigUint64(o + A.offset, checkU64(what, 'area offset', a.offset), LE);
-          dv.setBigUint64(o + A.size, checkU64(what, 'area size', a.size), LE);
+          const o = at + CAP_SPARSE.offsetOf('areas') + j * SPARSE_AREA.size;
+          SPARSE_AREA.writeChecked(out, a, what, o, 'area ');
         });
         break;
-      }
       case 'type':
-        dv.setUint32(at + vfio_user_cap_type.type, checkU32(what, 'type', c.type), LE);
-        dv.setUint32(at + vfio_user_cap_type.subtype, checkU32(what, 'subtype', c.subtype), LE);
+        CAP_TYPE.writeChecked(out, { type: c.type, subtype: c.subtype }, what, at);
         break;
       case 'raw':
-        out.set(c.data, at + H.SIZEOF);
+        out.set(c.data, at + CAP_HEADER.size);
         break;
     }
     at = next;
@@ -348,25 +312,14 @@ export interface IoFdsReply extends IoFdsRequest {
 }
 
 function readIoFds(what: string, p: Uint8Array): IoFdsRequest {
-  const L = vfio_user_region_io_fds;
-  needBytes(what, p, L.SIZEOF);
-  const dv = view(p);
-  return {
-    argsz: dv.getUint32(L.argsz, LE),
-    flags: dv.getUint32(L.flags, LE),
-    index: dv.getUint32(L.index, LE),
-    count: dv.getUint32(L.count, LE),
-  };
+  needBytes(what, p, IO_FDS.size);
+  const { argsz, flags, index, count } = IO_FDS.read(p);
+  return { argsz, flags, index, count };
 }
 
 function writeIoFds(out: Uint8Array, r: IoFdsRequest): void {
-  const what = 'VFIO_USER_DEVICE_GET_REGION_IO_FDS';
-  const L = vfio_user_region_io_fds;
-  const dv = view(out);
-  dv.setUint32(L.argsz, checkU32(what, 'argsz', r.argsz), LE);
-  dv.setUint32(L.flags, checkU32(what, 'flags', r.flags), LE);
-  dv.setUint32(L.index, checkU32(what, 'index', r.index), LE);
-  dv.setUint32(L.count, checkU32(what, 'count', r.count), LE);
+  const { argsz, flags, index, count } = r;
+  IO_FDS.writeChecked(out, { argsz, flags, index, count }, 'VFIO_USER_DEVICE_GET_REGION_IO_FDS');
 }
 
 /**
@@ -377,12 +330,12 @@ function writeIoFds(out: Uint8Array, r: IoFdsRequest): void {
 export function decodeIoFdsRequest(p: Uint8Array): IoFdsRequest {
   const what = 'VFIO_USER_DEVICE_GET_REGION_IO_FDS command';
   const r = readIoFds(what, p);
-  if (r.argsz < vfio_user_region_io_fds.SIZEOF) throw malformed(what, `argsz ${r.argsz} < 16`);
+  if (r.argsz < IO_FDS.size) throw malformed(what, `argsz ${r.argsz} < 16`);
   return r;
 }
 
 export function encodeIoFdsRequest(r: IoFdsRequest): Uint8Array {
-  const out = new Uint8Array(vfio_user_region_io_fds.SIZEOF);
+  const out = new Uint8Array(IO_FDS.size);
   writeIoFds(out, r);
   return out;
 }
@@ -395,35 +348,48 @@ export function encodeIoFdsRequest(r: IoFdsRequest): Uint8Array {
  */
 export function decodeIoFdsReply(p: Uint8Array): IoFdsReply {
   const what = 'VFIO_USER_DEVICE_GET_REGION_IO_FDS reply';
-  const L = vfio_user_region_io_fds;
-  const S = vfio_user_sub_region_io_fd;
   const head = readIoFds(what, p);
-  if (p.byteLength === L.SIZEOF) return { ...head, entrySize: S.SIZEOF_SPEC, subRegions: [] };
+  if (p.byteLength === IO_FDS.size) return { ...head, entrySize: SUB_SPEC.size, subRegions: [] };
   if (head.argsz !== p.byteLength) {
     throw malformed(what, `argsz ${head.argsz} but ${p.byteLength} payload bytes`);
   }
-  const body = p.byteLength - L.SIZEOF;
-  if (head.count === 0 || body % head.count !== 0 || body / head.count < S.SIZEOF_SPEC) {
+  const body = p.byteLength - IO_FDS.size;
+  if (head.count === 0 || body % head.count !== 0 || body / head.count < SUB_SPEC.size) {
     throw malformed(
       what,
       `${body} bytes of sub-regions do not divide into ${head.count} entries of >= 40 bytes`,
     );
   }
   const entrySize = body / head.count;
-  const wide = entrySize >= S.SIZEOF_LIBVFIO_USER;
-  const dv = view(p);
+  const wide = entrySize >= SUB_WIDE.size;
   const subRegions: IoFdSubRegion[] = [];
-  for (let i = 0, at = L.SIZEOF; i < head.count; i++, at += entrySize) {
-    subRegions.push({
-      offset: dv.getBigUint64(at + S.offset, LE),
-      size: dv.getBigUint64(at + S.size, LE),
-      fdIndex: dv.getUint32(at + S.fd_index, LE),
-      type: dv.getUint32(at + S.type, LE),
-      flags: dv.getUint32(at + S.flags, LE),
-      shadowFdIndex: dv.getUint32(at + S.word28, LE),
-      shadowOffset: wide ? dv.getBigUint64(at + S.word32, LE) : 0n,
-      data: dv.getBigUint64(at + (wide ? S.word40 : S.word32), LE),
-    });
+  for (let i = 0, at = IO_FDS.size; i < head.count; i++, at += entrySize) {
+    if (wide) {
+      const e = SUB_WIDE.read(p, at);
+      subRegions.push({
+        offset: e.offset,
+        size: e.size,
+        fdIndex: e.fd_index,
+        type: e.type,
+        flags: e.flags,
+        shadowFdIndex: e.shadow_mem_fd_index,
+        shadowOffset: e.shadow_offset,
+        data: e.datamatch,
+      });
+    } else {
+      const e = SUB_SPEC.read(p, at);
+      const { offset, size, type, flags, data } = e;
+      subRegions.push({
+        offset,
+        size,
+        fdIndex: e.fd_index,
+        type,
+        flags,
+        shadowFdIndex: e.padding,
+        shadowOffset: 0n,
+        data,
+      });
+    }
   }
   return { ...head, entrySize, subRegions };
 }
@@ -431,25 +397,22 @@ export function decodeIoFdsReply(p: Uint8Array): IoFdsReply {
 /** The head, then `subRegions` at `entrySize` (40 or 48) each; argsz and count are written as given. */
 export function encodeIoFdsReply(r: IoFdsReply): Uint8Array {
   const what = 'VFIO_USER_DEVICE_GET_REGION_IO_FDS reply';
-  const L = vfio_user_region_io_fds;
-  const S = vfio_user_sub_region_io_fd;
-  if (r.subRegions.length > 0 && r.entrySize !== S.SIZEOF_SPEC && r.entrySize !== S.SIZEOF_LIBVFIO_USER) {
+  if (r.subRegions.length > 0 && r.entrySize !== SUB_SPEC.size && r.entrySize !== SUB_WIDE.size) {
     encodeFail(what, `entry size ${r.entrySize} is neither 40 nor 48`);
   }
-  const wide = r.entrySize === S.SIZEOF_LIBVFIO_USER;
-  const out = new Uint8Array(L.SIZEOF + r.subRegions.length * r.entrySize);
+  const wide = r.entrySize === SUB_WIDE.size;
+  const out = new Uint8Array(IO_FDS.size + r.subRegions.length * r.entrySize);
   writeIoFds(out, r);
-  const dv = view(out);
   r.subRegions.forEach((s, i) => {
-    const at = L.SIZEOF + i * r.entrySize;
-    dv.setBigUint64(at + S.offset, checkU64(what, 'offset', s.offset), LE);
-    dv.setBigUint64(at + S.size, checkU64(what, 'size', s.size), LE);
-    dv.setUint32(at + S.fd_index, checkU32(what, 'fd_index', s.fdIndex), LE);
-    dv.setUint32(at + S.type, checkU32(what, 'type', s.type), LE);
-    dv.setUint32(at + S.flags, checkU32(what, 'flags', s.flags), LE);
-    dv.setUint32(at + S.word28, checkU32(what, 'shadow_mem_fd_index', s.shadowFdIndex), LE);
-    if (wide) dv.setBigUint64(at + S.word32, checkU64(what, 'shadow_offset', s.shadowOffset), LE);
-    dv.setBigUint64(at + (wide ? S.word40 : S.word32), checkU64(what, 'datamatch', s.data), LE);
+    const at = IO_FDS.size + i * r.entrySize;
+    const { offset, size, type, flags } = s;
+    if (wide) {
+      const e = { offset, size, fd_index: s.fdIndex, type, flags, shadow_mem_fd_index: s.shadowFdIndex };
+      SUB_WIDE.writeChecked(out, { ...e, shadow_offset: s.shadowOffset, datamatch: s.data }, what, at);
+    } else {
+      const e = { offset, size, fd_index: s.fdIndex, type, flags, padding: s.shadowFdIndex };
+      SUB_SPEC.writeChecked(out, { ...e, data: s.data }, what, at);
+    }
   });
   return out;
 }

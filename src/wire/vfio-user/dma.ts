@@ -8,23 +8,19 @@
  * A DMA_READ *request* is the same 16 bytes in both (QEMU reads the low half of the u64 count).
  */
 import {
+  VFIO_USER_DMA_WRITE_REPLY_SPEC_TABLE_SIZE,
   VfioUserDmaUnmapFlags,
   vfio_user_dma_map,
   vfio_user_dma_region_access_qemu,
   vfio_user_dma_region_access_spec,
   vfio_user_dma_unmap,
 } from '../../abi/vfio-user.js';
-import {
-  checkRange64,
-  checkU32,
-  checkU64,
-  encodeFail,
-  LE,
-  malformed,
-  needBytes,
-  U32_MAX,
-  view,
-} from './bytes.js';
+import { struct } from '../struct.js';
+import { checkRange64, checkU32, encodeFail, malformed, needBytes, U32_MAX } from './bytes.js';
+
+const MAP_S = struct(vfio_user_dma_map);
+const UNMAP_S = struct(vfio_user_dma_unmap);
+const RW = { spec: struct(vfio_user_dma_region_access_spec), qemu: struct(vfio_user_dma_region_access_qemu) };
 
 /** Which DMA_READ/DMA_WRITE layout the peer speaks. */
 export type DmaLayout = 'spec' | 'qemu';
@@ -73,30 +69,16 @@ const MAP = 'VFIO_USER_DMA_MAP command';
  * handle_dma_map), address + size past 2^64 (vfio_iommu_type1.c: vfio_dma_do_map).
  */
 export function decodeDmaMap(p: Uint8Array): DmaMap {
-  const L = vfio_user_dma_map;
-  needBytes(MAP, p, L.SIZEOF);
-  const dv = view(p);
-  const m: DmaMap = {
-    argsz: dv.getUint32(L.argsz, LE),
-    flags: dv.getUint32(L.flags, LE),
-    offset: dv.getBigUint64(L.offset, LE),
-    address: dv.getBigUint64(L.address, LE),
-    size: dv.getBigUint64(L.size, LE),
-  };
-  if (m.argsz < L.SIZEOF) throw malformed(MAP, `argsz ${m.argsz} < ${L.SIZEOF}`);
-  checkRange64(MAP, m.address, m.size, 'address + size');
-  return m;
+  needBytes(MAP, p, MAP_S.size);
+  const { argsz, flags, offset, address, size } = MAP_S.read(p);
+  if (argsz < MAP_S.size) throw malformed(MAP, `argsz ${argsz} < ${MAP_S.size}`);
+  checkRange64(MAP, address, size, 'address + size');
+  return { argsz, flags, offset, address, size };
 }
 
 export function encodeDmaMap(m: DmaMap): Uint8Array {
-  const L = vfio_user_dma_map;
-  const out = new Uint8Array(L.SIZEOF);
-  const dv = view(out);
-  dv.setUint32(L.argsz, checkU32(MAP, 'argsz', m.argsz), LE);
-  dv.setUint32(L.flags, checkU32(MAP, 'flags', m.flags), LE);
-  dv.setBigUint64(L.offset, checkU64(MAP, 'offset', m.offset), LE);
-  dv.setBigUint64(L.address, checkU64(MAP, 'address', m.address), LE);
-  dv.setBigUint64(L.size, checkU64(MAP, 'size', m.size), LE);
+  const out = new Uint8Array(MAP_S.size);
+  MAP_S.writeChecked(out, m, MAP);
   return out;
 }
 
@@ -109,16 +91,10 @@ export function encodeDmaMap(m: DmaMap): Uint8Array {
  */
 export function decodeDmaUnmap(p: Uint8Array, type: 'command' | 'reply' = 'command'): DmaUnmap {
   const what = `VFIO_USER_DMA_UNMAP ${type}`;
-  const L = vfio_user_dma_unmap;
-  needBytes(what, p, L.SIZEOF);
-  const dv = view(p);
-  const u: DmaUnmap = {
-    argsz: dv.getUint32(L.argsz, LE),
-    flags: dv.getUint32(L.flags, LE),
-    address: dv.getBigUint64(L.address, LE),
-    size: dv.getBigUint64(L.size, LE),
-  };
-  if (u.argsz < L.SIZEOF) throw malformed(what, `argsz ${u.argsz} < ${L.SIZEOF}`);
+  needBytes(what, p, UNMAP_S.size);
+  const { argsz, flags, address, size } = UNMAP_S.read(p);
+  const u: DmaUnmap = { argsz, flags, address, size };
+  if (u.argsz < UNMAP_S.size) throw malformed(what, `argsz ${u.argsz} < ${UNMAP_S.size}`);
   if (u.flags & VfioUserDmaUnmapFlags.GET_DIRTY_BITMAP) {
     throw malformed(what, 'GET_DIRTY_BITMAP unmap is not supported');
   }
@@ -133,21 +109,15 @@ export function decodeDmaUnmap(p: Uint8Array, type: 'command' | 'reply' = 'comma
 }
 
 export function encodeDmaUnmap(u: DmaUnmap): Uint8Array {
-  const what = 'VFIO_USER_DMA_UNMAP';
-  const L = vfio_user_dma_unmap;
-  const out = new Uint8Array(L.SIZEOF);
-  const dv = view(out);
-  dv.setUint32(L.argsz, checkU32(what, 'argsz', u.argsz), LE);
-  dv.setUint32(L.flags, checkU32(what, 'flags', u.flags), LE);
-  dv.setBigUint64(L.address, checkU64(what, 'address', u.address), LE);
-  dv.setBigUint64(L.size, checkU64(what, 'size', u.size), LE);
+  const out = new Uint8Array(UNMAP_S.size);
+  UNMAP_S.writeChecked(out, u, 'VFIO_USER_DMA_UNMAP');
   return out;
 }
 
 /** Reads the count of a DMA_READ/DMA_WRITE payload; a u64 count must fit 32 bits. */
-function readCount(what: string, dv: DataView, layout: DmaLayout): number {
-  if (layout === 'qemu') return dv.getUint32(vfio_user_dma_region_access_qemu.count, LE);
-  const c = dv.getBigUint64(vfio_user_dma_region_access_spec.count, LE);
+function readCount(what: string, p: Uint8Array, layout: DmaLayout): number {
+  if (layout === 'qemu') return RW.qemu.get(p, 'count');
+  const c = RW.spec.get(p, 'count');
   if (c > BigInt(U32_MAX)) throw malformed(what, `count 0x${c.toString(16)} does not fit 32 bits`);
   return Number(c);
 }
@@ -159,10 +129,9 @@ function readCount(what: string, dv: DataView, layout: DmaLayout): number {
  */
 export function decodeDmaReadRequest(p: Uint8Array, layout: DmaLayout = 'spec'): DmaReadRequest {
   const what = 'VFIO_USER_DMA_READ command';
-  needBytes(what, p, vfio_user_dma_region_access_spec.SIZEOF);
-  const dv = view(p);
-  const address = dv.getBigUint64(vfio_user_dma_region_access_spec.address, LE);
-  const count = readCount(what, dv, layout);
+  needBytes(what, p, RW.spec.size);
+  const address = RW.spec.get(p, 'address');
+  const count = readCount(what, p, layout);
   checkRange64(what, address, BigInt(count), 'address + count');
   return { address, count };
 }
@@ -170,11 +139,9 @@ export function decodeDmaReadRequest(p: Uint8Array, layout: DmaLayout = 'spec'):
 /** The same bytes for both layouts: address u64, count u64 (QEMU reads its low 32 bits). */
 export function encodeDmaReadRequest(r: DmaReadRequest): Uint8Array {
   const what = 'VFIO_USER_DMA_READ';
-  const L = vfio_user_dma_region_access_spec;
-  const out = new Uint8Array(L.SIZEOF);
-  const dv = view(out);
-  dv.setBigUint64(L.address, checkU64(what, 'address', r.address), LE);
-  dv.setBigUint64(L.count, BigInt(checkU32(what, 'count', r.count)), LE);
+  const out = new Uint8Array(RW.spec.size);
+  RW.spec.check({ address: r.address }, what);
+  RW.spec.write(out, { address: r.address, count: BigInt(checkU32(what, 'count', r.count)) });
   return out;
 }
 
@@ -184,28 +151,27 @@ export function encodeDmaReadRequest(r: DmaReadRequest): Uint8Array {
  * past 32 bits; address + count past 2^64.
  */
 export function decodeDmaData(p: Uint8Array, layout: DmaLayout, what: string): DmaData {
-  needBytes(what, p, vfio_user_dma_region_access_spec.SIZEOF);
-  const dv = view(p);
-  const address = dv.getBigUint64(vfio_user_dma_region_access_spec.address, LE);
-  const count = readCount(what, dv, layout);
-  const L = layout === 'qemu' ? vfio_user_dma_region_access_qemu : vfio_user_dma_region_access_spec;
-  if (p.byteLength !== L.SIZEOF + count) {
-    throw malformed(what, `payload is ${p.byteLength} bytes, count ${count} needs ${L.SIZEOF + count}`);
+  needBytes(what, p, RW.spec.size);
+  const address = RW.spec.get(p, 'address');
+  const count = readCount(what, p, layout);
+  const L = RW[layout];
+  if (p.byteLength !== L.size + count) {
+    throw malformed(what, `payload is ${p.byteLength} bytes, count ${count} needs ${L.size + count}`);
   }
   checkRange64(what, address, BigInt(count), 'address + count');
-  return { address, data: p.subarray(L.data, L.data + count) };
+  const data = L.offsetOf('data');
+  return { address, data: p.subarray(data, data + count) };
 }
 
 export function encodeDmaData(d: DmaData, layout: DmaLayout, what: string): Uint8Array {
   const count = d.data.byteLength;
   checkU32(what, 'count', count);
-  const L = layout === 'qemu' ? vfio_user_dma_region_access_qemu : vfio_user_dma_region_access_spec;
-  const out = new Uint8Array(L.SIZEOF + count); // qemu: the 4 bytes after the data stay zero
-  const dv = view(out);
-  dv.setBigUint64(L.address, checkU64(what, 'address', d.address), LE);
-  if (layout === 'qemu') dv.setUint32(L.count, count, LE);
-  else dv.setBigUint64(L.count, BigInt(count), LE);
-  out.set(d.data, L.data);
+  const L = RW[layout];
+  const out = new Uint8Array(L.size + count); // qemu: the 4 bytes after the data stay zero
+  RW.spec.check({ address: d.address }, what);
+  if (layout === 'qemu') RW.qemu.write(out, { address: d.address, count });
+  else RW.spec.write(out, { address: d.address, count: BigInt(count) });
+  out.set(d.data, L.offsetOf('data'));
   return out;
 }
 
@@ -226,10 +192,10 @@ export const encodeDmaWriteRequest = (d: DmaData, layout: DmaLayout = 'spec'): U
 export function decodeDmaWriteReply(p: Uint8Array): DmaWriteReply {
   const what = 'VFIO_USER_DMA_WRITE reply';
   if (p.byteLength === 0) return {};
-  needBytes(what, p, 12);
-  const dv = view(p);
-  const address = dv.getBigUint64(0, LE);
-  const count = p.byteLength < 16 ? dv.getUint32(8, LE) : readCount(what, dv, 'spec');
+  needBytes(what, p, VFIO_USER_DMA_WRITE_REPLY_SPEC_TABLE_SIZE);
+  const address = RW.spec.get(p, 'address');
+  // 12..15 bytes: the spec table's u32 count, where QEMU's layout keeps its count too.
+  const count = p.byteLength < RW.spec.size ? RW.qemu.get(p, 'count') : readCount(what, p, 'spec');
   return { address, count };
 }
 
@@ -240,9 +206,8 @@ export function encodeDmaWriteReply(r: DmaWriteReply, layout: DmaLayout = 'spec'
   if (r.address === undefined || r.count === undefined) {
     encodeFail(what, 'the spec layout needs address and count');
   }
-  const out = new Uint8Array(16);
-  const dv = view(out);
-  dv.setBigUint64(0, checkU64(what, 'address', r.address), LE);
-  dv.setBigUint64(8, BigInt(checkU32(what, 'count', r.count)), LE);
+  const out = new Uint8Array(RW.spec.size);
+  RW.spec.check({ address: r.address }, what);
+  RW.spec.write(out, { address: r.address, count: BigInt(checkU32(what, 'count', r.count)) });
   return out;
 }

@@ -14,8 +14,17 @@ import {
   vfio_user_feature_migration,
   vfio_user_mig_data,
 } from '../../abi/vfio-user.js';
-import { checkRange64, checkU32, checkU64, LE, malformed, needBytes, view } from './bytes.js';
+import { struct } from '../struct.js';
+import { checkRange64, malformed, needBytes } from './bytes.js';
 import type { MessageType } from './header.js';
+
+const FEATURE = struct(vfio_user_device_feature);
+const MIGRATION = struct(vfio_user_feature_migration);
+const MIG_STATE = struct(vfio_user_feature_mig_state);
+const LOG_CONTROL = struct(vfio_user_dma_logging_control);
+const LOG_RANGE = struct(vfio_user_dma_logging_range);
+const LOG_REPORT = struct(vfio_user_dma_logging_report);
+const MIG_DATA = struct(vfio_user_mig_data);
 
 export interface DeviceFeature {
   /** Command: the largest reply the client takes. Reply: this payload's size. */
@@ -33,22 +42,18 @@ export interface DeviceFeature {
  */
 export function decodeDeviceFeature(p: Uint8Array, type: MessageType = 'command'): DeviceFeature {
   const what = `VFIO_USER_DEVICE_FEATURE ${type}`;
-  const L = vfio_user_device_feature;
-  needBytes(what, p, L.SIZEOF);
-  const dv = view(p);
-  const f = { argsz: dv.getUint32(L.argsz, LE), flags: dv.getUint32(L.flags, LE), data: p.subarray(L.data) };
-  if (type === 'command' && f.argsz < L.SIZEOF) throw malformed(what, `argsz ${f.argsz} < ${L.SIZEOF}`);
+  needBytes(what, p, FEATURE.size);
+  const { argsz, flags } = FEATURE.read(p);
+  const f = { argsz, flags, data: p.subarray(FEATURE.offsetOf('data')) };
+  if (type === 'command' && f.argsz < FEATURE.size)
+    throw malformed(what, `argsz ${f.argsz} < ${FEATURE.size}`);
   return f;
 }
 
 export function encodeDeviceFeature(f: DeviceFeature): Uint8Array {
-  const what = 'VFIO_USER_DEVICE_FEATURE';
-  const L = vfio_user_device_feature;
-  const out = new Uint8Array(L.SIZEOF + f.data.byteLength);
-  const dv = view(out);
-  dv.setUint32(L.argsz, checkU32(what, 'argsz', f.argsz), LE);
-  dv.setUint32(L.flags, checkU32(what, 'flags', f.flags), LE);
-  out.set(f.data, L.data);
+  const out = new Uint8Array(FEATURE.size + f.data.byteLength);
+  FEATURE.writeChecked(out, { argsz: f.argsz, flags: f.flags }, 'VFIO_USER_DEVICE_FEATURE');
+  out.set(f.data, FEATURE.offsetOf('data'));
   return out;
 }
 
@@ -58,13 +63,13 @@ export interface FeatureMigration {
 }
 
 export function decodeFeatureMigration(data: Uint8Array): FeatureMigration {
-  needBytes('VFIO_DEVICE_FEATURE_MIGRATION data', data, vfio_user_feature_migration.SIZEOF, 'data');
-  return { flags: view(data).getBigUint64(vfio_user_feature_migration.flags, LE) };
+  needBytes('VFIO_DEVICE_FEATURE_MIGRATION data', data, MIGRATION.size, 'data');
+  return { flags: MIGRATION.get(data, 'flags') };
 }
 
 export function encodeFeatureMigration(m: FeatureMigration): Uint8Array {
-  const out = new Uint8Array(vfio_user_feature_migration.SIZEOF);
-  view(out).setBigUint64(0, checkU64('VFIO_DEVICE_FEATURE_MIGRATION', 'flags', m.flags), LE);
+  const out = new Uint8Array(MIGRATION.size);
+  MIGRATION.writeChecked(out, m, 'VFIO_DEVICE_FEATURE_MIGRATION');
   return out;
 }
 
@@ -75,19 +80,15 @@ export interface FeatureMigState {
 }
 
 export function decodeFeatureMigState(data: Uint8Array): FeatureMigState {
-  const L = vfio_user_feature_mig_state;
-  needBytes('VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE data', data, L.SIZEOF, 'data');
-  const dv = view(data);
-  return { deviceState: dv.getUint32(L.device_state, LE), dataFd: dv.getUint32(L.data_fd, LE) };
+  needBytes('VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE data', data, MIG_STATE.size, 'data');
+  const { device_state, data_fd } = MIG_STATE.read(data);
+  return { deviceState: device_state, dataFd: data_fd };
 }
 
 export function encodeFeatureMigState(s: FeatureMigState): Uint8Array {
-  const what = 'VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE';
-  const L = vfio_user_feature_mig_state;
-  const out = new Uint8Array(L.SIZEOF);
-  const dv = view(out);
-  dv.setUint32(L.device_state, checkU32(what, 'device_state', s.deviceState), LE);
-  dv.setUint32(L.data_fd, checkU32(what, 'data_fd', s.dataFd), LE);
+  const out = new Uint8Array(MIG_STATE.size);
+  const value = { device_state: s.deviceState, data_fd: s.dataFd };
+  MIG_STATE.writeChecked(out, value, 'VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE');
   return out;
 }
 
@@ -105,33 +106,25 @@ export interface DmaLoggingControl {
 /** @throws MalformedError(EINVAL): under 16 bytes; num_ranges entries missing; a range wraps. */
 export function decodeDmaLoggingControl(data: Uint8Array): DmaLoggingControl {
   const what = 'VFIO_DEVICE_FEATURE_DMA_LOGGING_START data';
-  const C = vfio_user_dma_logging_control;
-  const R = vfio_user_dma_logging_range;
-  needBytes(what, data, C.SIZEOF, 'data');
-  const dv = view(data);
-  const n = dv.getUint32(C.num_ranges, LE);
-  if (n > (data.byteLength - C.SIZEOF) / R.SIZEOF) throw malformed(what, `num_ranges ${n} do not fit`);
+  needBytes(what, data, LOG_CONTROL.size, 'data');
+  const { page_size, num_ranges: n } = LOG_CONTROL.read(data);
+  if (n > (data.byteLength - LOG_CONTROL.size) / LOG_RANGE.size)
+    throw malformed(what, `num_ranges ${n} do not fit`);
   const ranges: DmaLoggingRange[] = [];
   for (let i = 0; i < n; i++) {
-    const at = C.ranges + i * R.SIZEOF;
-    const r = { iova: dv.getBigUint64(at + R.iova, LE), length: dv.getBigUint64(at + R.length, LE) };
+    const r = LOG_RANGE.read(data, LOG_CONTROL.offsetOf('ranges') + i * LOG_RANGE.size);
     checkRange64(what, r.iova, r.length, `range ${i} iova + length`);
     ranges.push(r);
   }
-  return { pageSize: dv.getBigUint64(C.page_size, LE), ranges };
+  return { pageSize: page_size, ranges };
 }
 
 export function encodeDmaLoggingControl(c: DmaLoggingControl): Uint8Array {
   const what = 'VFIO_DEVICE_FEATURE_DMA_LOGGING_START';
-  const C = vfio_user_dma_logging_control;
-  const R = vfio_user_dma_logging_range;
-  const out = new Uint8Array(C.SIZEOF + c.ranges.length * R.SIZEOF);
-  const dv = view(out);
-  dv.setBigUint64(C.page_size, checkU64(what, 'page_size', c.pageSize), LE);
-  dv.setUint32(C.num_ranges, c.ranges.length, LE);
+  const out = new Uint8Array(LOG_CONTROL.size + c.ranges.length * LOG_RANGE.size);
+  LOG_CONTROL.writeChecked(out, { page_size: c.pageSize, num_ranges: c.ranges.length }, what);
   c.ranges.forEach((r, i) => {
-    dv.setBigUint64(C.ranges + i * R.SIZEOF + R.iova, checkU64(what, 'iova', r.iova), LE);
-    dv.setBigUint64(C.ranges + i * R.SIZEOF + R.length, checkU64(what, 'length', r.length), LE);
+    LOG_RANGE.writeChecked(out, r, what, LOG_CONTROL.offsetOf('ranges') + i * LOG_RANGE.size);
   });
   return out;
 }
@@ -146,28 +139,18 @@ export interface DmaLoggingReport {
 
 export function decodeDmaLoggingReport(data: Uint8Array): DmaLoggingReport {
   const what = 'VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT data';
-  const L = vfio_user_dma_logging_report;
-  needBytes(what, data, L.SIZEOF, 'data');
-  const dv = view(data);
-  const r = {
-    iova: dv.getBigUint64(L.iova, LE),
-    length: dv.getBigUint64(L.length, LE),
-    pageSize: dv.getBigUint64(L.page_size, LE),
-    bitmap: data.subarray(L.bitmap),
-  };
+  needBytes(what, data, LOG_REPORT.size, 'data');
+  const { iova, length, page_size } = LOG_REPORT.read(data);
+  const r = { iova, length, pageSize: page_size, bitmap: data.subarray(LOG_REPORT.offsetOf('bitmap')) };
   checkRange64(what, r.iova, r.length, 'iova + length');
   return r;
 }
 
 export function encodeDmaLoggingReport(r: DmaLoggingReport): Uint8Array {
-  const what = 'VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT';
-  const L = vfio_user_dma_logging_report;
-  const out = new Uint8Array(L.SIZEOF + r.bitmap.byteLength);
-  const dv = view(out);
-  dv.setBigUint64(L.iova, checkU64(what, 'iova', r.iova), LE);
-  dv.setBigUint64(L.length, checkU64(what, 'length', r.length), LE);
-  dv.setBigUint64(L.page_size, checkU64(what, 'page_size', r.pageSize), LE);
-  out.set(r.bitmap, L.bitmap);
+  const out = new Uint8Array(LOG_REPORT.size + r.bitmap.byteLength);
+  const value = { iova: r.iova, length: r.length, page_size: r.pageSize };
+  LOG_REPORT.writeChecked(out, value, 'VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT');
+  out.set(r.bitmap, LOG_REPORT.offsetOf('bitmap'));
   return out;
 }
 
@@ -188,19 +171,14 @@ export interface MigData {
 
 /** @throws MalformedError(EINVAL): payload under 8 bytes (libvfio-user handle_mig_data_read). */
 export function decodeMigDataReadRequest(p: Uint8Array): MigDataReadRequest {
-  const L = vfio_user_mig_data;
-  needBytes('VFIO_USER_MIG_DATA_READ command', p, L.SIZEOF);
-  const dv = view(p);
-  return { argsz: dv.getUint32(L.argsz, LE), size: dv.getUint32(L.size, LE) };
+  needBytes('VFIO_USER_MIG_DATA_READ command', p, MIG_DATA.size);
+  const { argsz, size } = MIG_DATA.read(p);
+  return { argsz, size };
 }
 
 export function encodeMigDataReadRequest(r: MigDataReadRequest): Uint8Array {
-  const what = 'VFIO_USER_MIG_DATA_READ';
-  const L = vfio_user_mig_data;
-  const out = new Uint8Array(L.SIZEOF);
-  const dv = view(out);
-  dv.setUint32(L.argsz, checkU32(what, 'argsz', r.argsz), LE);
-  dv.setUint32(L.size, checkU32(what, 'size', r.size), LE);
+  const out = new Uint8Array(MIG_DATA.size);
+  MIG_DATA.writeChecked(out, r, 'VFIO_USER_MIG_DATA_READ');
   return out;
 }
 
@@ -210,22 +188,17 @@ export function encodeMigDataReadRequest(r: MigDataReadRequest): Uint8Array {
  * (libvfio-user handle_mig_data_write: "short write").
  */
 export function decodeMigData(p: Uint8Array, what: string): MigData {
-  const L = vfio_user_mig_data;
-  needBytes(what, p, L.SIZEOF);
-  const dv = view(p);
-  const size = dv.getUint32(L.size, LE);
-  if (p.byteLength - L.SIZEOF !== size)
-    throw malformed(what, `size ${size} but ${p.byteLength - L.SIZEOF} data bytes`);
-  return { argsz: dv.getUint32(L.argsz, LE), data: p.subarray(L.data) };
+  needBytes(what, p, MIG_DATA.size);
+  const { argsz, size } = MIG_DATA.read(p);
+  if (p.byteLength - MIG_DATA.size !== size)
+    throw malformed(what, `size ${size} but ${p.byteLength - MIG_DATA.size} data bytes`);
+  return { argsz, data: p.subarray(MIG_DATA.offsetOf('data')) };
 }
 
 export function encodeMigData(m: MigData, what: string): Uint8Array {
-  const L = vfio_user_mig_data;
-  const out = new Uint8Array(L.SIZEOF + m.data.byteLength);
-  const dv = view(out);
-  dv.setUint32(L.argsz, checkU32(what, 'argsz', m.argsz), LE);
-  dv.setUint32(L.size, checkU32(what, 'size', m.data.byteLength), LE);
-  out.set(m.data, L.data);
+  const out = new Uint8Array(MIG_DATA.size + m.data.byteLength);
+  MIG_DATA.writeChecked(out, { argsz: m.argsz, size: m.data.byteLength }, what);
+  out.set(m.data, MIG_DATA.offsetOf('data'));
   return out;
 }
 

@@ -13,7 +13,10 @@ import {
   vfio_user_header,
   vfioUserCommandName,
 } from '../../abi/vfio-user.js';
-import { checkU16, checkU32, encodeFail, LE, malformed } from './bytes.js';
+import { struct } from '../struct.js';
+import { encodeFail, malformed } from './bytes.js';
+
+const HEADER = struct(vfio_user_header);
 
 export interface Header {
   /** Chosen by the sender, echoed in the reply; not unique (spec). */
@@ -32,14 +35,8 @@ const WHAT = 'vfio-user header';
 
 /** The five header fields at `offset`, unchecked. `bytes` must hold 16 bytes from `offset`. */
 export function readHeader(bytes: Uint8Array, offset = 0): Header {
-  const dv = new DataView(bytes.buffer, bytes.byteOffset + offset, VFIO_USER_HEADER_SIZE);
-  return {
-    msgId: dv.getUint16(vfio_user_header.msg_id, LE),
-    command: dv.getUint16(vfio_user_header.command, LE),
-    msgSize: dv.getUint32(vfio_user_header.msg_size, LE),
-    flags: dv.getUint32(vfio_user_header.flags, LE),
-    error: dv.getUint32(vfio_user_header.error, LE),
-  };
+  const h = HEADER.read(bytes, offset);
+  return { msgId: h.msg_id, command: h.command, msgSize: h.msg_size, flags: h.flags, error: h.error };
 }
 
 /**
@@ -76,22 +73,15 @@ export function decodeHeader(bytes: Uint8Array, offset = 0): Header {
 
 /** Writes a header into `target` at `offset` after range-checking every field. */
 export function writeHeader(target: Uint8Array, offset: number, h: Header): void {
-  checkU16(WHAT, 'msg_id', h.msgId);
-  checkU16(WHAT, 'command', h.command);
-  checkU32(WHAT, 'msg_size', h.msgSize);
-  checkU32(WHAT, 'flags', h.flags);
-  checkU32(WHAT, 'error', h.error);
+  const fields = { msg_id: h.msgId, command: h.command, msg_size: h.msgSize, flags: h.flags, error: h.error };
+  // Range first (every field fits its width), then the spec's rules, then the bytes.
+  HEADER.check(fields, WHAT);
   if (h.msgSize < VFIO_USER_HEADER_SIZE) encodeFail(WHAT, `msg_size ${h.msgSize} < 16`);
   const type = h.flags & VfioUserFlags.TYPE_MASK;
   if (type > VfioUserFlags.TYPE_REPLY || (h.flags & VfioUserFlags.RESERVED_MASK) >>> 0 !== 0) {
     encodeFail(WHAT, `flags 0x${h.flags.toString(16)} are not a valid type and flag set`);
   }
-  const dv = new DataView(target.buffer, target.byteOffset + offset, VFIO_USER_HEADER_SIZE);
-  dv.setUint16(vfio_user_header.msg_id, h.msgId, LE);
-  dv.setUint16(vfio_user_header.command, h.command, LE);
-  dv.setUint32(vfio_user_header.msg_size, h.msgSize, LE);
-  dv.setUint32(vfio_user_header.flags, h.flags, LE);
-  dv.setUint32(vfio_user_header.error, h.error, LE);
+  HEADER.write(target, fields, offset);
 }
 
 /** The 16 header bytes. @throws VfioError(EINVAL) for a field out of range. */

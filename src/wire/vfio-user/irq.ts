@@ -3,8 +3,12 @@
  * Eventfds for DATA_EVENTFD travel as SCM_RIGHTS fds, never in the payload.
  */
 import { VfioUserIrqSetFlags as F, vfio_user_irq_info, vfio_user_irq_set } from '../../abi/vfio-user.js';
-import { checkU32, encodeFail, LE, malformed, needBytes, U32_MAX, view } from './bytes.js';
+import { struct } from '../struct.js';
+import { encodeFail, malformed, needBytes, U32_MAX } from './bytes.js';
 import type { MessageType } from './header.js';
+
+const IRQ_INFO = struct(vfio_user_irq_info);
+const IRQ_SET = struct(vfio_user_irq_set);
 
 export interface IrqInfo {
   readonly argsz: number;
@@ -21,28 +25,15 @@ export interface IrqInfo {
  */
 export function decodeIrqInfo(p: Uint8Array, type: MessageType = 'command'): IrqInfo {
   const what = `VFIO_USER_DEVICE_GET_IRQ_INFO ${type}`;
-  const L = vfio_user_irq_info;
-  needBytes(what, p, L.SIZEOF);
-  const dv = view(p);
-  const i: IrqInfo = {
-    argsz: dv.getUint32(L.argsz, LE),
-    flags: dv.getUint32(L.flags, LE),
-    index: dv.getUint32(L.index, LE),
-    count: dv.getUint32(L.count, LE),
-  };
-  if (type === 'command' && i.argsz < L.SIZEOF) throw malformed(what, `argsz ${i.argsz} < ${L.SIZEOF}`);
-  return i;
+  needBytes(what, p, IRQ_INFO.size);
+  const { argsz, flags, index, count } = IRQ_INFO.read(p);
+  if (type === 'command' && argsz < IRQ_INFO.size) throw malformed(what, `argsz ${argsz} < ${IRQ_INFO.size}`);
+  return { argsz, flags, index, count };
 }
 
 export function encodeIrqInfo(i: IrqInfo): Uint8Array {
-  const what = 'VFIO_USER_DEVICE_GET_IRQ_INFO';
-  const L = vfio_user_irq_info;
-  const out = new Uint8Array(L.SIZEOF);
-  const dv = view(out);
-  dv.setUint32(L.argsz, checkU32(what, 'argsz', i.argsz), LE);
-  dv.setUint32(L.flags, checkU32(what, 'flags', i.flags), LE);
-  dv.setUint32(L.index, checkU32(what, 'index', i.index), LE);
-  dv.setUint32(L.count, checkU32(what, 'count', i.count), LE);
+  const out = new Uint8Array(IRQ_INFO.size);
+  IRQ_INFO.writeChecked(out, i, 'VFIO_USER_DEVICE_GET_IRQ_INFO');
   return out;
 }
 
@@ -68,17 +59,10 @@ const ONE_BIT = (v: number) => v !== 0 && (v & (v - 1)) === 0;
  */
 export function decodeIrqSet(p: Uint8Array): IrqSet {
   const what = 'VFIO_USER_DEVICE_SET_IRQS command';
-  const L = vfio_user_irq_set;
-  needBytes(what, p, L.SIZEOF);
-  const dv = view(p);
-  const s = {
-    argsz: dv.getUint32(L.argsz, LE),
-    flags: dv.getUint32(L.flags, LE),
-    index: dv.getUint32(L.index, LE),
-    start: dv.getUint32(L.start, LE),
-    count: dv.getUint32(L.count, LE),
-  };
-  if (s.argsz < L.SIZEOF) throw malformed(what, `argsz ${s.argsz} < ${L.SIZEOF}`);
+  needBytes(what, p, IRQ_SET.size);
+  const { argsz, flags, index, start, count } = IRQ_SET.read(p);
+  const s = { argsz, flags, index, start, count };
+  if (s.argsz < IRQ_SET.size) throw malformed(what, `argsz ${s.argsz} < ${IRQ_SET.size}`);
   if ((s.flags & ~(F.DATA_TYPE_MASK | F.ACTION_TYPE_MASK)) >>> 0 !== 0) {
     throw malformed(what, `unknown flags 0x${s.flags.toString(16)}`);
   }
@@ -88,28 +72,23 @@ export function decodeIrqSet(p: Uint8Array): IrqSet {
   if (s.start + s.count > U32_MAX + 1)
     throw malformed(what, `start ${s.start} + count ${s.count} wraps past 2^32`);
   if (s.flags & F.DATA_BOOL) {
-    const have = p.byteLength - L.SIZEOF;
+    const have = p.byteLength - IRQ_SET.size;
     if (have !== s.count) throw malformed(what, `DATA_BOOL with count ${s.count} but ${have} data bytes`);
-    return { ...s, data: p.subarray(L.data) };
+    return { ...s, data: p.subarray(IRQ_SET.offsetOf('data')) };
   }
   return s;
 }
 
 export function encodeIrqSet(s: IrqSet): Uint8Array {
   const what = 'VFIO_USER_DEVICE_SET_IRQS';
-  const L = vfio_user_irq_set;
   const bool = (s.flags & F.DATA_BOOL) !== 0;
   if (bool !== (s.data !== undefined)) encodeFail(what, 'data must be present exactly when DATA_BOOL is set');
   if (s.data !== undefined && s.data.byteLength !== s.count) {
     encodeFail(what, `count ${s.count} but ${s.data.byteLength} data bytes`);
   }
-  const out = new Uint8Array(L.SIZEOF + (s.data?.byteLength ?? 0));
-  const dv = view(out);
-  dv.setUint32(L.argsz, checkU32(what, 'argsz', s.argsz), LE);
-  dv.setUint32(L.flags, checkU32(what, 'flags', s.flags), LE);
-  dv.setUint32(L.index, checkU32(what, 'index', s.index), LE);
-  dv.setUint32(L.start, checkU32(what, 'start', s.start), LE);
-  dv.setUint32(L.count, checkU32(what, 'count', s.count), LE);
-  if (s.data !== undefined) out.set(s.data, L.data);
+  const out = new Uint8Array(IRQ_SET.size + (s.data?.byteLength ?? 0));
+  const { argsz, flags, index, start, count } = s;
+  IRQ_SET.writeChecked(out, { argsz, flags, index, start, count }, what);
+  if (s.data !== undefined) out.set(s.data, IRQ_SET.offsetOf('data'));
   return out;
 }

@@ -12,7 +12,14 @@ import {
   vfio_user_region_write_multi,
   vfio_user_region_write_one,
 } from '../../abi/vfio-user.js';
-import { checkRange64, checkU32, checkU64, encodeFail, LE, malformed, needBytes, view } from './bytes.js';
+import { struct } from '../struct.js';
+import { checkRange64, encodeFail, malformed, needBytes } from './bytes.js';
+
+const ACCESS = struct(vfio_user_region_access);
+const MULTI = struct(vfio_user_region_write_multi);
+const ONE = struct(vfio_user_region_write_one);
+/** Where an access's data starts (16: right after offset, region, count). */
+const DATA = ACCESS.offsetOf('data');
 
 export interface RegionReadRequest {
   readonly offset: bigint;
@@ -45,16 +52,10 @@ export interface RegionWriteMultiReply {
 }
 
 function readAccess(what: string, p: Uint8Array): RegionReadRequest {
-  const L = vfio_user_region_access;
-  needBytes(what, p, L.SIZEOF);
-  const dv = view(p);
-  const r = {
-    offset: dv.getBigUint64(L.offset, LE),
-    region: dv.getUint32(L.region, LE),
-    count: dv.getUint32(L.count, LE),
-  };
-  checkRange64(what, r.offset, BigInt(r.count), 'offset + count');
-  return r;
+  needBytes(what, p, ACCESS.size);
+  const { offset, region, count } = ACCESS.read(p);
+  checkRange64(what, offset, BigInt(count), 'offset + count');
+  return { offset, region, count };
 }
 
 function writeAccess(
@@ -65,11 +66,7 @@ function writeAccess(
   region: number,
   count: number,
 ): void {
-  const L = vfio_user_region_access;
-  const dv = new DataView(out.buffer, out.byteOffset + at, L.SIZEOF);
-  dv.setBigUint64(L.offset, checkU64(what, 'offset', offset), LE);
-  dv.setUint32(L.region, checkU32(what, 'region', region), LE);
-  dv.setUint32(L.count, checkU32(what, 'count', count), LE);
+  ACCESS.writeChecked(out, { offset, region, count }, what, at);
 }
 
 /**
@@ -82,25 +79,23 @@ export function decodeRegionReadRequest(p: Uint8Array): RegionReadRequest {
 }
 
 export function encodeRegionReadRequest(r: RegionReadRequest): Uint8Array {
-  const out = new Uint8Array(vfio_user_region_access.SIZEOF);
+  const out = new Uint8Array(ACCESS.size);
   writeAccess('VFIO_USER_REGION_READ', out, 0, r.offset, r.region, r.count);
   return out;
 }
 
 function decodeData(what: string, p: Uint8Array): RegionData {
   const r = readAccess(what, p);
-  const L = vfio_user_region_access;
-  if (p.byteLength - L.SIZEOF !== r.count) {
-    throw malformed(what, `count ${r.count} but ${p.byteLength - L.SIZEOF} data bytes`);
+  if (p.byteLength - DATA !== r.count) {
+    throw malformed(what, `count ${r.count} but ${p.byteLength - DATA} data bytes`);
   }
-  return { offset: r.offset, region: r.region, data: p.subarray(L.data) };
+  return { offset: r.offset, region: r.region, data: p.subarray(DATA) };
 }
 
 function encodeData(what: string, d: RegionData): Uint8Array {
-  const L = vfio_user_region_access;
-  const out = new Uint8Array(L.SIZEOF + d.data.byteLength);
+  const out = new Uint8Array(DATA + d.data.byteLength);
   writeAccess(what, out, 0, d.offset, d.region, d.data.byteLength);
-  out.set(d.data, L.data);
+  out.set(d.data, DATA);
   return out;
 }
 
@@ -130,7 +125,7 @@ export function decodeRegionWriteReply(p: Uint8Array): RegionWriteReply {
 }
 
 export function encodeRegionWriteReply(r: RegionWriteReply): Uint8Array {
-  const out = new Uint8Array(vfio_user_region_access.SIZEOF);
+  const out = new Uint8Array(ACCESS.size);
   writeAccess('VFIO_USER_REGION_WRITE reply', out, 0, r.offset, r.region, r.count);
   return out;
 }
@@ -144,38 +139,32 @@ export function encodeRegionWriteReply(r: RegionWriteReply): Uint8Array {
  */
 export function decodeRegionWriteMulti(p: Uint8Array): RegionWriteMulti {
   const what = 'VFIO_USER_REGION_WRITE_MULTI command';
-  const M = vfio_user_region_write_multi;
-  const E = vfio_user_region_write_one;
-  needBytes(what, p, M.SIZEOF);
-  const dv = view(p);
-  const wrCnt = dv.getBigUint64(M.wr_cnt, LE);
-  const room = BigInt(Math.floor((p.byteLength - M.SIZEOF) / E.SIZEOF));
+  needBytes(what, p, MULTI.size);
+  const wrCnt = MULTI.get(p, 'wr_cnt');
+  const room = BigInt(Math.floor((p.byteLength - MULTI.size) / ONE.size));
   if (wrCnt > room) throw malformed(what, `wr_cnt ${wrCnt} but room for ${room} entries`);
   const writes: RegionData[] = [];
-  for (let i = 0, at = M.wrs; i < Number(wrCnt); i++, at += E.SIZEOF) {
-    const offset = dv.getBigUint64(at + E.offset, LE);
-    const region = dv.getUint32(at + E.region, LE);
-    const count = dv.getUint32(at + E.count, LE);
+  const data = ONE.offsetOf('data');
+  for (let i = 0, at = MULTI.offsetOf('wrs'); i < Number(wrCnt); i++, at += ONE.size) {
+    const { offset, region, count } = ONE.read(p, at);
     if (count > VFIO_USER_MULTI_DATA)
       throw malformed(what, `write ${i}: count ${count} > ${VFIO_USER_MULTI_DATA}`);
     checkRange64(what, offset, BigInt(count), `write ${i}: offset + count`);
-    writes.push({ offset, region, data: p.subarray(at + E.data, at + E.data + count) });
+    writes.push({ offset, region, data: p.subarray(at + data, at + data + count) });
   }
   return { writes };
 }
 
 export function encodeRegionWriteMulti(m: RegionWriteMulti): Uint8Array {
   const what = 'VFIO_USER_REGION_WRITE_MULTI';
-  const M = vfio_user_region_write_multi;
-  const E = vfio_user_region_write_one;
-  const out = new Uint8Array(M.SIZEOF + m.writes.length * E.SIZEOF);
-  view(out).setBigUint64(M.wr_cnt, BigInt(m.writes.length), LE);
+  const out = new Uint8Array(MULTI.size + m.writes.length * ONE.size);
+  MULTI.set(out, 'wr_cnt', BigInt(m.writes.length));
   m.writes.forEach((w, i) => {
     if (w.data.byteLength > VFIO_USER_MULTI_DATA)
       encodeFail(what, `write ${i} carries ${w.data.byteLength} > 8 bytes`);
-    const at = M.wrs + i * E.SIZEOF;
-    writeAccess(what, out, at, w.offset, w.region, w.data.byteLength);
-    out.set(w.data, at + E.data); // the rest of the 8-byte slot stays zero, as QEMU sends it
+    const at = MULTI.offsetOf('wrs') + i * ONE.size;
+    ONE.writeChecked(out, { offset: w.offset, region: w.region, count: w.data.byteLength }, what, at);
+    out.set(w.data, at + ONE.offsetOf('data')); // the rest of the 8-byte slot stays zero, as QEMU sends it
   });
   return out;
 }
@@ -183,16 +172,14 @@ export function encodeRegionWriteMulti(m: RegionWriteMulti): Uint8Array {
 /** @throws MalformedError(EINVAL): payload under 8 bytes; a count past 2^53. */
 export function decodeRegionWriteMultiReply(p: Uint8Array): RegionWriteMultiReply {
   const what = 'VFIO_USER_REGION_WRITE_MULTI reply';
-  needBytes(what, p, 8);
-  const n = view(p).getBigUint64(0, LE);
+  needBytes(what, p, MULTI.size);
+  const n = MULTI.get(p, 'wr_cnt');
   if (n > BigInt(Number.MAX_SAFE_INTEGER)) throw malformed(what, `wr_cnt ${n} is implausible`);
   return { count: Number(n) };
 }
 
 export function encodeRegionWriteMultiReply(r: RegionWriteMultiReply): Uint8Array {
-  const out = new Uint8Array(8);
   if (!Number.isSafeInteger(r.count) || r.count < 0)
     encodeFail('VFIO_USER_REGION_WRITE_MULTI reply', `count ${r.count}`);
-  view(out).setBigUint64(0, BigInt(r.count), LE);
-  return out;
+  return MULTI.encode({ wr_cnt: BigInt(r.count) });
 }

@@ -17,8 +17,11 @@ import {
   VFIO_USER_DEFAULT_PGSIZES,
   vfio_user_version,
 } from '../../abi/vfio-user.js';
-import { checkU16, encodeFail, LE, malformed, needBytes, U32_MAX, U64_MAX, view } from './bytes.js';
+import { struct } from '../struct.js';
+import { encodeFail, malformed, needBytes, U32_MAX, U64_MAX } from './bytes.js';
 import { isJsonObject, type JsonObject, type JsonValue, parseJson, setMember, writeJson } from './json.js';
+
+const VERSION = struct(vfio_user_version);
 
 export interface VersionPayload {
   readonly major: number;
@@ -190,14 +193,12 @@ export function resolveCapabilities(json: JsonObject | undefined): Capabilities 
  * wrong type.
  */
 export function decodeVersion(payload: Uint8Array): DecodedVersion {
-  needBytes(WHAT, payload, vfio_user_version.SIZEOF);
-  const dv = view(payload);
-  const major = dv.getUint16(vfio_user_version.major, LE);
-  const minor = dv.getUint16(vfio_user_version.minor, LE);
-  if (payload.byteLength === vfio_user_version.SIZEOF) {
+  needBytes(WHAT, payload, VERSION.size);
+  const { major, minor } = VERSION.read(payload);
+  if (payload.byteLength === VERSION.size) {
     return { major, minor, capabilities: DEFAULT_CAPABILITIES };
   }
-  const data = payload.subarray(vfio_user_version.data);
+  const data = payload.subarray(VERSION.offsetOf('data'));
   const nul = data.indexOf(0);
   if (nul !== data.byteLength - 1) {
     throw malformed(
@@ -230,15 +231,12 @@ export function proposedCapabilities(v: VersionPayload): ReadonlySet<string> {
 
 /** u16 major, u16 minor, then `json` in QEMU's layout with its NUL (omitted when `json` is absent). */
 export function encodeVersion(v: VersionPayload): Uint8Array {
-  checkU16(WHAT, 'major', v.major);
-  checkU16(WHAT, 'minor', v.minor);
+  VERSION.check({ major: v.major, minor: v.minor }, WHAT);
   const text = v.json === undefined ? undefined : utf8Encoder.encode(writeJson(v.json));
   if (text?.includes(0)) encodeFail(WHAT, 'JSON text contains a NUL byte');
-  const out = new Uint8Array(vfio_user_version.SIZEOF + (text === undefined ? 0 : text.byteLength + 1));
-  const dv = view(out);
-  dv.setUint16(vfio_user_version.major, v.major, LE);
-  dv.setUint16(vfio_user_version.minor, v.minor, LE);
-  if (text !== undefined) out.set(text, vfio_user_version.data); // the trailing NUL is already 0
+  const out = new Uint8Array(VERSION.size + (text === undefined ? 0 : text.byteLength + 1));
+  VERSION.write(out, { major: v.major, minor: v.minor });
+  if (text !== undefined) out.set(text, VERSION.offsetOf('data')); // the trailing NUL is already 0
   return out;
 }
 

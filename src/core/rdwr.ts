@@ -1,0 +1,179 @@
+/**
+ * Region reads and writes, as drivers/vfio/pci/vfio_pci_rdwr.c does them: vfio_pci_bar_rw for
+ * BARs and the ROM (through vfio_pci_core_do_io_rw's naturally aligned pieces), vfio_pci_vga_rw,
+ * and the config region through vfio_pci_config.c (ConfigSpace).
+ */
+import { Errno } from '../abi/errno.js';
+import {
+  VFIO_PCI_CONFIG_REGION_INDEX,
+  VFIO_PCI_ROM_REGION_INDEX,
+  VFIO_PCI_VGA_REGION_INDEX,
+  VFIO_REGION_INFO_FLAG_READ,
+  VFIO_REGION_INFO_FLAG_WRITE,
+} from '../abi/vfio.js';
+import { fail } from '../errors.js';
+import { view } from '../wire/vfio.js';
+import type { DeviceBehaviour } from './behaviour.js';
+import type { ConfigSpace } from './config.js';
+import type { MsixDescription } from './description.js';
+import type { DeviceRegion, RegionTable } from './regions.js';
+
+/** Bytes of one MSI-X table entry (PCI 3.0 §6.8.2). */
+const MSIX_ENTRY_SIZE = 16;
+
+export class RegionAccess {
+  constructor(
+    private readonly regions: RegionTable,
+    private readonly config: ConfigSpace,
+    private readonly behaviour: DeviceBehaviour,
+    private readonly msix: MsixDescription | undefined,
+    /** 8-byte trapped accesses (Linux >= 6.11, the 7.3 profile). */
+    private readonly wide: boolean,
+  ) {}
+
+  /**
+   * pread/pwrite of `buf.length` bytes of `region` at `pos`. Like the kernel: an access starting
+   * at or past the region's end is EINVAL, one that crosses it is cut short (vfio_pci_bar_rw:
+   * count = min(count, end - pos)). Returns the bytes transferred (a view of `buf`).
+   */
+  rw(region: DeviceRegion, pos: bigint, buf: Uint8Array, write: boolean): Uint8Array {
+    const op = write ? 'pwrite' : 'pread';
+    const index = region.index;
+    const rwFlag = write ? VFIO_REGION_INFO_FLAG_WRITE : VFIO_REGION_INFO_FLAG_READ;
+    if (!(region.flags & rwFlag)) fail(Errno.EINVAL, op, `region ${index} at 0x${pos.toString(16)}`);
+    // The config region has its own range check: the whole access must fit, else EFAULT
+    // (vfio_config_do_rw via vfio_pci_config_rw; ConfigSpace throws CONFIG_RANGE_ERRNO).
+    if (index === VFIO_PCI_CONFIG_REGION_INDEX) {
+      if (write) this.config.write(Number(pos), buf);
+      else buf.set(this.config.read(Number(pos), buf.length));
+      return buf;
+    }
+    if (pos >= region.size) fail(Errno.EINVAL, op, `region ${index} at 0x${pos.toString(16)}`);
+    const count = Number(BigInt(buf.length) < region.size - pos ? BigInt(buf.length) : region.size - pos);
+    const at = Number(pos);
+    const part = buf.subarray(0, count);
+    if (index === VFIO_PCI_ROM_REGION_INDEX) {
+      if (write) fail(Errno.EINVAL, op, 'ROM is read-only');
+      // The memory enable bit is not virtualized (only INTx disable is): a clear bit reaches the
+      // device, which stops decoding, so pci_map_rom's pci_get_rom_size finds no 0x55AA signature
+      // and returns NULL before any test_mem check: vfio_pci_bar_rw fails ENOMEM (seen on 6.1
+      // and 7.3 with e1000e's ROM).
+      if (!this.config.memoryEnabled) fail(Errno.ENOMEM, op, 'ROM not readable: memory decode disabled');
+      part.set(this.regions.rom!.subarray(at, at + count));
+      return part;
+    }
+    if (index === VFIO_PCI_VGA_REGION_INDEX) {
+      if (!write) part.fill(0xff);
+      return part;
+    }
+    this.barRw(index, at, part, write);
+    return part;
+  }
+
+  /**
+   * __vfio_pci_memory_enabled, asked by vfio_pci_core_ioread/iowrite##size when test_mem (the
+   * resource is IORESOURCE_MEM): with the memory enable bit clear in vconfig, or the function in
+   * D3hot, the access is EIO. I/O BARs are not tested (PCI_COMMAND_IO is never consulted): the
+   * access reaches the device, which decodes it or not as its own I/O enable says.
+   */
+  private assertMemoryEnabled(op: string, index: number): void {
+    if (!this.config.memoryEnabled) fail(Errno.EIO, op, `region ${index}: memory decode disabled`);
+  }
+
+  /**
+   * BAR access: memory-backed BARs read and write their memory; trapped BARs go to the behaviour in
+   * naturally aligned pieces, the widest that fits: 4/2/1 bytes on 6.1, 8/4/2/1 on 7.3 (see
+   * DeviceBehaviour). The MSI-X table reads as 0xff and drops writes, as vfio_pci_bar_rw's
+   * "x_start/x_end" exclusion does; only accesses outside it are memory-tested (EIO), so an
+   * access that falls wholly in the table succeeds with memory decode off.
+   */
+  private barRw(bar: number, at: number, part: Uint8Array, write: boolean): void {
+    const b = this.regions.bar(bar)!;
+    const mem = this.regions.memoryOf(bar);
+    const holes = this.msixExclusion(bar);
+    const testMem = b.kind !== 'io';
+    let i = 0;
+    while (i < part.length) {
+      const pos = at + i;
+      const hole = holes.find(([s, e]) => pos >= s && pos < e);
+      if (hole) {
+        const n = Math.min(part.length - i, hole[1] - pos);
+        if (!write) part.fill(0xff, i, i + n);
+        i += n;
+        continue;
+      }
+      // The first access fails the whole pread/pwrite: do_io_rw returns the error, not a count.
+      if (testMem) this.assertMemoryEnabled(write ? 'pwrite' : 'pread', bar);
+      const nextHole = holes
+        .filter(([s]) => s > pos)
+        .reduce((m, [s]) => Math.min(m, s), Number.POSITIVE_INFINITY);
+      const limit = Math.min(part.length - i, nextHole - pos);
+      if (!testMem && !this.config.ioEnabled) {
+        // An I/O BAR with I/O decode off: the command bit reaches the device (only INTx disable
+        // is virtualized), which no longer decodes the port: reads all-ones, writes go nowhere
+        // (seen on 6.1 and 7.3 with e1000e's BAR2).
+        if (!write) part.fill(0xff, i, i + limit);
+        i += limit;
+      } else if (b.backing === 'trapped' || !mem) {
+        i += this.trapped(bar, pos, part, i, limit, write);
+      } else {
+        if (write) mem.bytes.set(part.subarray(i, i + limit), pos);
+        else part.set(mem.bytes.subarray(pos, pos + limit), i);
+        i += limit;
+      }
+    }
+  }
+
+  /** One trapped access at `pos`, bytes `i..` of `part`, at most `limit` bytes: returns its size. */
+  private trapped(
+    bar: number,
+    pos: number,
+    part: Uint8Array,
+    i: number,
+    limit: number,
+    write: boolean,
+  ): number {
+    const dv = view(part);
+    if (this.wide && pos % 8 === 0 && limit >= 8) {
+      this.trapped64(bar, pos, dv, i, write);
+      return 8;
+    }
+    const size: 1 | 2 | 4 = pos % 4 === 0 && limit >= 4 ? 4 : pos % 2 === 0 && limit >= 2 ? 2 : 1;
+    if (write) {
+      const v = size === 4 ? dv.getUint32(i, true) : size === 2 ? dv.getUint16(i, true) : part[i]!;
+      this.behaviour.barWrite?.(bar, pos, size, v);
+    } else {
+      const v = this.behaviour.barRead?.(bar, pos, size) ?? 0xffffffff;
+      if (size === 4) dv.setUint32(i, v >>> 0, true);
+      else if (size === 2) dv.setUint16(i, v & 0xffff, true);
+      else part[i] = v & 0xff;
+    }
+    return size;
+  }
+
+  /** One 8-byte trapped access at `pos`, bytes `i..i+8` of `dv` (a behaviour without 64-bit ops gets 4 + 4). */
+  private trapped64(bar: number, pos: number, dv: DataView, i: number, write: boolean): void {
+    const bh = this.behaviour;
+    if (write) {
+      const v = dv.getBigUint64(i, true);
+      if (bh.barWrite64) bh.barWrite64(bar, pos, v);
+      else {
+        bh.barWrite?.(bar, pos, 4, dv.getUint32(i, true));
+        bh.barWrite?.(bar, pos + 4, 4, dv.getUint32(i + 4, true));
+      }
+    } else if (bh.barRead64) dv.setBigUint64(i, BigInt.asUintN(64, bh.barRead64(bar, pos)), true);
+    else {
+      dv.setUint32(i, (bh.barRead?.(bar, pos, 4) ?? 0xffffffff) >>> 0, true);
+      dv.setUint32(i + 4, (bh.barRead?.(bar, pos + 4, 4) ?? 0xffffffff) >>> 0, true);
+    }
+  }
+
+  /** Byte range (not page-rounded) of the MSI-X table in `bar`, which BAR reads and writes skip. */
+  private msixExclusion(bar: number): [number, number][] {
+    const m = this.msix;
+    // Only the table: vfio_pci_bar_rw excludes [msix_offset, msix_offset + msix_size), the table;
+    // the PBA reads through (seen on 6.1 and 7.3 with nvme and e1000e).
+    if (!m || m.tableBar !== bar) return [];
+    return [[m.tableOffset, m.tableOffset + m.tableSize * MSIX_ENTRY_SIZE]];
+  }
+}
