@@ -9,9 +9,7 @@
  */
 import { Errno } from '../../abi/errno.js';
 import { PCI_COMMAND, PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY } from '../../abi/pci.js';
-import { VFIO_PCI_MSIX_IRQ_INDEX } from '../../abi/vfio.js';
 import { fail, VfioError } from '../../errors.js';
-import { closeFd, EFD_CLOEXEC, EFD_NONBLOCK, eventfdCreate } from '../../native/index.js';
 import type { VfioDevice } from '../device.js';
 import { type Fence, storeFence } from './barrier.js';
 import { type CmbInfo, findCmb, type MappedCmb, mapCmb, unmapCmb } from './cmb.js';
@@ -53,6 +51,7 @@ import {
   SQE,
   SQE_BYTES,
 } from './spec.js';
+import { MsixVectors } from './vectors.js';
 
 export const ADMIN_QUEUE_DEPTH = 32;
 export const DEFAULT_IO_QUEUE_DEPTH = 256;
@@ -97,9 +96,9 @@ export class NvmeController implements QueueHost {
   private admin!: QueuePair;
   private readonly queues = new Map<number, IoQueuePair>();
   private cmbUsed = 0;
+  private identifyBuf: DmaBuffer | undefined;
   private failed: VfioError | undefined;
-  /** MSI-X eventfds by vector (-1: unrouted), as last given to SET_IRQS. */
-  private vectors: number[] = [];
+  private readonly vectors: MsixVectors;
   private closed = false;
 
   private constructor(
@@ -107,7 +106,9 @@ export class NvmeController implements QueueHost {
     readonly regs: ControllerRegisters,
     readonly pool: DmaPool,
     readonly options: NvmeOptions,
-  ) {}
+  ) {
+    this.vectors = new MsixVectors(dev);
+  }
 
   /** Brings the controller up (NVMe 1.4 §7.6.1). On failure everything acquired is released. */
   static async open(dev: VfioDevice, options: NvmeOptions = {}): Promise<NvmeController> {
@@ -126,6 +127,8 @@ export class NvmeController implements QueueHost {
       await c.init();
       return c;
     } catch (e) {
+      // Leave the controller disabled (it may have been enabled before the failure).
+      if (c.cap) await c.disable().catch(() => {});
       await c.release().catch(() => {});
       throw e;
     }
@@ -205,9 +208,10 @@ export class NvmeController implements QueueHost {
     this.pool.reserve({ start: found.controllerAddress, end: found.controllerAddress + found.size });
   }
 
-  /** Identify (§5.15) into a fresh page; returns the 4 KiB data structure. */
+  /** Identify (§5.15) into the controller's identify page; returns a copy of the 4 KiB data. */
   async identify(cns: number, nsid: number): Promise<Uint8Array> {
-    const buf = await this.pool.alloc(IDENTIFY_BYTES);
+    this.identifyBuf ??= await this.pool.alloc(IDENTIFY_BYTES);
+    const buf = this.identifyBuf;
     await this.admin.submit(`Identify CNS ${cns}`, ADMIN.IDENTIFY, (sqe) => {
       sqe[SQE.NSID] = nsid;
       setAddress(sqe, SQE.PRP1, buf.iova);
@@ -267,7 +271,7 @@ export class NvmeController implements QueueHost {
     const sq: SqMemory = this.cmb
       ? this.carveCmb(depth * SQE_BYTES)
       : hostSq(await this.pool.alloc(depth * SQE_BYTES));
-    const eventfd = this.options.completions === 'interrupt' ? await this.routeVector(qid) : undefined;
+    const eventfd = this.options.completions === 'interrupt' ? await this.vectors.route(qid) : undefined;
     try {
       await this.admin.submit(`Create I/O CQ ${qid}`, ADMIN.CREATE_IO_CQ, (sqe) => {
         setAddress(sqe, SQE.PRP1, cq.iova);
@@ -286,7 +290,7 @@ export class NvmeController implements QueueHost {
         throw e;
       }
     } catch (e) {
-      await this.unrouteVector(qid).catch(() => {});
+      await this.vectors.unroute(qid).catch(() => {});
       throw e;
     }
     const qp = new QueuePair(
@@ -315,7 +319,7 @@ export class NvmeController implements QueueHost {
       }
     } finally {
       io.queue.close();
-      await this.unrouteVector(io.qid);
+      await this.vectors.unroute(io.qid);
     }
   }
 
@@ -348,53 +352,6 @@ export class NvmeController implements QueueHost {
     };
   }
 
-  /**
-   * An eventfd on MSI-X vector `qid` (vector 0 stays the admin queue's, which is polled).
-   * SET_IRQS covers vectors 0..max in one call; Linux 6.1 cannot grow an enabled MSI-X range
-   * (vfio_msi_set_block: EINVAL), so on EINVAL the range is disabled and set again.
-   */
-  private async routeVector(qid: number): Promise<number> {
-    const info = await this.dev.irqInfo(VFIO_PCI_MSIX_IRQ_INDEX);
-    if (qid >= info.count)
-      fail(Errno.ENOSPC, 'nvme', `no MSI-X vector ${qid} (the device has ${info.count})`);
-    const efd = eventfdCreate(EFD_CLOEXEC | EFD_NONBLOCK);
-    const next = [...this.vectors];
-    while (next.length <= qid) next.push(-1);
-    next[qid] = efd;
-    try {
-      await this.setVectors(next);
-    } catch (e) {
-      closeFd(efd);
-      throw e;
-    }
-    return efd;
-  }
-
-  /** Vector `qid` back to unrouted, and its eventfd closed. */
-  private async unrouteVector(qid: number): Promise<void> {
-    const fd = this.vectors[qid];
-    if (fd === undefined || fd < 0) return;
-    const next = [...this.vectors];
-    next[qid] = -1;
-    try {
-      await this.setVectors(next);
-    } finally {
-      this.vectors[qid] = -1;
-      closeFd(fd);
-    }
-  }
-
-  private async setVectors(fds: number[]): Promise<void> {
-    try {
-      await this.dev.setIrqEventfds(VFIO_PCI_MSIX_IRQ_INDEX, 0, fds);
-    } catch (e) {
-      if (!(e instanceof VfioError && e.errno === Errno.EINVAL && this.vectors.length)) throw e;
-      await this.dev.disableIrqs(VFIO_PCI_MSIX_IRQ_INDEX);
-      await this.dev.setIrqEventfds(VFIO_PCI_MSIX_IRQ_INDEX, 0, fds);
-    }
-    this.vectors = fds;
-  }
-
   /** QueueHost: CSTS all ones (gone) or CFS (fatal) fails the whole controller. */
   async checkHealth(): Promise<void> {
     if (this.failed) throw this.failed;
@@ -402,10 +359,10 @@ export class NvmeController implements QueueHost {
     try {
       csts = await this.regs.status(REG.CSTS);
     } catch (e) {
-      throw this.fail(e instanceof VfioError ? e : new VfioError(Errno.EIO, 'nvme', String(e)));
+      throw this.markFailed(e instanceof VfioError ? e : new VfioError(Errno.EIO, 'nvme', String(e)));
     }
     if (csts & CSTS_CFS)
-      throw this.fail(
+      throw this.markFailed(
         new VfioError(
           Errno.EIO,
           'nvme',
@@ -414,7 +371,7 @@ export class NvmeController implements QueueHost {
       );
   }
 
-  private fail(e: VfioError): VfioError {
+  private markFailed(e: VfioError): VfioError {
     if (!this.failed) {
       this.failed = e;
       this.admin?.failAll(e);
@@ -491,9 +448,7 @@ export class NvmeController implements QueueHost {
   private async release(): Promise<void> {
     this.admin?.close();
     try {
-      if (this.vectors.length) await this.dev.disableIrqs(VFIO_PCI_MSIX_IRQ_INDEX).catch(() => {});
-      for (const fd of this.vectors) if (fd >= 0) closeFd(fd);
-      this.vectors = [];
+      await this.vectors.close();
       if (this.cmb) await unmapCmb(this.regs, this.cap, this.cmb).catch(() => {});
       await this.pool.close();
     } finally {

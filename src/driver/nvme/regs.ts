@@ -27,8 +27,6 @@ export type RegisterRoute = 'mmap' | 'pwrite';
 export class ControllerRegisters {
   /** Doorbell stride (CAP.DSTRD), known once CAP has been read. */
   dstrd = 0;
-  private readonly scratch = new Uint8Array(4);
-  private readonly scratchView = new DataView(this.scratch.buffer);
 
   private constructor(
     private readonly dev: VfioDevice,
@@ -136,10 +134,8 @@ export class ControllerRegisters {
     return this.pwrite32(offset, value);
   }
 
-  private async pwrite32(offset: number, value: number): Promise<void> {
-    this.scratchView.setUint32(0, value, true);
-    // A fresh copy per write: a pwrite may still hold the bytes when the next one starts.
-    await this.dev.write(NVME_REGISTER_BAR, offset, this.scratch.slice());
+  private pwrite32(offset: number, value: number): Promise<void> {
+    return this.dev.write32(NVME_REGISTER_BAR, offset, value);
   }
 
   close(): void {
