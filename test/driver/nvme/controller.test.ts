@@ -205,6 +205,41 @@ describe('the CMB, found and programmed as the spec says', () => {
     }
   });
 
+  it('maps the CMB through whichever WC path the device offers; with none, sq: cmb is EOPNOTSUPP naming why', async () => {
+    const none = { rfc: false, cookies: false, alias: false, dmabufWc: false };
+    const table: [Partial<typeof none>, string][] = [
+      [{ ...none, dmabufWc: true }, 'dma-buf'],
+      // VfioDevice.wcPaths offers an alias on a BAR known prefetchable (the RFC's REGION_INFO flag).
+      [{ ...none, alias: true, rfc: true }, 'alias-region'],
+      [{ ...none, rfc: true }, 'rfc-region-flags'],
+    ];
+    for (const [extensions, via] of table) {
+      const rig = await openRig('in-process', { extensions });
+      try {
+        await withController(rig, { sq: 'cmb' }, async (c) => {
+          assert.deepEqual([c.cmb?.mapping.via, c.cmb?.mapping.attribute], [via, 'wc']);
+          const qp = await c.createQueuePair({ depth: 4 });
+          await qp.flush(1);
+          assert.ok(rig.fake.commands.at(-1)!.fromCmb, via);
+        });
+      } finally {
+        await rig.close();
+      }
+    }
+    const rig = await openRig('in-process', { extensions: none });
+    try {
+      await assert.rejects(
+        NvmeController.open(rig.dev, { sq: 'cmb' }),
+        /nvme CMB: EOPNOTSUPP.*need a write-combining mapping of BAR2.*no write-combining path/,
+      );
+      await withController(rig, { sq: 'host' }, async (c) => {
+        assert.equal(c.sqPlacement, 'host');
+      });
+    } finally {
+      await rig.close();
+    }
+  });
+
   it('sq: cmb on a controller without a CMB is EOPNOTSUPP, and releases what it took', async () => {
     const rig = await openRig('in-process', { cmb: false });
     try {

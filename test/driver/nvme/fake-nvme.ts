@@ -14,6 +14,7 @@
 
 import type { DeviceBehaviour, DeviceContext } from '../../../src/core/device.js';
 import { VfioPciDevice } from '../../../src/core/device.js';
+import type { Extensions } from '../../../src/core/wc.js';
 import { VfioDevice } from '../../../src/driver/device.js';
 import { LocalDeviceFile } from '../../../src/driver/local.js';
 import { nativeEnvironment } from '../../../src/runtime.js';
@@ -34,6 +35,8 @@ export interface FakeNvmeOptions {
   readonly mdts?: number;
   /** CSTS.RDY follows CC.EN after this long (default at once). */
   readonly readyDelayMs?: number;
+  /** The core's write-combining extensions (default all: cookie, dma-buf WC, alias, RFC). */
+  readonly extensions?: Partial<Extensions>;
 }
 
 interface Sq {
@@ -442,7 +445,7 @@ export function fakeNvmeDevice(options: FakeNvmeOptions = {}): {
       resettable: true,
     },
     fake,
-    { env: nativeEnvironment() },
+    { env: nativeEnvironment(), ...(options.extensions && { extensions: options.extensions }) },
   );
   return { fake, core, dev: new VfioDevice(new LocalDeviceFile(core)) };
 }
