@@ -253,9 +253,14 @@ export class NvmeController implements QueueHost {
   }
 
   /** Creates I/O CQ then SQ (§5.3, §5.4) with the next free queue identifier. */
-  async createQueuePair(opts: { depth?: number } = {}): Promise<IoQueuePair> {
+  async createQueuePair(opts: { depth?: number; sq?: 'host' | 'cmb' } = {}): Promise<IoQueuePair> {
     this.check();
     const depth = opts.depth ?? DEFAULT_IO_QUEUE_DEPTH;
+    // A controller opened with sq: 'cmb' may still put a queue in host memory (side by side
+    // comparisons); the reverse needs the CMB mapped at open.
+    const inCmb = (opts.sq ?? this.sqPlacement) === 'cmb';
+    if (inCmb && !this.cmb)
+      fail(Errno.EINVAL, 'nvme', "a submission queue in the CMB needs the controller opened with sq: 'cmb'");
     const most = Math.min(MAX_IO_QUEUE_DEPTH, cap.mqes(this.cap));
     if (!Number.isInteger(depth) || depth < 2 || depth > most)
       fail(Errno.EINVAL, 'nvme', `queue depth ${depth}: the controller takes 2..${most} entries (CAP.MQES)`);
@@ -268,7 +273,7 @@ export class NvmeController implements QueueHost {
         `all ${this.ioQueuesGranted} I/O queue pairs the controller granted are in use`,
       );
     const cq = await this.pool.alloc(depth * CQE_BYTES);
-    const sq: SqMemory = this.cmb
+    const sq: SqMemory = inCmb
       ? this.carveCmb(depth * SQE_BYTES)
       : hostSq(await this.pool.alloc(depth * SQE_BYTES));
     const eventfd = this.options.completions === 'interrupt' ? await this.vectors.route(qid) : undefined;

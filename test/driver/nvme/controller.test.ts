@@ -240,6 +240,31 @@ describe('the CMB, found and programmed as the spec says', () => {
     }
   });
 
+  it('one controller, both placements side by side: a host queue next to a CMB queue; a host-only controller refuses a CMB queue', async () => {
+    const rig = await openRig('in-process');
+    try {
+      await withController(rig, { sq: 'cmb' }, async (c) => {
+        const host = await c.createQueuePair({ depth: 4, sq: 'host' });
+        const cmb = await c.createQueuePair({ depth: 4 });
+        assert.deepEqual([host.wc, cmb.wc], [false, true]);
+        await host.flush(1);
+        await cmb.flush(1);
+        assert.deepEqual(
+          rig.fake.commands.slice(-2).map((x) => [x.qid, x.fromCmb]),
+          [
+            [host.qid, false],
+            [cmb.qid, true],
+          ],
+        );
+      });
+      await withController(rig, {}, async (c) => {
+        await assert.rejects(c.createQueuePair({ sq: 'cmb' }), /EINVAL.*opened with sq: 'cmb'/);
+      });
+    } finally {
+      await rig.close();
+    }
+  });
+
   it('sq: cmb on a controller without a CMB is EOPNOTSUPP, and releases what it took', async () => {
     const rig = await openRig('in-process', { cmb: false });
     try {
