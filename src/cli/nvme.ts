@@ -111,6 +111,8 @@ const VALUE_FLAGS = new Set([
   '--nsid',
   '--size',
 ]);
+/** Every flag `nvme perf` takes (the --help text explains each). */
+export const PERF_FLAGS: readonly string[] = [...VALUE_FLAGS, ...BOOLEAN_FLAGS];
 
 export async function run(args: string[]): Promise<number> {
   return runWith(args, { log: (l) => console.log(l), error: (l) => console.error(l) });

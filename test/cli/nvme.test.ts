@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { parseSize, runWith } from '../../src/cli/nvme.js';
+import { PERF_FLAGS, parseSize, runWith } from '../../src/cli/nvme.js';
 import { VfioUserServer } from '../../src/server/index.js';
 import { type FakeNvme, fakeNvmeDevice } from '../driver/nvme/fake-nvme.js';
 
@@ -134,20 +134,7 @@ describe('vfio-ts nvme arguments', () => {
   it('--help explains every flag', async () => {
     const r = await cli(['perf', '--help']);
     assert.equal(r.status, 0);
-    for (const flag of [
-      '--rw',
-      '--bs',
-      '--qd',
-      '--seconds',
-      '--sq',
-      '--completions',
-      '--verify',
-      '--force',
-      '--nsid',
-      '--size',
-      '--json',
-    ])
-      assert.match(r.out, new RegExp(`\\n {2}${flag} `), flag);
+    for (const flag of PERF_FLAGS) assert.match(r.out, new RegExp(`\\n {2}${flag} `), flag);
     assert.match(r.out, /identify .*--json/);
   });
 

@@ -18,7 +18,7 @@ import { after, before, describe, it } from 'node:test';
 import { openTarget } from '../../src/cli/nvme.js';
 import type { VfioDevice } from '../../src/driver/device.js';
 import { NvmeController } from '../../src/driver/nvme/index.js';
-import { type PatEntry, patAdded, readPatList } from '../../src/kernel/pat.js';
+import { type PatEntry, patAdded, patOverlapping, readPatList } from '../../src/kernel/pat.js';
 import { bindVfioPci, iomemRelaxed, resourceRange } from '../../src/kernel/sysfs.js';
 
 const IN_GUEST = process.env.VFIO_TS_GUEST === '1';
@@ -34,13 +34,10 @@ function nvmeBdf(): string {
   throw new Error('no QEMU NVMe controller (1b36:0010) in this guest');
 }
 
+/** The PAT list (debugfs is mounted by the guest's /init). */
 function pat(): PatEntry[] {
-  const l = readPatList();
-  assert.ok(l, '/sys/kernel/debug/x86/pat_memtype_list is not readable');
-  return l;
+  return readPatList() ?? assert.fail('/sys/kernel/debug/x86/pat_memtype_list is not readable');
 }
-const overlapping = (l: readonly PatEntry[], r: { start: bigint; end: bigint }) =>
-  l.filter((e) => e.start < r.end && e.end > r.start);
 
 function cli(args: string[]): { status: number | null; out: string } {
   const r = spawnSync(process.execPath, ['dist/src/cli/main.js', 'nvme', ...args], { encoding: 'utf8' });
@@ -107,7 +104,7 @@ describe('the NVMe driver on real vfio-pci and QEMU nvme (in a QEMU guest)', {
     const base0 = pat();
     let own: PatEntry[] = [];
     await withController(bdf, 'host', async () => {
-      own = overlapping(patAdded(base0, pat()), bar2);
+      own = patOverlapping(patAdded(base0, pat()), bar2);
     });
     console.log(
       `PAT-VFIO-OWN: ${own.map((e) => e.line).join(' | ') || '(none: BAR2 untouched by vfio-pci)'}`,
@@ -118,7 +115,7 @@ describe('the NVMe driver on real vfio-pci and QEMU nvme (in a QEMU guest)', {
       const cmb = c.cmb!;
       assert.equal(cmb.mapping.attribute, 'wc');
       assert.equal(cmb.mapping.via, 'sysfs-resource-wc');
-      const added = overlapping(patAdded(base, pat()), bar2);
+      const added = patOverlapping(patAdded(base, pat()), bar2);
       const range = [bar2.start + cmb.offset, bar2.start + cmb.offset + BigInt(cmb.mappedBytes)];
       assert.equal(added.length, own.length + 1, added.map((e) => e.line).join('\n'));
       for (const e of added) assert.equal(e.type, 'write-combining', `${e.line}: PAT gives a BAR one type`);
@@ -131,7 +128,7 @@ describe('the NVMe driver on real vfio-pci and QEMU nvme (in a QEMU guest)', {
         `PAT-CMB: Linux ${RELEASE} cmb WC mapping of BAR2 [0x${range[0]!.toString(16)}, 0x${range[1]!.toString(16)}) via ${cmb.mapping.via}${iomemRelaxed() ? ' (wcBars, iomem=relaxed)' : ''}: ${mine[0]!.line}`,
       );
     });
-    assert.deepEqual(overlapping(patAdded(base0, pat()), bar2), [], 'nothing maps BAR2 once closed');
+    assert.deepEqual(patOverlapping(patAdded(base0, pat()), bar2), [], 'nothing maps BAR2 once closed');
   });
 
   it('submission queues in the CMB: commands written there (read back through the WC mapping) are fetched by the controller at the CBA', async () => {

@@ -91,7 +91,7 @@ export async function runPerf(ctrl: NvmeController, qp: IoQueuePair, o: PerfOpti
   const bufs: DmaBuffer[] = [];
   for (let i = 0; i < o.qd; i++) bufs.push(await ctrl.alloc(o.bs));
   const pattern = o.verify ? new Pattern(ns.blockBytes, slots * per) : undefined;
-  if (pattern && !write) await prefill(qp, nsid, bufs, pattern, per, slots);
+  if (pattern && !write) await prefill({ qp, nsid, bufs, pattern, per, slots });
 
   let rng = (o.seed ?? 0x2545f491) >>> 0 || 1;
   let next = 0;
@@ -137,7 +137,7 @@ export async function runPerf(ctrl: NvmeController, qp: IoQueuePair, o: PerfOpti
   await Promise.all(bufs.map(worker));
   const seconds = Number(process.hrtime.bigint() - start) / 1e9;
   let verifiedBlocks = pattern && !write ? ios * per : 0;
-  if (pattern && write) verifiedBlocks = await readBack(qp, nsid, bufs, pattern, per, slots);
+  if (pattern && write) verifiedBlocks = await readBack({ qp, nsid, bufs, pattern, per, slots });
   samples.sort((a, b) => a - b);
   const pct = (p: number) =>
     samples[Math.min(samples.length - 1, Math.floor((p / 100) * samples.length))] ?? 0;
@@ -169,49 +169,48 @@ async function refuseIfFormatted(ctrl: NvmeController, qp: IoQueuePair, nsid: nu
     );
 }
 
-/** Read modes with verify: every slot written once with generation 1, qd at a time. */
-async function prefill(
-  qp: IoQueuePair,
-  nsid: number,
+/** Every slot once, in order, with as many I/Os in flight as there are buffers. */
+async function eachSlot(
   bufs: DmaBuffer[],
-  pattern: Pattern,
-  per: number,
   slots: number,
+  fn: (buf: DmaBuffer, slot: number) => Promise<void>,
 ) {
-  let slot = 0;
+  let next = 0;
   await Promise.all(
     bufs.map(async (buf) => {
-      while (slot < slots) {
-        const s = slot++;
-        pattern.stamp(buf.bytes, s * per, per);
-        await qp.write(nsid, BigInt(s * per), per, buf);
-      }
+      while (next < slots) await fn(buf, next++);
     }),
   );
 }
 
+/** What the verify passes need: the queue, the buffers, the pattern, and the slot geometry. */
+interface VerifyRun {
+  readonly qp: IoQueuePair;
+  readonly nsid: number;
+  readonly bufs: DmaBuffer[];
+  readonly pattern: Pattern;
+  /** Logical blocks per I/O, and I/O-sized slots in the span. */
+  readonly per: number;
+  readonly slots: number;
+}
+
+/** Read modes with verify: every slot written once, each block with its first generation. */
+function prefill(v: VerifyRun) {
+  return eachSlot(v.bufs, v.slots, async (buf, s) => {
+    v.pattern.stamp(buf.bytes, s * v.per, v.per);
+    await v.qp.write(v.nsid, BigInt(s * v.per), v.per, buf);
+  });
+}
+
 /** Write modes with verify: reads back every slot written and checks it; returns blocks checked. */
-async function readBack(
-  qp: IoQueuePair,
-  nsid: number,
-  bufs: DmaBuffer[],
-  pattern: Pattern,
-  per: number,
-  slots: number,
-) {
-  let slot = 0;
+async function readBack(v: VerifyRun) {
   let checked = 0;
-  await Promise.all(
-    bufs.map(async (buf) => {
-      while (slot < slots) {
-        const s = slot++;
-        if (!pattern.written(s * per, per)) continue;
-        await qp.read(nsid, BigInt(s * per), per, buf);
-        pattern.check(buf.bytes, s * per, per);
-        checked += per;
-      }
-    }),
-  );
+  await eachSlot(v.bufs, v.slots, async (buf, s) => {
+    if (!v.pattern.written(s * v.per, v.per)) return;
+    await v.qp.read(v.nsid, BigInt(s * v.per), v.per, buf);
+    v.pattern.check(buf.bytes, s * v.per, v.per);
+    checked += v.per;
+  });
   return checked;
 }
 

@@ -15,6 +15,7 @@
 import type { DeviceBehaviour, DeviceContext } from '../../../src/core/device.js';
 import { VfioPciDevice } from '../../../src/core/device.js';
 import type { Extensions } from '../../../src/core/wc.js';
+import { nvmeDescription } from '../../../src/devices/nvme.js';
 import { VfioDevice } from '../../../src/driver/device.js';
 import { LocalDeviceFile } from '../../../src/driver/local.js';
 import { nativeEnvironment } from '../../../src/runtime.js';
@@ -424,15 +425,8 @@ export function fakeNvmeDevice(options: FakeNvmeOptions = {}): {
   const core = new VfioPciDevice(
     {
       name: 'fake-nvme',
-      identity: {
-        vendorId: 0x1b36,
-        deviceId: 0x0010,
-        subsystemVendorId: 0x1af4,
-        subsystemId: 0x1100,
-        classCode: 0x010802,
-        revision: 2,
-        interruptPin: 1,
-      },
+      // QEMU's nvme, as the differential test's description has it.
+      identity: nvmeDescription().identity,
       bars: [
         { size: 16 << 10, kind: 'mem64', backing: 'trapped' },
         undefined,
