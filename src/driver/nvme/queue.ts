@@ -145,7 +145,14 @@ export class QueuePair {
     });
     this.putEntry(sqe);
     const rung = this.regs.ringSubmission(this.qid, this.sqTail, this.sq.wc);
-    if (rung) await rung;
+    if (rung) {
+      try {
+        await rung;
+      } catch (e) {
+        // A doorbell that cannot be written leaves the queue unusable: fail it (`done` too).
+        this.failAll(e);
+      }
+    }
     this.startWatchdog();
     if (this.eventfd === undefined) this.kickPoller();
     return done;

@@ -137,6 +137,30 @@ describe('NVMe driver errors', () => {
     }
   });
 
+  it('a vfio-user server that goes away: the doorbell write fails, the command and every later one fail with its errno', async () => {
+    const rig = await openRig('vfio-user');
+    try {
+      const c = await NvmeController.open(rig.dev);
+      const q = await c.createQueuePair({ depth: 4 });
+      const b = await c.alloc(4096);
+      await q.write(1, 0n, 1, b);
+      rig.disconnect!();
+      const caught = (p: Promise<unknown>) =>
+        p.then(
+          () => assert.fail('resolved'),
+          (e: unknown) => e,
+        );
+      const first = await caught(q.read(1, 0n, 1, b));
+      assert.ok(first instanceof VfioError && first.errno !== Errno.ETIMEDOUT, String(first));
+      // The queue has failed: a later command gets the same error, without another doorbell.
+      assert.equal(await caught(q.read(1, 0n, 1, b)), first);
+      assert.equal(q.queue.inFlight, 1, 'the failed command keeps its slot');
+      await c.close().catch(() => {});
+    } finally {
+      await rig.close();
+    }
+  });
+
   it('CSTS.RDY late but within CAP.TO is waited for; never ready is ETIMEDOUT naming CAP.TO', async () => {
     const rig = await openRig('in-process', { readyDelayMs: 150 });
     try {

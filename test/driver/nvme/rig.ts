@@ -17,6 +17,8 @@ export interface Rig {
   readonly dev: VfioDevice;
   /** DMA ranges the device holds (0 once the driver has released its memory). */
   dmaCount(): number;
+  /** vfio-user only: the server drops the connection (the peer process died). */
+  disconnect?(): void;
   close(): Promise<void>;
 }
 
@@ -39,8 +41,9 @@ export async function openRig(transport: RigTransport, options: FakeNvmeOptions 
     fake,
     dev: remote,
     dmaCount: () => core.dma.count,
+    disconnect: () => server.stop(),
     async close() {
-      await remote.close();
+      await remote.close().catch(() => {});
       await server.idle();
       server.stop();
       core.close();
