@@ -26,6 +26,11 @@ const COMMANDS: Record<string, [module: string, fn: keyof CommandModule, summary
   info: ['info', 'run', 'describe a device like lspci -vv: info <socket-path | pci-address> [--json]'],
   bind: ['bind', 'run', 'bind a PCI device to vfio-pci: bind <pci-address>'],
   unbind: ['bind', 'runUnbind', 'give a PCI device back to the kernel: unbind <pci-address>'],
+  nvme: [
+    'nvme',
+    'run',
+    'userspace NVMe driver: nvme identify|perf <socket-path | pci-address> (nvme --help)',
+  ],
 };
 
 async function load(module: string, fn: keyof CommandModule): Promise<Runner> {

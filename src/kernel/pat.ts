@@ -42,7 +42,15 @@ export function readPatList(path = PAT_MEMTYPE_LIST): PatEntry[] | undefined {
 
 /** The type of the reservations overlapping [start, end), or undefined when none does. */
 export function patTypeOf(entries: readonly PatEntry[], start: bigint, end: bigint): string | undefined {
-  return entries.find((e) => e.start < end && e.end > start)?.type;
+  return patOverlapping(entries, { start, end })[0]?.type;
+}
+
+/** The reservations overlapping [range.start, range.end). */
+export function patOverlapping(
+  entries: readonly PatEntry[],
+  range: { start: bigint; end: bigint },
+): PatEntry[] {
+  return entries.filter((e) => e.start < range.end && e.end > range.start);
 }
 
 /** Lines of `after` not in `before`, counted (a line may be listed more than once). */

@@ -38,14 +38,19 @@ export function ivshmemPlain(opts: { id?: string; sizeMiB?: number } = {}): stri
   ];
 }
 
-/** NVMe controller (1b36:0010) on a raw image; its MSI-X table sits inside BAR0. */
-export function nvme(opts: { image: string; id?: string; serial?: string }): string[] {
+/**
+ * NVMe controller (1b36:0010) on a raw image; its MSI-X table sits inside BAR0. `cmbSizeMiB`
+ * adds a Controller Memory Buffer of that size in BAR2 (64-bit prefetchable; QEMU's NVMe 1.4
+ * scheme: CMBLOC/CMBSZ read 0 until the host sets CMBMSC.CRE).
+ */
+export function nvme(opts: { image: string; id?: string; serial?: string; cmbSizeMiB?: number }): string[] {
   const id = opts.id ?? 'nvme0';
+  const cmb = opts.cmbSizeMiB === undefined ? '' : `,cmb_size_mb=${opts.cmbSizeMiB}`;
   return [
     '-drive',
     `file=${opts.image},if=none,id=${id}-drive,format=raw`,
     '-device',
-    `nvme,drive=${id}-drive,serial=${opts.serial ?? 'vfiots0'}`,
+    `nvme,drive=${id}-drive,serial=${opts.serial ?? 'vfiots0'}${cmb}`,
   ];
 }
 

@@ -1,0 +1,252 @@
+/**
+ * What the NVMe driver does when things go wrong, each with the errno it gives: a command's error
+ * status, a command that never completes (timeout), a controller that reports a fatal status
+ * (CSTS.CFS) or vanishes (registers read all ones), a controller that never becomes ready within
+ * CAP.TO, and bad arguments refused before anything reaches the controller.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { Errno } from '../../../src/abi/errno.js';
+import { NvmeController, NvmeStatusError } from '../../../src/driver/nvme/index.js';
+import { buildPrps, MAX_PRP_LIST } from '../../../src/driver/nvme/prp.js';
+import { VfioError } from '../../../src/errors.js';
+import { openRig } from './rig.js';
+
+/** The errno a promise rejects with (VfioError), undefined when it resolves. */
+async function rejection(p: Promise<unknown>): Promise<number | undefined> {
+  try {
+    await p;
+  } catch (e) {
+    if (e instanceof VfioError) return e.errno;
+    throw e;
+  }
+  return undefined;
+}
+
+function isErr(errno: number, re: RegExp) {
+  return (e: unknown) => {
+    assert.ok(e instanceof VfioError, String(e));
+    assert.equal(e.errno, errno, e.message);
+    assert.match(e.message, re);
+    return true;
+  };
+}
+
+describe('NVMe driver errors', () => {
+  it('an error status completes the command with NvmeStatusError (errno as nvme_error_status maps it); the queue goes on', async () => {
+    const rig = await openRig('in-process');
+    try {
+      const c = await NvmeController.open(rig.dev);
+      try {
+        const q = await c.createQueuePair({ depth: 4 });
+        const b = await c.alloc(4096);
+        const table: [number, number, number, RegExp][] = [
+          [0, 0x80, Errno.EIO, /LBA Out of Range \(SCT 0h SC 80h\)/],
+          [0, 0x02, Errno.EOPNOTSUPP, /Invalid Field in Command/],
+          [0, 0x81, Errno.ENOSPC, /Capacity Exceeded/],
+          [2, 0x81, Errno.EIO, /Media and Data Integrity Error \(SCT 2h SC 81h\)/],
+        ];
+        for (const [sct, sc, errno, re] of table) {
+          rig.fake.statusOnce = { sct, sc };
+          await assert.rejects(q.read(1, 0n, 1, b), (e: unknown) => {
+            assert.ok(e instanceof NvmeStatusError);
+            assert.deepEqual([e.sct, e.sc, e.errno], [sct, sc, errno]);
+            assert.match(e.message, re);
+            return true;
+          });
+        }
+        await q.read(1, 0n, 1, b);
+      } finally {
+        await c.close();
+      }
+    } finally {
+      await rig.close();
+    }
+  });
+
+  it('a command that never completes fails ETIMEDOUT after ioTimeoutMs; its slot stays held', async () => {
+    const rig = await openRig('in-process');
+    try {
+      const c = await NvmeController.open(rig.dev, { ioTimeoutMs: 200 });
+      try {
+        const q = await c.createQueuePair({ depth: 4 });
+        const b = await c.alloc(4096);
+        rig.fake.stallIo = true;
+        const t0 = Date.now();
+        await assert.rejects(
+          q.read(1, 0n, 1, b),
+          isErr(Errno.ETIMEDOUT, /no completion in 200 ms \(queue 1, CID \d\)/),
+        );
+        assert.ok(Date.now() - t0 >= 190);
+        assert.equal(
+          q.queue.inFlight,
+          1,
+          'the timed-out CID is not reused while the controller may still answer it',
+        );
+      } finally {
+        await c.close();
+      }
+    } finally {
+      await rig.close();
+    }
+  });
+
+  for (const completions of ['poll', 'interrupt'] as const)
+    it(`a fatal controller status (CSTS.CFS) fails the commands in flight and every later one with EIO (${completions})`, async () => {
+      const rig = await openRig('in-process');
+      try {
+        const c = await NvmeController.open(rig.dev, { completions, ioTimeoutMs: 30_000 });
+        const q = await c.createQueuePair({ depth: 8 });
+        const b = await c.alloc(4096);
+        rig.fake.fatalOnIo = true;
+        const t0 = Date.now();
+        await assert.rejects(q.write(1, 0n, 1, b), isErr(Errno.EIO, /CSTS\.CFS/));
+        assert.ok(Date.now() - t0 < 5_000, 'found by the watchdog, long before the 30 s timeout');
+        await assert.rejects(q.read(1, 0n, 1, b), isErr(Errno.EIO, /CSTS\.CFS/));
+        await assert.rejects(c.createQueuePair(), isErr(Errno.EIO, /CSTS\.CFS/));
+        // close skips the commands and resets the controller (CC.EN = 0 clears CFS, §3.1.6).
+        await c.close();
+        assert.equal((await rig.dev.read32(0, 0x1c)) & 3, 0);
+        assert.equal(rig.dmaCount(), 0);
+      } finally {
+        await rig.close();
+      }
+    });
+
+  it('a controller whose registers read all ones is gone: ENODEV', async () => {
+    const rig = await openRig('in-process');
+    try {
+      const c = await NvmeController.open(rig.dev, { ioTimeoutMs: 30_000 });
+      const q = await c.createQueuePair({ depth: 4 });
+      const b = await c.alloc(4096);
+      rig.fake.stallIo = true;
+      const pending = q.read(1, 0n, 1, b);
+      rig.fake.gone = true;
+      await assert.rejects(pending, isErr(Errno.ENODEV, /all ones/));
+      await assert.rejects(c.close(), isErr(Errno.ENODEV, /all ones/));
+      assert.equal(rig.dmaCount(), 0, 'memory released all the same');
+    } finally {
+      await rig.close();
+    }
+    const rig2 = await openRig('in-process');
+    try {
+      rig2.fake.gone = true;
+      await assert.rejects(NvmeController.open(rig2.dev), isErr(Errno.ENODEV, /CAP reads all ones/));
+    } finally {
+      await rig2.close();
+    }
+  });
+
+  it('a vfio-user server that goes away: the doorbell write fails, the command and every later one fail with its errno', async () => {
+    const rig = await openRig('vfio-user');
+    try {
+      const c = await NvmeController.open(rig.dev);
+      const q = await c.createQueuePair({ depth: 4 });
+      const b = await c.alloc(4096);
+      await q.write(1, 0n, 1, b);
+      rig.disconnect!();
+      const caught = (p: Promise<unknown>) =>
+        p.then(
+          () => assert.fail('resolved'),
+          (e: unknown) => e,
+        );
+      const first = await caught(q.read(1, 0n, 1, b));
+      assert.ok(first instanceof VfioError && first.errno !== Errno.ETIMEDOUT, String(first));
+      // The queue has failed: a later command gets the same error, without another doorbell.
+      assert.equal(await caught(q.read(1, 0n, 1, b)), first);
+      assert.equal(q.queue.inFlight, 1, 'the failed command keeps its slot');
+      await c.close().catch(() => {});
+    } finally {
+      await rig.close();
+    }
+  });
+
+  it('CSTS.RDY late but within CAP.TO is waited for; never ready is ETIMEDOUT naming CAP.TO', async () => {
+    const rig = await openRig('in-process', { readyDelayMs: 150 });
+    try {
+      const c = await NvmeController.open(rig.dev);
+      await c.close();
+    } finally {
+      await rig.close();
+    }
+    const never = await openRig('in-process', { readyDelayMs: 5_000 });
+    try {
+      // The fake's CAP.TO is 2 (1 s).
+      await assert.rejects(
+        NvmeController.open(never.dev),
+        isErr(Errno.ETIMEDOUT, /CSTS\.RDY to become 1.*CAP\.TO/),
+      );
+      assert.equal(never.dmaCount(), 0);
+    } finally {
+      await never.close();
+    }
+  });
+
+  it('bad arguments: EINVAL (or ENOSPC, ENODEV) before anything reaches the controller', async () => {
+    const rig = await openRig('in-process', { blocks: 1024 });
+    try {
+      const c = await NvmeController.open(rig.dev);
+      try {
+        const q = await c.createQueuePair({ depth: 4 });
+        const b = await c.alloc(4096);
+        const before = rig.fake.commands.length;
+        assert.equal(await rejection(q.read(1, 1020n, 8, b)), Errno.EINVAL, 'beyond the namespace');
+        assert.equal(await rejection(q.read(1, 0n, 16, b)), Errno.EINVAL, 'larger than the buffer');
+        assert.equal(await rejection(q.read(1, 0n, 0, b)), Errno.EINVAL, 'no blocks');
+        assert.equal(await rejection(q.read(2, 0n, 1, b)), Errno.ENODEV, 'no namespace 2');
+        const big = await c.alloc(256 << 10);
+        assert.equal(await rejection(q.read(1, 0n, 512, big)), Errno.EINVAL, 'more than MDTS (128 KiB)');
+        const odd = { iova: b.iova + 2n, bytes: b.bytes.subarray(2) };
+        assert.equal(await rejection(q.read(1, 0n, 1, odd)), Errno.EINVAL, 'PRP1 not dword aligned');
+        assert.equal(rig.fake.commands.length, before, 'none reached the controller');
+        assert.equal(await rejection(c.createQueuePair({ depth: 1 })), Errno.EINVAL);
+        assert.equal(await rejection(c.createQueuePair({ depth: 5000 })), Errno.EINVAL);
+        for (let i = 0; i < 3; i++) await c.createQueuePair({ depth: 2 });
+        assert.equal(
+          await rejection(c.createQueuePair({ depth: 2 })),
+          Errno.ENOSPC,
+          'all 4 granted queue pairs in use',
+        );
+        assert.equal(await rejection(c.alloc(0)), Errno.EINVAL);
+      } finally {
+        await c.close();
+      }
+      assert.equal(await rejection(NvmeController.open(rig.dev, { ioQueues: 0 })), Errno.EINVAL);
+    } finally {
+      await rig.close();
+    }
+  });
+});
+
+describe('PRPs (NVMe 1.4 §4.3)', () => {
+  const LIST = 0x9000_0000n;
+  it('one page, two pages, a list, an offset into the first page', () => {
+    const table: [bigint, number, bigint, bigint, bigint[]][] = [
+      [0x1000n, 512, 0x1000n, 0n, []],
+      [0x1000n, 4096, 0x1000n, 0n, []],
+      [0x1200n, 3584, 0x1200n, 0n, []],
+      [0x1200n, 3585, 0x1200n, 0x2000n, []],
+      [0x1000n, 8192, 0x1000n, 0x2000n, []],
+      [0x1000n, 8193, 0x1000n, LIST, [0x2000n, 0x3000n]],
+      [0x1400n, 12288, 0x1400n, LIST, [0x2000n, 0x3000n, 0x4000n]],
+    ];
+    for (const [iova, len, p1, p2, list] of table)
+      assert.deepEqual(
+        buildPrps(iova, len, LIST),
+        { prp1: p1, prp2: p2, list },
+        `${iova.toString(16)} + ${len}`,
+      );
+  });
+
+  it('the largest transfer one PRP List covers, and one page more is EINVAL', () => {
+    const most = buildPrps(0x10_0000n, (MAX_PRP_LIST + 1) * 4096, LIST);
+    assert.equal(most.list.length, MAX_PRP_LIST);
+    assert.equal(most.list.at(-1), 0x10_0000n + BigInt(MAX_PRP_LIST * 4096));
+    assert.throws(
+      () => buildPrps(0x10_0000n, (MAX_PRP_LIST + 1) * 4096 + 1, LIST),
+      /EINVAL.*more than one PRP List/,
+    );
+    assert.throws(() => buildPrps(0x1001n, 4, LIST), /EINVAL.*dword/);
+    assert.throws(() => buildPrps(0x1000n, 0, LIST), /EINVAL/);
+  });
+});
