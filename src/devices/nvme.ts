@@ -12,11 +12,13 @@
  * one adapter between the controller's own interface (NvmeHost) and the device core's
  * DeviceBehaviour / DeviceContext.
  */
+import { createHash } from 'node:crypto';
+import { realpathSync } from 'node:fs';
 import type { DeviceDescription } from '../core/description.js';
-import type { DeviceBehaviour, DeviceContext } from '../core/device.js';
+import { type DeviceBehaviour, type DeviceContext, type DeviceOptions, VfioPciDevice } from '../core/device.js';
 import { NvmeController } from './nvme/controller.js';
 import type { NamespaceBackend, NvmeHost } from './nvme/host.js';
-import { MemoryNamespace } from './nvme/namespace.js';
+import { FileNamespace, MemoryNamespace } from './nvme/namespace.js';
 
 export const NVME_MSIX_VECTORS = 65;
 /** The BAR of the Controller Memory Buffer (CMBLOC.BIR), as in QEMU's nvme. */
@@ -29,7 +31,7 @@ export interface NvmeDescriptionOptions {
    * Bytes of Controller Memory Buffer in BAR2 (a power of two; Linux maps it for P2PDMA only
    * when it is a multiple of 2 MiB, nvme_map_cmb / memremap_compat_align). 0: none.
    */
-  readonly cmbSize?: number;
+  readonly cmbSize?: number | undefined;
 }
 
 export function nvmeDescription(options: NvmeDescriptionOptions = {}): DeviceDescription {
@@ -136,4 +138,27 @@ export class NvmeBehaviour implements DeviceBehaviour {
   close(): void {
     this.ctl?.close().catch((e: unknown) => this.options.log?.(`nvme: closing the namespace: ${e}`));
   }
+}
+
+export interface NvmeDiskOptions extends NvmeDescriptionOptions {
+  /** The namespace's file (created sparse with `size` bytes when missing). */
+  readonly disk: string;
+  readonly size?: number | undefined;
+  readonly log?: (line: string) => void;
+}
+
+/**
+ * The device `vfio-ts serve --device nvme --disk PATH` serves: a controller on a file
+ * namespace, its serial number derived from the file's real path (stable across restarts,
+ * distinct between images, so a guest never takes two disks for paths to one subsystem).
+ */
+export async function openNvmeDevice(
+  o: NvmeDiskOptions,
+  device: DeviceOptions,
+): Promise<{ device: VfioPciDevice; behaviour: NvmeBehaviour }> {
+  const namespace = await FileNamespace.open(o.disk, { blockSize: 512, ...(o.size ? { size: o.size } : {}) });
+  const serial = `vfiots-${createHash('sha256').update(realpathSync(o.disk)).digest('hex').slice(0, 12)}`;
+  const cmbSize = o.cmbSize ?? 0;
+  const behaviour = new NvmeBehaviour({ namespace, serial, cmbSize, ...(o.log ? { log: o.log } : {}) });
+  return { device: new VfioPciDevice(nvmeDescription({ cmbSize }), behaviour, device), behaviour };
 }

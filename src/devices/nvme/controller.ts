@@ -501,9 +501,13 @@ export class NvmeController {
     this.engine.updateIntx();
   }
 
-  /** Stops using the namespace (the device is closing). */
+  /** The device is closing: what was written is flushed, then the namespace closed. */
   async close(): Promise<void> {
     this.dropState();
-    await this.namespace.close();
+    try {
+      await this.namespace.flush();
+    } finally {
+      await this.namespace.close();
+    }
   }
 }
