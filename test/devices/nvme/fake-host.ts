@@ -176,6 +176,7 @@ export class TestDriver {
 
   /** §7.6.1: AQA/ASQ/ACQ, then CC (EN, IOSQES 6, IOCQES 4); waits for CSTS.RDY. */
   async enable(adminSize = 16, cc = 0x0046_0001): Promise<number> {
+    this.host.bytes(LAYOUT.ACQ, adminSize * 16).fill(0); // as nvme_init_queue clears a CQ
     this.ctl.write(0x24, 4, ((adminSize - 1) << 16) | (adminSize - 1));
     this.ctl.write(0x28, 4, Number(LAYOUT.ASQ & 0xffff_ffffn));
     this.ctl.write(0x2c, 4, Number(LAYOUT.ASQ >> 32n));
@@ -208,6 +209,7 @@ export class TestDriver {
   /** Creates I/O CQ and SQ `qid` (size entries, vector `qid`) in host memory; returns both statuses. */
   async createIoQueues(qid: number, size = 32, sqBase = LAYOUT.IOSQ, vector = qid): Promise<[Cqe, Cqe]> {
     const cqBase = LAYOUT.IOCQ + BigInt(qid) * 0x1_0000n;
+    this.host.bytes(cqBase, size * 16).fill(0);
     const cq = await this.admin({
       opcode: 0x05,
       prp1: cqBase,
@@ -242,22 +244,28 @@ export class TestDriver {
 
   /** The next CQ entry of queue `qid` if its phase says it is new (does not consume it). */
   peek(qid: number): Cqe | undefined {
-    const q = this.queues.get(qid)!;
+    const q = this.queues.get(qid);
+    if (!q) return undefined;
     const c = decodeCqe(this.host.view(q.cqBase + BigInt(q.cqHead * 16), 16));
     return c.phase === q.phase ? c : undefined;
   }
 
-  /** Waits for the next CQ entry of `qid`, consumes it and (unless `ringHead` is false) rings the head doorbell. */
+  /** The next new CQ entry of `qid`, consumed (head moved, rung unless `ringHead` is false). */
+  consume(qid: number, ringHead = true): Cqe | undefined {
+    const c = this.peek(qid);
+    if (!c) return undefined;
+    const q = this.queues.get(qid)!;
+    q.cqHead = (q.cqHead + 1) % q.size;
+    if (q.cqHead === 0) q.phase ^= 1;
+    if (ringHead) this.ringHead(qid);
+    return c;
+  }
+
+  /** Waits for the next CQ entry of `qid` and consumes it (see consume). */
   async reap(qid: number, ringHead = true): Promise<Cqe> {
     for (let i = 0; i < 2000; i++) {
-      const c = this.peek(qid);
-      if (c) {
-        const q = this.queues.get(qid)!;
-        q.cqHead = (q.cqHead + 1) % q.size;
-        if (q.cqHead === 0) q.phase ^= 1;
-        if (ringHead) this.ringHead(qid);
-        return c;
-      }
+      const c = this.consume(qid, ringHead);
+      if (c) return c;
       await turn();
     }
     throw new Error(`no completion on CQ ${qid}; ${this.host.lines.join('\n')}`);

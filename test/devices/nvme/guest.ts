@@ -3,16 +3,16 @@
  * (in this process, or `vfio-ts serve` as its own process), a Debian kernel's nvme driver and
  * ext4 in the guest. Shared by qemu.test.ts and bench/nvme.ts.
  */
-import { createHash } from 'node:crypto';
+
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import type { VfioPciDevice } from '../../../src/core/device.js';
 import { type NvmeBehaviour, openNvmeDevice } from '../../../src/devices/nvme.js';
 import { nativeEnvironment } from '../../../src/runtime.js';
 import { VfioUserServer } from '../../../src/server/index.js';
 import {
-  bootGuest,
   type BootResult,
+  bootGuest,
   buildInitramfs,
   type ChrootWorkDir,
   type KernelLabel,
@@ -59,7 +59,10 @@ export async function serveNvme(
     { disk, size, cmbSize, log: (l) => log.push(l) },
     { env: nativeEnvironment() },
   );
-  const server = new VfioUserServer(device, { log: (l) => log.push(verbose ? `${performance.now().toFixed(1)} ${l}` : l), verbose });
+  const server = new VfioUserServer(device, {
+    log: (l) => log.push(verbose ? `${performance.now().toFixed(1)} ${l}` : l),
+    verbose,
+  });
   server.listen(socket);
   return {
     device,
@@ -86,7 +89,11 @@ export interface NvmeGuestOptions {
 }
 
 /** Boots a guest under QEMU 11 with the nvme and ext4 modules and the given vfio-user devices. */
-export async function bootNvmeGuest(p: Provisioned, work: ChrootWorkDir, o: NvmeGuestOptions): Promise<BootResult> {
+export async function bootNvmeGuest(
+  p: Provisioned,
+  work: ChrootWorkDir,
+  o: NvmeGuestOptions,
+): Promise<BootResult> {
   const initramfs = await buildInitramfs(p, {
     kernel: p.kernels[o.kernel],
     script: o.script,
@@ -124,11 +131,12 @@ export function e2fsck(image: string): { status: number; output: string } {
 
 /** A file of an ext2/3/4 image, read with debugfs (no mount). */
 export function debugfsCat(image: string, path: string): Buffer {
-  return execFileSync('debugfs', ['-R', `cat ${path}`, image], { stdio: ['ignore', 'pipe', 'ignore'], maxBuffer: 64 << 20 });
+  return execFileSync('debugfs', ['-R', `cat ${path}`, image], {
+    stdio: ['ignore', 'pipe', 'ignore'],
+    maxBuffer: 64 << 20,
+  });
 }
 
 export function md5(b: Uint8Array): string {
   return createHash('md5').update(b).digest('hex');
 }
-
-export { readFileSync };
