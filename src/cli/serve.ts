@@ -139,8 +139,10 @@ function parse(args: string[]): Args | string {
   }
   if (!out.device) return '--device is required';
   if (!out.socket) return '--socket is required';
-  if ((out.device === 'nvme') !== (out.disk !== undefined)) return 'nvme needs --disk, and only nvme takes it';
-  if (out.disk === undefined && (out.size ?? out.cmbSize) !== undefined) return '--size and --cmb-size need --disk';
+  if ((out.device === 'nvme') !== (out.disk !== undefined))
+    return 'nvme needs --disk, and only nvme takes it';
+  if (out.disk === undefined && (out.size ?? out.cmbSize) !== undefined)
+    return '--size and --cmb-size need --disk';
   return out as Args;
 }
 

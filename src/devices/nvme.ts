@@ -15,7 +15,12 @@
 import { createHash } from 'node:crypto';
 import { realpathSync } from 'node:fs';
 import type { DeviceDescription } from '../core/description.js';
-import { type DeviceBehaviour, type DeviceContext, type DeviceOptions, VfioPciDevice } from '../core/device.js';
+import {
+  type DeviceBehaviour,
+  type DeviceContext,
+  type DeviceOptions,
+  VfioPciDevice,
+} from '../core/device.js';
 import { NvmeController } from './nvme/controller.js';
 import type { NamespaceBackend, NvmeHost } from './nvme/host.js';
 import { FileNamespace, MemoryNamespace } from './nvme/namespace.js';

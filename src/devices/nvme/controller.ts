@@ -60,6 +60,8 @@ export interface NvmeControllerOptions {
 }
 
 export interface NvmeStats {
+  /** Doorbell writes (SQ tail and CQ head), valid or not. */
+  doorbells: number;
   commands: number;
   sqesFromCmb: number;
   completions: number;
@@ -72,6 +74,7 @@ export class NvmeController {
   readonly cap: bigint;
   readonly blockSize: 512 | 4096;
   readonly stats: NvmeStats = {
+    doorbells: 0,
     commands: 0,
     sqesFromCmb: 0,
     completions: 0,
@@ -436,6 +439,7 @@ export class NvmeController {
   // -------------------------------------------------------------------------------------------
   private doorbell(offset: number, value: number): void {
     if (!this.ready) return; // §7.6.1: doorbells mean nothing before CSTS.RDY
+    this.stats.doorbells++;
     const index = (offset - REG.DOORBELLS) >>> 2; // CAP.DSTRD = 0: 4-byte stride
     const qid = index >>> 1;
     const isCq = (index & 1) === 1;
