@@ -81,6 +81,26 @@ export interface NvmeBehaviourOptions {
   readonly log?: (line: string) => void;
 }
 
+/** Controller log lines per LOG_WINDOW_MS: a guest that rings bad doorbells in a loop cannot flood the log. */
+export const LOG_BURST = 20;
+export const LOG_WINDOW_MS = 10_000;
+
+function rateLimited(log: (line: string) => void): (line: string) => void {
+  let start = Number.NEGATIVE_INFINITY;
+  let lines = 0;
+  let dropped = 0;
+  return (line) => {
+    const now = performance.now();
+    if (now - start >= LOG_WINDOW_MS) {
+      if (dropped) log(`nvme: ${dropped} more log lines suppressed`);
+      start = now;
+      lines = dropped = 0;
+    }
+    if (lines++ < LOG_BURST) log(line);
+    else dropped++;
+  };
+}
+
 /** The adapter: DeviceBehaviour calls → NvmeController; NvmeHost calls → DeviceContext. */
 export class NvmeBehaviour implements DeviceBehaviour {
   private ctl: NvmeController | undefined;
@@ -106,7 +126,7 @@ export class NvmeBehaviour implements DeviceBehaviour {
       lower: () => ctx.lower(),
       cmb: () => (o.cmbSize ? ctx.barMemory(NVME_CMB_BAR) : undefined),
       now: () => performance.now(),
-      ...(o.log ? { log: o.log } : {}),
+      ...(o.log ? { log: rateLimited(o.log) } : {}),
     };
     this.ctl = new NvmeController(host, o.namespace ?? new MemoryNamespace(NVME_DEFAULT_MEMORY_NAMESPACE), {
       vectors: NVME_MSIX_VECTORS,

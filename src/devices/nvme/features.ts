@@ -1,5 +1,5 @@
 /**
- * Get Features and Set Features (NVMe 1.4 §5.12, §5.21), the features Linux's nvme driver asks
+ * Get Features and Set Features (NVMe 1.4 §5.13, §5.21), the features Linux's nvme driver asks
  * for and the ones every controller has: Arbitration, Power Management, Temperature Threshold,
  * Error Recovery, Volatile Write Cache, Number of Queues, Interrupt Coalescing, Interrupt Vector
  * Configuration, Write Atomicity Normal, Asynchronous Event Configuration. None is saveable.
