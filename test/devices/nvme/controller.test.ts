@@ -116,14 +116,20 @@ class GatedNamespace extends MemoryNamespace {
   }
 }
 
+/** A ready controller on a GatedNamespace with one Read held in flight. */
+async function readInFlight() {
+  const ns = new GatedNamespace(1 << 20);
+  const r = await ready({ ns });
+  r.driver.place(1, { opcode: 0x02, nsid: 1, prp1: LAYOUT.DATA });
+  r.driver.ring(1);
+  for (let i = 0; i < 10 && ns.waiting === 0; i++) await turn();
+  assert.equal(ns.waiting, 1, 'the read is in flight');
+  return { ns, r };
+}
+
 describe('reset and shutdown (§7.3.2, §7.6.2)', () => {
   test('CC.EN 1 → 0 drops the queues; a command still in flight posts nothing afterwards', async () => {
-    const ns = new GatedNamespace(1 << 20);
-    const r = await ready({ ns });
-    r.driver.place(1, { opcode: 0x02, nsid: 1, prp1: LAYOUT.DATA });
-    r.driver.ring(1);
-    for (let i = 0; i < 10 && ns.waiting === 0; i++) await turn();
-    assert.equal(ns.waiting, 1, 'the read is in flight');
+    const { ns, r } = await readInFlight();
     await r.driver.disable();
     assert.equal(rd(r, 0x1c), 0, 'RDY clear');
     ns.release();
@@ -139,11 +145,7 @@ describe('reset and shutdown (§7.3.2, §7.6.2)', () => {
   });
 
   test('CC.SHN 01: SHST goes 01 while a command runs, flushes, then 10', async () => {
-    const ns = new GatedNamespace(1 << 20);
-    const r = await ready({ ns });
-    r.driver.place(1, { opcode: 0x02, nsid: 1, prp1: LAYOUT.DATA });
-    r.driver.ring(1);
-    for (let i = 0; i < 10 && ns.waiting === 0; i++) await turn();
+    const { ns, r } = await readInFlight();
     r.ctl.write(0x14, 4, CC_ENABLE | (1 << 14));
     assert.equal((rd(r, 0x1c) >> 2) & 3, 1, 'shutdown occurring');
     ns.release();

@@ -171,43 +171,39 @@ describe('NVMe through the core, in-process', () => {
     }
   });
 
-  test('enable, queues, 256 KiB through a PRP list, MSI-X per queue; VFIO_DEVICE_RESET resets the controller', async () => {
-    const { device, behaviour } = nvmeDevice();
+  /** The device in-process behind the driver API, a VfioNvme started on memfd memory. */
+  async function inProcess(cmbSize: number, run: (n: VfioNvme, behaviour: NvmeBehaviour) => Promise<void>) {
+    const { device, behaviour } = nvmeDevice(cmbSize);
     const dev = new VfioDevice(new LocalDeviceFile(device));
     const mem = createDmaMemory(MEM);
     const n = new VfioNvme(dev, mem);
     try {
       await n.start();
+      await run(n, behaviour);
+    } finally {
+      n.close();
+      await dev.close();
+      mem.close();
+    }
+  }
+
+  test('enable, queues, 256 KiB through a PRP list, MSI-X per queue; VFIO_DEVICE_RESET resets the controller', () =>
+    inProcess(0, async (n, behaviour) => {
       await n.createQueues();
       await roundTrip(n);
       assert.equal(behaviour.controller.ioStats.bytesWritten, 256 << 10);
-      await dev.reset(); // FLR
-      assert.deepEqual([await dev.read32(0, 0x14), await dev.read32(0, 0x1c)], [0, 0], 'CC and CSTS');
-    } finally {
-      n.close();
-      await dev.close();
-      mem.close();
-    }
-  });
+      await n.dev.reset(); // FLR
+      assert.deepEqual([await n.dev.read32(0, 0x14), await n.dev.read32(0, 0x1c)], [0, 0], 'CC and CSTS');
+    }));
 
-  test('an I/O SQ in the CMB, written through the BAR2 mapping', async () => {
-    const { device, behaviour } = nvmeDevice(CMB_SIZE);
-    const dev = new VfioDevice(new LocalDeviceFile(device));
-    const mem = createDmaMemory(MEM);
-    const n = new VfioNvme(dev, mem);
-    try {
-      await n.start();
+  test('an I/O SQ in the CMB, written through the BAR2 mapping', () =>
+    inProcess(CMB_SIZE, async (n, behaviour) => {
       await n.useCmb();
-      assert.equal(await dev.read32(0, 0x3c), (2 << 12) | (2 << 8) | 1, 'CMBSZ: 2 MiB, SQS');
+      assert.equal(await n.dev.read32(0, 0x3c), (2 << 12) | (2 << 8) | 1, 'CMBSZ: 2 MiB, SQS');
       await n.createQueues();
       await roundTrip(n);
       assert.equal(behaviour.controller.stats.sqesFromCmb, 3);
-    } finally {
-      n.close();
-      await dev.close();
-      mem.close();
-    }
-  });
+    }));
 });
 
 describe('NVMe over vfio-user (our client and server)', () => {
