@@ -325,7 +325,12 @@ export class NvmeController {
   /** The state every reset throws away. */
   private dropState(): void {
     this.generation++;
-    for (const sq of this.sqs) if (sq) sq.closing = true;
+    for (const sq of this.sqs) {
+      if (!sq) continue;
+      sq.closing = true;
+      // A Delete I/O SQ waiting for this queue's commands goes on (and finds the epoch changed).
+      sq.onIdle?.();
+    }
     for (const cq of this.cqs) if (cq) cq.closed = true;
     this.sqs.length = 0;
     this.cqs.length = 0;

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { LAYOUT, ready, rig, type Sqe } from './fake-host.js';
+import { GatedNamespace, LAYOUT, ready, rig, type Sqe } from './fake-host.js';
 
 const DATA = LAYOUT.DATA;
 const ascii = (b: Uint8Array) => Buffer.from(b).toString('latin1');
@@ -267,4 +267,21 @@ test('Abort (§5.1): answered "not aborted" (Dword 0 bit 0)', async () => {
   const r = await ready();
   const c = await r.driver.admin({ opcode: 0x08, cdw10: (7 << 16) | 1 });
   assert.deepEqual([c.status, c.result], [0, 1]);
+});
+
+test('a reset while Delete I/O SQ waits for its commands leaves nothing waiting for ever', async () => {
+  const ns = new GatedNamespace(1 << 20);
+  const r = await ready({ ns });
+  r.driver.place(1, { opcode: 0x02, nsid: 1, prp1: LAYOUT.DATA });
+  r.driver.ring(1);
+  for (let i = 0; i < 10 && ns.waiting === 0; i++) await new Promise((t) => setImmediate(t));
+  const sq = r.ctl.sqs[1]!;
+  let deleted = false;
+  void r.ctl.deleteSq(sq).then(() => (deleted = true));
+  await new Promise((t) => setImmediate(t));
+  assert.equal(deleted, false, 'waiting for the read');
+  r.ctl.reset();
+  await new Promise((t) => setImmediate(t));
+  assert.equal(deleted, true, 'the wait ended with the reset');
+  ns.release();
 });

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { NamespaceBackend } from '../../../src/devices/nvme/host.js';
 import { MemoryNamespace } from '../../../src/devices/nvme/namespace.js';
-import { LAYOUT, ready, rig, turn } from './fake-host.js';
+import { GatedNamespace, LAYOUT, ready, rig, turn } from './fake-host.js';
 
 const CC_ENABLE = 0x0046_0001; // EN, IOSQES 6, IOCQES 4, MPS 0, CSS 0
 const rd = (r: ReturnType<typeof rig>, o: number) => r.ctl.read(o, 4);
@@ -96,25 +96,6 @@ describe('enable (CC.EN 0 → 1, §7.6.1)', () => {
     assert.match(r.ctl.stats.fatal ?? '', /SQ 0 fetch/);
   });
 });
-
-/** A namespace whose reads wait until released: commands stay in flight as long as a test wants. */
-class GatedNamespace extends MemoryNamespace {
-  private gates: (() => void)[] = [];
-  flushes = 0;
-  override async read(offset: number, dst: Uint8Array): Promise<void> {
-    await new Promise<void>((r) => this.gates.push(r));
-    return super.read(offset, dst);
-  }
-  override async flush(): Promise<void> {
-    this.flushes++;
-  }
-  release(): void {
-    for (const g of this.gates.splice(0)) g();
-  }
-  get waiting(): number {
-    return this.gates.length;
-  }
-}
 
 /** A ready controller on a GatedNamespace with one Read held in flight. */
 async function readInFlight() {

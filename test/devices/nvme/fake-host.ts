@@ -326,3 +326,22 @@ export async function ready(opts: Parameters<typeof rig>[0] = {}): Promise<Rig> 
   await r.driver.createIoQueues(1);
   return r;
 }
+
+/** A namespace whose reads wait until released: commands stay in flight as long as a test wants. */
+export class GatedNamespace extends MemoryNamespace {
+  private gates: (() => void)[] = [];
+  flushes = 0;
+  override async read(offset: number, dst: Uint8Array): Promise<void> {
+    await new Promise<void>((r) => this.gates.push(r));
+    return super.read(offset, dst);
+  }
+  override async flush(): Promise<void> {
+    this.flushes++;
+  }
+  release(): void {
+    for (const g of this.gates.splice(0)) g();
+  }
+  get waiting(): number {
+    return this.gates.length;
+  }
+}
