@@ -26,6 +26,9 @@ import type { NamespaceBackend, NvmeHost } from './nvme/host.js';
 import { FileNamespace, MemoryNamespace } from './nvme/namespace.js';
 
 export const NVME_MSIX_VECTORS = 65;
+/** BAR0 offsets of the MSI-X table and PBA (after the doorbells, as in QEMU's nvme). */
+export const NVME_MSIX_TABLE = 0x2000;
+export const NVME_MSIX_PBA = 0x3000;
 /** The BAR of the Controller Memory Buffer (CMBLOC.BIR), as in QEMU's nvme. */
 export const NVME_CMB_BAR = 2;
 /** Namespace of a controller built without one: memory, 16 MiB (the differential's image size). */
@@ -58,7 +61,13 @@ export function nvmeDescription(options: NvmeDescriptionOptions = {}): DeviceDes
       cmb ? { size: cmb, kind: 'mem64', prefetchable: true, backing: 'memory' } : undefined,
       undefined,
     ],
-    msix: { tableSize: NVME_MSIX_VECTORS, tableBar: 0, tableOffset: 0x2000, pbaBar: 0, pbaOffset: 0x3000 },
+    msix: {
+      tableSize: NVME_MSIX_VECTORS,
+      tableBar: 0,
+      tableOffset: NVME_MSIX_TABLE,
+      pbaBar: 0,
+      pbaOffset: NVME_MSIX_PBA,
+    },
     pcie: true,
     pm: true,
     resettable: true,
@@ -130,6 +139,7 @@ export class NvmeBehaviour implements DeviceBehaviour {
     };
     this.ctl = new NvmeController(host, o.namespace ?? new MemoryNamespace(NVME_DEFAULT_MEMORY_NAMESPACE), {
       vectors: NVME_MSIX_VECTORS,
+      doorbellsEnd: NVME_MSIX_TABLE,
       ...(o.serial ? { serial: o.serial } : {}),
       ...(o.blockSize ? { blockSize: o.blockSize } : {}),
       ...(o.cmbSize ? { cmb: { bar: NVME_CMB_BAR, size: o.cmbSize } } : {}),

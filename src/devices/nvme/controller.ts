@@ -42,6 +42,8 @@ export const MAX_IO_QUEUES = 64;
 export const CAP_TIMEOUT = 30;
 /** CAP.MPSMAX: 4 KiB << 4 = 64 KiB memory pages. */
 const MPS_MAX = 4;
+/** BAR0 offset where the doorbell area ends unless the options say otherwise. */
+const DEFAULT_DOORBELLS_END = 0x2000;
 /** How often a shutdown looks whether the commands in flight have finished. */
 const SHUTDOWN_POLL_MS = 5;
 /** VS: 1.4.0 (§3.1.2). */
@@ -57,6 +59,11 @@ export interface NvmeControllerOptions {
   readonly blockSize?: 512 | 4096;
   /** The Controller Memory Buffer: in BAR `bar` at offset 0, `size` bytes (a multiple of 4 KiB). */
   readonly cmb?: { readonly bar: number; readonly size: number };
+  /**
+   * Where the doorbells end in BAR0: whatever the function puts after them (the MSI-X table and
+   * PBA at 0x2000 in QEMU's layout) is not a doorbell. Default 0x2000.
+   */
+  readonly doorbellsEnd?: number;
 }
 
 export interface NvmeStats {
@@ -198,7 +205,7 @@ export class NvmeController {
     }
     value >>>= 0;
     if (offset >= REG.DOORBELLS) {
-      this.doorbell(offset, value);
+      if (offset < (this.options.doorbellsEnd ?? DEFAULT_DOORBELLS_END)) this.doorbell(offset, value);
       return;
     }
     switch (offset) {

@@ -127,6 +127,9 @@ export class CompletionQueue {
    * Takes up to `n` pending completions that fit before the queue is full or wraps, encodes
    * them at the current tail with the current phase, and advances the tail (inverting the
    * phase on wrap). Returns where they go and the bytes, or undefined when nothing fits.
+   * The batch is written with one copy in ascending address order, and the phase tag is in each
+   * entry's last dword: on x86 (stores seen in program order) a host that sees an entry's new
+   * phase sees the rest of the entry, as with one entry per write in QEMU's nvme_post_cqes.
    */
   takeBatch(n: number): { addr: bigint; bytes: Uint8Array } | undefined {
     const count = Math.min(this.pending.length, this.free, this.size - this.tail, n);

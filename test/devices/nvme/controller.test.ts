@@ -285,3 +285,10 @@ describe('asynchronous DMA (DMA_READ/DMA_WRITE round trips)', () => {
     assert.deepEqual(r.host.bytes(LAYOUT.DATA, 24 * 4096), pattern.subarray(0, 24 * 4096));
   });
 });
+
+test('writes past the doorbell area (the MSI-X table and PBA at 0x2000) are not doorbells', async () => {
+  const r = await ready();
+  r.ctl.write(0x3000, 4, 1);
+  r.ctl.write(0x1ffc, 4, 1);
+  assert.equal(r.ctl.stats.invalidDoorbells, 1, 'only 0x1ffc, a doorbell of a queue that does not exist');
+});
