@@ -3,7 +3,7 @@
  * `-device nvme`, same image size, same guest, same run: dd of 64 MiB with O_DIRECT, written
  * then read (1 MiB blocks), and 4 KiB blocks one at a time (sequential, queue depth 1: the
  * per-command round trip). Each figure is the median of ROUNDS, timed in the guest with
- * CLOCK_MONOTONIC (/proc/timer_list). Two boots: guest RAM in a memfd (our device DMAs into the mapped fd; one
+ * CLOCK_MONOTONIC (/proc/timer_list); the rounds go round the devices in turn. Two boots: guest RAM in a memfd (our device DMAs into the mapped fd; one
  * of our devices also has a CMB, where Linux 7.3 puts its I/O SQ), and plain RAM (our device
  * reaches guest memory with DMA_READ/DMA_WRITE messages).
  *
@@ -21,7 +21,7 @@ import { bootNvmeGuest, type ServedNvme, serveNvme } from '../test/devices/nvme/
 import { chrootWorkDir, type KernelLabel, nvme, provisioned } from '../test/harness/index.js';
 
 const IMAGE = 128 << 20;
-const ROUNDS = 3;
+const ROUNDS = 5;
 
 /** One dd per measurement; prints `@@DD <serial> <what> <nanoseconds>` per round. */
 const SCRIPT = (rounds: number) => `
@@ -32,16 +32,20 @@ sleep 1
 now() { sed -n 's/^now at \\([0-9]*\\) nsecs/\\1/p' /proc/timer_list | head -n 1; }
 timed() { t0=$(now); "$@" 2>/dev/null; t1=$(now); echo $((t1 - t0)); }
 for c in /sys/class/nvme/nvme*; do
-  n=$(basename $c); ser=$(cat $c/serial | tr -d ' '); dev=/dev/\${n}n1
+  dev=/dev/$(basename $c)n1
   i=0; while [ ! -b $dev ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
-  r=0
-  while [ $r -lt ${rounds} ]; do
+done
+# Rounds interleave the devices, so each sees the same moments of a shared, noisy host.
+r=0
+while [ $r -lt ${rounds} ]; do
+  for c in /sys/class/nvme/nvme*; do
+    ser=$(cat $c/serial | tr -d ' '); dev=/dev/$(basename $c)n1
     echo "@@DD $ser write64M $(timed dd if=/dev/zero of=$dev bs=1M count=64 oflag=direct)"
     echo "@@DD $ser read64M $(timed dd if=$dev of=/dev/null bs=1M count=64 iflag=direct)"
     echo "@@DD $ser write4k $(timed dd if=/dev/zero of=$dev bs=4k count=2048 oflag=direct)"
     echo "@@DD $ser read4k $(timed dd if=$dev of=/dev/null bs=4k count=2048 iflag=direct)"
-    r=$((r+1))
   done
+  r=$((r+1))
 done
 echo "@@BENCH-DONE"
 `;
