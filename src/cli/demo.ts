@@ -33,7 +33,10 @@ export async function run(_args: string[]): Promise<number> {
   // Neither example device has MSI-X; the nvme model (the differential test's) keeps its MSI-X
   // table inside BAR0, so its BAR0 shows how mmap areas exclude the table.
   const nvme = new VfioDevice(
-    new LocalDeviceFile(new VfioPciDevice(nvmeDescription(), new NvmeBehaviour(), { env })),
+    // Its registers are trapped; mmapTrappedBars reports BAR0 mappable as the kernel does.
+    new LocalDeviceFile(
+      new VfioPciDevice(nvmeDescription(), new NvmeBehaviour(), { env, mmapTrappedBars: true }),
+    ),
   );
   try {
     console.log(formatReport(await describeDevice(ivshmem), 'ivshmem'));

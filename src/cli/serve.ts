@@ -1,6 +1,6 @@
 /**
- * `vfio-ts serve --device <edu|ivshmem> --socket <path> [--verbose] [--profile 6.1|7.3] [--allow-uid U] [--max-*]
- *  [--dma-layout auto|spec|qemu]`
+ * `vfio-ts serve --device <edu|ivshmem|nvme> --socket <path> [--verbose] [--profile 6.1|7.3] [--allow-uid U] [--max-*]
+ *  [--dma-layout auto|spec|qemu] [--disk PATH [--size BYTES] [--cmb-size BYTES]]`
  *
  * Serves one emulated device over vfio-user until SIGINT/SIGTERM (docs/vfio-user-server.md).
  * The socket is created 0600; a live socket at the path is never replaced (we connect to it
@@ -12,6 +12,7 @@ import { lstatSync, unlinkSync } from 'node:fs';
 import { Errno } from '../abi/errno.js';
 import type { KernelProfile } from '../core/description.js';
 import { createDevice, DEVICE_NAMES, isDeviceName } from '../devices/index.js';
+import { openNvmeDevice } from '../devices/nvme.js';
 import { VfioError } from '../errors.js';
 import { closeFd, getuid, unixConnect } from '../native/index.js';
 import { nativeEnvironment } from '../runtime.js';
@@ -20,6 +21,7 @@ import { resolveLimits, type ServerLimits, VfioUserServer } from '../server/inde
 const USAGE = `usage: vfio-ts serve --device <${DEVICE_NAMES.join('|')}> --socket <path> [--verbose] [--profile 6.1|7.3] [--dma-layout auto|spec|qemu]
   [--allow-uid <uid|self>]... [--max-message-size N] [--max-data-xfer-size N] [--max-msg-fds N]
   [--max-dma-maps N] [--max-pending-bytes N] [--max-pending-requests N] [--message-stall-ms N] [--max-mmap-cookies N]
+  nvme: --disk <file> [--size <bytes>] [--cmb-size <bytes>]  (sizes take K, M, G; docs/nvme-device.md)
   (limits: docs/robustness.md)`;
 
 /** The --max-* options and the ServerLimits field each sets, with the smallest value that works. */
@@ -42,6 +44,18 @@ interface Args {
   limits: Partial<Record<keyof ServerLimits, number>>;
   allowUids?: number[];
   maxMmapCookies?: number;
+  /** nvme: the namespace file, its size when created, the CMB's size. */
+  disk?: string;
+  size?: number;
+  cmbSize?: number;
+}
+
+/** A byte count with an optional binary suffix (K, M, G, T): `16M` is 16 MiB. */
+function parseBytes(v: string): number | undefined {
+  const m = /^(\d+)([KMGT]?)$/i.exec(v);
+  if (!m) return undefined;
+  const n = Number(m[1]) * 1024 ** ' KMGT'.indexOf((m[2] || ' ').toUpperCase());
+  return Number.isSafeInteger(n) && n > 0 ? n : undefined;
 }
 
 function parse(args: string[]): Args | string {
@@ -92,6 +106,18 @@ function parse(args: string[]): Args | string {
         out.maxMmapCookies = n;
         break;
       }
+      case '--disk':
+        out.disk = value();
+        break;
+      case '--size':
+      case '--cmb-size': {
+        const n = parseBytes(value());
+        if (n === undefined) return `${a} needs a byte count (e.g. 64M)`;
+        if (a === '--size') out.size = n;
+        else if (n < 4096 || (n & (n - 1)) !== 0) return '--cmb-size must be a power of two, 4K or more';
+        else out.cmbSize = n;
+        break;
+      }
       case '-h':
       case '--help':
         return '';
@@ -113,6 +139,10 @@ function parse(args: string[]): Args | string {
   }
   if (!out.device) return '--device is required';
   if (!out.socket) return '--socket is required';
+  if ((out.device === 'nvme') !== (out.disk !== undefined))
+    return 'nvme needs --disk, and only nvme takes it';
+  if (out.disk === undefined && (out.size ?? out.cmbSize) !== undefined)
+    return '--size and --cmb-size need --disk';
   return out as Args;
 }
 
@@ -154,12 +184,16 @@ export async function run(args: string[]): Promise<number> {
     return 2;
   }
   claimSocketPath(a.socket);
-  const device = createDevice(a.device, {
+  const log = (line: string) => console.log(`${new Date().toISOString()} ${line}`);
+  const options = {
     env: nativeEnvironment(),
     profile: a.profile,
     ...(a.maxMmapCookies !== undefined ? { maxMmapCookies: a.maxMmapCookies } : {}),
-  });
-  const log = (line: string) => console.log(`${new Date().toISOString()} ${line}`);
+  };
+  const device =
+    a.disk !== undefined
+      ? (await openNvmeDevice({ disk: a.disk, size: a.size, cmbSize: a.cmbSize, log }, options)).device
+      : createDevice(a.device, options);
   const server = new VfioUserServer(device, {
     log,
     verbose: a.verbose,
