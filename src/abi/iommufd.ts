@@ -14,6 +14,11 @@ export const IOMMU_DESTROY = iommufdIoctl(0);
 export const IOMMU_IOAS_ALLOC = iommufdIoctl(1);
 export const IOMMU_IOAS_MAP = iommufdIoctl(5);
 export const IOMMU_IOAS_UNMAP = iommufdIoctl(6);
+/**
+ * Linux >= 6.13 maps a memfd; 7.3 also a vfio-pci dma-buf of one range (drivers/iommu/iommufd/
+ * io_pagetable.c: iopt_map_file_pages, dma_buf_get first; vfio_pci_dma_buf_iommufd_map).
+ */
+export const IOMMU_IOAS_MAP_FILE = iommufdIoctl(0xf);
 
 /** struct iommu_ioas_alloc { size, flags, out_ioas_id } */
 export const IOMMU_IOAS_ALLOC_SIZE = 12;
@@ -22,6 +27,8 @@ export const IOMMU_IOAS_MAP_SIZE = 40;
 export const IOMMU_IOAS_MAP_FIXED_IOVA = 1 << 0;
 export const IOMMU_IOAS_MAP_WRITEABLE = 1 << 1;
 export const IOMMU_IOAS_MAP_READABLE = 1 << 2;
+/** struct iommu_ioas_map_file { size, flags, ioas_id, fd (s32), start, length, iova } */
+export const IOMMU_IOAS_MAP_FILE_SIZE = 40;
 /** struct iommu_ioas_unmap { size, ioas_id, iova, length } */
 export const IOMMU_IOAS_UNMAP_SIZE = 24;
 /** struct iommu_destroy { size, id } */
@@ -35,6 +42,8 @@ export const VFIO_DEVICE_DETACH_IOMMUFD_PT = (VFIO_TYPE << 8) | (VFIO_BASE + 20)
 export const VFIO_DEVICE_BIND_IOMMUFD_SIZE = 16;
 /** struct vfio_device_attach_iommufd_pt { argsz, flags, pt_id } */
 export const VFIO_DEVICE_ATTACH_IOMMUFD_PT_SIZE = 12;
+/** struct vfio_device_detach_iommufd_pt { argsz, flags } */
+export const VFIO_DEVICE_DETACH_IOMMUFD_PT_SIZE = 8;
 
 /**
  * The structs above as layouts (checked against Linux 7.3's <linux/iommufd.h> and
@@ -68,6 +77,20 @@ export const iommu_ioas_map: StructLayout = {
     ioas_id: { offset: 8, type: 'u32' },
     __reserved: { offset: 12, type: 'u32' },
     user_va: { offset: 16, type: 'u64' },
+    length: { offset: 24, type: 'u64' },
+    iova: { offset: 32, type: 'u64' },
+  },
+};
+export const iommu_ioas_map_file: StructLayout = {
+  name: 'iommu_ioas_map_file',
+  size: IOMMU_IOAS_MAP_FILE_SIZE,
+  origin: 'uapi',
+  fields: {
+    size: { offset: 0, type: 'u32' },
+    flags: { offset: 4, type: 'u32' },
+    ioas_id: { offset: 8, type: 'u32' },
+    fd: { offset: 12, type: 's32' },
+    start: { offset: 16, type: 'u64' },
     length: { offset: 24, type: 'u64' },
     iova: { offset: 32, type: 'u64' },
   },
@@ -111,13 +134,28 @@ export const vfio_device_attach_iommufd_pt: StructLayout = {
   },
 };
 
+/** vfio.h; 7.3 appends `pasid` (VFIO_DEVICE_DETACH_PASID), making it 12 bytes. */
+export const vfio_device_detach_iommufd_pt: StructLayout = {
+  name: 'vfio_device_detach_iommufd_pt',
+  size: VFIO_DEVICE_DETACH_IOMMUFD_PT_SIZE,
+  origin: 'uapi',
+  sizes: { '7.3': 12 },
+  fields: {
+    argsz: { offset: 0, type: 'u32' },
+    flags: { offset: 4, type: 'u32' },
+    pasid: { offset: 8, type: 'u32', since: '7.3' },
+  },
+};
+
 export const IOMMUFD_LAYOUTS: readonly StructLayout[] = [
   iommu_destroy,
   iommu_ioas_alloc,
   iommu_ioas_map,
+  iommu_ioas_map_file,
   iommu_ioas_unmap,
   vfio_device_bind_iommufd,
   vfio_device_attach_iommufd_pt,
+  vfio_device_detach_iommufd_pt,
 ];
 
 /** C enum members in iommufd.h (no #ifdef possible): the command base and the map flags. */
@@ -133,7 +171,9 @@ export const IOMMUFD_SIZE_CONSTANTS: Readonly<Record<string, StructLayout>> = {
   IOMMU_DESTROY_SIZE: iommu_destroy,
   IOMMU_IOAS_ALLOC_SIZE: iommu_ioas_alloc,
   IOMMU_IOAS_MAP_SIZE: iommu_ioas_map,
+  IOMMU_IOAS_MAP_FILE_SIZE: iommu_ioas_map_file,
   IOMMU_IOAS_UNMAP_SIZE: iommu_ioas_unmap,
   VFIO_DEVICE_BIND_IOMMUFD_SIZE: vfio_device_bind_iommufd,
   VFIO_DEVICE_ATTACH_IOMMUFD_PT_SIZE: vfio_device_attach_iommufd_pt,
+  VFIO_DEVICE_DETACH_IOMMUFD_PT_SIZE: vfio_device_detach_iommufd_pt,
 };
