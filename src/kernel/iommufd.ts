@@ -71,7 +71,7 @@ export interface CdevOpen {
 const accessFlags = (read: boolean, write: boolean): number =>
   IOMMU_IOAS_MAP_FIXED_IOVA | (read ? IOMMU_IOAS_MAP_READABLE : 0) | (write ? IOMMU_IOAS_MAP_WRITEABLE : 0);
 
-/** The ioctl, with the kernel's EBUSY / EINVAL on BIND explained (see the header comment). */
+/** VFIO_DEVICE_BIND_IOMMUFD, its EPERM / EBUSY / EINVAL explained (see the header comment). */
 function bind(
   deviceFd: number,
   iommufd: number,
@@ -112,7 +112,7 @@ function bind(
       fail(
         Errno.EINVAL,
         'VFIO_DEVICE_BIND_IOMMUFD',
-        `${cdev} is already open through another cdev fd (a device cdev is bound once: vfio_df_open)`,
+        `${cdev}: is it already open through another cdev fd? (a device binds through its cdev once: vfio_df_open)`,
       );
     throw e;
   }

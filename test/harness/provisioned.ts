@@ -30,7 +30,8 @@ export const BUILT_KERNEL_LABELS = ['7.3-iommufd', '7.3-cdev'] as const;
 export type BuiltKernelLabel = (typeof BUILT_KERNEL_LABELS)[number];
 export type GuestKernelLabel = KernelLabel | BuiltKernelLabel;
 /** What a skipped test tells the reader to do. */
-export const PROVISION_HINT = 'run `bash scripts/provision.sh` as root (Debian packages, about a minute)';
+export const PROVISION_HINT =
+  'run `bash scripts/provision.sh` as root (Debian packages, and a guest kernel built from Debian source: 10-20 minutes the first time)';
 
 export interface GuestKernel {
   label: GuestKernelLabel;

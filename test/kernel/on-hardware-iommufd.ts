@@ -118,7 +118,7 @@ describe('iommufd and the VFIO device cdev (in a QEMU guest)', {
     await assert.rejects(openKernelDevice(bdf.edu, { path: 'cdev' }), (e: unknown) => {
       assert.ok(e instanceof VfioError);
       assert.equal(e.errno, Errno.EINVAL);
-      assert.match(e.message, /already open through another cdev fd/);
+      assert.match(e.message, /already open through another cdev fd\?/);
       return true;
     });
   });

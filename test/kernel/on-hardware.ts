@@ -7,6 +7,12 @@
  * Devices: edu, ivshmem-plain, nvme, e1000e (test/kernel/guest.ts), and a conventional PCI
  * bridge with a second edu and virtio-rng behind it (in-guest.test.ts: one IOMMU group).
  *
+ * Paths: on Debian's kernels openKernelDevice takes the group path; on the kernels built with
+ * iommufd (7.3-iommufd, 7.3-cdev) it takes the device cdev, and these tests run through it
+ * (on-hardware-iommufd.ts adds the iommufd-only ones). Where they answer otherwise by path, the
+ * test says which (the bind output's device nodes, `info`'s path, EBUSY against EPERM for a group
+ * that is not viable).
+ *
  * Write combining: ivshmem's prefetchable BAR2 mapped through VfioDevice.map(2, {attribute:
  * 'wc'}) takes the sysfs resource2_wc path. /sys/kernel/debug/x86/pat_memtype_list is read before
  * the map, after it and after unmap: on 6.1 the map must add exactly one write-combining entry,
