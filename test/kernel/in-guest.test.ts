@@ -86,6 +86,7 @@ const VARIANTS: Variant[] = [
         /WC-REFUSED: map WC: EINVAL .*IO_STRICT_DEVMEM.*iomem=relaxed/,
         /IOMMUFD-P2P: /,
         /IOMMUFD-REVOKE: /,
+        /IOMMUFD-UDMABUF: .*EOPNOTSUPP/,
       ],
     }),
   ),

@@ -8,12 +8,19 @@
  * A device proves each IOMMU mapping by doing DMA through it: QEMU's edu copies between an IOVA
  * and its internal buffer (test/kernel/guest-util.ts). The DMA_BUF tests export ivshmem's BAR2,
  * map the dma-buf into edu's IOAS with IOMMU_IOAS_MAP_FILE, and let edu read and write the BAR
- * peer to peer; lines starting `IOMMUFD-` report what was measured (in-guest.test.ts repeats them).
+ * peer to peer; a udmabuf (drivers/dma-buf/udmabuf.c) stands for a dma-buf that is not vfio-pci's.
+ * Lines starting `IOMMUFD-` report what was measured (in-guest.test.ts repeats them).
  */
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
-import { Errno } from '../../src/abi/errno.js';
+import {
+  UDMABUF_CREATE,
+  UDMABUF_CREATE_SIZE,
+  UDMABUF_FLAGS_CLOEXEC,
+  UDMABUF_PATH,
+} from '../../src/abi/dmabuf.js';
+import { Errno, errnoName } from '../../src/abi/errno.js';
 import { VFIO_DEVICE_BIND_IOMMUFD, VFIO_DEVICE_BIND_IOMMUFD_SIZE } from '../../src/abi/iommufd.js';
 import { VFIO_DEVICE_GET_INFO } from '../../src/abi/vfio.js';
 import type { SharedMemory } from '../../src/core/env.js';
@@ -34,7 +41,7 @@ import {
   pread,
 } from '../../src/native/index.js';
 import { allocateShared } from '../../src/runtime.js';
-import { putU32 } from '../../src/wire/vfio.js';
+import { putU32, putU64 } from '../../src/wire/vfio.js';
 import { EDU_DMA_MAX, eduDma, enableBusMaster, errnoOf, find, IDS, IN_GUEST } from './guest-util.js';
 
 const IOMMUFD = IN_GUEST && existsSync(IOMMUFD_PATH);
@@ -46,6 +53,20 @@ const IOVA_B = 0x20_0000n;
 const IOVA_BAR = 0x40_0000n;
 /** How much of ivshmem's BAR2 the dma-buf covers. */
 const BAR_SPAN = 0x1_0000n;
+
+/** A udmabuf of the first `size` bytes of memfd `fd` (sealed F_SEAL_SHRINK: udmabuf.c check_memfd_seals). */
+function udmabuf(fd: number, size: number): number {
+  const dev = openPath(UDMABUF_PATH, O_RDWR | O_CLOEXEC);
+  try {
+    const b = new Uint8Array(UDMABUF_CREATE_SIZE);
+    putU32(b, 0, fd);
+    putU32(b, 4, UDMABUF_FLAGS_CLOEXEC);
+    putU64(b, 16, BigInt(size));
+    return ioctl(dev, UDMABUF_CREATE, b);
+  } finally {
+    closeFd(dev);
+  }
+}
 
 const pattern = (n: number, seed: number) => Uint8Array.from({ length: n }, (_, i) => (i * seed + 7) & 0xff);
 
@@ -242,6 +263,18 @@ describe('iommufd and the VFIO device cdev (in a QEMU guest)', {
   });
 
   it('IOMMU_IOAS_MAP_FILE takes only a vfio-pci dma-buf of one range, within its size', async () => {
+    // A dma-buf that is not vfio-pci's: iommufd is no generic dma-buf importer (iommufd.h).
+    const m = shared(4096);
+    const ub = udmabuf(m.fd, 4096);
+    try {
+      const e = await errnoOf(eduFile.dmaMapFile(IOVA_BAR, ub, 0n, PAGE));
+      console.log(
+        `IOMMUFD-UDMABUF: IOMMU_IOAS_MAP_FILE of a udmabuf: ${e === undefined ? 'mapped' : errnoName(e)}`,
+      );
+      assert.equal(e, Errno.EOPNOTSUPP);
+    } finally {
+      closeFd(ub);
+    }
     const two = await iv.exportDmaBuf(2, [
       { offset: 0n, length: PAGE },
       { offset: 2n * PAGE, length: PAGE },
