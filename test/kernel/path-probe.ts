@@ -5,9 +5,9 @@
  * device fd opened through its group and keeps no IOMMU of its own, so it is not asked these.
  *
  * - device fd: the iommufd ioctls (VFIO_DEVICE_BIND_IOMMUFD, ATTACH/DETACH_IOMMUFD_PT exist only
- *   on a cdev fd: drivers/vfio/vfio_main.c vfio_device_fops_unl_ioctl), and PCI_HOT_RESET with an
- *   empty group list ("zero-length array is only for cdev opened devices": vfio_pci_core.c
- *   vfio_pci_ioctl_pci_hot_reset);
+ *   on a cdev fd: drivers/vfio/vfio_main.c vfio_device_fops_unl_ioctl), and GET_PCI_HOT_RESET_INFO
+ *   (PCI_HOT_RESET's group list depends on the path too, but the model answers it for either
+ *   path, DeviceOptions.opened, so the probe sequence asks it: probe-sequence.ts);
  * - DMA maps: VFIO_IOMMU_MAP_DMA / UNMAP_DMA on the container (drivers/vfio/vfio_iommu_type1.c)
  *   against IOMMU_IOAS_MAP / UNMAP on the IOAS (drivers/iommu/iommufd/io_pagetable.c).
  */
@@ -20,13 +20,13 @@ import {
   VFIO_DEVICE_DETACH_IOMMUFD_PT,
   VFIO_DEVICE_DETACH_IOMMUFD_PT_SIZE,
 } from '../../src/abi/iommufd.js';
-import { VFIO_DEVICE_GET_PCI_HOT_RESET_INFO, VFIO_DEVICE_PCI_HOT_RESET } from '../../src/abi/vfio.js';
+import { VFIO_DEVICE_GET_PCI_HOT_RESET_INFO } from '../../src/abi/vfio.js';
 import { VfioError } from '../../src/errors.js';
 import type { KernelDeviceFile } from '../../src/kernel/device.js';
 import { MAP_SHARED, mmap, PROT_READ, PROT_WRITE } from '../../src/native/index.js';
 import { allocateShared } from '../../src/runtime.js';
 import { attachIommufdPtStruct, bindIommufdStruct, detachIommufdPtStruct } from '../../src/wire/iommufd.js';
-import { hotResetInfoStruct, hotResetStruct } from '../../src/wire/vfio.js';
+import { hotResetInfoStruct } from '../../src/wire/vfio.js';
 import type { ProbeCase } from './probe-sequence.js';
 
 const PAGE = 4096n;
@@ -75,9 +75,7 @@ export async function runPathProbe(
   );
   const ioas = file.opened.path === 'cdev' ? file.opened.ioas : 0;
   await io('ATTACH_IOMMUFD_PT the IOAS again', VFIO_DEVICE_ATTACH_IOMMUFD_PT, attach(ioas));
-  // --- hot reset with an empty group list ---
-  const reset = hotResetStruct.encode({ argsz: hotResetStruct.size, count: 0 }, 4);
-  await io('PCI_HOT_RESET count=0', VFIO_DEVICE_PCI_HOT_RESET, reset);
+  // --- hot reset: the probe sequence asks PCI_HOT_RESET (the model answers it per path) ---
   const resetInfo = hotResetInfoStruct.encode({ argsz: 12 }, 64 - hotResetInfoStruct.size);
   await io('GET_PCI_HOT_RESET_INFO argsz=12', VFIO_DEVICE_GET_PCI_HOT_RESET_INFO, resetInfo);
 
