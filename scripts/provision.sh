@@ -3,10 +3,13 @@
 # checks its own result first, so a second run takes about a second. Needs root.
 #
 #   host:   qemu-system-x86 (bookworm's 7.2), busybox-static, cpio, debootstrap, gcc, xz-utils,
-#           linux-libc-dev, kmod (depmod, to index the guest kernels' modules)
+#           linux-libc-dev, kmod (depmod, to index the guest kernels' modules), pciutils;
+#           make, bc, bison, flex, libelf-dev (building the iommufd guest kernels)
 #   cache:  ${VFIO_TS_CACHE:-/var/cache/vfio-ts}, outside the repository (layout: docs/provisioning.md)
 #           kernels/6.1   bookworm's current 6.1 kernel (what linux-image-amd64 depends on)
 #           kernels/7.3   trixie-backports' 7.3 kernel (linux-binary-7.3.* + linux-modules-7.3.*)
+#           kernels/7.3-iommufd, kernels/7.3-cdev   built from linux-source-7.3 of the same version
+#                         with iommufd and the VFIO device cdev (scripts/kernel/, ~15 min on 2 cores)
 #           trixie/       Debian trixie chroot with trixie-backports' QEMU 11 (vfio-user-pci client)
 #           ready         written last, with the versions found
 #
@@ -23,7 +26,8 @@ MIRROR=${VFIO_TS_MIRROR:-http://deb.debian.org/debian}
 SECURITY_MIRROR=${VFIO_TS_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 REFRESH=${VFIO_TS_REFRESH:-0}
-HOST_PACKAGES=(qemu-system-x86 busybox-static cpio debootstrap gcc xz-utils linux-libc-dev kmod pciutils e2fsprogs)
+HOST_PACKAGES=(qemu-system-x86 busybox-static cpio debootstrap gcc xz-utils linux-libc-dev kmod pciutils e2fsprogs
+  make bc bison flex libelf-dev) # the second line: building the iommufd guest kernels (3c)
 
 t_start=$(date +%s)
 log() { printf 'provision: %s\n' "$*"; }
@@ -206,6 +210,52 @@ else
   log "headers 7.3: linux-libc-dev $hver in $HDR"
 fi
 
+# --- 3c. guest kernels with iommufd, built from Debian's linux-source-7.3 -----------------------------
+# Debian builds 7.3 without CONFIG_IOMMUFD, so the VFIO device cdev path needs a kernel of our
+# own: the same source package (linux-source-7.3 from trixie-backports, at the version of the 7.3
+# kernel above), configured by scripts/kernel/vfio-guest.config, built by scripts/kernel/build.sh
+# into kernels/7.3-iommufd and kernels/7.3-cdev. Rebuilt only when the key changes: the source
+# version, the fragment, build.sh, the compiler.
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+ver73=$(sed -n 's/^linux-binary-[^=]*=\([^ ]*\).*/\1/p' "$CACHE/kernels/7.3/packages")
+[ -n "$ver73" ] || die "kernel 7.3: no linux-binary version in $CACHE/kernels/7.3/packages"
+src_pkg=linux-source-7.3
+kkey=$(
+  {
+    printf '%s=%s\n' "$src_pkg" "$ver73"
+    cat "$REPO/scripts/kernel/vfio-guest.config" "$REPO/scripts/kernel/build.sh"
+    gcc --version | head -n 1
+  } | sha256sum | cut -c1-16
+)
+built_present() { # LABEL
+  local d=$CACHE/kernels/$1
+  [ "$REFRESH" != 1 ] && [ -f "$d/vmlinuz" ] && [ -s "$d/release" ] && [ "$(cat "$d/key" 2>/dev/null)" = "$kkey" ]
+}
+if built_present 7.3-iommufd && built_present 7.3-cdev; then
+  log "kernels 7.3-iommufd, 7.3-cdev: present ($(cat "$CACHE/kernels/7.3-iommufd/release"), key $kkey)"
+else
+  [ -s "$(apt_dir trixie-backports)/sources.list" ] && ls "$(apt_dir trixie-backports)/lists/"*Packages* >/dev/null 2>&1 ||
+    apt_private_setup trixie-backports "deb [signed-by=$KEYRING] $MIRROR trixie-backports main"
+  # The exact version of the Debian 7.3 kernel above; the archive keeps only the newest.
+  apt_private trixie-backports apt-cache show "$src_pkg=$ver73" >/dev/null 2>&1 ||
+    die "kernels 7.3-iommufd: trixie-backports no longer has $src_pkg=$ver73 (the version of kernels/7.3); VFIO_TS_REFRESH=1 moves both to the newest"
+  log "kernels 7.3-iommufd, 7.3-cdev: building from $src_pkg $ver73 (key $kkey; about 15 minutes on 2 cores)"
+  debdir=$(apt_dir trixie-backports)/debs
+  rm -f "$debdir/${src_pkg}_"*.deb
+  log "apt[trixie-backports]: download $src_pkg=$ver73"
+  (cd "$debdir" && apt_private trixie-backports apt-get download -q "$src_pkg=$ver73" >/dev/null) ||
+    die "apt-get download $src_pkg=$ver73 failed"
+  srcdeb=$(find "$debdir" -maxdepth 1 -name "${src_pkg}_*.deb" | head -n 1)
+  [ -n "$srcdeb" ] || die "no .deb for $src_pkg"
+  kscratch=$CACHE/kernels/.source-7.3
+  rm -rf "$kscratch" && mkdir -p "$kscratch"
+  dpkg -x "$srcdeb" "$kscratch"
+  tarball=$(find "$kscratch/usr/src" -maxdepth 1 -name 'linux-source-7.3.tar.xz' | head -n 1)
+  [ -n "$tarball" ] || die "kernels 7.3-iommufd: no usr/src/linux-source-7.3.tar.xz in $srcdeb"
+  bash "$REPO/scripts/kernel/build.sh" "$tarball" "$CACHE/kernels" "$src_pkg=$ver73" "$kkey"
+  rm -rf "$kscratch" "$srcdeb"
+fi
+
 # --- 4. trixie chroot with QEMU 11 ----------------------------------------------------------------
 ROOT=$CACHE/trixie
 STAMP=$ROOT/.vfio-ts-qemu
@@ -277,6 +327,10 @@ tmp_ready=$CACHE/.ready.tmp
   printf 'kernel_6.1_packages=%s\n' "$(cat "$CACHE/kernels/6.1/packages")"
   printf 'kernel_7.3=%s\n' "$rel73"
   printf 'kernel_7.3_packages=%s\n' "$(cat "$CACHE/kernels/7.3/packages")"
+  for label in 7.3-iommufd 7.3-cdev; do
+    printf 'kernel_%s=%s\n' "$label" "$(cat "$CACHE/kernels/$label/release")"
+    printf 'kernel_%s_packages=%s\n' "$label" "$(cat "$CACHE/kernels/$label/packages")"
+  done
   printf 'trixie_qemu=%s\n' "$trixie_qemu"
   printf 'headers_7.3=%s\n' "$HDR/usr/include"
 } >"$tmp_ready"

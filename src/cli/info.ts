@@ -21,6 +21,7 @@ import { type DeviceReport, describeDevice } from '../driver/describe.js';
 import { VfioDevice } from '../driver/device.js';
 import type { VfioDeviceFile } from '../driver/file.js';
 import { MalformedError, VfioError } from '../errors.js';
+import type { KernelDeviceFile, KernelOpened } from '../kernel/device.js';
 import type { VfioRegionCap } from '../wire/vfio.js';
 
 export interface Output {
@@ -33,6 +34,8 @@ export interface InfoReport extends DeviceReport {
   readonly target: string;
   readonly numRegions: number;
   readonly numIrqs: number;
+  /** Kernel backend only: the group and container, or the device cdev and its iommufd IOAS. */
+  readonly opened?: KernelOpened;
   /** vfio-user only: what VERSION settled. */
   readonly negotiated?: {
     readonly version: string;
@@ -133,11 +136,13 @@ export async function collectInfo(dev: VfioDevice, target: string): Promise<Info
           dmaLayout: file.negotiated.dmaLayout,
         }
       : undefined;
+  const opened = file.transport === 'kernel' ? (file as KernelDeviceFile).opened : undefined;
   return {
     ...base,
     target,
     numRegions: info.numRegions,
     numIrqs: info.numIrqs,
+    ...(opened ? { opened } : {}),
     ...(negotiated ? { negotiated } : {}),
   };
 }
@@ -201,13 +206,19 @@ function capLines(c: VfioRegionCap): string[] {
   }
 }
 
+function openedText(o: KernelOpened): string {
+  return o.path === 'group'
+    ? `group ${o.node} in container /dev/vfio/vfio`
+    : `device cdev ${o.node} bound to /dev/iommu (devid ${o.devid}, IOAS ${o.ioas})`;
+}
+
 /** Text in the manner of `lspci -vv`: a title line, then tab-indented facts. */
 export function formatInfo(r: InfoReport): string {
   const cls = CLASS_NAMES[r.classCode >> 16] ?? 'Class';
   const lines = [
     `${r.target}: ${cls} [${hex(r.classCode >> 8, 4)}]: Device ${hex(r.vendorId, 4)}:${hex(r.deviceId, 4)} (rev ${hex(r.revision, 2)}) (prog-if ${hex(r.classCode & 0xff, 2)})`,
     `\tSubsystem: Device ${hex(r.subsystemVendorId, 4)}:${hex(r.subsystemId, 4)}`,
-    `\tVFIO: ${r.transport}${r.negotiated ? ` ${r.negotiated.version}, max_data_xfer_size ${r.negotiated.maxDataXferSize}, max_msg_fds ${r.negotiated.maxMsgFds}, DMA_READ/WRITE layout ${r.negotiated.dmaLayout}` : ''}`,
+    `\tVFIO: ${r.transport}${r.opened ? `, ${openedText(r.opened)}` : ''}${r.negotiated ? ` ${r.negotiated.version}, max_data_xfer_size ${r.negotiated.maxDataXferSize}, max_msg_fds ${r.negotiated.maxMsgFds}, DMA_READ/WRITE layout ${r.negotiated.dmaLayout}` : ''}`,
     `\tDevice: ${r.numRegions} regions, ${r.numIrqs} IRQs, reset ${r.reset ? '+' : '-'}`,
   ];
   for (const g of r.regions) {
@@ -233,6 +244,7 @@ export function infoJson(r: InfoReport): Record<string, unknown> {
   return {
     target: r.target,
     transport: r.transport,
+    ...(r.opened ? { opened: r.opened } : {}),
     ...(r.negotiated ? { negotiated: r.negotiated } : {}),
     vendorId: r.vendorId,
     deviceId: r.deviceId,

@@ -69,6 +69,12 @@ export interface DeviceOptions {
   readonly msixMmap?: 'kernel' | 'sparse';
   /** Most live mmap cookies (default MAX_MMAP_COOKIES); a GET past it is ENOSPC. */
   readonly maxMmapCookies?: number;
+  /**
+   * How the device fd was opened (default 'group', like every vfio-user client's view): what
+   * vfio_device_cdev_opened() tells vfio-pci. Only PCI_HOT_RESET's group list depends on it
+   * (src/core/ioctl.ts hotReset), and only in the 7.3 profile: 6.1 has no device cdev.
+   */
+  readonly opened?: 'group' | 'cdev';
 }
 
 /** Kept as a name for device files; `backing` lives in BarDescription. */
@@ -134,6 +140,7 @@ export class VfioPciDevice {
     this.ioctls = new CoreIoctls({
       description,
       profile: this.profile,
+      cdevOpened: options.opened === 'cdev',
       extensions: this.extensions,
       env,
       regions: this.regions,

@@ -15,23 +15,6 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Errno } from '../abi/errno.js';
 import {
-  IOMMU_DESTROY,
-  IOMMU_DESTROY_SIZE,
-  IOMMU_IOAS_ALLOC,
-  IOMMU_IOAS_ALLOC_SIZE,
-  IOMMU_IOAS_MAP,
-  IOMMU_IOAS_MAP_FIXED_IOVA,
-  IOMMU_IOAS_MAP_READABLE,
-  IOMMU_IOAS_MAP_SIZE,
-  IOMMU_IOAS_MAP_WRITEABLE,
-  IOMMU_IOAS_UNMAP,
-  IOMMU_IOAS_UNMAP_SIZE,
-  VFIO_DEVICE_ATTACH_IOMMUFD_PT,
-  VFIO_DEVICE_ATTACH_IOMMUFD_PT_SIZE,
-  VFIO_DEVICE_BIND_IOMMUFD,
-  VFIO_DEVICE_BIND_IOMMUFD_SIZE,
-} from '../abi/iommufd.js';
-import {
   VFIO_API_VERSION,
   VFIO_CHECK_EXTENSION,
   VFIO_DEVICE_FEATURE,
@@ -72,14 +55,6 @@ import {
   pwrite,
 } from '../native/index.js';
 import {
-  attachIommufdPtStruct,
-  bindIommufdStruct,
-  ioasAllocStruct,
-  ioasMapStruct,
-  ioasUnmapStruct,
-  iommuDestroyStruct,
-} from '../wire/iommufd.js';
-import {
   deviceFeatureStruct,
   dmaBufStruct,
   encodeFds,
@@ -88,6 +63,7 @@ import {
   type1DmaMapStruct,
   type1DmaUnmapStruct,
 } from '../wire/vfio.js';
+import { IOMMUFD_PATH, type IommuContext, openViaCdev, VFIO_CDEV_DIR } from './iommufd.js';
 import { patTypeOf, readPatList } from './pat.js';
 import {
   groupViability,
@@ -100,12 +76,24 @@ import {
   vfioCdevName,
 } from './sysfs.js';
 
+export { IOMMUFD_PATH, VFIO_CDEV_DIR };
 export const VFIO_CONTAINER_PATH = '/dev/vfio/vfio';
-export const IOMMUFD_PATH = '/dev/iommu';
-export const VFIO_CDEV_DIR = '/dev/vfio/devices';
 const PAGE = 4096n;
 
 export type KernelIommuPath = 'group' | 'cdev';
+
+/** How a device was opened: its group and container, or its cdev bound to an iommufd IOAS. */
+export type KernelOpened =
+  | { readonly path: 'group'; readonly group: number; readonly node: string }
+  | {
+      readonly path: 'cdev';
+      /** /dev/vfio/devices/vfioN */
+      readonly node: string;
+      /** VFIO_DEVICE_BIND_IOMMUFD's out_devid. */
+      readonly devid: number;
+      /** The IOAS the device is attached to (VFIO_DEVICE_ATTACH_IOMMUFD_PT). */
+      readonly ioas: number;
+    };
 
 export interface OpenKernelOptions {
   /** 'auto' (default): the cdev path when /dev/iommu and the device's cdev exist, else 'group'. */
@@ -124,13 +112,6 @@ export interface OpenKernelOptions {
   wcBars?: readonly number[];
 }
 
-/** The IOMMU side of an open device: where DMA maps go. */
-interface IommuContext {
-  map(iova: bigint, vaddr: bigint, size: bigint, read: boolean, write: boolean): void;
-  unmap(iova: bigint, size: bigint): void;
-  close(): void;
-}
-
 function fdOrClose<T>(fds: number[], fn: () => T): T {
   try {
     return fn();
@@ -146,7 +127,13 @@ function openViaGroup(
   sysfs: string | undefined,
 ): { deviceFd: number; iommu: IommuContext; group: number } {
   if (!existsSync(VFIO_CONTAINER_PATH))
-    fail(Errno.ENODEV, 'open kernel device', `${VFIO_CONTAINER_PATH} is missing: load the vfio module`);
+    fail(
+      Errno.ENODEV,
+      'open kernel device',
+      existsSync(VFIO_CDEV_DIR)
+        ? `${VFIO_CONTAINER_PATH} is missing: this kernel offers only the device cdev path (${VFIO_CDEV_DIR}; CONFIG_VFIO_GROUP off)`
+        : `${VFIO_CONTAINER_PATH} is missing: load the vfio module`,
+    );
   const group = iommuGroup(bdf, sysfs);
   const groupPath = `/dev/vfio/${group}`;
   const fds: number[] = [];
@@ -194,7 +181,10 @@ function openViaGroup(
       },
       unmap(iova, size) {
         const argsz = type1DmaUnmapStruct.size;
-        ioctl(container, VFIO_IOMMU_UNMAP_DMA, type1DmaUnmapStruct.encode({ argsz, iova, size }));
+        const b = type1DmaUnmapStruct.encode({ argsz, iova, size });
+        ioctl(container, VFIO_IOMMU_UNMAP_DMA, b);
+        // vfio_iommu_type1.c: vfio_iommu_type1_unmap_dma writes back the size it unmapped.
+        return type1DmaUnmapStruct.get(b, 'size');
       },
       close() {
         // Closing the group drops it from the container; the container goes last.
@@ -206,68 +196,19 @@ function openViaGroup(
   });
 }
 
-/** Device cdev path: /dev/vfio/devices/vfioN bound to an iommufd, attached to a new IOAS. */
-function openViaCdev(bdf: string, sysfs: string | undefined): { deviceFd: number; iommu: IommuContext } {
-  const name = vfioCdevName(bdf, sysfs);
-  if (name === undefined || !existsSync(IOMMUFD_PATH))
-    fail(
-      Errno.ENODEV,
-      'open kernel device',
-      `no device cdev for ${bdf} or no ${IOMMUFD_PATH} (CONFIG_VFIO_DEVICE_CDEV, CONFIG_IOMMUFD)`,
-    );
-  const fds: number[] = [];
-  return fdOrClose(fds, () => {
-    const deviceFd = openPath(join(VFIO_CDEV_DIR, name), O_RDWR | O_CLOEXEC);
-    fds.push(deviceFd);
-    const iommufd = openPath(IOMMUFD_PATH, O_RDWR | O_CLOEXEC);
-    fds.push(iommufd);
-    const bind = bindIommufdStruct.encode({ argsz: VFIO_DEVICE_BIND_IOMMUFD_SIZE, iommufd });
-    ioctl(deviceFd, VFIO_DEVICE_BIND_IOMMUFD, bind);
-    const alloc = ioasAllocStruct.encode({ size: IOMMU_IOAS_ALLOC_SIZE });
-    ioctl(iommufd, IOMMU_IOAS_ALLOC, alloc);
-    const ioas = ioasAllocStruct.get(alloc, 'out_ioas_id');
-    const attach = attachIommufdPtStruct.encode({ argsz: VFIO_DEVICE_ATTACH_IOMMUFD_PT_SIZE, pt_id: ioas });
-    ioctl(deviceFd, VFIO_DEVICE_ATTACH_IOMMUFD_PT, attach);
-    const iommu: IommuContext = {
-      map(iova, vaddr, length, read, write) {
-        const flags =
-          IOMMU_IOAS_MAP_FIXED_IOVA |
-          (read ? IOMMU_IOAS_MAP_READABLE : 0) |
-          (write ? IOMMU_IOAS_MAP_WRITEABLE : 0);
-        const b = ioasMapStruct.encode({
-          size: IOMMU_IOAS_MAP_SIZE,
-          flags,
-          ioas_id: ioas,
-          user_va: vaddr,
-          length,
-          iova,
-        });
-        ioctl(iommufd, IOMMU_IOAS_MAP, b);
-      },
-      unmap(iova, length) {
-        const b = ioasUnmapStruct.encode({ size: IOMMU_IOAS_UNMAP_SIZE, ioas_id: ioas, iova, length });
-        ioctl(iommufd, IOMMU_IOAS_UNMAP, b);
-      },
-      close() {
-        const d = iommuDestroyStruct.encode({ size: IOMMU_DESTROY_SIZE, id: ioas });
-        try {
-          ioctl(iommufd, IOMMU_DESTROY, d);
-        } catch {
-          // The IOAS goes with the iommufd anyway.
-        }
-        closeFd(iommufd);
-      },
-    };
-    return { deviceFd, iommu };
-  });
-}
-
 /**
- * Which path openKernelDevice would take for `bdf`: the cdev when /dev/iommu (`iommufdPath`, for
- * tests) exists and sysfs lists the device's vfio-dev/vfioN, else the group path.
+ * Which path openKernelDevice would take for `bdf`: the cdev when /dev/iommu (`iommufdPath`) exists
+ * and so does the device's cdev (`cdevDir`/vfioN, named by sysfs vfio-dev/), else the group path.
+ * sysfs names vfioN on every kernel since 6.1; only the node says the kernel has the cdev.
  */
-export function kernelPathFor(bdf: string, sysfs?: string, iommufdPath = IOMMUFD_PATH): KernelIommuPath {
-  return existsSync(iommufdPath) && vfioCdevName(bdf, sysfs) !== undefined ? 'cdev' : 'group';
+export function kernelPathFor(
+  bdf: string,
+  sysfs?: string,
+  iommufdPath = IOMMUFD_PATH,
+  cdevDir = VFIO_CDEV_DIR,
+): KernelIommuPath {
+  const name = vfioCdevName(bdf, sysfs);
+  return existsSync(iommufdPath) && name !== undefined && existsSync(join(cdevDir, name)) ? 'cdev' : 'group';
 }
 
 function toMapping(m: NativeMapping, via: Mapping['via'], attribute: 'uc' | 'wc'): Mapping {
@@ -338,17 +279,27 @@ export class KernelDeviceFile implements VfioDeviceFile {
   private readonly dmaBufAttr = new Map<number, 'uc' | 'wc'>();
   /** Whole-BAR WC mappings made before the device was opened (OpenKernelOptions.wcBars). */
   readonly premappedWc: ReadonlyMap<number, NativeMapping>;
+  /** Whether IOMMU_IOAS_MAP_FILE took a memfd here (undefined until tried; cdev path only). */
+  private mapFileWorks: boolean | undefined;
 
   constructor(
     readonly bdf: string,
     readonly deviceFd: number,
-    readonly path: KernelIommuPath,
-    readonly group: number | undefined,
+    readonly opened: KernelOpened,
     private readonly iommu: IommuContext,
     private readonly sysfs: string | undefined,
     premappedWc: ReadonlyMap<number, NativeMapping> = new Map(),
   ) {
     this.premappedWc = premappedWc;
+  }
+
+  get path(): KernelIommuPath {
+    return this.opened.path;
+  }
+
+  /** The IOMMU group number on the group path. */
+  get group(): number | undefined {
+    return this.opened.path === 'group' ? this.opened.group : undefined;
   }
 
   private check(op: string): void {
@@ -412,8 +363,9 @@ export class KernelDeviceFile implements VfioDeviceFile {
 
   /**
    * VFIO_IOMMU_MAP_DMA (or IOMMU_IOAS_MAP) of `memory`: the kernel pins the pages at a virtual
-   * address of this process. That is `memory.address` when given; otherwise the memfd is mapped
-   * once more here and that mapping (kept until dmaUnmap/close) is what the IOMMU points at.
+   * address of this process. That is `memory.address` when given. Otherwise, on the cdev path,
+   * IOMMU_IOAS_MAP_FILE maps the memfd itself (Linux >= 6.13); else the memfd is mapped once more
+   * here and that mapping (kept until dmaUnmap/close) is what the IOMMU points at.
    */
   async dmaMap(iova: bigint, memory: DmaMemory, access = { read: true, write: true }): Promise<void> {
     this.check('dmaMap');
@@ -425,6 +377,17 @@ export class KernelDeviceFile implements VfioDeviceFile {
     if (vaddr === undefined) {
       if (memory.fd === undefined)
         fail(Errno.EINVAL, 'VFIO_IOMMU_MAP_DMA', 'memory has neither an address nor an fd to map');
+      if (this.iommu.mapFile !== undefined && this.mapFileWorks !== false) {
+        try {
+          this.iommu.mapFile(iova, memory.fd, 0n, size, access.read, access.write);
+          this.mapFileWorks = true;
+          return;
+        } catch (e) {
+          // ENOTTY: an iommufd older than IOMMU_IOAS_MAP_FILE (6.6-6.12); map the memfd instead.
+          if (!(e instanceof VfioError && e.errno === Errno.ENOTTY)) throw e;
+          this.mapFileWorks = false;
+        }
+      }
       own = mmap(memory.fd, 0n, memory.size, PROT_READ | PROT_WRITE, MAP_SHARED);
       vaddr = own.address;
     }
@@ -436,12 +399,43 @@ export class KernelDeviceFile implements VfioDeviceFile {
     }
     if (own) this.dmaViews.set(iova, own);
   }
+  /**
+   * IOMMU_IOAS_MAP_FILE: `size` bytes of file `fd` from `start` at `iova` — a memfd, or a dma-buf
+   * vfio-pci exported (VFIO_DEVICE_FEATURE_DMA_BUF) of one range: peer-to-peer DMA to another
+   * device's BAR. The cdev path only; the type1 container maps addresses of this process, and a
+   * vfio-pci dma-buf cannot be mmapped (EOPNOTSUPP here).
+   */
+  async dmaMapFile(
+    iova: bigint,
+    fd: number,
+    start: bigint,
+    size: bigint,
+    access = { read: true, write: true },
+  ): Promise<void> {
+    this.check('dmaMapFile');
+    if (this.iommu.mapFile === undefined)
+      fail(
+        Errno.EOPNOTSUPP,
+        'IOMMU_IOAS_MAP_FILE',
+        `${this.bdf} is open through its group: the type1 container maps only addresses of this process; open it through the device cdev (path: 'cdev')`,
+      );
+    this.iommu.mapFile(iova, fd, start, size, access.read, access.write);
+  }
 
   async dmaUnmap(iova: bigint, size: bigint): Promise<void> {
+    await this.dmaUnmapped(iova, size);
+  }
+
+  /**
+   * dmaUnmap, returning what the kernel says it unmapped: the type1 container answers 0 bytes for
+   * a range with nothing mapped, iommufd ENOENT (docs/kernel-profiles.md).
+   */
+  async dmaUnmapped(iova: bigint, size: bigint): Promise<bigint> {
     this.check('dmaUnmap');
-    this.iommu.unmap(iova, size);
+    const n = this.iommu.unmap(iova, size);
     this.dmaViews.get(iova)?.unmap();
     this.dmaViews.delete(iova);
+    return n;
   }
 
   /**
@@ -515,11 +509,13 @@ export async function openKernelDevice(bdf: string, opts: OpenKernelOptions = {}
   const pre = premapWc(addr, opts.wcBars ?? [], opts.sysfs);
   try {
     if (path === 'cdev') {
-      const { deviceFd, iommu } = openViaCdev(addr, opts.sysfs);
-      return new KernelDeviceFile(addr, deviceFd, 'cdev', undefined, iommu, opts.sysfs, pre);
+      const o = openViaCdev(addr, opts.sysfs);
+      const opened = { path: 'cdev', node: o.cdev, devid: o.devid, ioas: o.ioas } as const;
+      return new KernelDeviceFile(addr, o.deviceFd, opened, o.iommu, opts.sysfs, pre);
     }
     const { deviceFd, iommu, group } = openViaGroup(addr, opts.sysfs);
-    return new KernelDeviceFile(addr, deviceFd, 'group', group, iommu, opts.sysfs, pre);
+    const opened = { path: 'group', group, node: `/dev/vfio/${group}` } as const;
+    return new KernelDeviceFile(addr, deviceFd, opened, iommu, opts.sysfs, pre);
   } catch (e) {
     for (const m of pre.values()) m.unmap();
     throw e;

@@ -3,6 +3,7 @@ export {
   IOMMUFD_PATH,
   KernelDeviceFile,
   type KernelIommuPath,
+  type KernelOpened,
   kernelPathFor,
   type OpenKernelOptions,
   openKernelDevice,

@@ -128,7 +128,10 @@ export function resourceSize(bdf: string, bar: number, sysfs = SYSFS_PCI_DEVICES
   }
 }
 
-/** The vfio device cdev name (vfioN) of a vfio-bound function, when the kernel has cdevs. */
+/**
+ * The vfio device name (vfioN, sysfs `vfio-dev/`) of a vfio-bound function: every kernel since
+ * 6.1 lists it; /dev/vfio/devices/vfioN exists only with CONFIG_VFIO_DEVICE_CDEV.
+ */
 export function vfioCdevName(bdf: string, sysfs = SYSFS_PCI_DEVICES): string | undefined {
   try {
     return readdirSync(join(deviceDir(bdf, sysfs), 'vfio-dev')).find((n) => /^vfio\d+$/.test(n));
@@ -168,6 +171,11 @@ export interface BindResult {
   groupMembers: { bdf: string; driver: string | undefined }[];
   /** Whether every member of the group leaves DMA to its user (groupViability: the group is viable). */
   viable: boolean;
+  /**
+   * The vfio device's name (sysfs `vfio-dev/vfioN`, listed since Linux 6.1); its cdev is
+   * /dev/vfio/devices/vfioN where the kernel has CONFIG_VFIO_DEVICE_CDEV.
+   */
+  cdev: string | undefined;
 }
 
 /**
@@ -223,7 +231,8 @@ export function bindVfioPci(bdf: string, opts: BindOptions = {}): BindResult {
       fail(Errno.EIO, 'bind', `${addr} is bound to ${now ?? 'no driver'} after drivers_probe, not vfio-pci`);
   }
   const v = groupViability(addr, sysfs);
-  return { bdf: addr, group, previousDriver, groupMembers: v.members, viable: v.viable };
+  const cdev = vfioCdevName(addr, sysfs);
+  return { bdf: addr, group, previousDriver, groupMembers: v.members, viable: v.viable, cdev };
 }
 
 /** Gives the function back to the kernel: unbind from vfio-pci, clear driver_override, reprobe. */

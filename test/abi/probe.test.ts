@@ -10,6 +10,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type TestContext, test } from 'node:test';
+import * as dmabuf from '../../src/abi/dmabuf.js';
 import * as iommufd from '../../src/abi/iommufd.js';
 import { fieldSize } from '../../src/abi/layout.js';
 import * as pci from '../../src/abi/pci.js';
@@ -64,6 +65,15 @@ const IOMMUFD_SPEC: AbiSpec = {
   constants: numeric(iommufd, /^(IOMMU|VFIO_)/, (n) => n in iommufd.IOMMUFD_SIZE_CONSTANTS),
   enums: iommufd.IOMMUFD_ENUM_CONSTANTS,
   layouts: iommufd.IOMMUFD_LAYOUTS.map((l) => ({ l, guard: undefined })),
+};
+
+/** src/abi/dmabuf.ts against <linux/udmabuf.h>; UDMABUF_CREATE_SIZE is checked as sizeof. */
+const DMABUF_SPEC: AbiSpec = {
+  label: 'dmabuf.ts',
+  includes: ['linux/udmabuf.h'],
+  constants: numeric(dmabuf, /^UDMABUF_/, (n) => n === 'UDMABUF_CREATE_SIZE'),
+  enums: new Set(),
+  layouts: [{ l: dmabuf.udmabuf_create, guard: undefined }],
 };
 
 /** Layouts no header has: the RFC's, the proposed DMA_BUF attribute's, vfio-ts's own. */
@@ -231,4 +241,18 @@ test('Linux 7.3 <linux/iommufd.h> agrees with src/abi/iommufd.ts (constants, siz
   // The sizes the backend sends are the first versions: never beyond what 7.3 defines.
   for (const [name, l] of Object.entries(iommufd.IOMMUFD_SIZE_CONSTANTS))
     assert.equal((iommufd as Record<string, unknown>)[name], l.size, name);
+});
+
+test('Linux 7.3 <linux/udmabuf.h> agrees with src/abi/dmabuf.ts', (t) => {
+  const dir = headers73(t, 'linux/udmabuf.h');
+  if (dir === undefined) return;
+  const r = runProbe(DMABUF_SPEC, dir, '7.3');
+  report('dmabuf.ts, 7.3 header', r);
+  assert.deepEqual(r.mismatches, []);
+  assert.deepEqual(r.skipped, []);
+  assert.equal(
+    r.checked,
+    DMABUF_SPEC.constants.length + 1 + Object.keys(dmabuf.udmabuf_create.fields).length,
+  );
+  assert.equal(dmabuf.UDMABUF_CREATE_SIZE, dmabuf.udmabuf_create.size);
 });

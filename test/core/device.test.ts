@@ -18,6 +18,7 @@ import {
   encodeDmaBuf,
   encodeVfioDeviceFeature,
   encodeVfioIrqSet,
+  hotResetStruct,
   putU32,
   u32,
 } from '../../src/wire/vfio.js';
@@ -696,6 +697,46 @@ describe('DEVICE_FEATURE framing (vfio_ioctl_device_feature)', () => {
       errnoOf(() => ivshmem().dev.ioctl(A.VFIO_DEVICE_FEATURE, b)),
       Errno.EINVAL,
     );
+  });
+});
+
+describe('PCI_HOT_RESET (vfio_pci_ioctl_pci_hot_reset): the group list against how the fd was opened', () => {
+  // [profile, opened, count, flags, errno]: edu sits on the root bus, so a request that gets
+  // past the checks finds no slot or bus reset (ENODEV). 7.3 refuses an empty list on a group
+  // fd and a list of groups on a cdev fd (EINVAL) before that; 6.1 probes the reset first.
+  const cases: ['6.1' | '7.3', 'group' | 'cdev', number, number, number][] = [
+    ['7.3', 'group', 0, 0, Errno.EINVAL],
+    ['7.3', 'group', 1, 0, Errno.ENODEV],
+    ['7.3', 'cdev', 0, 0, Errno.ENODEV],
+    ['7.3', 'cdev', 1, 0, Errno.EINVAL],
+    ['7.3', 'group', 1, 1, Errno.EINVAL],
+    ['6.1', 'group', 0, 0, Errno.ENODEV],
+    ['6.1', 'group', 1, 0, Errno.ENODEV],
+    ['6.1', 'group', 0, 2, Errno.EINVAL],
+  ];
+  for (const [profile, opened, count, flags, errno] of cases)
+    test(`${profile} ${opened} fd, count ${count}, flags ${flags}: ${errnoName(errno)}`, () => {
+      const dev = new VfioPciDevice(eduDescription(), new EduBehaviour(), {
+        env: heapEnvironment(),
+        profile,
+        opened,
+      });
+      const arg = hotResetStruct.encode({ argsz: hotResetStruct.size + 4, flags, count }, 4);
+      assert.equal(
+        errnoOf(() => dev.ioctl(A.VFIO_DEVICE_PCI_HOT_RESET, arg)),
+        errno,
+      );
+    });
+  test('argsz below the count field is EINVAL on either path', () => {
+    for (const opened of ['group', 'cdev'] as const) {
+      const dev = new VfioPciDevice(eduDescription(), new EduBehaviour(), { env: heapEnvironment(), opened });
+      const arg = hotResetStruct.encode({ argsz: hotResetStruct.endOf('count') - 1 });
+      assert.equal(
+        errnoOf(() => dev.ioctl(A.VFIO_DEVICE_PCI_HOT_RESET, arg)),
+        Errno.EINVAL,
+        opened,
+      );
+    }
   });
 });
 

@@ -1,13 +1,15 @@
 /**
- * Smoke tests of the QEMU harness itself: both guest kernels boot with edu and ivshmem-plain and
- * bind edu to the real vfio-pci; Node.js (and koffi from the project tree) runs in a guest; the
- * qtest plumbing reads the q35 host bridge through 0xcf8/0xcfc in the chroot's QEMU 11.
+ * Smoke tests of the QEMU harness itself: both Debian guest kernels boot with edu and
+ * ivshmem-plain and bind edu to the real vfio-pci, and so do the two kernels provision.sh builds
+ * with iommufd (their device nodes checked: /dev/iommu and the cdev, the group's only where the
+ * kernel has groups); Node.js (and koffi from the project tree) runs in a guest; the qtest
+ * plumbing reads the q35 host bridge through 0xcf8/0xcfc in the chroot's QEMU 11.
  * Needs `scripts/provision.sh` (skips loudly without it, fails under CI=true).
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { projectTrees } from './initramfs.js';
-import { KERNEL_LABELS, provisionedOrSkip } from './provisioned.js';
+import { BUILT_KERNEL_LABELS, KERNEL_LABELS, kernelOf, provisionedOrSkip } from './provisioned.js';
 import { chrootWorkDir, describeBoot, edu, ivshmemPlain, runGuest, sharedMemory } from './qemu.js';
 import { QtestError, withQtest } from './qtest.js';
 
@@ -20,6 +22,14 @@ echo "edu=$edu group=$group driver=$(basename "$(readlink /sys/bus/pci/devices/$
 ivshmem=$(pci_find 0x1af4 0x1110) || { echo "no ivshmem device"; exit 14; }
 echo "ivshmem=$ivshmem resources=$(ls /sys/bus/pci/devices/$ivshmem | grep -c '^resource')"
 echo "uname=$(uname -r)"
+`;
+
+/** For the kernels built with iommufd: bind edu, then its cdev under vfio-dev and /dev/vfio/devices. */
+const BIND_CDEV = `
+edu=$(pci_find 0x1234 0x11e8) || { echo "no edu device"; exit 10; }
+group=$(vfio_bind "$edu") || { echo "vfio_bind $edu failed"; exit 11; }
+cdev=$(ls /sys/bus/pci/devices/$edu/vfio-dev)
+echo "cdev=$cdev node=$([ -c /dev/vfio/devices/$cdev ] && echo yes || echo no) iommu=$([ -c /dev/iommu ] && echo yes || echo no)"
 `;
 
 describe('QEMU guest harness', () => {
@@ -40,6 +50,26 @@ describe('QEMU guest harness', () => {
       assert.match(r.output, /^ivshmem=0000:00:[0-9a-f]{2}\.0 /m, describeBoot(r));
       assert.match(r.output, new RegExp(`^uname=${kernel.release.replace(/[.+]/g, '\\$&')}$`, 'm'));
       assert.equal(r.timedOut, false);
+    });
+  }
+
+  for (const label of BUILT_KERNEL_LABELS) {
+    it(`boots Linux ${label} (built with iommufd) and binds edu: /dev/iommu and the device cdev${label === '7.3-cdev' ? ', no group' : ''}`, async (t) => {
+      const p = provisionedOrSkip(t, { built: true });
+      if (p === undefined) return;
+      const kernel = kernelOf(p, label);
+      const r = await runGuest(p, {
+        kernel,
+        script: `${BIND_CDEV}
+echo "group-node=$([ -c /dev/vfio/$group ] && echo yes || echo no) container=$([ -c /dev/vfio/vfio ] && echo yes || echo no)"`,
+        args: [...edu(), ...ivshmemPlain()],
+        timeoutMs: 120_000,
+      });
+      t.diagnostic(`Linux ${label} ${kernel.release}: ${r.durationMs} ms`);
+      assert.equal(r.status, 0, describeBoot(r));
+      assert.match(r.output, /^cdev=vfio\d+ node=yes iommu=yes$/m, describeBoot(r));
+      const groups = label === '7.3-cdev' ? 'no' : 'yes';
+      assert.match(r.output, new RegExp(`^group-node=${groups} container=${groups}$`, 'm'), describeBoot(r));
     });
   }
 

@@ -5,6 +5,8 @@
  *   $VFIO_TS_CACHE (default /var/cache/vfio-ts)/
  *     ready                         key=value versions, written last by provision.sh
  *     kernels/<label>/{vmlinuz,release,packages,config,modules/<release>/}
+ *       6.1, 7.3: Debian's packaged kernels; 7.3-iommufd, 7.3-cdev: built from Debian's
+ *       linux-source-7.3 with iommufd and the VFIO device cdev (scripts/kernel/)
  *     trixie/                       Debian trixie chroot with QEMU 11 (/usr/bin/qemu-system-x86_64)
  *     initramfs/                    initramfs pieces cached by buildInitramfs
  */
@@ -12,16 +14,29 @@ import { accessSync, constants, existsSync, mkdirSync, readFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
+import type { KernelProfile } from '../../src/core/description.js';
 import { requireOrSkip } from '../helpers/env.js';
 
 export const DEFAULT_CACHE_DIR = '/var/cache/vfio-ts';
+/** Debian's kernels as packaged (bookworm's 6.1, trixie-backports' 7.3). */
 export const KERNEL_LABELS = ['6.1', '7.3'] as const;
 export type KernelLabel = (typeof KERNEL_LABELS)[number];
+/**
+ * Kernels provision.sh builds from Debian's linux-source-7.3 (scripts/kernel/vfio-guest.config,
+ * everything built in): `7.3-iommufd` has /dev/iommu and the VFIO device cdev beside the group
+ * and container; `7.3-cdev` has only the cdev and /dev/iommu (CONFIG_VFIO_GROUP off).
+ */
+export const BUILT_KERNEL_LABELS = ['7.3-iommufd', '7.3-cdev'] as const;
+export type BuiltKernelLabel = (typeof BUILT_KERNEL_LABELS)[number];
+export type GuestKernelLabel = KernelLabel | BuiltKernelLabel;
 /** What a skipped test tells the reader to do. */
-export const PROVISION_HINT = 'run `bash scripts/provision.sh` as root (Debian packages, about a minute)';
+export const PROVISION_HINT =
+  'run `bash scripts/provision.sh` as root (Debian packages, and a guest kernel built from Debian source: 10-20 minutes the first time)';
 
 export interface GuestKernel {
-  label: KernelLabel;
+  label: GuestKernelLabel;
+  /** The model profile that answers like this kernel's vfio-pci. */
+  profile: KernelProfile;
   /** Bootable bzImage. */
   vmlinuz: string;
   /** `modules/<release>`: holds kernel/ and the depmod indexes (modules.dep). */
@@ -38,7 +53,8 @@ export interface Provisioned {
   cacheDir: string;
   /** The key=value lines of `$CACHE/ready`. */
   ready: Readonly<Record<string, string>>;
-  kernels: Readonly<Record<KernelLabel, GuestKernel>>;
+  kernels: Readonly<Record<KernelLabel, GuestKernel>> &
+    Readonly<Partial<Record<BuiltKernelLabel, GuestKernel>>>;
   /** Debian trixie chroot holding QEMU 11 (vfio-user-pci client). */
   trixieRoot: string;
   /** QEMU 11's path inside the chroot. */
@@ -58,6 +74,8 @@ export interface ProvisionedQuery {
   chroot?: boolean;
   /** Cache root; default `$VFIO_TS_CACHE` or /var/cache/vfio-ts. */
   cacheDir?: string;
+  /** Also require the kernels provision.sh builds (BUILT_KERNEL_LABELS). */
+  built?: boolean;
 }
 
 export function cacheDir(): string {
@@ -94,6 +112,35 @@ function writableDir(preferred: string, fallbackName: string): string {
   }
 }
 
+/** kernels/<label> of the cache, or what is missing there. */
+function guestKernel(dir: string, label: GuestKernelLabel): GuestKernel | { missing: string } {
+  const kdir = join(dir, 'kernels', label);
+  const release = readText(join(kdir, 'release'));
+  if (release === undefined || release === '') return { missing: `${join(kdir, 'release')}` };
+  const vmlinuz = join(kdir, 'vmlinuz');
+  const modulesDir = join(kdir, 'modules', release);
+  if (!existsSync(vmlinuz)) return { missing: vmlinuz };
+  if (!existsSync(join(modulesDir, 'modules.dep'))) return { missing: join(modulesDir, 'modules.dep') };
+  const config = join(kdir, 'config');
+  return {
+    label,
+    profile: label === '6.1' ? '6.1' : '7.3',
+    vmlinuz,
+    modulesDir,
+    release,
+    packages: readText(join(kdir, 'packages')) ?? '',
+    config: existsSync(config) ? config : undefined,
+  };
+}
+
+/** A kernel of `p`, or the error naming what provisioning left out (built kernels are optional). */
+export function kernelOf(p: Provisioned, label: GuestKernelLabel): GuestKernel {
+  const k = p.kernels[label];
+  if (k === undefined)
+    throw new Error(`kernels/${label} is not provisioned (provisioned({ built: true }) requires it)`);
+  return k;
+}
+
 /** Describes the provisioned cache, or names the first thing that is missing. */
 export function provisioned(query: ProvisionedQuery = {}): Provisioned | { missing: string } {
   const dir = query.cacheDir ?? cacheDir();
@@ -101,24 +148,12 @@ export function provisioned(query: ProvisionedQuery = {}): Provisioned | { missi
   if (readyText === undefined) return { missing: `${join(dir, 'ready')} (provisioning not done)` };
   const ready = parseReady(readyText);
 
-  const kernels: Partial<Record<KernelLabel, GuestKernel>> = {};
-  for (const label of KERNEL_LABELS) {
-    const kdir = join(dir, 'kernels', label);
-    const release = readText(join(kdir, 'release'));
-    if (release === undefined || release === '') return { missing: `${join(kdir, 'release')}` };
-    const vmlinuz = join(kdir, 'vmlinuz');
-    const modulesDir = join(kdir, 'modules', release);
-    if (!existsSync(vmlinuz)) return { missing: vmlinuz };
-    if (!existsSync(join(modulesDir, 'modules.dep'))) return { missing: join(modulesDir, 'modules.dep') };
-    const config = join(kdir, 'config');
-    kernels[label] = {
-      label,
-      vmlinuz,
-      modulesDir,
-      release,
-      packages: readText(join(kdir, 'packages')) ?? '',
-      config: existsSync(config) ? config : undefined,
-    };
+  const kernels: Partial<Record<GuestKernelLabel, GuestKernel>> = {};
+  for (const label of [...KERNEL_LABELS, ...BUILT_KERNEL_LABELS]) {
+    const k = guestKernel(dir, label);
+    if ('missing' in k) {
+      if ((KERNEL_LABELS as readonly string[]).includes(label) || query.built === true) return k;
+    } else kernels[label] = k;
   }
 
   const qemuHost = '/usr/bin/qemu-system-x86_64';
@@ -135,7 +170,7 @@ export function provisioned(query: ProvisionedQuery = {}): Provisioned | { missi
   return {
     cacheDir: dir,
     ready,
-    kernels: kernels as Record<KernelLabel, GuestKernel>,
+    kernels: kernels as Provisioned['kernels'],
     trixieRoot,
     trixieQemu,
     qemuHost,

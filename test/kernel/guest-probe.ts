@@ -1,16 +1,19 @@
 /**
- * Runs inside a QEMU guest (node /app/dist/test/kernel/guest-probe.js name=vendor:device ...):
- * binds each named PCI function to vfio-pci with the project's own helper, opens it with
- * openKernelDevice, runs the differential probe sequence and prints the transcript as JSON
- * between markers, for differential.test.ts on the host to parse.
+ * Runs inside a QEMU guest (node /app/dist/test/kernel/guest-probe.js [--paths group,cdev]
+ * name=vendor:device ...): binds each named PCI function to vfio-pci with the project's own
+ * helper, opens it with openKernelDevice once per path asked for (default: the path `auto`
+ * takes), runs the differential probe sequence and the path cases (path-probe.ts) and prints the
+ * transcripts as JSON between markers, for differential.test.ts on the host to parse.
  *
  * The serial console drops bytes under load (QEMU's 16550 gives up on a byte after a few
  * retries when the host side is slow), so with `--out /dev/vdX` the transcripts go to a raw
  * virtio disk instead: `VFIOTS <length>\n` then the JSON, read back from the image on the host.
  */
 import { closeSync, existsSync, fsyncSync, openSync, readdirSync, readFileSync, writeSync } from 'node:fs';
-import { openKernelDevice } from '../../src/kernel/device.js';
+import { IOMMUFD_PATH, type KernelIommuPath, openKernelDevice } from '../../src/kernel/device.js';
 import { bindVfioPci } from '../../src/kernel/sysfs.js';
+import { closeFd, O_CLOEXEC, O_RDWR, openPath } from '../../src/native/index.js';
+import { runPathProbe } from './path-probe.js';
 import { runProbe } from './probe-sequence.js';
 
 export const PROBE_BEGIN = '@@VFIO-TS-PROBE-BEGIN';
@@ -41,9 +44,11 @@ export async function writeOut(dev: string, text: string): Promise<void> {
 async function main(argv: string[]): Promise<number> {
   let status = 0;
   let outDev: string | undefined;
+  let paths: (KernelIommuPath | 'auto')[] = ['auto'];
   const args: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === '--out') outDev = argv[++i];
+    else if (argv[i] === '--paths') paths = (argv[++i] ?? '').split(',') as KernelIommuPath[];
     else args.push(argv[i]!);
   }
   const all: unknown[] = [];
@@ -52,27 +57,37 @@ async function main(argv: string[]): Promise<number> {
     if (!m) throw new Error(`bad argument ${a}`);
     const name = m[1]!;
     const bdf = find(Number.parseInt(m[2]!, 16), Number.parseInt(m[3]!, 16));
-    let out: unknown;
-    try {
-      if (bdf === undefined) throw new Error(`no PCI device ${m[2]}:${m[3]}`);
-      const bound = bindVfioPci(bdf);
-      const file = await openKernelDevice(bdf);
-      const started = Date.now();
-      const cases = await runProbe({ file, mmapPrivate: (o, l) => file.mmapPrivate(o, l) });
-      await file.close();
-      out = { name, bdf, group: bound.group, path: file.path, ms: Date.now() - started, cases };
-    } catch (e) {
-      status = 1;
-      out = { name, bdf, error: String((e as Error).stack ?? e) };
+    for (const want of paths) {
+      let out: unknown;
+      try {
+        if (bdf === undefined) throw new Error(`no PCI device ${m[2]}:${m[3]}`);
+        const bound = bindVfioPci(bdf);
+        const file = await openKernelDevice(bdf, { path: want });
+        const started = Date.now();
+        const cases = await runProbe({ file, mmapPrivate: (o, l) => file.mmapPrivate(o, l) });
+        // An iommufd of its own for the BIND case (none on a kernel without /dev/iommu).
+        const iommufd = existsSync(IOMMUFD_PATH) ? openPath(IOMMUFD_PATH, O_RDWR | O_CLOEXEC) : undefined;
+        let pathCases: unknown;
+        try {
+          pathCases = await runPathProbe(file, iommufd);
+        } finally {
+          if (iommufd !== undefined) closeFd(iommufd);
+          await file.close();
+        }
+        out = { name, bdf, group: bound.group, path: file.path, ms: Date.now() - started, cases, pathCases };
+      } catch (e) {
+        status = 1;
+        out = { name, bdf, path: want, error: String((e as Error).stack ?? e) };
+      }
+      all.push(out);
+      const cases = (out as { cases?: unknown[] }).cases;
+      if (outDev === undefined)
+        process.stdout.write(`${PROBE_BEGIN} ${name}@@\n${JSON.stringify(out)}\n${PROBE_END}\n`);
+      else
+        console.log(
+          `probe ${name} ${bdf} (${want}): ${cases ? `${cases.length} cases` : (out as { error: string }).error}`,
+        );
     }
-    all.push(out);
-    const cases = (out as { cases?: unknown[] }).cases;
-    if (outDev === undefined)
-      process.stdout.write(`${PROBE_BEGIN} ${name}@@\n${JSON.stringify(out)}\n${PROBE_END}\n`);
-    else
-      console.log(
-        `probe ${name} ${bdf}: ${cases ? `${cases.length} cases` : (out as { error: string }).error}`,
-      );
   }
   if (outDev !== undefined) await writeOut(outDev, JSON.stringify(all));
   return status;

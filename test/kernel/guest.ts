@@ -11,8 +11,9 @@ import {
   type BootResult,
   e1000e,
   edu,
+  type GuestKernelLabel,
   ivshmemPlain,
-  type KernelLabel,
+  kernelOf,
   makeSparseImage,
   nvme,
   type Provisioned,
@@ -47,7 +48,7 @@ export interface KernelGuestOptions {
 /** Boots `label` with the four devices and the output disk; runs `script` (cd /app done). */
 export async function runKernelGuest(
   p: Provisioned,
-  label: KernelLabel,
+  label: GuestKernelLabel,
   script: string,
   opts: KernelGuestOptions = {},
 ): Promise<KernelGuestRun> {
@@ -56,7 +57,7 @@ export async function runKernelGuest(
     const image = makeSparseImage(join(dir, 'nvme.img'), 16);
     const outImage = makeSparseImage(join(dir, 'out.img'), 16);
     const boot = await runGuest(p, {
-      kernel: p.kernels[label],
+      kernel: kernelOf(p, label),
       node: true,
       trees: projectTrees(),
       modules: [...VFIO_MODULES, 'virtio_pci?', 'virtio_blk', ...(opts.modules ?? [])],

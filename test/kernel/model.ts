@@ -17,10 +17,16 @@ import type { ProbeTarget } from './probe-sequence.js';
 export const MODELLED = ['edu', 'ivshmem', 'nvme', 'e1000e'] as const;
 export type Modelled = (typeof MODELLED)[number];
 
-export function modelDevice(name: Modelled, profile: KernelProfile): VfioPciDevice {
+/** `opened`: the path the kernel run opened the device through (the model's fd answers alike). */
+export function modelDevice(
+  name: Modelled,
+  profile: KernelProfile,
+  opened: 'group' | 'cdev' = 'group',
+): VfioPciDevice {
   const options = {
     env: nativeEnvironment(),
     profile,
+    opened,
     extensions: NO_EXTENSIONS,
     mmapTrappedBars: true,
     msixMmap: 'kernel' as const,

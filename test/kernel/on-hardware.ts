@@ -7,6 +7,12 @@
  * Devices: edu, ivshmem-plain, nvme, e1000e (test/kernel/guest.ts), and a conventional PCI
  * bridge with a second edu and virtio-rng behind it (in-guest.test.ts: one IOMMU group).
  *
+ * Paths: on Debian's kernels openKernelDevice takes the group path; on the kernels built with
+ * iommufd (7.3-iommufd, 7.3-cdev) it takes the device cdev, and these tests run through it
+ * (on-hardware-iommufd.ts adds the iommufd-only ones). Where they answer otherwise by path, the
+ * test says which (the bind output's device nodes, `info`'s path, EBUSY against EPERM for a group
+ * that is not viable).
+ *
  * Write combining: ivshmem's prefetchable BAR2 mapped through VfioDevice.map(2, {attribute:
  * 'wc'}) takes the sysfs resource2_wc path. /sys/kernel/debug/x86/pat_memtype_list is read before
  * the map, after it and after unmap: on 6.1 the map must add exactly one write-combining entry,
@@ -18,7 +24,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { Errno } from '../../src/abi/errno.js';
 import {
@@ -34,7 +40,12 @@ import {
 } from '../../src/abi/vfio.js';
 import { VfioDevice } from '../../src/driver/device.js';
 import { VfioError } from '../../src/errors.js';
-import { type KernelDeviceFile, kernelPathFor, openKernelDevice } from '../../src/kernel/device.js';
+import {
+  IOMMUFD_PATH,
+  type KernelDeviceFile,
+  kernelPathFor,
+  openKernelDevice,
+} from '../../src/kernel/device.js';
 import { type PatEntry, patAdded, readPatList } from '../../src/kernel/pat.js';
 import {
   bindVfioPci,
@@ -47,28 +58,16 @@ import {
 import { closeFd, EFD_CLOEXEC, EFD_NONBLOCK, eventfdCreate, eventfdRead } from '../../src/native/index.js';
 import { allocateShared } from '../../src/runtime.js';
 import { NO_MODULE_OUT } from './guest.js';
+import { eduDma, enableBusMaster, errnoOf, find, IDS, IN_GUEST, type Name } from './guest-util.js';
 
-const IN_GUEST = process.env.VFIO_TS_GUEST === '1';
 const KERNEL_MAJOR = IN_GUEST ? Number(readFileSync('/proc/sys/kernel/osrelease', 'utf8').split('.')[0]) : 0;
 const RELAXED = IN_GUEST && iomemRelaxed();
-const IDS = {
-  edu: [0x1234, 0x11e8],
-  ivshmem: [0x1af4, 0x1110],
-  nvme: [0x1b36, 0x0010],
-  e1000e: [0x8086, 0x10d3],
-} as const;
-type Name = keyof typeof IDS;
-
-/** The `nth` (1-based, in address order) PCI function with these IDs. */
-function find(vendor: number, device: number, nth = 1): string {
-  let n = nth;
-  for (const d of readdirSync('/sys/bus/pci/devices').sort()) {
-    const v = Number(readFileSync(`/sys/bus/pci/devices/${d}/vendor`, 'utf8'));
-    const id = Number(readFileSync(`/sys/bus/pci/devices/${d}/device`, 'utf8'));
-    if (v === vendor && id === device && --n === 0) return d;
-  }
-  throw new Error(`no PCI device ${vendor.toString(16)}:${device.toString(16)} #${nth}`);
-}
+/** The kernels built with iommufd (7.3-iommufd, 7.3-cdev): openKernelDevice takes the cdev path. */
+const IOMMUFD = IN_GUEST && existsSync(IOMMUFD_PATH);
+/** The group path's devices exist (every kernel but 7.3-cdev). */
+const GROUPS = IN_GUEST && existsSync('/dev/vfio/vfio');
+/** vfio-pci is a module the guest script can unload (Debian's kernels), not built in. */
+const VFIO_PCI_MODULE = IN_GUEST && existsSync('/sys/module/vfio_pci/initstate');
 
 /** The PAT list (debugfs is mounted by the guest's /init); entries overlapping [start, end). */
 function pat(): PatEntry[] {
@@ -112,16 +111,6 @@ function resources(bdf: string): { start: bigint; end: bigint; flags: bigint }[]
         .map((x) => BigInt(x));
       return { start: s!, end: e!, flags: f! };
     });
-}
-
-async function errnoOf(p: Promise<unknown>): Promise<number | undefined> {
-  try {
-    await p;
-    return undefined;
-  } catch (e) {
-    if (e instanceof VfioError) return e.errno;
-    throw e;
-  }
 }
 
 async function waitCount(efd: number, ms = 2000): Promise<bigint> {
@@ -196,7 +185,7 @@ describe('the driver on real vfio-pci (in a QEMU guest)', {
       const again = bindVfioPci(bdf[name]);
       assert.equal(again.previousDriver, 'vfio-pci');
       assert.equal(again.viable, true);
-      assert.equal(files[name].path, 'group');
+      assert.equal(files[name].path, IOMMUFD ? 'cdev' : 'group');
       assert.equal(files[name].transport, 'kernel');
     }
   });
@@ -204,7 +193,11 @@ describe('the driver on real vfio-pci (in a QEMU guest)', {
   it('vfio-ts bind / unbind on e1000e', () => {
     const [bind, unbind, rebind, missing] = cli;
     assert.equal(bind?.status, 0, bind?.out);
-    assert.match(bind!.out, /bound to vfio-pci \(was unbound\), IOMMU group \d+/);
+    assert.match(bind!.out, /bound to vfio-pci \(was unbound\), IOMMU group \d+: /);
+    // The device nodes that open it: the group's where the kernel has groups, the cdev's where
+    // it has iommufd (7.3-cdev: only the cdev).
+    assert.equal(/: \/dev\/vfio\/\d+/.test(bind!.out), GROUPS, bind!.out);
+    assert.equal(/\/dev\/vfio\/devices\/vfio\d+/.test(bind!.out), IOMMUFD, bind!.out);
     assert.equal(unbind?.status, 0, unbind?.out);
     assert.equal(JSON.parse(unbind!.out).driver, undefined);
     assert.equal(rebind?.status, 0, rebind?.out);
@@ -216,18 +209,26 @@ describe('the driver on real vfio-pci (in a QEMU guest)', {
   it('vfio-ts info <pci-address> on a kernel device, plain and --json', () => {
     const [json, plain] = cli.slice(4);
     assert.equal(json?.status, 0, json?.out);
-    const report = JSON.parse(json!.out) as { numRegions?: number; target?: string };
+    const report = JSON.parse(json!.out) as { numRegions?: number; opened?: { path: string } };
     assert.equal(report.numRegions, 9, json!.out);
+    assert.equal(report.opened?.path, IOMMUFD ? 'cdev' : 'group', json!.out);
     assert.equal(plain?.status, 0, plain?.out);
     assert.match(plain!.out, /8086:10d3|10d3/i);
+    assert.match(
+      plain!.out,
+      IOMMUFD
+        ? /VFIO: kernel, device cdev \/dev\/vfio\/devices\/vfio\d+ bound to \/dev\/iommu \(devid \d+, IOAS \d+\)/
+        : /VFIO: kernel, group \/dev\/vfio\/\d+ in container \/dev\/vfio\/vfio/,
+    );
   });
 
-  it('no iommufd device cdev in these kernels: auto picks the group path, forcing cdev is ENODEV', async () => {
+  it('no iommufd device cdev in the Debian kernels: auto picks the group path, forcing cdev is ENODEV', async (t) => {
+    if (IOMMUFD) return t.skip('this kernel has iommufd (on-hardware-iommufd.ts tests the cdev path)');
     assert.equal(kernelPathFor(bdf.ivshmem), 'group');
     await assert.rejects(openKernelDevice(bdf.ivshmem, { path: 'cdev' }), (e: unknown) => {
       assert.ok(e instanceof VfioError);
       assert.equal(e.errno, Errno.ENODEV);
-      assert.match(e.message, /CONFIG_VFIO_DEVICE_CDEV/);
+      assert.match(e.message, /CONFIG_IOMMUFD/);
       return true;
     });
   });
@@ -367,29 +368,16 @@ describe('the driver on real vfio-pci (in a QEMU guest)', {
     assert.equal(await devs.edu.read32(0, 4), ~0x12345678 >>> 0);
   });
 
-  it('DMA: edu copies from process memory mapped through the IOMMU (VFIO_IOMMU_MAP_DMA)', async () => {
+  it('DMA: edu copies from process memory mapped through the IOMMU (VFIO_IOMMU_MAP_DMA, or IOMMU_IOAS_MAP_FILE on the cdev path)', async () => {
     const mem = allocateShared('edu-dma', 4096);
     const iova = 0x10_0000n; // edu's DMA mask is 28 bits
     try {
       for (let i = 0; i < 256; i++) mem.bytes[i] = (i ^ 0xa5) & 0xff;
       await devs.edu.dmaMap(iova, { fd: mem.fd, size: mem.size, bytes: mem.bytes });
-      // Bus mastering on (command bit 2), then edu's DMA: RAM (iova) -> its buffer at 0x40000.
-      const cmd = await devs.edu.readConfig(4, 2);
-      await devs.edu.writeConfig(4, new Uint8Array([cmd[0]! | 0x06, cmd[1]!]));
-      const dma = async (src: number, dst: number, cmd: number) => {
-        await devs.edu.write32(0, 0x80, src);
-        await devs.edu.write32(0, 0x84, 0);
-        await devs.edu.write32(0, 0x88, dst);
-        await devs.edu.write32(0, 0x8c, 0);
-        await devs.edu.write32(0, 0x90, 256);
-        await devs.edu.write32(0, 0x98, cmd);
-        const until = Date.now() + 2000;
-        while ((await devs.edu.read32(0, 0x98)) & 1 && Date.now() < until)
-          await new Promise((r) => setTimeout(r, 5));
-      };
+      await enableBusMaster(devs.edu);
       // QEMU's edu has no MMIO window on its DMA buffer: copy RAM -> buffer -> RAM and compare.
-      await dma(Number(iova), 0x40000, 1);
-      await dma(0x40000, Number(iova) + 2048, 3);
+      await eduDma(devs.edu, 'toDevice', iova, 256);
+      await eduDma(devs.edu, 'toRam', iova + 2048n, 256);
       assert.deepEqual([...mem.bytes.subarray(2048, 2048 + 256)], [...mem.bytes.subarray(0, 256)]);
       await devs.edu.dmaUnmap(iova, 4096n);
     } finally {
@@ -489,14 +477,18 @@ describe('the driver on real vfio-pci (in a QEMU guest)', {
       );
   });
 
-  it('vfio-ts bind with the vfio-pci module not loaded: ENODEV, naming the module (run before modprobe)', () => {
+  it('vfio-ts bind with the vfio-pci module not loaded: ENODEV, naming the module (run before modprobe)', (t) => {
+    if (!VFIO_PCI_MODULE) return t.skip('vfio-pci is built into this kernel');
     assert.ok(existsSync(NO_MODULE_OUT), `${NO_MODULE_OUT} missing: in-guest.test.ts's script writes it`);
     const out = readFileSync(NO_MODULE_OUT, 'utf8');
     assert.match(out, /status=1/, out);
     assert.match(out, /ENODEV.*vfio-pci module is not loaded/, out);
   });
 
-  it('a group made not viable by a device behind the same bridge: bind and open fail EBUSY naming it; pci-stub and a driverless bridge are fine', async () => {
+  it('a group made not viable by a device behind the same bridge: bind fails EBUSY and open EBUSY (group path) or EPERM (cdev path), naming it; pci-stub and a driverless bridge are fine', async () => {
+    // The group path reads VFIO_GROUP_GET_STATUS (EBUSY from the backend); the cdev path's
+    // VFIO_DEVICE_BIND_IOMMUFD is EPERM (iommu_device_claim_dma_owner: another owner).
+    const refused = IOMMUFD ? 'EPERM' : 'EBUSY';
     const group = iommuGroup(bridged.edu);
     assert.equal(
       iommuGroup(bridged.rng),
@@ -518,10 +510,10 @@ describe('the driver on real vfio-pci (in a QEMU guest)', {
     assert.equal(boundDriver(bridged.edu), 'vfio-pci');
     const info = more.get('info bridged-edu')!;
     assert.equal(info.status, 1, info.out);
-    assert.match(info.out, new RegExp(`EBUSY.*${bridged.rng} \\(virtio-pci\\)`));
+    assert.match(info.out, new RegExp(`${refused}.*${bridged.rng} \\(virtio-pci\\)`));
     await assert.rejects(openKernelDevice(bridged.edu), (e: unknown) => {
       assert.ok(e instanceof VfioError);
-      assert.equal(e.errno, Errno.EBUSY);
+      assert.equal(e.code, refused);
       assert.match(e.message, new RegExp(`${bridged.rng} \\(virtio-pci\\)`));
       return true;
     });

@@ -55,7 +55,7 @@ import {
   O_RDWR,
   openPath,
 } from '../../src/native/index.js';
-import { putU32, putU64, u32, u64 } from '../../src/wire/vfio.js';
+import { hotResetStruct, putU32, putU64, u32, u64 } from '../../src/wire/vfio.js';
 
 export interface ProbeCase {
   readonly name: string;
@@ -289,6 +289,14 @@ export class Prober {
         return b;
       })(),
     );
+    // The group list against how the fd was opened (vfio_pci_ioctl_pci_hot_reset): 7.3 refuses an
+    // empty list on a group fd and a list on a cdev fd; 6.1 probes the reset first (ENODEV).
+    const reset = (count: number, fds: number) =>
+      hotResetStruct.encode({ argsz: hotResetStruct.size + 4 * fds, count }, 64 - hotResetStruct.size);
+    await this.io('ioctl PCI_HOT_RESET count=0', VFIO_DEVICE_PCI_HOT_RESET, reset(0, 0));
+    const one = reset(1, 1);
+    new DataView(one.buffer).setInt32(hotResetStruct.offsetOf('group_fds'), -1, true);
+    await this.io('ioctl PCI_HOT_RESET count=1 fd -1', VFIO_DEVICE_PCI_HOT_RESET, one);
     await this.io('ioctl QUERY_GFX_PLANE', VFIO_DEVICE_QUERY_GFX_PLANE, zero(128, 72));
     await this.io('ioctl IOEVENTFD argsz=4', VFIO_DEVICE_IOEVENTFD, zero(64, 4));
     const ioe = zero(64, 32);

@@ -164,14 +164,19 @@ describe('bind helpers over a fake sysfs', () => {
     assert.equal(vfioCdevName('0000:00:03.0', devices), undefined);
     assert.equal(vfioCdevName('0000:00:1f.0', devices), undefined, 'no such device');
   });
-  test('kernelPathFor: cdev only with both /dev/iommu and a vfio-dev cdev', () => {
+  test('kernelPathFor: cdev only with /dev/iommu, a vfio-dev name and its /dev/vfio/devices node', () => {
     const iommu = join(root, 'iommu');
     writeFileSync(iommu, '');
     const none = join(root, 'no-iommu');
-    assert.equal(kernelPathFor('0000:00:08.0', devices, iommu), 'cdev');
-    assert.equal(kernelPathFor('0000:00:08.0', devices, none), 'group');
-    assert.equal(kernelPathFor('0000:00:09.0', devices, iommu), 'group');
-    assert.equal(kernelPathFor('0000:00:04.0', devices, iommu), 'group');
+    const cdevs = join(root, 'vfio-devices');
+    mkdirSync(cdevs, { recursive: true });
+    writeFileSync(join(cdevs, 'vfio3'), '');
+    assert.equal(kernelPathFor('0000:00:08.0', devices, iommu, cdevs), 'cdev');
+    assert.equal(kernelPathFor('0000:00:08.0', devices, none, cdevs), 'group');
+    assert.equal(kernelPathFor('0000:00:09.0', devices, iommu, cdevs), 'group');
+    assert.equal(kernelPathFor('0000:00:04.0', devices, iommu, cdevs), 'group');
+    // Debian's kernels: sysfs names vfio3, but there is no cdev node (no CONFIG_VFIO_DEVICE_CDEV).
+    assert.equal(kernelPathFor('0000:00:08.0', devices, iommu, join(root, 'no-cdevs')), 'group');
   });
   test('resourceRange reads sysfs resource; iomemRelaxed reads the command line', () => {
     assert.deepEqual(resourceRange('0000:00:03.0', 2, devices), { start: 0xfe000000n, end: 0xfe400000n });
