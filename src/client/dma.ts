@@ -16,7 +16,7 @@
 import { Errno } from '../abi/errno.js';
 import { VfioUserCommand as C, VfioUserDmaMapFlags } from '../abi/vfio-user.js';
 import type { DmaMemory } from '../driver/file.js';
-import { fail } from '../errors.js';
+import { fail, MalformedError, VfioError } from '../errors.js';
 import {
   type DmaLayout,
   decodeDmaReadRequest,
@@ -26,7 +26,7 @@ import {
   encodeDmaUnmap,
   encodeDmaWriteReply,
 } from '../wire/vfio-user.js';
-import { type Connection, decodeOrProto } from './connection.js';
+import type { Connection } from './connection.js';
 
 interface LocalDma {
   readonly iova: bigint;
@@ -88,14 +88,14 @@ export class ClientDma {
   serve(command: number, payload: Uint8Array, layout: DmaLayout): Uint8Array {
     if (command === C.DMA_READ) {
       const op = 'VFIO_USER_DMA_READ';
-      const q = decodeOrProto(op, () => decodeDmaReadRequest(payload, layout));
+      const q = decodeCommand(op, () => decodeDmaReadRequest(payload, layout));
       this.#checkSize(op, q.count);
       const { d, off } = this.#find(op, q.address, q.count, false);
       return encodeDmaReadReply({ address: q.address, data: d.bytes.subarray(off, off + q.count) }, layout);
     }
     if (command === C.DMA_WRITE) {
       const op = 'VFIO_USER_DMA_WRITE';
-      const q = decodeOrProto(op, () => decodeDmaWriteRequest(payload, layout));
+      const q = decodeCommand(op, () => decodeDmaWriteRequest(payload, layout));
       this.#checkSize(op, q.data.length);
       const { d, off } = this.#find(op, q.address, q.data.length, true);
       d.bytes.set(q.data, off);
@@ -120,5 +120,15 @@ export class ClientDma {
   /** Forgets every range (the client closes). */
   clear(): void {
     this.#ranges = [];
+  }
+}
+
+/** A server command we cannot decode is answered EINVAL, as a server answers a client's. */
+function decodeCommand<T>(op: string, decode: () => T): T {
+  try {
+    return decode();
+  } catch (e) {
+    if (e instanceof MalformedError) throw new VfioError(e.errno, op, e.message);
+    throw e;
   }
 }
