@@ -219,7 +219,7 @@ export const DEVICE_SCENARIOS: readonly Scenario[] = [
       return srv.reply(s, encodeRegionReadReply({ ...q, data: new Uint8Array(q.count - 1) }));
     }),
     run: (x) => describeDevice(x.dev),
-    expect: { code: 'EIO', op: 'VFIO_USER_REGION_READ', detail: /47 of 48 bytes/ },
+    expect: { code: 'EIO', op: 'VFIO_USER_REGION_READ', detail: /region 7 at 0x0: \d+ of \d+ bytes/ },
   },
   {
     name: 'a read answered with more bytes than asked',
