@@ -16,7 +16,7 @@ describe('vfio-user client fuzz (mutated server replies)', () => {
     [34, 'ivshmem'],
   ] as const) {
     it(`${device}, seed ${seed}: only VfioError/MalformedError, guards untouched, no fd leak`, async () => {
-      const s = await fuzzClient({ seed, iterations: 60, device });
+      const s = await fuzzClient({ seed, iterations: 50, device });
       console.log(summary(s));
       assert.deepEqual(s.crashes, [], s.crashes.join('\n'));
       assert.deepEqual(s.leaks, []);

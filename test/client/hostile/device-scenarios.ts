@@ -135,14 +135,37 @@ const untouched = (b: Uint8Array) =>
     'the server wrote client memory',
   );
 
+/**
+ * Maps 8 KiB at IOVA (unmapped again first when `unmap`), then the server sends DMA_WRITE
+ * `payload` (or `data` at `address`): whatever the answer, our memory must still be all zero.
+ */
+async function strayWrite(
+  x: Ctx,
+  to: { address?: bigint; data?: Uint8Array; payload?: Uint8Array },
+  opts: { access?: { read: boolean; write: boolean }; unmap?: boolean } = {},
+): Promise<void> {
+  const m = await mapped(x, 8192, opts.access);
+  if (opts.unmap) await x.client.dmaUnmap(IOVA, 8192n);
+  try {
+    if (to.payload) replyOutcome(await x.srv.call(C.DMA_WRITE, to.payload));
+    else await dmaWrite(x.srv, to.address ?? IOVA, to.data ?? Uint8Array.of(1));
+  } finally {
+    untouched(m.bytes);
+  }
+}
+
+/** DEVICE_GET_INFO answered with these counts. */
+const infoSays = (numRegions: number, numIrqs: number) =>
+  on(C.DEVICE_GET_INFO, (s, srv) =>
+    srv.reply(s, encodeDeviceInfo({ argsz: 16, flags: 3, numRegions, numIrqs })),
+  );
+
 export const DEVICE_SCENARIOS: readonly Scenario[] = [
   // -------------------------------------------------------------------------- device info
   {
     name: 'num_regions 0xffffffff: refused at once, no region asked for',
     kind: 'device info',
-    answer: on(C.DEVICE_GET_INFO, (s, srv) =>
-      srv.reply(s, encodeDeviceInfo({ argsz: 16, flags: 3, numRegions: 0xffffffff, numIrqs: 5 })),
-    ),
+    answer: infoSays(0xffffffff, 5),
     run: (x) => describeDevice(x.dev),
     expect: { code: 'EPROTO', op: 'VFIO_USER_DEVICE_GET_INFO', detail: /num_regions 4294967295 > 100/ },
     after: (x) => assert.equal(x.srv.count(C.DEVICE_GET_REGION_INFO), 0),
@@ -150,9 +173,7 @@ export const DEVICE_SCENARIOS: readonly Scenario[] = [
   {
     name: 'num_irqs 0xffffffff',
     kind: 'device info',
-    answer: on(C.DEVICE_GET_INFO, (s, srv) =>
-      srv.reply(s, encodeDeviceInfo({ argsz: 16, flags: 3, numRegions: 9, numIrqs: 0xffffffff })),
-    ),
+    answer: infoSays(9, 0xffffffff),
     run: (x) => describeDevice(x.dev),
     expect: { code: 'EPROTO', op: 'VFIO_USER_DEVICE_GET_INFO', detail: /num_irqs 4294967295 > 50/ },
   },
@@ -516,14 +537,7 @@ export const DEVICE_SCENARIOS: readonly Scenario[] = [
     name: 'a DMA_WRITE larger than the negotiated max_data_xfer_size lands nowhere',
     kind: 'DMA requests',
     caps: { maxDataXferSize: 4096 },
-    run: async (x) => {
-      const m = await mapped(x);
-      try {
-        await dmaWrite(x.srv, IOVA, new Uint8Array(4097).fill(0xee));
-      } finally {
-        untouched(m.bytes);
-      }
-    },
+    run: (x) => strayWrite(x, { data: new Uint8Array(4097).fill(0xee) }),
     expect: { code: 'E2BIG', op: 'VFIO_USER_DMA_WRITE' },
   },
   {
@@ -546,15 +560,7 @@ export const DEVICE_SCENARIOS: readonly Scenario[] = [
   {
     name: 'a DMA_WRITE after the unmap',
     kind: 'DMA requests',
-    run: async (x) => {
-      const m = await mapped(x);
-      await x.client.dmaUnmap(IOVA, 8192n);
-      try {
-        await dmaWrite(x.srv, IOVA + 4096n, Uint8Array.of(1, 2, 3));
-      } finally {
-        untouched(m.bytes);
-      }
-    },
+    run: (x) => strayWrite(x, { address: IOVA + 4096n, data: Uint8Array.of(1, 2, 3) }, { unmap: true }),
     expect: { code: 'EFAULT', op: 'VFIO_USER_DMA_WRITE' },
   },
   {
@@ -569,27 +575,13 @@ export const DEVICE_SCENARIOS: readonly Scenario[] = [
   {
     name: 'a DMA_WRITE straddling the end of a mapping',
     kind: 'DMA requests',
-    run: async (x) => {
-      const m = await mapped(x);
-      try {
-        await dmaWrite(x.srv, IOVA + 8190n, Uint8Array.of(1, 2, 3, 4));
-      } finally {
-        untouched(m.bytes);
-      }
-    },
+    run: (x) => strayWrite(x, { address: IOVA + 8190n, data: Uint8Array.of(1, 2, 3, 4) }),
     expect: { code: 'EFAULT', op: 'VFIO_USER_DMA_WRITE' },
   },
   {
     name: 'a DMA_WRITE into a read-only mapping',
     kind: 'DMA requests',
-    run: async (x) => {
-      const m = await mapped(x, 8192, { read: true, write: false });
-      try {
-        await dmaWrite(x.srv, IOVA, Uint8Array.of(1));
-      } finally {
-        untouched(m.bytes);
-      }
-    },
+    run: (x) => strayWrite(x, {}, { access: { read: true, write: false } }),
     expect: { code: 'EPERM', op: 'VFIO_USER_DMA_WRITE' },
   },
   {
@@ -604,15 +596,10 @@ export const DEVICE_SCENARIOS: readonly Scenario[] = [
   {
     name: 'a DMA_WRITE whose count is not its data length',
     kind: 'DMA requests',
-    run: async (x) => {
-      const m = await mapped(x);
-      const p = new Uint8Array([...u32(Number(IOVA), 0), ...u32(64, 0), ...new Uint8Array(8).fill(9)]);
-      try {
-        replyOutcome(await x.srv.call(C.DMA_WRITE, p));
-      } finally {
-        untouched(m.bytes);
-      }
-    },
+    run: (x) =>
+      strayWrite(x, {
+        payload: new Uint8Array([...u32(Number(IOVA), 0), ...u32(64, 0), ...new Uint8Array(8).fill(9)]),
+      }),
     expect: { code: 'EINVAL', op: 'VFIO_USER_DMA_WRITE', detail: /the client answered/ },
   },
   {
