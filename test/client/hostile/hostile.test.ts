@@ -12,11 +12,12 @@ import { VfioDevice } from '../../../src/driver/device.js';
 import { MalformedError, VfioError } from '../../../src/errors.js';
 import { closeFd, openFdCount } from '../../../src/native/index.js';
 import { DEVICE_SCENARIOS } from './device-scenarios.js';
+import { MEMORY_SCENARIOS } from './memory-scenarios.js';
 import { HONEST_CAPS, HostileServer } from './server.js';
 import { type Ctx, memoryNow, type Scenario, sleep } from './table.js';
 import { WIRE_SCENARIOS } from './wire-scenarios.js';
 
-const ALL = [...WIRE_SCENARIOS, ...DEVICE_SCENARIOS];
+const ALL = [...WIRE_SCENARIOS, ...DEVICE_SCENARIOS, ...MEMORY_SCENARIOS];
 /** Generous: the machine is shared; only the silence scenarios rely on a short timeout. */
 const TIMEOUT_MS = 5000;
 /** What one scenario may leave behind in ArrayBuffers and heap once collected. */
