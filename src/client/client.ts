@@ -15,42 +15,57 @@
  *
  * Write combining (docs/vfio-user-wc.md): every grant comes with one fd whose offset R is BAR
  * offset R; the client records the attribute it asked for on the mappings it makes.
+ *
+ * The server is not trusted (docs/robustness.md, "The client"): every reply is checked against
+ * the bytes received and the limits of limits.ts, every fd is closed unless the protocol gives
+ * it a use, every fd is checked before it is mapped (mappings.ts), and every failure is a
+ * VfioError whose `op` names the command (VFIO_USER_...) or call (mmap) that failed.
  */
 import { Errno } from '../abi/errno.js';
 import {
   VFIO_PCI_CONFIG_REGION_INDEX,
-  VFIO_PCI_OFFSET_SHIFT,
-  VFIO_REGION_INFO_FLAG_MMAP,
   VFIO_REGION_INFO_FLAG_READ,
   VFIO_REGION_INFO_FLAG_WRITE,
 } from '../abi/vfio.js';
-import { VfioUserCommand as C } from '../abi/vfio-user.js';
-import type { MappingPath, MemoryAttribute } from '../core/device.js';
-import { PAGE_SIZE, roundUp } from '../core/offsets.js';
+import { VfioUserCommand as C, vfio_user_region_access } from '../abi/vfio-user.js';
 import type { DmaMemory, Mapping, VfioDeviceFile } from '../driver/file.js';
 import { fail, VfioError } from '../errors.js';
-import { closeFd, MAP_SHARED, mmap, PROT_READ, PROT_WRITE, unixConnect } from '../native/index.js';
+import { closeFd, unixConnect } from '../native/index.js';
 import {
   decodeRegionReadReply,
   decodeRegionWriteReply,
   encodeRegionReadRequest,
   encodeRegionWriteRequest,
 } from '../wire/vfio-user.js';
-import { Connection, closeFds, decodeOrProto } from './connection.js';
+import { Connection, decodeOrProto } from './connection.js';
 import { ClientDma } from './dma.js';
 import { type DmaBuf, type IoctlContext, ioctl } from './ioctl.js';
-import { type ClientNegotiated, negotiate, type VersionOptions } from './negotiate.js';
-import { ClientOffsets, inRegionWindows } from './offsets.js';
+import {
+  CLIENT_REQUEST_TIMEOUT_MS,
+  clientMessageSize,
+  DEFAULT_UNSEALED_FD_POLICY,
+  type UnsealedFdPolicy,
+} from './limits.js';
+import { ClientMappings } from './mappings.js';
+import { type ClientNegotiated, negotiate, proposal, type VersionOptions } from './negotiate.js';
+import { ClientOffsets } from './offsets.js';
 import { type RegionState, RegionTable } from './regions.js';
 
 /** REGION_READ/REGION_WRITE pieces of one pread/pwrite sent before the first reply is needed. */
 export const MAX_CHUNKS_IN_FLIGHT = 8;
+/** Longest per-request timeout accepted (setTimeout's limit, 2^31-1 ms). */
+const MAX_TIMEOUT_MS = 0x7fff_ffff;
 
 export interface ClientOptions extends VersionOptions {
-  /** Per-request timeout in ms (default 10 s). */
+  /**
+   * Per-request timeout in ms (default CLIENT_REQUEST_TIMEOUT_MS, 10 s). A request without a
+   * reply by then fails ETIMEDOUT and the connection is dropped.
+   */
   readonly timeoutMs?: number;
   /** connect(2) timeout in ms. */
   readonly connectTimeoutMs?: number;
+  /** Region, cookie and dma-buf fds without F_SEAL_SHRINK: refuse to map them (default) or map. */
+  readonly unsealedFds?: UnsealedFdPolicy;
 }
 
 export class VfioUserClient implements VfioDeviceFile {
@@ -62,13 +77,14 @@ export class VfioUserClient implements VfioDeviceFile {
   readonly #dmabufs = new Map<number, DmaBuf>();
   readonly #dma: ClientDma;
   readonly #ioctl: IoctlContext;
-  #mappings = new Set<Mapping>();
+  readonly #mappings: ClientMappings;
   #closed = false;
 
-  private constructor(conn: Connection) {
+  private constructor(conn: Connection, maxDataXferSize: number, unsealed: UnsealedFdPolicy) {
     this.#conn = conn;
     this.#regions = new RegionTable(conn, this.#offsets);
-    this.#dma = new ClientDma(conn);
+    this.#mappings = new ClientMappings(this.#regions, this.#offsets, this.#dmabufs, unsealed);
+    this.#dma = new ClientDma(conn, () => this.#negotiated?.maxDataXferSize ?? maxDataXferSize);
     this.#ioctl = {
       conn,
       negotiated: () => this.negotiated,
@@ -83,14 +99,29 @@ export class VfioUserClient implements VfioDeviceFile {
 
   /** Connects to the server's socket at `path` and negotiates. */
   static async connect(path: string, opts: ClientOptions = {}): Promise<VfioUserClient> {
+    checkOptions(opts);
     const fd = unixConnect(path, opts.connectTimeoutMs);
     return VfioUserClient.fromFd(fd, opts);
   }
 
-  /** Takes a connected socket (a socketpair end in tests) and negotiates. */
+  /**
+   * Takes a connected socket (a socketpair end in tests) and negotiates. The socket is ours from
+   * here on: closed on every failure, options refused included.
+   */
   static async fromFd(fd: number, opts: ClientOptions = {}): Promise<VfioUserClient> {
-    const conn = new Connection(fd, opts.timeoutMs === undefined ? {} : { timeoutMs: opts.timeoutMs });
-    const c = new VfioUserClient(conn);
+    let ours: ReturnType<typeof proposal>;
+    try {
+      ours = checkOptions(opts);
+    } catch (e) {
+      closeFd(fd);
+      throw e;
+    }
+    const conn = new Connection(fd, {
+      timeoutMs: opts.timeoutMs ?? CLIENT_REQUEST_TIMEOUT_MS,
+      maxMessageSize: clientMessageSize(ours.maxDataXferSize),
+      maxMsgFds: ours.maxMsgFds,
+    });
+    const c = new VfioUserClient(conn, ours.maxDataXferSize, opts.unsealedFds ?? DEFAULT_UNSEALED_FD_POLICY);
     try {
       c.#negotiated = await negotiate(conn, opts);
     } catch (e) {
@@ -150,47 +181,64 @@ export class VfioUserClient implements VfioDeviceFile {
 
   /**
    * REGION_READ in pieces of max_data_xfer_size, up to MAX_CHUNKS_IN_FLIGHT at once (replies are
-   * matched by msg_id, so their order does not matter). A short piece ends the read there.
+   * matched by msg_id, so their order does not matter). `#span` has already cut the access at
+   * the region's end as the kernel does, so every piece lies inside the region: a reply with
+   * fewer bytes than asked is the server failing the access (EIO, as a partial vfio_pci_bar_rw
+   * is never returned), with more it is breaking the protocol (EPROTO; QEMU
+   * hw/vfio-user/device.c vfio_user_device_io_region_read says E2BIG).
    */
   async pread(offset: bigint, length: number): Promise<Uint8Array> {
     this.#assertOpen('pread');
     const op = 'VFIO_USER_REGION_READ';
     const { index, pos, count } = await this.#span(offset, length, false);
     const out = new Uint8Array(count);
-    let end = count;
     await this.#pieces(count, async (at, n) => {
-      const r = await this.#conn.request(C.REGION_READ, [
-        encodeRegionReadRequest({ offset: pos + BigInt(at), region: index, count: n }),
-      ]);
-      closeFds(r.fds);
+      const r = await this.#conn.request(
+        C.REGION_READ,
+        [encodeRegionReadRequest({ offset: pos + BigInt(at), region: index, count: n })],
+        [],
+        { maxReply: vfio_user_region_access.size + n },
+      );
       const d = decodeOrProto(op, () => decodeRegionReadReply(r.payload));
-      if (d.data.length > n) fail(Errno.EPROTO, op, `${d.data.length} bytes for ${n}`);
+      if (d.data.length !== n)
+        fail(
+          Errno.EIO,
+          op,
+          `region ${index} at 0x${(pos + BigInt(at)).toString(16)}: ${d.data.length} of ${n} bytes`,
+        );
       out.set(d.data, at);
-      if (d.data.length < n) end = Math.min(end, at + d.data.length);
     });
-    return end === count ? out : out.subarray(0, end);
+    return out;
   }
 
-  /** REGION_WRITE in pieces, as pread; returns the bytes written up to the first short piece. */
+  /** REGION_WRITE in pieces, as pread; a reply counting other than the bytes sent is EIO. */
   async pwrite(offset: bigint, data: Uint8Array): Promise<number> {
     this.#assertOpen('pwrite');
     const op = 'VFIO_USER_REGION_WRITE';
     const { index, pos, count } = await this.#span(offset, data.length, true);
-    let end = count;
     await this.#pieces(count, async (at, n) => {
-      const r = await this.#conn.request(C.REGION_WRITE, [
-        encodeRegionWriteRequest({
-          offset: pos + BigInt(at),
-          region: index,
-          data: data.subarray(at, at + n),
-        }),
-      ]);
-      closeFds(r.fds);
+      const r = await this.#conn.request(
+        C.REGION_WRITE,
+        [
+          encodeRegionWriteRequest({
+            offset: pos + BigInt(at),
+            region: index,
+            data: data.subarray(at, at + n),
+          }),
+        ],
+        [],
+        // QEMU (vfio_user_device_io_region_write) allows the reply as many bytes as the request.
+        { maxReply: vfio_user_region_access.size + n },
+      );
       const w = decodeOrProto(op, () => decodeRegionWriteReply(r.payload));
-      if (w.count > n) fail(Errno.EPROTO, op, `${w.count} bytes for ${n}`);
-      if (w.count < n) end = Math.min(end, at + w.count);
+      if (w.count !== n)
+        fail(
+          Errno.EIO,
+          op,
+          `region ${index} at 0x${(pos + BigInt(at)).toString(16)}: ${w.count} of ${n} bytes`,
+        );
     });
-    return end;
+    return count;
   }
 
   /** Runs `piece(at, n)` over [0, count) in max_data_xfer_size steps, a bounded number at once. */
@@ -214,97 +262,21 @@ export class VfioUserClient implements VfioDeviceFile {
   }
 
   // -------------------------------------------------------------------------------------------
-  // Mappings
+  // Mappings (mappings.ts: every fd is checked before it is mapped)
   // -------------------------------------------------------------------------------------------
   async mmap(offset: bigint, length: number): Promise<Mapping> {
-    const op = 'mmap';
-    this.#assertOpen(op);
-    if (!Number.isSafeInteger(length) || length <= 0 || offset < 0n || offset % PAGE_SIZE)
-      fail(Errno.EINVAL, op, 'length 0 or offset not page aligned');
-    const len = roundUp(BigInt(length), PAGE_SIZE);
-    let hit = this.#offsets.lookup(offset);
-    if (!hit && inRegionWindows(offset)) {
-      await this.#regions.getOrEinval(Number(offset >> VFIO_PCI_OFFSET_SHIFT), op);
-      hit = this.#offsets.lookup(offset);
-    }
-    if (!hit) return fail(Errno.EINVAL, op, `offset 0x${offset.toString(16)}`);
-    const pos = offset - hit.base;
-    if (hit.owner.kind === 'cookie') {
-      const c = hit.owner.cookie;
-      if (c.released) fail(Errno.EINVAL, op, 'cookie released');
-      if (pos + len > c.size) fail(Errno.EINVAL, op, 'beyond the BAR');
-      this.#offsets.mapped(c, 1);
-      try {
-        // vfio-user-wc.md §3: the cookie's fd offset 0 is BAR offset 0.
-        return this.#map(c.fd, pos, length, c.attribute, 'cookie', () => this.#offsets.mapped(c, -1));
-      } catch (e) {
-        this.#offsets.mapped(c, -1);
-        throw e;
-      }
-    }
-    const r = await this.#regions.getOrEinval(hit.owner.index, op, true);
-    if (!(r.flags & VFIO_REGION_INFO_FLAG_MMAP) || r.fd === undefined)
-      fail(Errno.EINVAL, op, `region ${r.index} cannot be mapped`);
-    if (pos + len > roundUp(r.size, PAGE_SIZE)) fail(Errno.EINVAL, op, 'beyond the region');
-    if (r.sparse && !r.sparse.some((a) => pos >= a.offset && pos + len <= a.offset + a.size))
-      fail(Errno.EINVAL, op, 'outside the sparse mmap areas');
-    return this.#map(
-      r.fd,
-      r.fdOffset + pos,
-      length,
-      r.alias ? 'wc' : 'uc',
-      r.alias ? 'alias-region' : 'region',
-    );
+    this.#assertOpen('mmap');
+    return this.#mappings.mmap(offset, length);
   }
 
   async mmapDmaBuf(fd: number, offset: bigint, length: number): Promise<Mapping> {
-    const op = 'mmap dma-buf';
-    this.#assertOpen(op);
-    const d = this.#dmabufs.get(fd) ?? fail(Errno.EBADF, op, `fd ${fd}`);
-    if (!Number.isSafeInteger(length) || length <= 0 || offset < 0n || offset % PAGE_SIZE)
-      fail(Errno.EINVAL, op, 'alignment');
-    // vfio-user-wc.md §2: dma-buf offset X inside range k is fd offset ranges[k].offset + (X - L(k)).
-    let at = offset;
-    for (const r of d.ranges) {
-      if (at < r.length) {
-        if (at + BigInt(length) > r.length) fail(Errno.EINVAL, op, 'mapping spans two ranges');
-        return this.#map(fd, r.offset + at, length, d.attribute, 'dma-buf');
-      }
-      at -= r.length;
-    }
-    return fail(Errno.EINVAL, op, 'beyond the dma-buf');
-  }
-
-  #map(
-    fd: number,
-    fdOffset: bigint,
-    length: number,
-    attribute: MemoryAttribute,
-    via: MappingPath,
-    onUnmap?: () => void,
-  ): Mapping {
-    const m = mmap(fd, fdOffset, length, PROT_READ | PROT_WRITE, MAP_SHARED);
-    let live = true;
-    const mapping: Mapping = {
-      bytes: m.bytes,
-      length,
-      attribute,
-      via,
-      unmap: () => {
-        if (!live) return;
-        live = false;
-        m.unmap();
-        this.#mappings.delete(mapping);
-        onUnmap?.();
-      },
-    };
-    this.#mappings.add(mapping);
-    return mapping;
+    this.#assertOpen('mmap dma-buf');
+    return this.#mappings.mmapDmaBuf(fd, offset, length);
   }
 
   /** Live mappings made through this client. */
   get mappingCount(): number {
-    return this.#mappings.size;
+    return this.#mappings.count;
   }
 
   async closeFd(fd: number): Promise<void> {
@@ -328,7 +300,7 @@ export class VfioUserClient implements VfioDeviceFile {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    for (const m of [...this.#mappings]) m.unmap();
+    this.#mappings.close();
     this.#regions.close();
     for (const fd of this.#dmabufs.keys()) closeFd(fd);
     this.#dmabufs.clear();
@@ -341,4 +313,15 @@ export class VfioUserClient implements VfioDeviceFile {
   #assertOpen(op: string): void {
     if (this.#closed) throw new VfioError(Errno.EBADF, op, 'client closed');
   }
+}
+
+/** The options checked together before a socket is touched: EINVAL for any out of range. */
+function checkOptions(opts: ClientOptions): ReturnType<typeof proposal> {
+  const t = opts.timeoutMs;
+  if (t !== undefined && (!Number.isInteger(t) || t < 1 || t > MAX_TIMEOUT_MS))
+    fail(Errno.EINVAL, 'VfioUserClient', `timeoutMs ${t} outside 1..${MAX_TIMEOUT_MS}`);
+  const u = opts.unsealedFds;
+  if (u !== undefined && u !== 'refuse' && u !== 'map')
+    fail(Errno.EINVAL, 'VfioUserClient', `unsealedFds ${String(u)} is not 'refuse' or 'map'`);
+  return proposal(opts);
 }

@@ -7,12 +7,23 @@
  * send queue that survives EAGAIN). Frames it hands over are views into its receive buffer, so
  * every payload kept here is copied.
  *
+ * Every reply is hostile input (docs/robustness.md, "The client"). The framer takes messages up
+ * to `maxMessageSize` and holds at most `maxMsgFds` fds for a message still arriving (fds
+ * beyond it are closed as they are read, as the server's own channel does). A reply must name
+ * the command it answers, bring no more fds than its request allows (QEMU hw/vfio-user/proxy.c
+ * vfio_user_recv_one: "unexpected FDs") and no more bytes than it may hold ("reply larger than
+ * recv buffer"): else the request fails EPROTO and every fd that came with it is closed.
+ *
  * Message ids: the spec ("Header") says only that the reply echoes the command's msg_id; ids are
  * the sender's business. Ours count up from 1 (mod 2^16), skipping ids still waiting for a reply.
  *
- * A broken connection (EOF, a framing error, a send error) rejects every pending request with
- * VfioError(ECONNRESET), closes every fd still held (framer, queue) and the socket, and makes
- * every later request fail the same way.
+ * A request without a reply in `timeoutMs` fails ETIMEDOUT and takes the connection down with
+ * it: a late reply must never be matched to a later request that reuses its msg_id, and a
+ * server that stopped answering one request is not trusted with the next.
+ *
+ * A broken connection (EOF, a framing error, a send error, a timeout) rejects every pending
+ * request with VfioError(ECONNRESET) naming its command and the cause, closes every fd still
+ * held (framer, queue) and the socket, and makes every later request fail the same way.
  */
 import { Errno } from '../abi/errno.js';
 import { VFIO_USER_MAX_ERRNO, VfioUserFlags, vfioUserCommandName } from '../abi/vfio-user.js';
@@ -20,31 +31,52 @@ import { MalformedError, VfioError } from '../errors.js';
 import { closeFd } from '../native/index.js';
 import { type CloseReason, SocketChannel } from '../server/channel.js';
 import { checkHeader, type Frame, isErrorReply, isNoReply, isReply, replyErrno } from '../wire/vfio-user.js';
+import {
+  CLIENT_MAX_DATA_XFER_SIZE,
+  CLIENT_MAX_MSG_FDS,
+  CLIENT_REQUEST_TIMEOUT_MS,
+  clientMessageSize,
+  MAX_FIXED_REPLY,
+} from './limits.js';
 
 /** Default time a request may wait for its reply. */
-export const DEFAULT_REQUEST_TIMEOUT_MS = 10_000;
+export const DEFAULT_REQUEST_TIMEOUT_MS = CLIENT_REQUEST_TIMEOUT_MS;
 /** msg_id is a u16 (spec, "Header"); at most this many requests may be outstanding at once. */
 export const MAX_PENDING_REQUESTS = 0xffff;
 
 export interface Reply {
   /** The reply's payload (a copy, owned by the caller). */
   readonly payload: Uint8Array;
-  /** Fds that came with the reply; the caller owns and closes them. */
+  /** Fds that came with the reply (no more than the request allowed); the caller closes them. */
   readonly fds: number[];
+}
+
+/** What a request allows its reply to carry. */
+export interface RequestOptions {
+  /** Most fds the reply may bring (default 0: a reply with any fd is EPROTO). */
+  readonly replyFds?: number;
+  /** Largest reply payload in bytes (default MAX_FIXED_REPLY). */
+  readonly maxReply?: number;
 }
 
 /** Answers a server-to-client command: the reply payload, or throw VfioError for an error reply. */
 export type CommandHandler = (command: number, payload: Uint8Array) => Promise<Uint8Array> | Uint8Array;
 
 export interface ConnectionOptions {
-  /** Per-request timeout in ms (default DEFAULT_REQUEST_TIMEOUT_MS). */
+  /** Per-request timeout in ms (default CLIENT_REQUEST_TIMEOUT_MS). */
   readonly timeoutMs?: number;
   /** Called once when the connection ends, whatever the cause. */
   readonly onClose?: (reason: CloseReason) => void;
+  /** Largest message taken from the server (default clientMessageSize(1 MiB)). */
+  readonly maxMessageSize?: number;
+  /** Most fds held for one message (default CLIENT_MAX_MSG_FDS). */
+  readonly maxMsgFds?: number;
 }
 
 interface Pending {
   readonly command: number;
+  readonly replyFds: number;
+  readonly maxReply: number;
   readonly resolve: (r: Reply) => void;
   readonly reject: (e: unknown) => void;
   readonly timer: NodeJS.Timeout;
@@ -58,17 +90,28 @@ export class Connection {
   #closeReason: CloseReason | undefined;
   #handler: CommandHandler | undefined;
   #onClose: ((reason: CloseReason) => void) | undefined;
-  /** Replies that arrived for no pending request (timed out, or a confused peer). */
+  /** Replies that arrived for no pending request (a confused or hostile peer). */
   strayReplies = 0;
 
-  /** Takes ownership of the connected socket `fd`. */
+  /** Takes ownership of the connected socket `fd` (closed here if the channel cannot be made). */
   constructor(fd: number, opts: ConnectionOptions = {}) {
-    this.timeoutMs = opts.timeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
+    this.timeoutMs = opts.timeoutMs ?? CLIENT_REQUEST_TIMEOUT_MS;
     this.#onClose = opts.onClose;
-    this.channel = new SocketChannel(fd, {
-      onFrame: (f) => this.#onFrame(f),
-      onClose: (reason) => this.#closed(reason),
-    });
+    try {
+      this.channel = new SocketChannel(
+        fd,
+        { onFrame: (f) => this.#onFrame(f), onClose: (reason) => this.#closed(reason) },
+        {
+          maxMessageSize: opts.maxMessageSize ?? clientMessageSize(CLIENT_MAX_DATA_XFER_SIZE),
+          maxMsgFds: opts.maxMsgFds ?? CLIENT_MAX_MSG_FDS,
+          // A server-to-client message stalled half-way is dropped after the request timeout.
+          messageStallMs: this.timeoutMs,
+        },
+      );
+    } catch (e) {
+      closeFd(fd);
+      throw e;
+    }
     this.channel.start();
   }
 
@@ -93,13 +136,14 @@ export class Connection {
   /**
    * Sends a command and waits for its reply. `fds` stay the caller's (they have been handed to
    * the kernel when the promise settles). Rejects with VfioError(errno) for an error reply,
-   * ETIMEDOUT after the timeout, ECONNRESET when the connection is or goes down.
+   * EPROTO for a reply that breaks `opts` or names another command, ETIMEDOUT after the timeout
+   * (the connection is then dropped), ECONNRESET when the connection is or goes down.
    */
   request(
     command: number,
     payload: readonly Uint8Array[] = [],
     fds: readonly number[] = [],
-    timeoutMs = this.timeoutMs,
+    opts: RequestOptions = {},
   ): Promise<Reply> {
     const op = vfioUserCommandName(command);
     if (this.closed) return Promise.reject(this.#resetError(op));
@@ -108,13 +152,23 @@ export class Connection {
     let id = this.#nextId;
     while (this.#pending.has(id) || id === 0) id = (id + 1) & 0xffff;
     this.#nextId = (id + 1) & 0xffff;
+    const timeoutMs = this.timeoutMs;
     return new Promise<Reply>((resolve, reject) => {
       const timer = setTimeout(() => {
         if (this.#pending.get(id)?.timer !== timer) return;
         this.#pending.delete(id);
-        reject(new VfioError(Errno.ETIMEDOUT, op, `no reply in ${timeoutMs} ms`));
+        const e = new VfioError(Errno.ETIMEDOUT, op, `no reply in ${timeoutMs} ms`);
+        reject(e);
+        this.channel.close({ kind: 'error', error: e });
       }, timeoutMs);
-      this.#pending.set(id, { command, resolve, reject, timer });
+      this.#pending.set(id, {
+        command,
+        replyFds: opts.replyFds ?? 0,
+        maxReply: opts.maxReply ?? MAX_FIXED_REPLY,
+        resolve,
+        reject,
+        timer,
+      });
       this.channel.sendMessage({ msgId: id, command }, payload, fds);
     });
   }
@@ -133,7 +187,7 @@ export class Connection {
           ? 'server closed the connection'
           : r.kind === 'framing'
             ? `stream broken: ${r.error.message}`
-            : `connection failed: ${r.error instanceof Error ? r.error.message : String(r.error)}`;
+            : `connection dropped: ${r.error instanceof Error ? r.error.message : String(r.error)}`;
     return new VfioError(Errno.ECONNRESET, op, why);
   }
 
@@ -148,35 +202,55 @@ export class Connection {
       return;
     }
     if (isReply(h)) {
-      const p = this.#pending.get(h.msgId);
-      if (!p || p.command !== h.command) {
-        this.strayReplies++;
-        closeFds(f.fds);
-        return;
-      }
-      this.#pending.delete(h.msgId);
-      clearTimeout(p.timer);
-      if (isErrorReply(h)) {
-        closeFds(f.fds);
-        p.reject(
-          new VfioError(replyErrno(h), vfioUserCommandName(h.command), 'server replied with an error'),
-        );
-        return;
-      }
-      p.resolve({ payload: f.payload.slice(), fds: f.fds });
+      this.#onReply(f);
       return;
     }
-    closeFds(f.fds); // no server-to-client command carries fds
+    // No server-to-client command carries fds (spec: DMA_READ, DMA_WRITE): EINVAL, as the
+    // server answers a command with fds it does not take.
+    const fdsCame = f.fds.length + f.droppedFds;
+    closeFds(f.fds);
     const payload = f.payload.slice();
-    void this.#answer(h.msgId, h.command, payload, isNoReply(h));
+    void this.#answer(h.msgId, h.command, payload, isNoReply(h), fdsCame);
   }
 
-  async #answer(msgId: number, command: number, payload: Uint8Array, noReply: boolean): Promise<void> {
+  #onReply(f: Frame): void {
+    const h = f.header;
+    const p = this.#pending.get(h.msgId);
+    if (!p) {
+      this.strayReplies++;
+      closeFds(f.fds);
+      return;
+    }
+    this.#pending.delete(h.msgId);
+    clearTimeout(p.timer);
+    const op = vfioUserCommandName(p.command);
+    if (isErrorReply(h) && h.command === p.command) {
+      closeFds(f.fds);
+      p.reject(new VfioError(replyErrno(h), op, 'server replied with an error'));
+      return;
+    }
+    const problem = replyProblem(f, p);
+    if (problem !== undefined) {
+      closeFds(f.fds);
+      p.reject(new VfioError(Errno.EPROTO, op, problem));
+      return;
+    }
+    p.resolve({ payload: f.payload.slice(), fds: f.fds });
+  }
+
+  async #answer(
+    msgId: number,
+    command: number,
+    payload: Uint8Array,
+    noReply: boolean,
+    fdsCame: number,
+  ): Promise<void> {
+    const op = vfioUserCommandName(command);
     let body: Uint8Array | undefined;
     let error = 0;
     try {
-      if (!this.#handler)
-        throw new VfioError(Errno.EINVAL, vfioUserCommandName(command), 'not a server command');
+      if (fdsCame > 0) throw new VfioError(Errno.EINVAL, op, `${fdsCame} fds on a command that takes none`);
+      if (!this.#handler) throw new VfioError(Errno.EINVAL, op, 'not a server command');
       body = await this.#handler(command, payload);
     } catch (e) {
       const errno = e instanceof VfioError ? e.errno : Errno.EINVAL;
@@ -185,7 +259,12 @@ export class Connection {
     if (noReply || this.closed) return;
     // An error reply is the header alone (spec, "Header").
     const flags = VfioUserFlags.TYPE_REPLY | (error ? VfioUserFlags.ERROR : 0);
-    this.channel.sendMessage({ msgId, command, flags, error }, body ? [body] : []);
+    try {
+      this.channel.sendMessage({ msgId, command, flags, error }, body && !error ? [body] : []);
+    } catch (e) {
+      // A reply we cannot even frame is our bug, never the server's: drop the connection.
+      this.channel.close({ kind: 'error', error: e });
+    }
   }
 
   #closed(reason: CloseReason): void {
@@ -198,6 +277,19 @@ export class Connection {
     }
     this.#onClose?.(reason);
   }
+}
+
+/** What makes `f` no answer to `p`: another command, fds it does not take, too many bytes. */
+function replyProblem(f: Frame, p: Pending): string | undefined {
+  const h = f.header;
+  if (h.command !== p.command)
+    return `the reply to msg_id ${h.msgId} names ${vfioUserCommandName(h.command)}`;
+  const nfds = f.fds.length + f.droppedFds;
+  if (nfds > p.replyFds)
+    return `${nfds} fds on the reply; it takes ${p.replyFds === 0 ? 'none' : `at most ${p.replyFds}`}`;
+  if (f.payload.length > p.maxReply)
+    return `reply of ${f.payload.length} bytes; at most ${p.maxReply} expected`;
+  return undefined;
 }
 
 export function closeFds(fds: readonly number[]): void {

@@ -8,6 +8,10 @@
  *
  * The RFC's SET_REGION_FLAGS has no vfio-user command: ENOTTY, as the kernel answers an unknown
  * ioctl (docs/vfio-user-wc.md §1).
+ *
+ * Replies are checked before they reach the caller's buffer (docs/robustness.md, "The client"):
+ * counts against the limits of limits.ts, indexes against the request, fds only where the
+ * protocol sends one. A reply that breaks them is EPROTO naming the vfio-user command.
  */
 import { readlinkSync } from 'node:fs';
 import { Errno } from '../abi/errno.js';
@@ -36,7 +40,6 @@ import type { MemoryAttribute } from '../core/device.js';
 import { PAGE_SIZE, roundUp } from '../core/offsets.js';
 import { copyArgsz, need } from '../core/uaccess.js';
 import { fail } from '../errors.js';
-import { closeFd } from '../native/index.js';
 import {
   decodeMmapCookie,
   decodeVfioIrqSet,
@@ -58,9 +61,16 @@ import {
   encodeIrqSet,
 } from '../wire/vfio-user.js';
 import { type Connection, closeFds, decodeOrProto } from './connection.js';
+import {
+  CLIENT_MAX_IRQ_COUNT,
+  CLIENT_MAX_IRQS,
+  CLIENT_MAX_REGIONS,
+  MAX_FEATURE_REPLY,
+  MAX_REGION_INFO_REPLY,
+} from './limits.js';
 import type { ClientNegotiated } from './negotiate.js';
-import { type ClientCookie, type ClientOffsets, regionBase } from './offsets.js';
-import { MAX_REGION_INFO_REPLY, type RegionTable } from './regions.js';
+import { type ClientCookie, type ClientOffsets, regionBase, WINDOW } from './offsets.js';
+import type { RegionTable } from './regions.js';
 
 /** A dma-buf the server exported: the BAR ranges and attribute its fd stands for. */
 export interface DmaBuf {
@@ -91,7 +101,7 @@ export async function ioctl(ctx: IoctlContext, request: number, arg: Uint8Array)
     case VFIO_DEVICE_SET_IRQS:
       return setIrqs(ctx, arg);
     case VFIO_DEVICE_RESET:
-      closeFds((await ctx.conn.request(C.DEVICE_RESET)).fds);
+      await ctx.conn.request(C.DEVICE_RESET);
       return 0;
     case VFIO_DEVICE_FEATURE:
       return feature(ctx, arg);
@@ -100,7 +110,12 @@ export async function ioctl(ctx: IoctlContext, request: number, arg: Uint8Array)
   return fail(Errno.ENOTTY, 'ioctl', `request 0x${request.toString(16)} has no vfio-user command`);
 }
 
-/** vfio_pci_ioctl_get_info's checks, then DEVICE_GET_INFO (16 bytes: no cap_offset on the wire). */
+/**
+ * vfio_pci_ioctl_get_info's checks, then DEVICE_GET_INFO (16 bytes: no cap_offset on the wire).
+ * num_regions and num_irqs above QEMU's VFIO_USER_MAX_REGIONS / VFIO_USER_MAX_IRQS are EPROTO
+ * (hw/vfio-user/device.c vfio_user_get_device_info: "defend against a malicious server"; QEMU
+ * says EINVAL): a driver loops over them.
+ */
 async function getInfo(ctx: IoctlContext, arg: Uint8Array): Promise<number> {
   const op = 'VFIO_DEVICE_GET_INFO';
   const argsz = copyArgsz(arg, deviceInfoStruct, deviceInfoStruct.endOf('num_irqs'), op);
@@ -109,8 +124,11 @@ async function getInfo(ctx: IoctlContext, arg: Uint8Array): Promise<number> {
   const r = await ctx.conn.request(C.DEVICE_GET_INFO, [
     encodeDeviceInfo({ argsz: 16, flags: 0, numRegions: 0, numIrqs: 0 }),
   ]);
-  closeFds(r.fds);
-  const d = decodeOrProto(op, () => decodeDeviceInfo(r.payload, 'reply'));
+  const cmd = 'VFIO_USER_DEVICE_GET_INFO';
+  const d = decodeOrProto(cmd, () => decodeDeviceInfo(r.payload, 'reply'));
+  if (d.numRegions > CLIENT_MAX_REGIONS)
+    fail(Errno.EPROTO, cmd, `num_regions ${d.numRegions} > ${CLIENT_MAX_REGIONS}`);
+  if (d.numIrqs > CLIENT_MAX_IRQS) fail(Errno.EPROTO, cmd, `num_irqs ${d.numIrqs} > ${CLIENT_MAX_IRQS}`);
   deviceInfoStruct.write(arg, { flags: d.flags, num_regions: d.numRegions, num_irqs: d.numIrqs });
   // copy_to_user of min(argsz, sizeof): cap_offset reads back 0 when it is copied at all.
   if (out >= deviceInfoStruct.endOf('cap_offset')) deviceInfoStruct.set(arg, 'cap_offset', 0);
@@ -142,8 +160,10 @@ async function getIrqInfo(ctx: IoctlContext, arg: Uint8Array): Promise<number> {
   const r = await ctx.conn.request(C.DEVICE_GET_IRQ_INFO, [
     encodeIrqInfo({ argsz: minsz, flags: 0, index, count: 0 }),
   ]);
-  closeFds(r.fds);
-  const q = decodeOrProto(op, () => decodeIrqInfo(r.payload, 'reply'));
+  const cmd = 'VFIO_USER_DEVICE_GET_IRQ_INFO';
+  const q = decodeOrProto(cmd, () => decodeIrqInfo(r.payload, 'reply'));
+  if (q.index !== index) fail(Errno.EPROTO, cmd, `asked for IRQ index ${index}, got ${q.index}`);
+  if (q.count > CLIENT_MAX_IRQ_COUNT) fail(Errno.EPROTO, cmd, `count ${q.count} > ${CLIENT_MAX_IRQ_COUNT}`);
   irqInfoStruct.write(arg, { flags: q.flags, count: q.count });
   return 0;
 }
@@ -178,7 +198,7 @@ async function setIrqs(ctx: IoctlContext, arg: Uint8Array): Promise<number> {
       count: n,
       ...(data ? { data } : {}),
     });
-    closeFds((await ctx.conn.request(C.DEVICE_SET_IRQS, [head], fds)).fds);
+    await ctx.conn.request(C.DEVICE_SET_IRQS, [head], fds);
   };
   const dataType = flags & VFIO_IRQ_SET_DATA_TYPE_MASK;
   if (dataType === VFIO_IRQ_SET_DATA_BOOL) {
@@ -214,10 +234,14 @@ async function setIrqs(ctx: IoctlContext, arg: Uint8Array): Promise<number> {
 
 /**
  * DEVICE_FEATURE: the payload is struct vfio_device_feature itself. The replies of the WC
- * paths carry one fd (docs/vfio-user-wc.md §2-3), which the client keeps.
+ * paths carry one fd (docs/vfio-user-wc.md §2-3), which the client keeps; every other reply
+ * takes none. What a dma-buf fd stands for is taken from our request (the ranges we asked
+ * for), never from the reply; a cookie must be for the BAR we asked about and fit a region
+ * window.
  */
 async function feature(ctx: IoctlContext, arg: Uint8Array): Promise<number> {
   const op = 'VFIO_DEVICE_FEATURE';
+  const cmd = 'VFIO_USER_DEVICE_FEATURE';
   const argsz = copyArgsz(arg, deviceFeatureStruct, FEATURE_DATA, op);
   const flags = deviceFeatureStruct.get(arg, 'flags');
   const feature = flags & VFIO_DEVICE_FEATURE_MASK;
@@ -234,11 +258,26 @@ async function feature(ctx: IoctlContext, arg: Uint8Array): Promise<number> {
       fail(Errno.EINVAL, 'VFIO_TS_FEATURE_MMAP_COOKIE', 'no such cookie');
     mmapCookieStruct.set(payload, 'offset', release.serverOffset, FEATURE_DATA);
   }
-  const r = await ctx.conn.request(C.DEVICE_FEATURE, [payload]);
+  const takesFd =
+    get && !probe && (feature === VFIO_DEVICE_FEATURE_DMA_BUF || feature === VFIO_TS_FEATURE_MMAP_COOKIE);
+  let dmabuf: DmaBuf | undefined;
+  let bar: number | undefined;
+  if (takesFd && feature === VFIO_DEVICE_FEATURE_DMA_BUF) {
+    // vfio_check_feature: argsz below the feature's struct is EINVAL.
+    if (payload.length < FEATURE_DATA + dmaBufStruct.size)
+      fail(Errno.EINVAL, op, 'argsz too small for DMA_BUF');
+    dmabuf = parseDmaBuf(payload.subarray(FEATURE_DATA));
+  } else if (takesFd) {
+    need(arg, FEATURE_DATA + mmapCookieStruct.size, op);
+    bar = decodeMmapCookie(arg).region_index;
+  }
+  const r = await ctx.conn.request(C.DEVICE_FEATURE, [payload], [], {
+    replyFds: takesFd ? 1 : 0,
+    maxReply: Math.max(payload.length, Math.min(argsz, MAX_FEATURE_REPLY)),
+  });
   let kept: number | undefined;
   try {
-    if (r.fds.length > 1) fail(Errno.EPROTO, op, `${r.fds.length} fds on one reply`);
-    if (r.payload.length < FEATURE_DATA) fail(Errno.EPROTO, op, `reply of ${r.payload.length} bytes`);
+    if (r.payload.length < FEATURE_DATA) fail(Errno.EPROTO, cmd, `reply of ${r.payload.length} bytes`);
     const data = r.payload.subarray(FEATURE_DATA);
     const room = arg.subarray(FEATURE_DATA);
     room.set(data.subarray(0, Math.min(data.length, room.length)));
@@ -247,36 +286,35 @@ async function feature(ctx: IoctlContext, arg: Uint8Array): Promise<number> {
       ctx.offsets.release(release);
       return 0;
     }
-    if (probe || !get) return 0;
-    if (feature === VFIO_DEVICE_FEATURE_DMA_BUF) {
-      kept = r.fds[0] ?? fail(Errno.EPROTO, op, 'DMA_BUF reply without an fd');
-      ctx.dmabufs.set(kept, parseDmaBuf(arg.subarray(FEATURE_DATA)));
+    if (dmabuf) {
+      kept = r.fds[0] ?? fail(Errno.EPROTO, cmd, 'DMA_BUF reply without an fd');
+      ctx.dmabufs.set(kept, dmabuf);
       return kept;
     }
-    if (feature === VFIO_TS_FEATURE_MMAP_COOKIE) {
-      kept = r.fds[0] ?? fail(Errno.EPROTO, op, 'MMAP_COOKIE reply without an fd');
-      need(arg, FEATURE_DATA + mmapCookieStruct.size, op);
+    if (bar !== undefined) {
+      const fd = r.fds[0] ?? fail(Errno.EPROTO, cmd, 'MMAP_COOKIE reply without an fd');
       const got = decodeMmapCookie(arg);
+      if (got.region_index !== bar)
+        fail(Errno.EPROTO, cmd, `cookie for BAR ${got.region_index}, asked for ${bar}`);
+      if (got.size === 0n || got.size > WINDOW)
+        fail(Errno.EPROTO, cmd, `cookie size 0x${got.size.toString(16)}`);
       const cookie = ctx.offsets.addCookie({
         size: roundUp(got.size, PAGE_SIZE),
         serverOffset: got.offset,
-        bar: got.region_index,
+        bar,
         attribute: attributeOf(got.flags),
-        fd: kept,
+        fd,
       });
+      kept = fd;
       mmapCookieStruct.set(arg, 'offset', cookie.base, FEATURE_DATA);
-      return 0;
     }
     return 0;
-  } catch (e) {
-    kept = undefined;
-    throw e;
   } finally {
-    for (const x of r.fds) if (x !== kept) closeFd(x);
+    closeFds(r.fds.filter((x) => x !== kept));
   }
 }
 
-/** struct vfio_device_feature_dma_buf as sent: the ranges and attribute the fd stands for. */
+/** struct vfio_device_feature_dma_buf as we sent it: the ranges and attribute the fd stands for. */
 function parseDmaBuf(data: Uint8Array): DmaBuf {
   const head = dmaBufStruct.read(data);
   const first = dmaBufStruct.offsetOf('dma_ranges');

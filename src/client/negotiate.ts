@@ -3,13 +3,15 @@ import { Errno } from '../abi/errno.js';
 import { VfioUserCommand as C } from '../abi/vfio-user.js';
 import { PAGE_SIZE } from '../core/offsets.js';
 import { fail } from '../errors.js';
+import { MAX_FDS_PER_MSG } from '../native/index.js';
 import { capabilitiesJson, type DmaLayout, decodeVersion, encodeVersion } from '../wire/vfio-user.js';
-import { type Connection, closeFds, decodeOrProto } from './connection.js';
-
-/** What this client proposes: QEMU's values (hw/vfio-user/protocol.h VFIO_USER_MAX_MAX_FDS). */
-export const CLIENT_MAX_MSG_FDS = 16;
-/** Spec default and QEMU's proposal: 1 MiB per REGION_READ/WRITE and DMA_READ/WRITE. */
-export const CLIENT_MAX_DATA_XFER_SIZE = 1024 * 1024;
+import { type Connection, decodeOrProto } from './connection.js';
+import {
+  CLIENT_MAX_DATA_XFER_SIZE,
+  CLIENT_MAX_MSG_FDS,
+  MAX_CLIENT_DATA_XFER_SIZE,
+  MAX_VERSION_REPLY,
+} from './limits.js';
 
 /** What the client proposes (ClientOptions carries these). */
 export interface VersionOptions {
@@ -20,7 +22,9 @@ export interface VersionOptions {
   readonly minor?: 0 | 1;
   /** DMA_READ/DMA_WRITE layout; default 'spec' (what QEMU 11.1 speaks as a client too). */
   readonly dmaLayout?: DmaLayout;
+  /** fds we take in one message (1..253, default CLIENT_MAX_MSG_FDS). */
   readonly maxMsgFds?: number;
+  /** Data per transfer we take (1..MAX_CLIENT_DATA_XFER_SIZE, default 1 MiB). */
   readonly maxDataXferSize?: number;
 }
 
@@ -30,7 +34,7 @@ export interface ClientNegotiated {
   readonly minor: number;
   /** min(ours, server's) */
   readonly maxDataXferSize: number;
-  /** Most fds the server takes in one message. */
+  /** Most fds the server takes in one message (at most what one sendmsg carries). */
   readonly maxMsgFds: number;
   readonly maxDmaMaps: number;
   readonly pgsizes: bigint;
@@ -38,32 +42,55 @@ export interface ClientNegotiated {
   readonly dmaLayout: DmaLayout;
 }
 
-/** Proposes our version and capabilities and checks the server's answer. */
+/** Our proposal with defaults filled in; EINVAL for options outside their ranges. */
+export function proposal(opts: VersionOptions): Required<Omit<VersionOptions, 'dmaLayout'>> {
+  const op = 'VFIO_USER_VERSION';
+  const p = {
+    minor: opts.minor ?? 1,
+    maxMsgFds: opts.maxMsgFds ?? CLIENT_MAX_MSG_FDS,
+    maxDataXferSize: opts.maxDataXferSize ?? CLIENT_MAX_DATA_XFER_SIZE,
+  } as const;
+  if (p.minor !== 0 && p.minor !== 1) fail(Errno.EINVAL, op, `minor ${p.minor} is not 0 or 1`);
+  if (!Number.isInteger(p.maxMsgFds) || p.maxMsgFds < 1 || p.maxMsgFds > MAX_FDS_PER_MSG)
+    fail(Errno.EINVAL, op, `maxMsgFds ${p.maxMsgFds} outside 1..${MAX_FDS_PER_MSG}`);
+  if (
+    !Number.isInteger(p.maxDataXferSize) ||
+    p.maxDataXferSize < 1 ||
+    p.maxDataXferSize > MAX_CLIENT_DATA_XFER_SIZE
+  )
+    fail(Errno.EINVAL, op, `maxDataXferSize ${p.maxDataXferSize} outside 1..${MAX_CLIENT_DATA_XFER_SIZE}`);
+  return p;
+}
+
+/**
+ * Proposes our version and capabilities and checks the server's answer as QEMU does
+ * (hw/vfio-user/proxy.c vfio_user_validate_version, caps_check): our major, a minor no higher
+ * than ours (spec, "Version"), capabilities of the right types (the decoder), max_data_xfer_size
+ * at least 1, page sizes no smaller than 4 KiB (check_pgsizes). A server's max_msg_fds above what
+ * one sendmsg carries is clamped, not refused: it only bounds what we send.
+ */
 export async function negotiate(
   conn: Pick<Connection, 'request'>,
   opts: VersionOptions,
 ): Promise<ClientNegotiated> {
   const op = 'VFIO_USER_VERSION';
-  const minor = opts.minor ?? 1;
-  const ours = {
-    maxMsgFds: opts.maxMsgFds ?? CLIENT_MAX_MSG_FDS,
-    maxDataXferSize: opts.maxDataXferSize ?? CLIENT_MAX_DATA_XFER_SIZE,
-    pgsizes: PAGE_SIZE,
-    writeMultiple: false,
-  };
-  const r = await conn.request(C.VERSION, [encodeVersion({ major: 0, minor, json: capabilitiesJson(ours) })]);
-  closeFds(r.fds);
+  const { minor, ...ours } = proposal(opts);
+  const json = capabilitiesJson({ ...ours, pgsizes: PAGE_SIZE, writeMultiple: false });
+  const r = await conn.request(C.VERSION, [encodeVersion({ major: 0, minor, json })], [], {
+    maxReply: MAX_VERSION_REPLY,
+  });
   const v = decodeOrProto(op, () => decodeVersion(r.payload));
-  // The server keeps our major and answers a minor no higher than ours (spec, "Version").
   if (v.major !== 0 || v.minor > minor)
     fail(Errno.EPROTONOSUPPORT, op, `server answered ${v.major}.${v.minor} to our 0.${minor}`);
   const caps = v.capabilities;
   if (caps.maxDataXferSize < 1) fail(Errno.EPROTO, op, 'max_data_xfer_size 0');
+  if (caps.pgsizes & (PAGE_SIZE - 1n))
+    fail(Errno.EPROTO, op, `pgsizes 0x${caps.pgsizes.toString(16)} has a page size under 4 KiB`);
   return {
     major: v.major,
     minor: v.minor,
     maxDataXferSize: Math.min(ours.maxDataXferSize, caps.maxDataXferSize),
-    maxMsgFds: Math.max(1, caps.maxMsgFds),
+    maxMsgFds: Math.min(Math.max(1, caps.maxMsgFds), MAX_FDS_PER_MSG),
     maxDmaMaps: caps.maxDmaMaps,
     pgsizes: caps.pgsizes,
     writeMultiple: caps.writeMultiple,

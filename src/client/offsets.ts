@@ -18,7 +18,8 @@ import { closeFd } from '../native/index.js';
 
 /** Regions live in fixed windows below this index; cookies are packed above (as the core does). */
 const COOKIE_BASE_INDEX = BigInt(VFIO_PCI_NUM_REGIONS + PCI_STD_NUM_BARS);
-const WINDOW = 1n << VFIO_PCI_OFFSET_SHIFT;
+/** Bytes of one region window in the client's offset space (2^40, VFIO_PCI_OFFSET_SHIFT). */
+export const WINDOW = 1n << VFIO_PCI_OFFSET_SHIFT;
 const WINDOW_MASK = WINDOW - 1n;
 
 /** A cookie as the core keeps one, plus the server's name for it and the fd that maps it. */

@@ -2,6 +2,13 @@
  * What the client knows of the server's regions: learned from DEVICE_GET_REGION_INFO replies,
  * each with the fd that came with it (the BAR's memory, whose offset `fdOffset` is the region's
  * byte 0) and the facts mmap needs (sparse areas, whether it is a WC alias region).
+ *
+ * A reply is checked before anything is learned from it: the index asked for, at most our argsz
+ * of payload and one fd (QEMU hw/vfio-user/device.c takes one), a capability chain that stays
+ * inside the bytes (the decoder), an argsz of at least the struct. The fd is kept only for a
+ * region with the MMAP flag whose reply fit whole (spec "VFIO_USER_DEVICE_GET_REGION_INFO": the
+ * fd is what mmap maps); any other is closed at once. A server that keeps raising the argsz it
+ * asks for (the argsz exchange would go on for ever) is EPROTO.
  */
 import { Errno } from '../abi/errno.js';
 import {
@@ -19,11 +26,9 @@ import {
   encodeRegionInfoRequest,
   type RegionInfo as WireRegionInfo,
 } from '../wire/vfio-user.js';
-import { type Connection, decodeOrProto } from './connection.js';
+import { type Connection, closeFds, decodeOrProto } from './connection.js';
+import { MAX_REGION_INFO_REPLY } from './limits.js';
 import type { ClientOffsets } from './offsets.js';
-
-/** Largest region-info reply asked for (a capability chain this long is refused as EPROTO). */
-export const MAX_REGION_INFO_REPLY = 64 * 1024;
 
 export interface RegionState {
   readonly index: number;
@@ -40,6 +45,8 @@ export interface RegionState {
 
 export class RegionTable {
   readonly #regions = new Map<number, RegionState>();
+  /** The argsz each region's last cut-short reply asked for. */
+  readonly #demands = new Map<number, number>();
 
   constructor(
     private readonly conn: Pick<Connection, 'request'>,
@@ -48,20 +55,29 @@ export class RegionTable {
 
   /** Asks the server for region `index` with `argsz`; learns the region and keeps its fd. */
   async fetch(index: number, argsz: number): Promise<{ info: WireRegionInfo; payload: Uint8Array }> {
-    const op = 'VFIO_DEVICE_GET_REGION_INFO';
-    const r = await this.conn.request(C.DEVICE_GET_REGION_INFO, [
-      encodeRegionInfoRequest({ argsz, flags: 0, index, capOffset: 0, size: 0n, offset: 0n }),
-    ]);
+    const op = 'VFIO_USER_DEVICE_GET_REGION_INFO';
+    const r = await this.conn.request(
+      C.DEVICE_GET_REGION_INFO,
+      [encodeRegionInfoRequest({ argsz, flags: 0, index, capOffset: 0, size: 0n, offset: 0n })],
+      [],
+      { replyFds: 1, maxReply: argsz },
+    );
     let fd: number | undefined;
     try {
-      if (r.fds.length > 1) fail(Errno.EPROTO, op, `${r.fds.length} fds on one reply`);
       const info = decodeOrProto(op, () => decodeRegionInfoReply(r.payload));
       if (info.index !== index) fail(Errno.EPROTO, op, `asked for region ${index}, got ${info.index}`);
-      fd = r.fds[0];
+      if (info.argsz < vfio_region_info.size) fail(Errno.EPROTO, op, `argsz ${info.argsz} < 32`);
+      const whole = info.argsz <= argsz;
+      const demand = this.#demands.get(index);
+      if (!whole && demand !== undefined && argsz >= demand)
+        fail(Errno.EPROTO, op, `region ${index} asked for argsz ${demand}, then ${info.argsz}`);
+      if (whole) this.#demands.delete(index);
+      else this.#demands.set(index, info.argsz);
+      if (whole && info.flags & VFIO_REGION_INFO_FLAG_MMAP) fd = r.fds[0];
       this.#learn(info, fd);
       return { info, payload: r.payload };
     } finally {
-      for (const x of r.fds) if (x !== fd) closeFd(x);
+      closeFds(r.fds.filter((x) => x !== fd));
     }
   }
 

@@ -4,7 +4,16 @@
  * test decide each reply, including none at all, an error, or a hang-up.
  */
 import { VfioUserCommand as C, VfioUserFlags } from '../../src/abi/vfio-user.js';
-import { closeFd, socketPair } from '../../src/native/index.js';
+import {
+  addSeals,
+  closeFd,
+  F_SEAL_GROW,
+  F_SEAL_SHRINK,
+  MFD_ALLOW_SEALING,
+  MFD_CLOEXEC,
+  memfdCreate,
+  socketPair,
+} from '../../src/native/index.js';
 import { SocketChannel } from '../../src/server/channel.js';
 import {
   type CapabilitiesInput,
@@ -102,4 +111,11 @@ export class FakeServer {
   hangUp(): void {
     this.channel.close();
   }
+}
+
+/** A memfd of `size` bytes sealed against shrinking and growing, as our server's memory is. */
+export function sealedMemfd(size: number, name = 'bar'): number {
+  const fd = memfdCreate(name, size, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  addSeals(fd, F_SEAL_SHRINK | F_SEAL_GROW);
+  return fd;
 }

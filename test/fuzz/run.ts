@@ -1,21 +1,22 @@
 /**
  * The fuzzers as a long run (`npm run fuzz` = `node dist/test/fuzz/run.js --long`):
  *
- *   node dist/test/fuzz/run.js [--long] [--seconds N] [--seed S] [--harness core|wire|server|nvme]...
+ *   node dist/test/fuzz/run.js [--long] [--seconds N] [--seed S] [--harness core|wire|server|nvme|client]...
  *
  * Without --long: a quick pass (a few seconds). With --long: each harness runs rounds with seeds
  * S, S+1, ... until its share of N seconds (default 300) is used. Prints, per harness, the inputs
  * tried, crashes and leaks, and every crash report with its seed and input as hex; exits 1 when
  * anything was found. Run from the repository root (the seed corpus is read from test/vectors).
  */
+import { fuzzClient } from './client-replies.js';
 import { fuzzCore } from './core.js';
 import { fuzzNvme } from './nvme.js';
 import { crash, type FuzzStats, newStats, seedFrom, summary } from './prng.js';
 import { fuzzServer } from './server.js';
 import { fuzzWire } from './wire.js';
 
-type Harness = 'core' | 'wire' | 'server' | 'nvme';
-const ALL: Harness[] = ['core', 'wire', 'server', 'nvme'];
+type Harness = 'core' | 'wire' | 'server' | 'nvme' | 'client';
+const ALL: Harness[] = ['core', 'wire', 'server', 'nvme', 'client'];
 
 interface Args {
   long: boolean;
@@ -81,6 +82,11 @@ async function round(h: Harness, seed: number, long: boolean): Promise<FuzzStats
             ? { limits: { maxPendingBytes: 8192, maxDataXferSize: 4096, maxMsgFds: 2, maxDmaMaps: 2 } }
             : {}),
         }),
+      ];
+    case 'client':
+      // Our server's replies mutated on their way to the client; the other device every round.
+      return [
+        await fuzzClient({ seed, iterations: Math.round(100 * n), device: seed % 2 ? 'edu' : 'ivshmem' }),
       ];
   }
 }
