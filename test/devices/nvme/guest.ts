@@ -110,9 +110,7 @@ export async function bootNvmeGuest(
         ...o.sockets.flatMap((s) => vfioUserPci(s)),
         ...(o.args ?? []),
       ],
-      // no_timer_check: a loaded host makes TCG miss the IO-APIC timer test at boot ("timer doesn't
-      // work through Interrupt-remapped IO-APIC", a panic; seen in test/server/qemu.test.ts too).
-      append: `no_timer_check${o.append ? ` ${o.append}` : ''}`,
+      ...(o.append ? { append: o.append } : {}),
       ...(o.onConsole ? { onConsole: o.onConsole } : {}),
       timeoutMs: o.timeoutMs ?? NVME_BOOT_TIMEOUT_MS,
     });
