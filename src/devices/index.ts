@@ -1,8 +1,31 @@
-/** The example devices, by the names the command line uses. */
-import type { DeviceOptions } from '../core/device.js';
-import { VfioPciDevice } from '../core/device.js';
-import { EduBehaviour, eduDescription } from './edu.js';
-import { IvshmemBehaviour, ivshmemDescription } from './ivshmem.js';
+/**
+ * The devices written on the device API (src/core/define.ts): edu and ivshmem by the names the
+ * command line uses, and the models of QEMU's nvme and e1000e the differential test compares.
+ */
+import type { DeviceDefinition } from '../core/define.js';
+import type { DeviceOptions, VfioPciDevice } from '../core/device.js';
+import { eduDevice } from './edu.js';
+import { ivshmemDevice } from './ivshmem.js';
+
+export { e1000eModel } from './e1000e.js';
+export {
+  EDU_DEFAULT_DMA_MASK,
+  EDU_DMA_BUFFER,
+  EDU_DMA_SIZE,
+  EDU_ID,
+  type EduModel,
+  type EduOptions,
+  type EduState,
+  eduDevice,
+} from './edu.js';
+export {
+  IVSHMEM_DEFAULT_SIZE,
+  IVSHMEM_REG,
+  IVSHMEM_SHM_BAR,
+  type IvshmemState,
+  ivshmemDevice,
+} from './ivshmem.js';
+export { NVME_MSIX_VECTORS, nvmeModel } from './nvme.js';
 
 export const DEVICE_NAMES = ['edu', 'ivshmem'] as const;
 export type DeviceName = (typeof DEVICE_NAMES)[number];
@@ -11,11 +34,12 @@ export function isDeviceName(name: string): name is DeviceName {
   return (DEVICE_NAMES as readonly string[]).includes(name);
 }
 
-export function createDevice(name: DeviceName, options: DeviceOptions): VfioPciDevice {
-  switch (name) {
-    case 'edu':
-      return new VfioPciDevice(eduDescription(), new EduBehaviour(), options);
-    case 'ivshmem':
-      return new VfioPciDevice(ivshmemDescription(), new IvshmemBehaviour(), options);
-  }
+/** The definition `vfio-ts serve --device NAME` serves. */
+export function namedDevice(name: DeviceName): DeviceDefinition {
+  return name === 'edu' ? eduDevice() : ivshmemDevice();
+}
+
+/** A new device: one of the named ones, or any definition (defineDevice). */
+export function createDevice(device: DeviceName | DeviceDefinition, options: DeviceOptions): VfioPciDevice {
+  return (typeof device === 'string' ? namedDevice(device) : device).instantiate(options).device;
 }

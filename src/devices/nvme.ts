@@ -4,15 +4,15 @@
  * 0x010802 (NVMe I/O controller), one 16 KiB 64-bit BAR0 holding the registers, the MSI-X table
  * (65 vectors at 0x2000) and the PBA (0x3000) — the "MSI-X table inside BAR0" case — PCI
  * Express endpoint with FLR (DEVICE_GET_INFO reports RESET), power management, INTx pin A.
- * A description only: the model answers the vfio uAPI for it; BAR contents are plain memory.
+ * A description only: the model answers the vfio uAPI for it; BAR0 is plain memory standing in
+ * for the registers, zeroed by a reset.
  */
-import type { DeviceDescription } from '../core/description.js';
-import type { DeviceBehaviour } from '../core/device.js';
+import { type DeviceDefinition, defineDevice } from '../core/define.js';
 
 export const NVME_MSIX_VECTORS = 65;
 
-export function nvmeDescription(): DeviceDescription {
-  return {
+export function nvmeModel(): DeviceDefinition {
+  return defineDevice({
     name: 'nvme',
     identity: {
       vendorId: 0x1b36,
@@ -21,10 +21,10 @@ export function nvmeDescription(): DeviceDescription {
       subsystemId: 0x1100,
       classCode: 0x010802,
       revision: 0x02,
-      interruptPin: 1,
     },
-    bars: [{ size: 16 << 10, kind: 'mem64', backing: 'memory' }, undefined],
-    msix: { tableSize: NVME_MSIX_VECTORS, tableBar: 0, tableOffset: 0x2000, pbaBar: 0, pbaOffset: 0x3000 },
+    bars: [{ index: 0, kind: 'mem64', size: 16 << 10, backing: 'memory', reset: 'zero' }],
+    msix: { vectors: NVME_MSIX_VECTORS, table: { bar: 0, offset: 0x2000 }, pba: { bar: 0, offset: 0x3000 } },
+    intx: true,
     pcie: true,
     pm: true,
     resettable: true,
@@ -33,8 +33,5 @@ export function nvmeDescription(): DeviceDescription {
       { cap: 'pcie', offset: 0x80, pcieType: 9, pcieStyle: 'qemu' },
       { cap: 'pm', offset: 0x60 },
     ],
-  };
+  });
 }
-
-/** No register behaviour: the differential needs the uAPI answers, not an NVMe controller. */
-export class NvmeBehaviour implements DeviceBehaviour {}

@@ -19,9 +19,9 @@ import {
   VFIO_PCI_MSI_IRQ_INDEX,
 } from '../../src/abi/vfio.js';
 import { createDmaMemory, createMessageOnlyDmaMemory, Eventfd } from '../../src/client/index.js';
-import { VfioPciDevice } from '../../src/core/device.js';
+import type { VfioPciDevice } from '../../src/core/device.js';
 import { createDevice, type DeviceName } from '../../src/devices/index.js';
-import { NvmeBehaviour, nvmeDescription } from '../../src/devices/nvme.js';
+import { nvmeModel } from '../../src/devices/nvme.js';
 import { VfioDevice, type WcPath } from '../../src/driver/device.js';
 import type { DmaMemory, Transport } from '../../src/driver/file.js';
 import { LocalDeviceFile } from '../../src/driver/local.js';
@@ -48,7 +48,7 @@ export type CaseDevice = DeviceName | 'nvme';
 
 function makeDevice(name: CaseDevice): VfioPciDevice {
   const env = nativeEnvironment();
-  if (name === 'nvme') return new VfioPciDevice(nvmeDescription(), new NvmeBehaviour(), { env });
+  if (name === 'nvme') return nvmeModel().instantiate({ env }).device;
   return createDevice(name, { env });
 }
 
