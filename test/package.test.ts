@@ -3,7 +3,8 @@
  * consumer that imports only public paths (the root and every subpath of `exports`), type-checked
  * with the strictest settings this project uses and the package's own declarations checked too
  * (skipLibCheck off), then run: it defines a device, serves it, connects a client and reads a
- * register. It also mixes paths on purpose (a device built through `vfio-ts/devices` served by
+ * register. The example devices and the module-shaped code blocks of docs/writing-a-device.md
+ * and the README are type-checked the same way, against the installed package. It also mixes paths on purpose (a device built through `vfio-ts/devices` served by
  * the root's server, a client from `vfio-ts/client` under the root's VfioDevice): every path
  * re-exports the same modules, so there is one class identity and no TS2345 "separate
  * declarations of a private property". A deep import is refused by `exports`.
@@ -113,8 +114,15 @@ const TSCONFIG = {
     skipLibCheck: false,
     outDir: 'out',
   },
-  files: ['consumer.ts'],
 };
+
+/** The code blocks of a document that are whole modules (they start with an import). */
+function moduleBlocks(root: string, doc: string): string[] {
+  const guide = readFileSync(join(root, doc), 'utf8');
+  return [...guide.matchAll(/```ts\n([\s\S]*?)```/g)]
+    .map((m) => m[1]!)
+    .filter((b) => b.startsWith('import '));
+}
 
 function run(cmd: string, args: string[], cwd: string, timeout = 120_000) {
   const r = spawnSync(cmd, args, { cwd, encoding: 'utf8', timeout });
@@ -163,7 +171,19 @@ test('npm pack → install into a new project → a strict consumer of the publi
       JSON.parse(readFileSync(join(dir, 'node_modules/vfio-ts/package.json'), 'utf8')).name,
       'vfio-ts',
     );
+    // The consumer, the example devices and the guide's modules, all against the installed package.
     writeFileSync(join(dir, 'consumer.ts'), CONSUMER);
+    const sources = ['consumer.ts'];
+    for (const example of ['doorbell.ts', 'dma-copy.ts']) {
+      writeFileSync(join(dir, example), readFileSync(join(root, 'examples', example)));
+      sources.push(example);
+    }
+    const blocks = [...moduleBlocks(root, 'docs/writing-a-device.md'), ...moduleBlocks(root, 'README.md')];
+    assert.ok(blocks.length >= 5, 'the guide and the README have their module blocks');
+    for (const [i, block] of blocks.entries()) {
+      writeFileSync(join(dir, `block-${i}.ts`), block);
+      sources.push(`block-${i}.ts`);
+    }
     writeFileSync(
       join(dir, 'tsconfig.json'),
       JSON.stringify({
@@ -173,6 +193,7 @@ test('npm pack → install into a new project → a strict consumer of the publi
           typeRoots: [join(root, 'node_modules/@types')],
           types: ['node'],
         },
+        files: sources,
       }),
     );
     run(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', dir], dir);

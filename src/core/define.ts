@@ -378,3 +378,19 @@ class WorkSet {
     while (this.#tasks.size > 0) await Promise.all(this.#tasks);
   }
 }
+
+/**
+ * The part of a wide register (a 64-bit address, say) that an access reads when it starts `at`
+ * bytes into it: a 4-byte read of the high half is `registerRead(reg, 4)`. The core keeps the
+ * access's own bytes.
+ */
+export function registerRead(register: bigint, at: number): bigint {
+  return register >> BigInt(at * 8);
+}
+
+/** `register` with the `size` bytes at `at` (bytes into it) replaced by an access's `value`. */
+export function registerWrite(register: bigint, at: number, size: AccessSize, value: bigint): bigint {
+  const shift = BigInt(at * 8);
+  const mask = ((1n << BigInt(size * 8)) - 1n) << shift;
+  return (register & ~mask) | ((value << shift) & mask);
+}

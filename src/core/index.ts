@@ -20,6 +20,8 @@ export {
   type MsiSpec,
   type MsixSpec,
   type RegisterBarSpec,
+  registerRead,
+  registerWrite,
 } from './define.js';
 export type {
   BarDescription,
