@@ -25,7 +25,7 @@ export {
   type IvshmemState,
   ivshmemDevice,
 } from './ivshmem.js';
-export { NVME_MSIX_VECTORS, nvmeModel } from './nvme.js';
+export { NVME_IDENTITY, NVME_MSIX_VECTORS, nvmeModel } from './nvme.js';
 
 export const DEVICE_NAMES = ['edu', 'ivshmem'] as const;
 export type DeviceName = (typeof DEVICE_NAMES)[number];

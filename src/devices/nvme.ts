@@ -10,18 +10,20 @@
 import { type DeviceDefinition, defineDevice } from '../core/define.js';
 
 export const NVME_MSIX_VECTORS = 65;
+/** QEMU's nvme function: Red Hat's 1b36:0010, class NVMe I/O controller. */
+export const NVME_IDENTITY = {
+  vendorId: 0x1b36,
+  deviceId: 0x0010,
+  subsystemVendorId: 0x1af4,
+  subsystemId: 0x1100,
+  classCode: 0x010802,
+  revision: 0x02,
+} as const;
 
 export function nvmeModel(): DeviceDefinition {
   return defineDevice({
     name: 'nvme',
-    identity: {
-      vendorId: 0x1b36,
-      deviceId: 0x0010,
-      subsystemVendorId: 0x1af4,
-      subsystemId: 0x1100,
-      classCode: 0x010802,
-      revision: 0x02,
-    },
+    identity: NVME_IDENTITY,
     bars: [{ index: 0, kind: 'mem64', size: 16 << 10, backing: 'memory', reset: 'zero' }],
     msix: { vectors: NVME_MSIX_VECTORS, table: { bar: 0, offset: 0x2000 }, pba: { bar: 0, offset: 0x3000 } },
     intx: true,

@@ -15,6 +15,7 @@
 import { type DeviceContext, defineDevice } from '../../../src/core/define.js';
 import type { VfioPciDevice } from '../../../src/core/device.js';
 import type { Extensions } from '../../../src/core/wc.js';
+import { NVME_IDENTITY } from '../../../src/devices/nvme.js';
 import { VfioDevice } from '../../../src/driver/device.js';
 import { LocalDeviceFile } from '../../../src/driver/local.js';
 import { nativeEnvironment } from '../../../src/runtime.js';
@@ -428,15 +429,7 @@ export function fakeNvmeDevice(options: FakeNvmeOptions = {}): {
 } {
   const definition = defineDevice({
     name: 'fake-nvme',
-    // QEMU's nvme (src/devices/nvme.ts).
-    identity: {
-      vendorId: 0x1b36,
-      deviceId: 0x0010,
-      subsystemVendorId: 0x1af4,
-      subsystemId: 0x1100,
-      classCode: 0x010802,
-      revision: 2,
-    },
+    identity: NVME_IDENTITY, // QEMU's nvme
     bars: [
       { index: 0, kind: 'mem64', size: 16 << 10, backing: 'registers', maxAccessSize: 4 },
       { index: 2, kind: 'mem64', size: FAKE_CMB_BYTES, prefetchable: true, backing: 'memory', reset: 'zero' },
