@@ -23,7 +23,7 @@ MIRROR=${VFIO_TS_MIRROR:-http://deb.debian.org/debian}
 SECURITY_MIRROR=${VFIO_TS_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 REFRESH=${VFIO_TS_REFRESH:-0}
-HOST_PACKAGES=(qemu-system-x86 busybox-static cpio debootstrap gcc xz-utils linux-libc-dev kmod pciutils)
+HOST_PACKAGES=(qemu-system-x86 busybox-static cpio debootstrap gcc xz-utils linux-libc-dev kmod pciutils e2fsprogs)
 
 t_start=$(date +%s)
 log() { printf 'provision: %s\n' "$*"; }

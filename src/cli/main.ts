@@ -21,7 +21,7 @@ const COMMANDS: Record<string, [module: string, fn: keyof CommandModule, summary
   serve: [
     'serve',
     'run',
-    'serve a device over vfio-user: serve --device <edu|ivshmem> --socket <path> [--verbose]',
+    'serve a device over vfio-user: serve --device <edu|ivshmem|nvme> --socket <path> [--disk <file>] [--verbose]',
   ],
   info: ['info', 'run', 'describe a device like lspci -vv: info <socket-path | pci-address> [--json]'],
   bind: ['bind', 'run', 'bind a PCI device to vfio-pci: bind <pci-address>'],

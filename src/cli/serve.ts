@@ -1,18 +1,19 @@
 /**
- * `vfio-ts serve (--device <edu|ivshmem> | --module <file.js>) --socket <path> [options]`
+ * `vfio-ts serve (--device <edu|ivshmem|nvme> | --module <file.js>) --socket <path> [options]`
  *
  * Serves one device over vfio-user until SIGINT/SIGTERM (docs/vfio-user-server.md), through
  * serveDevice (src/server/serve-device.ts): the socket is created 0600, a live socket at the path
  * is never replaced, a stale one is, and ours is removed on every exit that runs JavaScript.
  * `--module` loads a device written with defineDevice (docs/writing-a-device.md): the module's
- * default export.
+ * default export. `--device nvme --disk FILE` puts the controller's namespace on a file
+ * (docs/nvme-device.md).
  */
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Errno } from '../abi/errno.js';
 import { type DeviceDefinition, isDeviceDefinition } from '../core/define.js';
 import type { KernelProfile } from '../core/description.js';
-import { DEVICE_NAMES, isDeviceName, namedDevice } from '../devices/index.js';
+import { DEVICE_NAMES, isDeviceName, namedDevice, nvmeDiskDevice } from '../devices/index.js';
 import { VfioError } from '../errors.js';
 import { getuid } from '../native/index.js';
 import { resolveLimits, type ServerLimits, serveDevice } from '../server/index.js';
@@ -20,6 +21,9 @@ import { resolveLimits, type ServerLimits, serveDevice } from '../server/index.j
 const USAGE = `usage: vfio-ts serve (--device <${DEVICE_NAMES.join('|')}> | --module <file.js>) --socket <path> [options]
 
   --device NAME            serve a built-in device: ${DEVICE_NAMES.join(', ')}
+  --disk FILE              nvme: the namespace's file (created sparse when missing; docs/nvme-device.md)
+  --size BYTES             nvme: the size of a file --disk creates (K, M, G, T suffixes: 64M)
+  --cmb-size BYTES         nvme: a Controller Memory Buffer in BAR2 (a power of two, 4K or more)
   --module FILE            serve the device a JavaScript module exports by default
                            (export default defineDevice({...}); docs/writing-a-device.md)
   --socket PATH            where to listen: a UNIX socket, created mode 0600; a stale socket
@@ -57,6 +61,18 @@ interface Args {
   limits: Partial<Record<keyof ServerLimits, number>>;
   allowUids?: number[];
   maxMmapCookies?: number;
+  /** nvme: the namespace file, its size when created, the CMB's size. */
+  disk?: string;
+  size?: number;
+  cmbSize?: number;
+}
+
+/** A byte count with an optional binary suffix (K, M, G, T): `16M` is 16 MiB. */
+function parseBytes(v: string): number | undefined {
+  const m = /^(\d+)([KMGT]?)$/i.exec(v);
+  if (!m) return undefined;
+  const n = Number(m[1]) * 1024 ** ' KMGT'.indexOf((m[2] || ' ').toUpperCase());
+  return Number.isSafeInteger(n) && n > 0 ? n : undefined;
 }
 
 function parse(args: string[]): Args | string {
@@ -110,6 +126,18 @@ function parse(args: string[]): Args | string {
         out.maxMmapCookies = n;
         break;
       }
+      case '--disk':
+        out.disk = value();
+        break;
+      case '--size':
+      case '--cmb-size': {
+        const n = parseBytes(value());
+        if (n === undefined) return `${a} needs a byte count (e.g. 64M)`;
+        if (a === '--size') out.size = n;
+        else if (n < 4096 || (n & (n - 1)) !== 0) return '--cmb-size must be a power of two, 4K or more';
+        else out.cmbSize = n;
+        break;
+      }
       case '-h':
       case '--help':
         return '';
@@ -130,6 +158,10 @@ function parse(args: string[]): Args | string {
     return e instanceof Error ? e.message : String(e);
   }
   if ((out.device === undefined) === (out.module === undefined)) return 'give one of --device and --module';
+  if ((out.device === 'nvme') !== (out.disk !== undefined))
+    return 'nvme needs --disk, and only nvme takes it';
+  if (out.disk === undefined && (out.size ?? out.cmbSize) !== undefined)
+    return '--size and --cmb-size need --disk';
   if (!out.socket) return '--socket is required';
   return out as Args;
 }
@@ -172,7 +204,12 @@ export async function run(args: string[]): Promise<number> {
     console.error(`vfio-ts serve: unknown device ${a.device} (${DEVICE_NAMES.join(', ')})`);
     return 2;
   }
-  const definition = a.module !== undefined ? await loadModule(a.module) : namedDevice(a.device as 'edu');
+  const definition =
+    a.module !== undefined
+      ? await loadModule(a.module)
+      : a.disk !== undefined
+        ? await nvmeDiskDevice({ disk: a.disk, size: a.size, cmbSize: a.cmbSize })
+        : namedDevice(a.device as 'edu');
   const log = (line: string) => console.log(`${new Date().toISOString()} ${line}`);
   const served = await serveDevice(definition, {
     socket: a.socket,

@@ -213,6 +213,20 @@ export function ftruncate(fd: number, length: number | bigint): void {
   if (libc().ftruncate(fd, len) < 0) failErrno('ftruncate');
 }
 
+/** <linux/falloc.h>: keep the file size; deallocate the range (reads back zeroes). */
+export const FALLOC_FL_KEEP_SIZE = 0x01;
+export const FALLOC_FL_PUNCH_HOLE = 0x02;
+
+/**
+ * fallocate(2) with FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE: [offset, offset + length) reads
+ * back as zeroes and its blocks are released. EOPNOTSUPP where the filesystem cannot.
+ */
+export function punchHole(fd: number, offset: bigint, length: bigint): void {
+  checkOffset(offset, 'fallocate');
+  if (libc().fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) < 0)
+    failErrno('fallocate');
+}
+
 /**
  * memfd_create(2) then ftruncate to `size`: anonymous shared memory with an fd, the stand-in
  * for guest RAM and for region backing files. The fd is closed again if ftruncate fails.

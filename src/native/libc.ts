@@ -36,6 +36,7 @@ export interface Libc {
   pread(fd: number, buf: Ptr, count: number, offset: bigint): number;
   pwrite(fd: number, buf: Ptr, count: number, offset: bigint): number;
   ftruncate(fd: number, length: bigint): number;
+  fallocate(fd: number, mode: number, offset: bigint, length: bigint): number;
   memfd_create(name: string, flags: number): number;
   statx(dirfd: number, path: string, flags: number, mask: number, buf: Ptr): number;
   mmap(addr: number, length: number, prot: number, flags: number, fd: number, offset: bigint): number;
@@ -96,6 +97,7 @@ function load(): Libc {
     pread: lib.func('intptr_t pread64(int fd, void *buf, size_t count, int64_t offset)'),
     pwrite: lib.func('intptr_t pwrite64(int fd, const void *buf, size_t count, int64_t offset)'),
     ftruncate: lib.func('int ftruncate64(int fd, int64_t length)'),
+    fallocate: lib.func('int fallocate64(int fd, int mode, int64_t offset, int64_t len)'),
     memfd_create: lib.func('int memfd_create(const char *name, unsigned int flags)'),
     statx: lib.func('int statx(int dirfd, const char *path, int flags, unsigned int mask, void *buf)'),
     mmap: lib.func(

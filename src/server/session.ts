@@ -36,6 +36,7 @@ import type { ClientContext, Negotiated, Reply } from './context.js';
 import { ClientCookies } from './cookies.js';
 import type { DevicePort } from './device-port.js';
 import { HANDLERS } from './dispatch.js';
+import { DMA_CHUNK, DMA_REPLY_OVERHEAD, RequestWindow } from './dma-window.js';
 import { DEFAULT_LIMITS, type ServerLimits } from './limits.js';
 
 /** How long a server-to-client request (DMA_READ/DMA_WRITE) may wait for its reply. */
@@ -64,6 +65,8 @@ export class Session implements ClientContext {
   /** mmap cookies this client holds (released when it goes). */
   readonly cookies = new ClientCookies();
   #pending = new Map<number, Pending>();
+  /** DMA_READ / DMA_WRITE outstanding with the client (dma-window.ts: why QEMU needs it). */
+  readonly dmaWindow = new RequestWindow();
   #nextId = 0;
   #closed = false;
   messages = 0;
@@ -221,39 +224,64 @@ export class Session implements ClientContext {
     });
   }
 
-  /** DMA_READ of client memory, split at the negotiated max_data_xfer_size. */
+  /** A request inside the DMA window: waits for room, holds `cost` until the reply. */
+  async #windowed(command: number, payload: Uint8Array, cost: number): Promise<Uint8Array> {
+    await this.dmaWindow.acquire(cost);
+    try {
+      return await this.request(command, payload);
+    } finally {
+      this.dmaWindow.release(cost);
+    }
+  }
+
+  /** The chunk size of DMA requests: DMA_CHUNK, or less if the client negotiated less. */
+  get #dmaChunk(): number {
+    return Math.min(DMA_CHUNK, this.negotiated?.maxDataXferSize ?? DMA_CHUNK);
+  }
+
+  /** DMA_READ of client memory, in chunks; the chunks are outstanding together, in the window. */
   async dmaRead(iova: bigint, length: number): Promise<Uint8Array> {
     const layout = this.negotiated?.dmaLayout ?? 'spec';
-    const max = this.negotiated?.maxDataXferSize ?? 1 << 20;
+    const max = this.#dmaChunk;
     const out = new Uint8Array(length);
-    for (let done = 0; done < length; ) {
-      const n = Math.min(max, length - done);
-      const address = iova + BigInt(done);
-      const reply = await this.request(C.DMA_READ, encodeDmaReadRequest({ address, count: n }));
-      const d = decodeDmaReadReply(reply, layout);
-      if (d.address !== address || d.data.length !== n) {
-        throw new VfioError(Errno.EIO, 'VFIO_USER_DMA_READ', 'reply does not match the request');
-      }
-      out.set(d.data, done);
-      done += n;
+    const chunks: Promise<void>[] = [];
+    for (let done = 0; done < length; done += max) {
+      const at = done;
+      const n = Math.min(max, length - at);
+      const address = iova + BigInt(at);
+      chunks.push(
+        this.#windowed(C.DMA_READ, encodeDmaReadRequest({ address, count: n }), n + DMA_REPLY_OVERHEAD).then(
+          (reply) => {
+            const d = decodeDmaReadReply(reply, layout);
+            if (d.address !== address || d.data.length !== n)
+              throw new VfioError(Errno.EIO, 'VFIO_USER_DMA_READ', 'reply does not match the request');
+            out.set(d.data, at);
+          },
+        ),
+      );
     }
+    await settleAll(chunks);
     return out;
   }
 
-  /** DMA_WRITE to client memory, split at the negotiated max_data_xfer_size. */
+  /** DMA_WRITE to client memory, in chunks outstanding together, in the window. */
   async dmaWrite(iova: bigint, data: Uint8Array): Promise<void> {
     const layout = this.negotiated?.dmaLayout ?? 'spec';
-    const max = this.negotiated?.maxDataXferSize ?? 1 << 20;
-    for (let done = 0; done < data.length; ) {
+    const max = this.#dmaChunk;
+    const chunks: Promise<void>[] = [];
+    for (let done = 0; done < data.length; done += max) {
       const n = Math.min(max, data.length - done);
-      const address = iova + BigInt(done);
-      const reply = await this.request(
-        C.DMA_WRITE,
-        encodeDmaWriteRequest({ address, data: data.subarray(done, done + n) }, layout),
+      const payload = encodeDmaWriteRequest(
+        { address: iova + BigInt(done), data: data.subarray(done, done + n) },
+        layout,
       );
-      decodeDmaWriteReply(reply);
-      done += n;
+      chunks.push(
+        this.#windowed(C.DMA_WRITE, payload, DMA_REPLY_OVERHEAD).then((r) => {
+          decodeDmaWriteReply(r);
+        }),
+      );
     }
+    await settleAll(chunks);
   }
 
   // -------------------------------------------------------------------------------------------
@@ -268,6 +296,7 @@ export class Session implements ClientContext {
   cleanup(reason: CloseReason): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.dmaWindow.close();
     for (const [, p] of this.#pending) {
       clearTimeout(p.timer);
       p.reject(new VfioError(Errno.ECONNRESET, vfioUserCommandName(p.command), reason.kind));
@@ -285,4 +314,10 @@ export class Session implements ClientContext {
   get closed(): boolean {
     return this.#closed;
   }
+}
+
+/** Waits for every chunk (none is left running unobserved), then throws the first failure. */
+async function settleAll(chunks: readonly Promise<void>[]): Promise<void> {
+  const results = await Promise.allSettled(chunks);
+  for (const r of results) if (r.status === 'rejected') throw r.reason;
 }

@@ -12,7 +12,7 @@ import { heapEnvironment } from '../../src/core/env.js';
 import { e1000eModel } from '../../src/devices/e1000e.js';
 import { eduDevice } from '../../src/devices/edu.js';
 import { ivshmemDevice } from '../../src/devices/ivshmem.js';
-import { nvmeModel } from '../../src/devices/nvme.js';
+import { nvmeDevice } from '../../src/devices/nvme.js';
 import {
   decodeVfioRegionInfo,
   encodeDmaBuf,
@@ -1091,7 +1091,7 @@ describe('memory decode gating (vfio_pci_core_do_io_rw test_mem, __vfio_pci_memo
   const devices = {
     edu: () => edu('7.3').dev,
     ivshmem: () => ivshmem('7.3').dev,
-    nvme: () => nvmeModel().instantiate({ env: heapEnvironment() }).device,
+    nvme: () => nvmeDevice().instantiate({ env: heapEnvironment() }).device,
     e1000e: () => e1000eModel().instantiate({ env: heapEnvironment() }).device,
   };
   // [what, device, access, errno with memory decode off (undefined: it works)]

@@ -1,7 +1,7 @@
 /**
  * The fuzzers as a long run (`npm run fuzz` = `node dist/test/fuzz/run.js --long`):
  *
- *   node dist/test/fuzz/run.js [--long] [--seconds N] [--seed S] [--harness core|wire|server]...
+ *   node dist/test/fuzz/run.js [--long] [--seconds N] [--seed S] [--harness core|wire|server|nvme]...
  *
  * Without --long: a quick pass (a few seconds). With --long: each harness runs rounds with seeds
  * S, S+1, ... until its share of N seconds (default 300) is used. Prints, per harness, the inputs
@@ -9,12 +9,13 @@
  * anything was found. Run from the repository root (the seed corpus is read from test/vectors).
  */
 import { fuzzCore } from './core.js';
+import { fuzzNvme } from './nvme.js';
 import { crash, type FuzzStats, newStats, seedFrom, summary } from './prng.js';
 import { fuzzServer } from './server.js';
 import { fuzzWire } from './wire.js';
 
-type Harness = 'core' | 'wire' | 'server';
-const ALL: Harness[] = ['core', 'wire', 'server'];
+type Harness = 'core' | 'wire' | 'server' | 'nvme';
+const ALL: Harness[] = ['core', 'wire', 'server', 'nvme'];
 
 interface Args {
   long: boolean;
@@ -64,6 +65,11 @@ async function round(h: Harness, seed: number, long: boolean): Promise<FuzzStats
       ];
     case 'wire':
       return [fuzzWire({ seed, iterations: Math.round(100000 * n) })];
+    case 'nvme':
+      return [
+        await fuzzNvme({ seed, steps: Math.round(20000 * n), remote: false }),
+        await fuzzNvme({ seed, steps: Math.round(10000 * n), remote: true }),
+      ];
     case 'server':
       return [
         await fuzzServer({

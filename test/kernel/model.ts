@@ -9,7 +9,7 @@ import { NO_EXTENSIONS, type VfioPciDevice } from '../../src/core/device.js';
 import { e1000eModel } from '../../src/devices/e1000e.js';
 import { eduDevice } from '../../src/devices/edu.js';
 import { ivshmemDevice } from '../../src/devices/ivshmem.js';
-import { nvmeModel } from '../../src/devices/nvme.js';
+import { nvmeDevice } from '../../src/devices/nvme.js';
 import { LocalDeviceFile } from '../../src/driver/local.js';
 import { nativeEnvironment } from '../../src/runtime.js';
 import type { ProbeTarget } from './probe-sequence.js';
@@ -31,7 +31,7 @@ export function modelDevice(name: Modelled, profile: KernelProfile): VfioPciDevi
     case 'ivshmem':
       return ivshmemDevice().instantiate(options).device;
     case 'nvme':
-      return nvmeModel().instantiate(options).device;
+      return nvmeDevice().instantiate(options).device;
     case 'e1000e':
       return e1000eModel().instantiate(options).device;
   }

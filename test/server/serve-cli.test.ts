@@ -308,6 +308,9 @@ test('serve --help: exit 0, every flag explained', async () => {
   for (const flag of [
     '--device',
     '--module',
+    '--disk',
+    '--size',
+    '--cmb-size',
     '--socket',
     '--verbose',
     '--profile',
