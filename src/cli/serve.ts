@@ -16,7 +16,7 @@ import type { KernelProfile } from '../core/description.js';
 import { DEVICE_NAMES, isDeviceName, namedDevice, nvmeDiskDevice } from '../devices/index.js';
 import { VfioError } from '../errors.js';
 import { getuid } from '../native/index.js';
-import { resolveLimits, type ServerLimits, serveDevice } from '../server/index.js';
+import { claimSocketPath, resolveLimits, type ServerLimits, serveDevice } from '../server/index.js';
 
 const USAGE = `usage: vfio-ts serve (--device <${DEVICE_NAMES.join('|')}> | --module <file.js>) --socket <path> [options]
 
@@ -204,6 +204,9 @@ export async function run(args: string[]): Promise<number> {
     console.error(`vfio-ts serve: unknown device ${a.device} (${DEVICE_NAMES.join(', ')})`);
     return 2;
   }
+  // The path first: nothing (a disk file, a module's side effects) happens for a server that
+  // could not listen. serveDevice claims it again, finding it free.
+  claimSocketPath(a.socket);
   const definition =
     a.module !== undefined
       ? await loadModule(a.module)
