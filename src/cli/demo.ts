@@ -5,9 +5,7 @@
  * through a region read, and exercises edu's registers, MSI and DMA. Exits 1 if anything fails.
  */
 import { VFIO_PCI_MSI_IRQ_INDEX } from '../abi/vfio.js';
-import { VfioPciDevice } from '../core/device.js';
 import { createDevice } from '../devices/index.js';
-import { NvmeBehaviour, nvmeDescription } from '../devices/nvme.js';
 import { describeDevice, formatReport } from '../driver/describe.js';
 import { VfioDevice, type WcPath } from '../driver/device.js';
 import { LocalDeviceFile } from '../driver/local.js';
@@ -32,12 +30,8 @@ export async function run(_args: string[]): Promise<number> {
   const edu = new VfioDevice(new LocalDeviceFile(createDevice('edu', { env })));
   // Neither example device has MSI-X; the nvme model (the differential test's) keeps its MSI-X
   // table inside BAR0, so its BAR0 shows how mmap areas exclude the table.
-  const nvme = new VfioDevice(
-    // Its registers are trapped; mmapTrappedBars reports BAR0 mappable as the kernel does.
-    new LocalDeviceFile(
-      new VfioPciDevice(nvmeDescription(), new NvmeBehaviour(), { env, mmapTrappedBars: true }),
-    ),
-  );
+  // Its registers are trapped; mmapTrappedBars reports BAR0 mappable as the kernel does.
+  const nvme = new VfioDevice(new LocalDeviceFile(createDevice('nvme', { env, mmapTrappedBars: true })));
   try {
     console.log(formatReport(await describeDevice(ivshmem), 'ivshmem'));
     console.log(formatReport(await describeDevice(edu), 'edu'));

@@ -1,28 +1,44 @@
 /**
- * `vfio-ts serve --device <edu|ivshmem|nvme> --socket <path> [--verbose] [--profile 6.1|7.3] [--allow-uid U] [--max-*]
- *  [--dma-layout auto|spec|qemu] [--disk PATH [--size BYTES] [--cmb-size BYTES]]`
+ * `vfio-ts serve (--device <edu|ivshmem|nvme> | --module <file.js>) --socket <path> [options]`
  *
- * Serves one emulated device over vfio-user until SIGINT/SIGTERM (docs/vfio-user-server.md).
- * The socket is created 0600; a live socket at the path is never replaced (we connect to it
- * first: if something answers, we stop with an error), a stale one is removed. Our own socket is
- * removed on every exit that runs JavaScript (SIGINT/SIGTERM, an uncaught error, process.exit),
- * and only while the path still holds it: the device and inode recorded after listen must match.
+ * Serves one device over vfio-user until SIGINT/SIGTERM (docs/vfio-user-server.md), through
+ * serveDevice (src/server/serve-device.ts): the socket is created 0600, a live socket at the path
+ * is never replaced, a stale one is, and ours is removed on every exit that runs JavaScript.
+ * `--module` loads a device written with defineDevice (docs/writing-a-device.md): the module's
+ * default export. `--device nvme --disk FILE` puts the controller's namespace on a file
+ * (docs/nvme-device.md).
  */
-import { lstatSync, unlinkSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { Errno } from '../abi/errno.js';
+import { type DeviceDefinition, isDeviceDefinition } from '../core/define.js';
 import type { KernelProfile } from '../core/description.js';
-import { createDevice, DEVICE_NAMES, isDeviceName } from '../devices/index.js';
-import { openNvmeDevice } from '../devices/nvme.js';
+import { DEVICE_NAMES, isDeviceName, namedDevice, nvmeDiskDevice } from '../devices/index.js';
 import { VfioError } from '../errors.js';
-import { closeFd, getuid, unixConnect } from '../native/index.js';
-import { nativeEnvironment } from '../runtime.js';
-import { resolveLimits, type ServerLimits, VfioUserServer } from '../server/index.js';
+import { getuid } from '../native/index.js';
+import { claimSocketPath, resolveLimits, type ServerLimits, serveDevice } from '../server/index.js';
 
-const USAGE = `usage: vfio-ts serve --device <${DEVICE_NAMES.join('|')}> --socket <path> [--verbose] [--profile 6.1|7.3] [--dma-layout auto|spec|qemu]
-  [--allow-uid <uid|self>]... [--max-message-size N] [--max-data-xfer-size N] [--max-msg-fds N]
-  [--max-dma-maps N] [--max-pending-bytes N] [--max-pending-requests N] [--message-stall-ms N] [--max-mmap-cookies N]
-  nvme: --disk <file> [--size <bytes>] [--cmb-size <bytes>]  (sizes take K, M, G; docs/nvme-device.md)
-  (limits: docs/robustness.md)`;
+const USAGE = `usage: vfio-ts serve (--device <${DEVICE_NAMES.join('|')}> | --module <file.js>) --socket <path> [options]
+
+  --device NAME            serve a built-in device: ${DEVICE_NAMES.join(', ')}
+  --disk FILE              nvme: the namespace's file (created sparse when missing; docs/nvme-device.md)
+  --size BYTES             nvme: the size of a file --disk creates (K, M, G, T suffixes: 64M)
+  --cmb-size BYTES         nvme: a Controller Memory Buffer in BAR2 (a power of two, 4K or more)
+  --module FILE            serve the device a JavaScript module exports by default
+                           (export default defineDevice({...}); docs/writing-a-device.md)
+  --socket PATH            where to listen: a UNIX socket, created mode 0600; a stale socket
+                           there is replaced, a live one or any other file is refused
+  --verbose, -v            log one line per message (default: connects and disconnects only)
+  --profile 6.1|7.3        which Linux vfio-pci to answer like (default 7.3; docs/kernel-profiles.md)
+  --dma-layout auto|spec|qemu
+                           DMA_READ/DMA_WRITE layout (default auto: the spec's)
+  --allow-uid UID|self     accept only peers with this uid (repeatable; default: any the 0600
+                           socket lets in)
+  --max-mmap-cookies N     live mmap cookies per device (a GET past it is ENOSPC)
+  --max-message-size N, --max-data-xfer-size N, --max-msg-fds N, --max-dma-maps N,
+  --max-pending-bytes N, --max-pending-requests N, --message-stall-ms N
+                           per-client limits (docs/robustness.md)
+  --help, -h               this text`;
 
 /** The --max-* options and the ServerLimits field each sets, with the smallest value that works. */
 const LIMIT_OPTIONS: Record<string, [keyof ServerLimits, number]> = {
@@ -36,7 +52,8 @@ const LIMIT_OPTIONS: Record<string, [keyof ServerLimits, number]> = {
 };
 
 interface Args {
-  device: string;
+  device?: string;
+  module?: string;
   socket: string;
   verbose: boolean;
   profile: KernelProfile;
@@ -70,6 +87,9 @@ function parse(args: string[]): Args | string {
     switch (a) {
       case '--device':
         out.device = value();
+        break;
+      case '--module':
+        out.module = value();
         break;
       case '--socket':
         out.socket = value();
@@ -137,121 +157,76 @@ function parse(args: string[]): Args | string {
   } catch (e) {
     return e instanceof Error ? e.message : String(e);
   }
-  if (!out.device) return '--device is required';
-  if (!out.socket) return '--socket is required';
+  if ((out.device === undefined) === (out.module === undefined)) return 'give one of --device and --module';
   if ((out.device === 'nvme') !== (out.disk !== undefined))
     return 'nvme needs --disk, and only nvme takes it';
   if (out.disk === undefined && (out.size ?? out.cmbSize) !== undefined)
     return '--size and --cmb-size need --disk';
+  if (!out.socket) return '--socket is required';
   return out as Args;
 }
 
-/**
- * Makes `path` free for our socket: nothing there, or a stale socket (removed). A live socket
- * (connect succeeds) or anything that is not a socket is refused.
- */
-export function claimSocketPath(path: string): void {
-  let st: ReturnType<typeof lstatSync>;
+/** The default export of the module at `path` (relative to the working directory). */
+async function loadModule(path: string): Promise<DeviceDefinition> {
+  if (/\.(c|m)?tsx?$/.test(path))
+    throw new VfioError(
+      Errno.EINVAL,
+      'serve',
+      `${path}: Node runs JavaScript; compile the module first (tsc)`,
+    );
+  let mod: { default?: unknown };
   try {
-    st = lstatSync(path);
-  } catch {
-    return; // nothing there
-  }
-  if (!st.isSocket()) throw new VfioError(Errno.EEXIST, 'serve', `${path} exists and is not a socket`);
-  let fd: number;
-  try {
-    fd = unixConnect(path, 1000);
+    mod = (await import(pathToFileURL(resolve(path)).href)) as { default?: unknown };
   } catch (e) {
-    if (e instanceof VfioError && (e.errno === Errno.ECONNREFUSED || e.errno === Errno.ENOENT)) {
-      unlinkSync(path); // stale: nobody listens
-      return;
-    }
-    throw e;
+    if (e instanceof VfioError) throw e; // defineDevice refused the definition: its field is named
+    const code = (e as { code?: string }).code;
+    const errno = code === 'ERR_MODULE_NOT_FOUND' ? Errno.ENOENT : Errno.EINVAL;
+    throw new VfioError(errno, 'serve', `cannot load ${path}: ${e instanceof Error ? e.message : String(e)}`);
   }
-  closeFd(fd);
-  throw new VfioError(Errno.EADDRINUSE, 'serve', `${path} is a live socket: another server answers there`);
+  const def = await mod.default;
+  if (!isDeviceDefinition(def))
+    throw new VfioError(
+      Errno.EINVAL,
+      'serve',
+      `${path}: the default export is not a device definition (export default defineDevice({ ... }))`,
+    );
+  return def;
 }
 
 export async function run(args: string[]): Promise<number> {
   const a = parse(args);
   if (typeof a === 'string') {
     if (a) console.error(`vfio-ts serve: ${a}`);
-    console.error(USAGE);
+    (a ? console.error : console.log)(USAGE);
     return a ? 2 : 0;
   }
-  if (!isDeviceName(a.device)) {
+  if (a.device !== undefined && !isDeviceName(a.device)) {
     console.error(`vfio-ts serve: unknown device ${a.device} (${DEVICE_NAMES.join(', ')})`);
     return 2;
   }
+  // The path first: nothing (a disk file, a module's side effects) happens for a server that
+  // could not listen. serveDevice claims it again, finding it free.
   claimSocketPath(a.socket);
+  const definition =
+    a.module !== undefined
+      ? await loadModule(a.module)
+      : a.disk !== undefined
+        ? await nvmeDiskDevice({ disk: a.disk, size: a.size, cmbSize: a.cmbSize })
+        : namedDevice(a.device as 'edu');
   const log = (line: string) => console.log(`${new Date().toISOString()} ${line}`);
-  const options = {
-    env: nativeEnvironment(),
-    profile: a.profile,
-    ...(a.maxMmapCookies !== undefined ? { maxMmapCookies: a.maxMmapCookies } : {}),
-  };
-  const device =
-    a.disk !== undefined
-      ? (await openNvmeDevice({ disk: a.disk, size: a.size, cmbSize: a.cmbSize, log }, options)).device
-      : createDevice(a.device, options);
-  const server = new VfioUserServer(device, {
+  const served = await serveDevice(definition, {
+    socket: a.socket,
     log,
     verbose: a.verbose,
     dmaLayout: a.dmaLayout,
     limits: a.limits,
     ...(a.allowUids ? { allowUids: a.allowUids } : {}),
+    device: {
+      profile: a.profile,
+      ...(a.maxMmapCookies !== undefined ? { maxMmapCookies: a.maxMmapCookies } : {}),
+    },
   });
-  // The signal handlers go in before the socket exists and before the "serving" line: a
-  // supervisor that signals us as soon as it reads that line must find them in place, or the
-  // signal's default action kills us without removing the socket.
-  let stopped = false;
-  // The socket we created, by device and inode: a path that a later server (or anything else)
-  // took over after us is not ours to remove.
-  let ours: { dev: number; ino: number } | undefined;
-  const removeSocket = () => {
-    const was = ours;
-    ours = undefined;
-    if (!was) return;
-    try {
-      const st = lstatSync(a.socket);
-      if (st.isSocket() && st.dev === was.dev && st.ino === was.ino) unlinkSync(a.socket);
-    } catch {
-      // already gone
-    }
-  };
-  let resolveExit: (code: number) => void = () => {};
-  const exited = new Promise<number>((resolve) => {
-    resolveExit = resolve;
-  });
-  const shutdown = (signal: string) => {
-    if (stopped) return;
-    stopped = true;
-    process.off('SIGINT', onInt);
-    process.off('SIGTERM', onTerm);
-    log(`${signal}: shutting down`);
-    server.stop();
-    device.close();
-    removeSocket();
-    resolveExit(0);
-  };
-  const onInt = () => shutdown('SIGINT');
-  const onTerm = () => shutdown('SIGTERM');
-  process.on('SIGINT', onInt);
-  process.on('SIGTERM', onTerm);
-  try {
-    server.listen(a.socket);
-  } catch (e) {
-    process.off('SIGINT', onInt);
-    process.off('SIGTERM', onTerm);
-    device.close();
-    throw e;
-  }
-  const st = lstatSync(a.socket);
-  ours = { dev: st.dev, ino: st.ino };
-  // 'exit' runs for an uncaught exception or rejection too (exit status 1), not only for a
-  // clean return: the socket goes with us either way. (SIGKILL leaves it: the next start finds
-  // it stale and replaces it.)
-  process.once('exit', removeSocket);
-  log(`serving ${a.device} (profile ${a.profile}) on ${a.socket}`);
-  return exited;
+  log(`serving ${definition.name} (profile ${a.profile}) on ${a.socket}`);
+  await served.stopped;
+  return 0;
 }

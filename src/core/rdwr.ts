@@ -13,7 +13,7 @@ import {
 } from '../abi/vfio.js';
 import { fail } from '../errors.js';
 import { view } from '../wire/vfio.js';
-import type { DeviceBehaviour } from './behaviour.js';
+import type { DeviceBehaviour, RegisterHandlers } from './behaviour.js';
 import type { ConfigSpace } from './config.js';
 import type { MsixDescription } from './description.js';
 import type { DeviceRegion, RegionTable } from './regions.js';
@@ -124,7 +124,12 @@ export class RegionAccess {
     }
   }
 
-  /** One trapped access at `pos`, bytes `i..` of `part`, at most `limit` bytes: returns its size. */
+  /**
+   * One trapped access at `pos`, bytes `i..` of `part`, at most `limit` bytes: returns its size.
+   * An 8-byte access to a BAR whose handler takes at most 4 is two 4-byte accesses, low half
+   * first, as QEMU's memory core splits an access wider than a region's `.impl.max_access_size`
+   * (system/memory.c access_with_adjusted_size).
+   */
   private trapped(
     bar: number,
     pos: number,
@@ -133,39 +138,31 @@ export class RegionAccess {
     limit: number,
     write: boolean,
   ): number {
+    const h =
+      this.behaviour.bars?.[bar] ?? fail(Errno.EIO, write ? 'pwrite' : 'pread', `BAR${bar}: no handler`);
     const dv = view(part);
     if (this.wide && pos % 8 === 0 && limit >= 8) {
-      this.trapped64(bar, pos, dv, i, write);
+      if (this.regions.bar(bar)!.maxAccessSize === 4) {
+        this.access32(h, pos, dv, i, write);
+        this.access32(h, pos + 4, dv, i + 4, write);
+      } else if (write) h.write(pos, 8, dv.getBigUint64(i, true));
+      else dv.setBigUint64(i, BigInt.asUintN(64, h.read(pos, 8)), true);
       return 8;
     }
     const size: 1 | 2 | 4 = pos % 4 === 0 && limit >= 4 ? 4 : pos % 2 === 0 && limit >= 2 ? 2 : 1;
-    if (write) {
-      const v = size === 4 ? dv.getUint32(i, true) : size === 2 ? dv.getUint16(i, true) : part[i]!;
-      this.behaviour.barWrite?.(bar, pos, size, v);
-    } else {
-      const v = this.behaviour.barRead?.(bar, pos, size) ?? 0xffffffff;
-      if (size === 4) dv.setUint32(i, v >>> 0, true);
-      else if (size === 2) dv.setUint16(i, v & 0xffff, true);
-      else part[i] = v & 0xff;
+    if (size === 4) this.access32(h, pos, dv, i, write);
+    else if (write) h.write(pos, size, BigInt(size === 2 ? dv.getUint16(i, true) : part[i]!));
+    else {
+      const v = Number(BigInt.asUintN(size * 8, h.read(pos, size)));
+      if (size === 2) dv.setUint16(i, v, true);
+      else part[i] = v;
     }
     return size;
   }
 
-  /** One 8-byte trapped access at `pos`, bytes `i..i+8` of `dv` (a behaviour without 64-bit ops gets 4 + 4). */
-  private trapped64(bar: number, pos: number, dv: DataView, i: number, write: boolean): void {
-    const bh = this.behaviour;
-    if (write) {
-      const v = dv.getBigUint64(i, true);
-      if (bh.barWrite64) bh.barWrite64(bar, pos, v);
-      else {
-        bh.barWrite?.(bar, pos, 4, dv.getUint32(i, true));
-        bh.barWrite?.(bar, pos + 4, 4, dv.getUint32(i + 4, true));
-      }
-    } else if (bh.barRead64) dv.setBigUint64(i, BigInt.asUintN(64, bh.barRead64(bar, pos)), true);
-    else {
-      dv.setUint32(i, (bh.barRead?.(bar, pos, 4) ?? 0xffffffff) >>> 0, true);
-      dv.setUint32(i + 4, (bh.barRead?.(bar, pos + 4, 4) ?? 0xffffffff) >>> 0, true);
-    }
+  private access32(h: RegisterHandlers, pos: number, dv: DataView, i: number, write: boolean): void {
+    if (write) h.write(pos, 4, BigInt(dv.getUint32(i, true)));
+    else dv.setUint32(i, Number(BigInt.asUintN(32, h.read(pos, 4))), true);
   }
 
   /** Byte range (not page-rounded) of the MSI-X table in `bar`, which BAR reads and writes skip. */

@@ -31,5 +31,13 @@ export {
   SERVER_MAX_PENDING_BYTES,
   type ServerLimits,
 } from './limits.js';
+export {
+  CLAIM_CONNECT_TIMEOUT_MS,
+  claimSocketPath,
+  type ServableDevice,
+  type ServeDeviceOptions,
+  type ServedDevice,
+  serveDevice,
+} from './serve-device.js';
 export { type ClientInfo, type ServerOptions, VfioUserServer } from './server.js';
 export { DMA_REQUEST_TIMEOUT_MS, Session, type SessionOptions } from './session.js';

@@ -1,6 +1,7 @@
 /**
  * `vfio-ts serve` as a process: socket mode, refusing a live socket, replacing a stale one,
- * connect/disconnect log lines with the peer's pid and uid, clean shutdown on SIGINT/SIGTERM.
+ * connect/disconnect log lines with the peer's pid and uid, clean shutdown on SIGINT/SIGTERM;
+ * a device module (`--module`) and every way loading one can fail; `--help`.
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -8,7 +9,10 @@ import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
+import { pathToFileURL } from 'node:url';
 import { VfioUserCommand as C } from '../../src/abi/vfio-user.js';
+import { VfioUserClient } from '../../src/client/index.js';
+import { VfioDevice } from '../../src/driver/device.js';
 import { closeFd, unixConnect, unixListen } from '../../src/native/index.js';
 import { repoRoot } from '../harness/index.js';
 import { errnoOf, qemuVersionPayload, rawPeer } from './raw.js';
@@ -211,4 +215,115 @@ test('serve: bad arguments exit 2 with the usage', async () => {
   const code = await new Promise<number | null>((r) => s.once('exit', (c) => r(c)));
   assert.equal(code, 2);
   assert.match(err, /unknown device nope/);
+});
+
+/** Runs `vfio-ts serve ARGS` to its exit; its output. */
+async function serveOnce(...args: string[]): Promise<{ code: number | null; out: string }> {
+  const s = spawn(process.execPath, [join(repoRoot(), 'dist/src/cli/main.js'), 'serve', ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  s.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+  s.stderr.setEncoding('utf8').on('data', (d: string) => (out += d));
+  const code = await new Promise<number | null>((r) => s.once('exit', (c) => r(c)));
+  return { code, out };
+}
+
+/** A device module as a user writes it (the library imported by file URL: it is not installed in tmp). */
+function deviceModule(name: string, body: string): string {
+  const path = join(dir, name);
+  const lib = pathToFileURL(join(repoRoot(), 'dist/src/index.js')).href;
+  writeFileSync(path, `import { defineDevice } from ${JSON.stringify(lib)};\n${body}\n`);
+  return path;
+}
+
+test('serve --module: the default export of a device module, served and driven by the client', async () => {
+  const mod = deviceModule(
+    'answer.mjs',
+    `export default defineDevice({
+      name: 'answer',
+      identity: { vendorId: 0x1b36, deviceId: 0x4242, classCode: 0xff0000 },
+      bars: [{ index: 0, kind: 'mem32', size: 4096, backing: 'registers' }],
+      create: () => ({ bars: { 0: { read: (offset) => BigInt(offset) + 42n, write() {} } } }),
+    });`,
+  );
+  const sock = join(dir, 'module.sock');
+  const s = spawn(
+    process.execPath,
+    [join(repoRoot(), 'dist/src/cli/main.js'), 'serve', '--module', mod, '--socket', sock],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let out = '';
+  s.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+  s.stderr.setEncoding('utf8').on('data', (d: string) => (out += d));
+  const exit = new Promise<number | null>((r) => s.once('exit', (c) => r(c)));
+  try {
+    await until(() => /serving answer/.test(out), `the server to start\n${out}`);
+    const dev = new VfioDevice(await VfioUserClient.connect(sock));
+    const info = await dev.info();
+    assert.equal(info.numRegions >= 9, true);
+    assert.equal(await dev.read32(0, 8), 50);
+    assert.equal((await dev.read(7, 0, 4)).join(), [0x36, 0x1b, 0x42, 0x42].join(), 'vendor and device id');
+    await dev.close();
+  } finally {
+    s.kill('SIGTERM');
+  }
+  assert.equal(await exit, 0, out);
+  assert.throws(() => statSync(sock), 'socket removed');
+});
+
+test('serve --module: a module that is no device, a definition with a bad field, a missing file, TypeScript', async () => {
+  const cases: [string, string, RegExp][] = [
+    [
+      deviceModule('none.mjs', 'export default { name: "x" };'),
+      'x.sock',
+      /the default export is not a device definition/,
+    ],
+    [
+      deviceModule(
+        'bad.mjs',
+        `export default defineDevice({ name: 'bad', identity: { vendorId: 1, deviceId: 2, classCode: 3 },
+           bars: [{ index: 0, kind: 'mem32', size: 3000, backing: 'memory' }] });`,
+      ),
+      'y.sock',
+      /defineDevice bad: EINVAL \(BAR0 size 3000 is not a power of two\)/,
+    ],
+    [join(dir, 'missing.mjs'), 'z.sock', /ENOENT \(cannot load .*missing\.mjs/],
+    [join(dir, 'device.ts'), 'w.sock', /compile the module first/],
+  ];
+  for (const [mod, sock, want] of cases) {
+    const r = await serveOnce('--module', mod, '--socket', join(dir, sock));
+    assert.equal(r.code, 1, r.out);
+    assert.match(r.out, want);
+    assert.throws(() => statSync(join(dir, sock)), 'no socket left behind');
+  }
+  const both = await serveOnce('--module', 'a.js', '--device', 'edu', '--socket', join(dir, 'v.sock'));
+  assert.equal(both.code, 2);
+  assert.match(both.out, /give one of --device and --module/);
+});
+
+test('serve --help: exit 0, every flag explained', async () => {
+  const r = await serveOnce('--help');
+  assert.equal(r.code, 0);
+  for (const flag of [
+    '--device',
+    '--module',
+    '--disk',
+    '--size',
+    '--cmb-size',
+    '--socket',
+    '--verbose',
+    '--profile',
+    '--dma-layout',
+    '--allow-uid',
+    '--max-mmap-cookies',
+    '--max-message-size',
+    '--max-data-xfer-size',
+    '--max-msg-fds',
+    '--max-dma-maps',
+    '--max-pending-bytes',
+    '--max-pending-requests',
+    '--message-stall-ms',
+  ])
+    assert.ok(r.out.includes(flag), `${flag} in\n${r.out}`);
 });

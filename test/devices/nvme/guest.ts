@@ -7,7 +7,7 @@
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import type { VfioPciDevice } from '../../../src/core/device.js';
-import { type NvmeBehaviour, openNvmeDevice } from '../../../src/devices/nvme.js';
+import { type NvmeModel, nvmeDiskDevice } from '../../../src/devices/nvme.js';
 import { nativeEnvironment } from '../../../src/runtime.js';
 import { VfioUserServer } from '../../../src/server/index.js';
 import {
@@ -41,7 +41,8 @@ echo "@@NVME-MODEL $(cat /sys/class/nvme/nvme0/model)"
 
 export interface ServedNvme {
   readonly device: VfioPciDevice;
-  readonly behaviour: NvmeBehaviour;
+  /** The device's model: its controller. */
+  readonly behaviour: NvmeModel;
   readonly log: string[];
   close(): void;
 }
@@ -55,10 +56,10 @@ export async function serveNvme(
   verbose = false,
 ): Promise<ServedNvme> {
   const log: string[] = [];
-  const { device, behaviour } = await openNvmeDevice(
-    { disk, size, cmbSize, log: (l) => log.push(l) },
-    { env: nativeEnvironment() },
-  );
+  const { device, model: behaviour } = (await nvmeDiskDevice({ disk, size, cmbSize })).instantiate({
+    env: nativeEnvironment(),
+    log: (l) => log.push(l),
+  });
   const server = new VfioUserServer(device, {
     log: (l) => log.push(verbose ? `${performance.now().toFixed(1)} ${l}` : l),
     verbose,

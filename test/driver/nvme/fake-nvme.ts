@@ -12,10 +12,10 @@
  * error status, a vanished device (registers read all ones).
  */
 
-import type { DeviceBehaviour, DeviceContext } from '../../../src/core/device.js';
-import { VfioPciDevice } from '../../../src/core/device.js';
+import { type DeviceContext, defineDevice } from '../../../src/core/define.js';
+import type { VfioPciDevice } from '../../../src/core/device.js';
 import type { Extensions } from '../../../src/core/wc.js';
-import { nvmeDescription } from '../../../src/devices/nvme.js';
+import { NVME_IDENTITY } from '../../../src/devices/nvme.js';
 import { VfioDevice } from '../../../src/driver/device.js';
 import { LocalDeviceFile } from '../../../src/driver/local.js';
 import { nativeEnvironment } from '../../../src/runtime.js';
@@ -58,8 +58,7 @@ interface Cq {
   iv: number;
 }
 
-export class FakeNvme implements DeviceBehaviour {
-  private ctx!: DeviceContext;
+export class FakeNvme {
   readonly disk: Uint8Array;
   readonly blockBytes: number;
   private cc = 0;
@@ -83,13 +82,20 @@ export class FakeNvme implements DeviceBehaviour {
   readonly commands: { qid: number; opcode: number; fromCmb: boolean }[] = [];
   cqOverflows = 0;
 
-  constructor(readonly options: FakeNvmeOptions = {}) {
+  /** BAR0's registers (4-byte accesses: the BAR is declared `maxAccessSize: 4`). */
+  readonly bars = {
+    0: {
+      read: (offset: number, size: number) => BigInt(this.barRead(offset, size)),
+      write: (offset: number, size: number, value: bigint) => this.barWrite(offset, size, Number(value)),
+    },
+  };
+
+  constructor(
+    private readonly ctx: DeviceContext,
+    readonly options: FakeNvmeOptions = {},
+  ) {
     this.blockBytes = options.blockBytes ?? 512;
     this.disk = new Uint8Array((options.blocks ?? 2048) * this.blockBytes);
-  }
-
-  attach(ctx: DeviceContext): void {
-    this.ctx = ctx;
   }
 
   private get hasCmb(): boolean {
@@ -124,11 +130,11 @@ export class FakeNvme implements DeviceBehaviour {
   }
 
   private barAddress(): bigint {
-    return this.ctx.config.barAddress(2) ?? 0n;
+    return this.ctx.barAddress(2) ?? 0n;
   }
 
-  barRead(bar: number, offset: number, size: 1 | 2 | 4): number {
-    if (bar !== 0 || size !== 4) return 0;
+  private barRead(offset: number, size: number): number {
+    if (size !== 4) return 0;
     if (this.gone) return 0xffffffff;
     const cap = this.cap();
     switch (offset) {
@@ -158,8 +164,8 @@ export class FakeNvme implements DeviceBehaviour {
     }
   }
 
-  barWrite(bar: number, offset: number, size: 1 | 2 | 4, value: number): void {
-    if (bar !== 0 || size !== 4) return;
+  private barWrite(offset: number, size: number, value: number): void {
+    if (size !== 4) return;
     const v = value >>> 0;
     if (offset >= 0x1000) {
       this.doorbell(offset, v);
@@ -269,12 +275,12 @@ export class FakeNvme implements DeviceBehaviour {
 
   /** The CMB as the controller sees it (BAR2's memory). */
   cmb(): Uint8Array {
-    return this.ctx.barMemory(2)!;
+    return this.ctx.memory(2);
   }
 
   private cmbBytes(addr: bigint, n: number): Uint8Array {
     const off = Number(addr - this.cmbBase()!);
-    return this.ctx.barMemory(2)!.slice(off, off + n);
+    return this.ctx.memory(2).slice(off, off + n);
   }
 
   /** Posts a completion (§4.6) with the queue's phase, then the MSI-X vector if enabled. */
@@ -293,7 +299,7 @@ export class FakeNvme implements DeviceBehaviour {
       cq.tail = 0;
       cq.phase ^= 1;
     }
-    if (cq.ien) this.ctx.raise(cq.iv);
+    if (cq.ien) this.ctx.irq.raise(cq.iv);
   }
 
   private async admin(opcode: number, dv: DataView): Promise<[number, number]> {
@@ -421,25 +427,23 @@ export function fakeNvmeDevice(options: FakeNvmeOptions = {}): {
   core: VfioPciDevice;
   dev: VfioDevice;
 } {
-  const fake = new FakeNvme(options);
-  const core = new VfioPciDevice(
-    {
-      name: 'fake-nvme',
-      // QEMU's nvme, as the differential test's description has it.
-      identity: nvmeDescription().identity,
-      bars: [
-        { size: 16 << 10, kind: 'mem64', backing: 'trapped' },
-        undefined,
-        { size: FAKE_CMB_BYTES, kind: 'mem64', prefetchable: true, backing: 'memory' },
-        undefined,
-        { size: PAGE, kind: 'mem32', backing: 'memory' },
-      ],
-      msix: { tableSize: FAKE_VECTORS, tableBar: 4, tableOffset: 0, pbaBar: 4, pbaOffset: 2048 },
-      pcie: true,
-      resettable: true,
-    },
-    fake,
-    { env: nativeEnvironment(), ...(options.extensions && { extensions: options.extensions }) },
-  );
+  const definition = defineDevice({
+    name: 'fake-nvme',
+    identity: NVME_IDENTITY, // QEMU's nvme
+    bars: [
+      { index: 0, kind: 'mem64', size: 16 << 10, backing: 'registers', maxAccessSize: 4 },
+      { index: 2, kind: 'mem64', size: FAKE_CMB_BYTES, prefetchable: true, backing: 'memory', reset: 'zero' },
+      { index: 4, kind: 'mem32', size: PAGE, backing: 'memory', reset: 'zero' },
+    ],
+    msix: { vectors: FAKE_VECTORS, table: { bar: 4, offset: 0 }, pba: { bar: 4, offset: 2048 } },
+    intx: true,
+    pcie: true,
+    resettable: true,
+    create: (ctx) => new FakeNvme(ctx, options),
+  });
+  const { device: core, model: fake } = definition.instantiate({
+    env: nativeEnvironment(),
+    ...(options.extensions && { extensions: options.extensions }),
+  });
   return { fake, core, dev: new VfioDevice(new LocalDeviceFile(core)) };
 }

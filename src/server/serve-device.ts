@@ -1,0 +1,175 @@
+/**
+ * serveDevice: one call that serves a device over vfio-user at a socket path the way
+ * `vfio-ts serve` does (the command line is built on it):
+ *
+ *   const served = await serveDevice(myDevice, { socket: '/run/my-device.sock' });
+ *   await served.stopped; // SIGINT/SIGTERM, or served.stop()
+ *
+ * - The path is claimed first: nothing there, or a stale socket (nobody accepts: removed). A live
+ *   socket (something answers) is EADDRINUSE, anything that is not a socket EEXIST, a missing
+ *   directory ENOENT, each naming the path.
+ * - The socket is created 0600 (VfioUserServer.listen).
+ * - With `signals` (the default), SIGINT and SIGTERM stop the server; their handlers go in before
+ *   the socket exists, so a supervisor that signals as soon as the server is up never meets the
+ *   signal's default action (which would leave the socket behind).
+ * - Stopping disconnects the client, closes the device (when serveDevice built it), waits for the
+ *   device's work to settle, and removes the socket only while the path still holds ours (its
+ *   device and inode, recorded after listen): a path another server took over is left alone. A
+ *   process that exits without stopping (an uncaught error, process.exit) removes it too, from
+ *   the 'exit' event. SIGKILL leaves it; the next start finds it stale and replaces it.
+ */
+import { lstatSync, unlinkSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { Errno } from '../abi/errno.js';
+import type { DeviceDefinition } from '../core/define.js';
+import type { DeviceOptions } from '../core/device.js';
+import { VfioError } from '../errors.js';
+import { closeFd, unixConnect } from '../native/index.js';
+import { nativeEnvironment } from '../runtime.js';
+import type { DevicePort } from './device-port.js';
+import { type ServerOptions, VfioUserServer } from './server.js';
+
+/** How long claiming the path waits for a live server there to accept. */
+export const CLAIM_CONNECT_TIMEOUT_MS = 1000;
+
+/** A device the server can serve and serveDevice can close (VfioPciDevice is one). */
+export interface ServableDevice extends DevicePort {
+  close(): void;
+  settled?(): Promise<void>;
+}
+
+export interface ServeDeviceOptions extends ServerOptions {
+  /** Where to listen (a UNIX socket path). */
+  readonly socket: string;
+  /**
+   * How to build the device from a definition (profile, extensions, ...). Default: the native
+   * environment (memfd memory, eventfds) and the 7.3 profile; `log` defaults to the server's.
+   */
+  readonly device?: Partial<DeviceOptions>;
+  /** Stop on SIGINT and SIGTERM (default true). */
+  readonly signals?: boolean;
+}
+
+export interface ServedDevice {
+  readonly server: VfioUserServer;
+  readonly device: ServableDevice;
+  readonly socket: string;
+  /** Resolves once stopped, with why: 'SIGINT', 'SIGTERM' or stop()'s reason. */
+  readonly stopped: Promise<string>;
+  /** Stops serving and cleans up (see the header); resolves when the device has settled. */
+  stop(reason?: string): Promise<void>;
+}
+
+/**
+ * Makes `path` free for a socket: nothing there, or a stale socket (removed). A live socket,
+ * anything that is not a socket, and a directory that does not exist are refused.
+ * @throws VfioError EADDRINUSE, EEXIST, ENOENT
+ */
+export function claimSocketPath(path: string): void {
+  let st: ReturnType<typeof lstatSync>;
+  try {
+    st = lstatSync(path);
+  } catch {
+    try {
+      if (!lstatSync(dirname(path)).isDirectory())
+        throw new VfioError(Errno.ENOENT, 'serve', `${dirname(path)} is not a directory`);
+    } catch (e) {
+      if (e instanceof VfioError) throw e;
+      throw new VfioError(Errno.ENOENT, 'serve', `${path}: directory ${dirname(path)} does not exist`);
+    }
+    return; // nothing there
+  }
+  if (!st.isSocket()) throw new VfioError(Errno.EEXIST, 'serve', `${path} exists and is not a socket`);
+  let fd: number;
+  try {
+    fd = unixConnect(path, CLAIM_CONNECT_TIMEOUT_MS);
+  } catch (e) {
+    if (e instanceof VfioError && (e.errno === Errno.ECONNREFUSED || e.errno === Errno.ENOENT)) {
+      unlinkSync(path); // stale: nobody listens
+      return;
+    }
+    throw e;
+  }
+  closeFd(fd);
+  throw new VfioError(Errno.EADDRINUSE, 'serve', `${path} is a live socket: another server answers there`);
+}
+
+function isDefinition(d: DeviceDefinition | ServableDevice): d is DeviceDefinition {
+  return 'instantiate' in d;
+}
+
+/** Serves `device` (a definition, built here, or a device) at `options.socket`. */
+export async function serveDevice(
+  device: DeviceDefinition | ServableDevice,
+  options: ServeDeviceOptions,
+): Promise<ServedDevice> {
+  const { socket, signals = true } = options;
+  claimSocketPath(socket);
+  const dev = isDefinition(device)
+    ? device.instantiate({
+        env: nativeEnvironment(),
+        ...(options.log && { log: options.log }),
+        ...options.device,
+      }).device
+    : device;
+  const server = new VfioUserServer(dev, options);
+  // The socket we created, by device and inode: a path taken over after us is not ours.
+  let ours: { dev: number; ino: number } | undefined;
+  const removeSocket = () => {
+    const was = ours;
+    ours = undefined;
+    if (!was) return;
+    try {
+      const st = lstatSync(socket);
+      if (st.isSocket() && st.dev === was.dev && st.ino === was.ino) unlinkSync(socket);
+    } catch {
+      // already gone
+    }
+  };
+  let resolveStopped: (why: string) => void = () => {};
+  const stopped = new Promise<string>((resolve) => {
+    resolveStopped = resolve;
+  });
+  let stopping: Promise<void> | undefined;
+  const onSignal = (signal: NodeJS.Signals) => {
+    options.log?.(`${signal}: shutting down`);
+    void stop(signal);
+  };
+  const detach = () => {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    process.off('exit', removeSocket);
+  };
+  const stop = (reason = 'stopped'): Promise<void> => {
+    stopping ??= (async () => {
+      detach();
+      server.stop();
+      if (dev !== device) dev.close();
+      removeSocket();
+      try {
+        await dev.settled?.();
+      } finally {
+        resolveStopped(reason);
+      }
+    })();
+    return stopping;
+  };
+  if (signals) {
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+  }
+  try {
+    server.listen(socket);
+    const st = lstatSync(socket);
+    ours = { dev: st.dev, ino: st.ino };
+  } catch (e) {
+    detach();
+    server.stop();
+    if (dev !== device) dev.close();
+    throw e;
+  }
+  // 'exit' runs for an uncaught exception or rejection too (exit status 1), not only for a
+  // clean return: the socket goes with us either way.
+  process.once('exit', removeSocket);
+  return { server, device: dev, socket, stopped, stop };
+}
