@@ -20,6 +20,7 @@
  */
 import { bytes, field, layout } from './layout.js';
 import {
+  VfioMigState,
   vfio_device_feature,
   vfio_info_cap_header,
   vfio_irq_info,
@@ -395,16 +396,8 @@ export const vfio_user_feature_mig_state = layout('vfio_user_feature_mig_state',
   device_state: field(0, 'u32'),
   data_fd: field(4, 'u32'),
 });
-export const VfioUserMigState = {
-  ERROR: 0,
-  STOP: 1,
-  RUNNING: 2,
-  STOP_COPY: 3,
-  RESUMING: 4,
-  RUNNING_P2P: 5,
-  PRE_COPY: 6,
-  PRE_COPY_P2P: 7,
-} as const;
+/** The spec's state table is vfio.h's enum vfio_device_mig_state. */
+export const VfioUserMigState = VfioMigState;
 /** Data of DMA_LOGGING_START: page_size u64, num_ranges u32, reserved u32, ranges at 16. */
 export const vfio_user_dma_logging_control = layout('vfio_user_dma_logging_control', 16, 'vfio-user', {
   page_size: field(0, 'u64'),

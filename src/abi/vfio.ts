@@ -133,6 +133,34 @@ export const VFIO_DEVICE_FEATURE_BUS_MASTER = 10;
 /** Linux 6.19+ (`vfio_pci_dmabuf.c`); absent from 6.1's header, present in 7.3's. */
 export const VFIO_DEVICE_FEATURE_DMA_BUF = 11;
 
+// ---------------------------------------------------------------------------------------------
+// Migration v2 (vfio.h: VFIO_DEVICE_FEATURE_MIGRATION, _MIG_DEVICE_STATE, _MIG_DATA_SIZE,
+// VFIO_MIG_GET_PRECOPY_INFO; docs/migration.md)
+// ---------------------------------------------------------------------------------------------
+/** struct vfio_device_feature_migration flags: STOP, STOP_COPY and RESUMING are supported. */
+export const VFIO_MIGRATION_STOP_COPY = 1 << 0;
+/** RUNNING_P2P is supported (and PRE_COPY_P2P with PRE_COPY). */
+export const VFIO_MIGRATION_P2P = 1 << 1;
+/** PRE_COPY is supported (Linux 6.2+; absent from 6.1's header). */
+export const VFIO_MIGRATION_PRE_COPY = 1 << 2;
+/** ioctl on the migration data fd, valid in the PRE_COPY states (Linux 6.2+). */
+export const VFIO_MIG_GET_PRECOPY_INFO = vfioIoctl(21);
+
+/**
+ * enum vfio_device_mig_state. An object, not VFIO_ constants: PRE_COPY and PRE_COPY_P2P are enum
+ * members 6.1's header lacks, and the ABI probe cannot #ifdef an enum member.
+ */
+export const VfioMigState = {
+  ERROR: 0,
+  STOP: 1,
+  RUNNING: 2,
+  STOP_COPY: 3,
+  RESUMING: 4,
+  RUNNING_P2P: 5,
+  PRE_COPY: 6,
+  PRE_COPY_P2P: 7,
+} as const;
+
 /**
  * DMA_BUF attribute field in `vfio_device_feature_dma_buf.flags`: posted and reviewed upstream
  * (April 2026), not merged as of Linux 7.3, whose vfio_pci_core_feature_dma_buf() still demands
@@ -321,6 +349,30 @@ export const vfio_device_low_power_entry_with_wakeup = layout(
   { wakeup_eventfd: field(0, 's32'), reserved: field(4, 'u32') },
 );
 
+/** vfio.h: data of VFIO_DEVICE_FEATURE_MIGRATION (GET). */
+export const vfio_device_feature_migration = layout('vfio_device_feature_migration', 8, 'uapi', {
+  flags: field(0, 'u64'),
+});
+
+/** vfio.h: data of VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE; data_fd is -1 when no session opened. */
+export const vfio_device_feature_mig_state = layout('vfio_device_feature_mig_state', 8, 'uapi', {
+  device_state: field(0, 'u32'),
+  data_fd: field(4, 's32'),
+});
+
+/** vfio.h (6.8+): data of VFIO_DEVICE_FEATURE_MIG_DATA_SIZE (GET). */
+export const vfio_device_feature_mig_data_size = layout('vfio_device_feature_mig_data_size', 8, 'uapi-6.19', {
+  stop_copy_length: field(0, 'u64'),
+});
+
+/** vfio.h (6.2+): VFIO_MIG_GET_PRECOPY_INFO's argument. */
+export const vfio_precopy_info = layout('vfio_precopy_info', 24, 'uapi-6.19', {
+  argsz: field(0, 'u32'),
+  flags: field(4, 'u32'),
+  initial_bytes: field(8, 'u64'),
+  dirty_bytes: field(16, 'u64'),
+});
+
 export const vfio_region_dma_range = layout('vfio_region_dma_range', 16, 'uapi-6.19', {
   offset: field(0, 'u64'),
   length: field(8, 'u64'),
@@ -382,6 +434,8 @@ export const CONSTANT_ORIGIN: Readonly<Record<string, Origin>> = {
   VFIO_REGION_INFO_FLAG_PREFETCH: 'rfc',
   VFIO_REGION_FLAG_WRITE_COMBINE: 'rfc',
   VFIO_DEVICE_FEATURE_MIG_DATA_SIZE: 'uapi-6.19',
+  VFIO_MIGRATION_PRE_COPY: 'uapi-6.19',
+  VFIO_MIG_GET_PRECOPY_INFO: 'uapi-6.19',
   VFIO_DEVICE_FEATURE_BUS_MASTER: 'uapi-6.19',
   VFIO_DEVICE_FEATURE_DMA_BUF: 'uapi-6.19',
   VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_MASK: 'proposed',
@@ -428,6 +482,10 @@ export const ALL_LAYOUTS: readonly StructLayout[] = [
   vfio_device_ioeventfd,
   vfio_device_feature,
   vfio_device_low_power_entry_with_wakeup,
+  vfio_device_feature_migration,
+  vfio_device_feature_mig_state,
+  vfio_device_feature_mig_data_size,
+  vfio_precopy_info,
   vfio_region_dma_range,
   vfio_device_feature_dma_buf,
   vfio_region_flags,

@@ -5,6 +5,7 @@
  */
 import type { ConfigSpace } from './config.js';
 import type { DmaSpace } from './dma.js';
+import type { DeviceState, StateValue } from './state.js';
 
 /**
  * The size of one trapped access, naturally aligned, as vfio_pci_core_do_io_rw cuts a
@@ -27,7 +28,8 @@ export interface RegisterHandlers {
 /** What the core gives a device when it is built. */
 export interface BehaviourContext {
   readonly config: ConfigSpace;
-  readonly dma: DmaSpace;
+  /** Host memory: waits while the device is stopped for migration (core/migration/gate.ts). */
+  readonly dma: Pick<DmaSpace, 'read' | 'readInto' | 'write'>;
   /** The memory behind BAR `bar` (a memory BAR's bytes), or undefined for an I/O BAR. */
   barMemory(bar: number): Uint8Array | undefined;
   /** Raise interrupt `vector` of whatever type the driver enabled (INTx: 0). */
@@ -51,6 +53,35 @@ export interface DeviceBehaviour {
   close?(): void;
   /** Resolves when no work the device started (a DMA, a command) is still running. */
   settled?(): Promise<void>;
+  /** The device's plain-data state (define.ts `state`): migration saves and restores it. */
+  readonly state?: DeviceState;
+  /** What the model adds to migration (docs/migration.md). */
+  readonly migration?: ModelMigration;
+}
+
+/**
+ * A model's part in live migration (docs/migration.md, "Device state"). The core saves the
+ * plain-data `state`, the memory BARs, config space and the INTx line itself, and quiesces work
+ * started through the device's context (`work`, `settled`); a model adds what it keeps elsewhere.
+ */
+export interface ModelMigration {
+  /**
+   * The device stops (vfio.h: "must not generate interrupts, DMA, or any other change to external
+   * state"): start no new work, and resolve once the work in flight has finished and posted its
+   * results. Afterwards the core holds any DMA or interrupt until `start`.
+   */
+  stop?(): Promise<void> | void;
+  /** The device runs again, after `stop` or on a target after a restore: pick up waiting work. */
+  start?(): void;
+  /** State kept outside `state`, as plain data (state.ts); called while stopped. */
+  save?(): StateValue;
+  /**
+   * Takes what `save` returned on a device of the same definition. Throw VfioError(EINVAL) for
+   * a value it cannot take, before changing anything.
+   */
+  load?(saved: StateValue): void;
+  /** Memory the device owns outside its BARs (an in-memory disk): migrated like BAR memory. */
+  memory?(): readonly Uint8Array[];
 }
 
 /** Builds a device's behaviour from its context: once, when the core builds the device. */

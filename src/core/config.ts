@@ -161,6 +161,19 @@ export class ConfigSpace {
     this.initState();
   }
 
+  /** Migration (src/core/migration): the device's registers, vfio's copy, the power state. */
+  saveState(): { hw: Uint8Array; vconfig: Uint8Array; power: number } {
+    return { hw: this.hw.slice(), vconfig: this.vconfig.slice(), power: this.power };
+  }
+
+  /** Puts back what saveState gave on a device of this description (same sizes: checked before). */
+  loadState(s: { readonly hw: Uint8Array; readonly vconfig: Uint8Array; readonly power: number }): void {
+    this.hw.set(s.hw);
+    this.vconfig.set(s.vconfig);
+    this.power = s.power;
+    this.events = {};
+  }
+
   // ---------------------------------------------------------------------------------------------
   // Accesses (vfio_pci_config_rw / vfio_config_do_rw)
   // ---------------------------------------------------------------------------------------------

@@ -32,14 +32,20 @@
  */
 import { Errno } from '../abi/errno.js';
 import { fail, VfioError } from '../errors.js';
-import type { AccessSize, BehaviourContext, DeviceBehaviour, RegisterHandlers } from './behaviour.js';
+import type {
+  AccessSize,
+  BehaviourContext,
+  DeviceBehaviour,
+  ModelMigration,
+  RegisterHandlers,
+} from './behaviour.js';
 import { validateDescription } from './config/layout.js';
 import { checkInstance, checkSpec, compile, DEFINE_OP } from './define-check.js';
 import type { CapabilityPlacement, DeviceDescription, ExtendedCapability } from './description.js';
 import { type DeviceOptions, VfioPciDevice } from './device.js';
 import { checkState, type DeviceState, restoreState } from './state.js';
 
-export type { AccessSize, RegisterHandlers } from './behaviour.js';
+export type { AccessSize, ModelMigration, RegisterHandlers } from './behaviour.js';
 export type { DeviceState, StateValue } from './state.js';
 
 export type BarIndex = 0 | 1 | 2 | 3 | 4 | 5;
@@ -157,6 +163,11 @@ export interface DeviceModel {
   reset?(): void;
   /** The device is closed. If it returns a promise (a flush), `settled()` waits for it. */
   close?(): unknown;
+  /**
+   * Live migration beyond what the core does by itself (docs/migration.md): it saves `state`,
+   * the memory BARs, config space and the INTx line, and waits for work started with `work`.
+   */
+  readonly migration?: ModelMigration;
 }
 
 export interface DeviceSpec<S extends DeviceState, M extends DeviceModel> {
@@ -301,6 +312,8 @@ function build<S extends DeviceState, M extends DeviceModel>(
         if (closing instanceof Promise) void work.add(closing);
       },
       settled: () => work.settled(),
+      state,
+      ...(model.migration ? { migration: model.migration } : {}),
     },
   };
 }

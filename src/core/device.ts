@@ -12,7 +12,10 @@
  *   wc.ts       the four write-combining request paths and their one gate (docs/wc-uapi.md)
  *   config.ts, irqs.ts, intx.ts  config space and interrupts (vfio_pci_config.c, vfio_pci_intrs.c)
  */
+import { createHash } from 'node:crypto';
 import { Errno } from '../abi/errno.js';
+import { MIG_MODEL_AREA_BASE } from '../abi/migration.js';
+import { VFIO_MIGRATION_P2P, VFIO_MIGRATION_STOP_COPY } from '../abi/vfio.js';
 import { fail, VfioError } from '../errors.js';
 import type { BehaviourContext, BehaviourFactory, DeviceBehaviour } from './behaviour.js';
 import { ConfigSpace } from './config.js';
@@ -23,6 +26,10 @@ import type { DmaBuf, OffsetOwner } from './handles.js';
 import { IntxLine } from './intx.js';
 import { CoreIoctls } from './ioctl.js';
 import { IrqState } from './irqs.js';
+import { DeviceMigration } from './migration/engine.js';
+import { ALL_MIGRATION_FLAGS } from './migration/fsm.js';
+import { RunGate } from './migration/gate.js';
+import { encodeHeader, type MemoryArea } from './migration/stream.js';
 import { type DeviceMapping, type MappingSource, MappingTable } from './mmap.js';
 import { DEFAULT_OFFSET_BITS, type OffsetSpace } from './offsets.js';
 import { RegionAccess } from './rdwr.js';
@@ -83,6 +90,27 @@ export interface DeviceOptions {
   readonly opened?: 'group' | 'cdev';
   /** Where the device's notable events go (the device context's log); nowhere by default. */
   readonly log?: (line: string) => void;
+  /**
+   * Live migration (docs/migration.md): the VFIO_MIGRATION_* flags the device offers (default
+   * STOP_COPY | P2P | PRE_COPY; the 6.1 profile has no PRE_COPY), how long the arc into STOP
+   * waits for the device's work (QUIESCE_TIMEOUT_MS), or false for none (the migration features
+   * are then ENOTTY, as vfio-pci without a variant driver answers).
+   */
+  readonly migration?: false | { readonly flags?: number; readonly quiesceTimeoutMs?: number };
+}
+
+/**
+ * In-process data_fd numbers (MIG_DEVICE_STATE's): handles of this device, not process fds, far
+ * above any fd a process holds (VfioPciDevice.migrationData).
+ */
+export const MIGRATION_FD_BASE = 0x4000_0000;
+
+/** The migration data_fd, in-process: the session's stream (the kernel's read/write/ioctl on it). */
+export interface MigrationDataFile {
+  read(max: number): Uint8Array;
+  write(data: Uint8Array): void;
+  /** VFIO_MIG_GET_PRECOPY_INFO. */
+  precopyInfo(): { initialBytes: bigint; dirtyBytes: bigint };
 }
 
 /** Kept as a name for device files; `backing` lives in BarDescription. */
@@ -94,6 +122,10 @@ export class VfioPciDevice {
   readonly config: ConfigSpace;
   readonly irqs: IrqState;
   readonly dma = new DmaSpace();
+  /** Holds the device's DMA and interrupts while migration has it stopped. */
+  readonly gate = new RunGate();
+  /** The migration driver (src/core/migration), unless DeviceOptions.migration is false. */
+  readonly migration: DeviceMigration | undefined;
   private readonly regions: RegionTable;
   private readonly table: MappingTable;
   private readonly access: RegionAccess;
@@ -140,6 +172,7 @@ export class VfioPciDevice {
     });
     this.table = new MappingTable(this.regions, env);
     this.behaviour = typeof behaviour === 'function' ? behaviour(this.context(options.log)) : behaviour;
+    this.migration = this.migrationDriver(options);
     for (const [i, b] of description.bars.entries())
       if (b && (b.backing === 'trapped' || b.kind === 'io') && !this.behaviour.bars?.[i])
         fail(Errno.EINVAL, 'VfioPciDevice', `${description.name}: BAR${i} is trapped but has no handler`);
@@ -166,6 +199,8 @@ export class VfioPciDevice {
       intx: this.intx,
       wc,
       behaviour: this.behaviour,
+      migration: this.migration,
+      migrationFd: (n) => MIGRATION_FD_BASE + n,
     });
   }
 
@@ -202,7 +237,34 @@ export class VfioPciDevice {
    */
   ioctl(request: number, arg: Uint8Array): number {
     this.assertOpen('ioctl');
-    return this.ioctls.ioctl(request, arg);
+    return this.ioctls.ioctl(request, arg) as number;
+  }
+
+  /**
+   * `ioctl` for requests that may sleep, as the kernel's do: VFIO_DEVICE_FEATURE
+   * MIG_DEVICE_STATE SET waits for the device to quiesce (the arc into STOP); `ioctl` refuses it
+   * with EAGAIN. Every other request answers as `ioctl` does.
+   * @throws VfioError
+   */
+  async ioctlAsync(request: number, arg: Uint8Array): Promise<number> {
+    this.assertOpen('ioctl');
+    return this.ioctls.ioctl(request, arg, true);
+  }
+
+  /**
+   * The data_fd MIG_DEVICE_STATE returned: read / write / VFIO_MIG_GET_PRECOPY_INFO on the
+   * session's stream. EBADF for a number that never was one; a session that has ended is ENODEV.
+   */
+  migrationData(fd: number): MigrationDataFile {
+    const m = this.migration;
+    const session = fd - MIGRATION_FD_BASE;
+    if (!m || !Number.isInteger(session) || session < 1)
+      fail(Errno.EBADF, 'migration data', `fd ${fd} is not a migration data_fd of this device`);
+    return {
+      read: (max) => m.read(max, session),
+      write: (data) => m.write(data, session),
+      precopyInfo: () => m.precopyInfo(session),
+    };
   }
 
   /** vfio_pci_get_irq_count */
@@ -339,19 +401,99 @@ export class VfioPciDevice {
   // -------------------------------------------------------------------------------------------
   // Device side
   // -------------------------------------------------------------------------------------------
+  /**
+   * The device's own view. DMA and interrupts pass the migration gate: while the device is
+   * stopped a DMA waits and an interrupt is held (gate.ts).
+   */
   private context(log: ((line: string) => void) | undefined): BehaviourContext {
-    const { irqs, intx, regions } = this;
+    const { irqs, intx, regions, dma, gate } = this;
     return {
       config: this.config,
-      dma: this.dma,
+      dma: {
+        read: async (iova, length) => {
+          if (!gate.open) await gate.wait();
+          return dma.read(iova, length);
+        },
+        readInto: async (iova, into) => {
+          if (!gate.open) await gate.wait();
+          return dma.readInto(iova, into);
+        },
+        write: async (iova, data) => {
+          if (!gate.open) await gate.wait();
+          return dma.write(iova, data);
+        },
+      },
       barMemory: (bar) => regions.memoryOf(bar)?.bytes,
-      raise: (vector = 0) => intx.raise(vector),
+      raise: (vector = 0) => {
+        if (gate.open) return intx.raise(vector);
+        gate.hold(vector);
+        return false;
+      },
       lower: () => intx.lower(),
       get irqType() {
         return irqs.type;
       },
       log: log ?? (() => {}),
     };
+  }
+
+  /** The migration driver of this device (DeviceOptions.migration), over the device's parts. */
+  private migrationDriver(options: DeviceOptions): DeviceMigration | undefined {
+    if (options.migration === false) return undefined;
+    const profileFlags =
+      this.profile === '6.1' ? VFIO_MIGRATION_STOP_COPY | VFIO_MIGRATION_P2P : ALL_MIGRATION_FLAGS;
+    const flags = options.migration?.flags ?? profileFlags;
+    if (flags & ~profileFlags)
+      fail(
+        Errno.EINVAL,
+        'VfioPciDevice',
+        `migration flags 0x${flags.toString(16)} beyond Linux ${this.profile}'s`,
+      );
+    const { description, config, intx, irqs, behaviour, gate, dma, regions } = this;
+    let header: Uint8Array | undefined;
+    const memoryAreas = (): MemoryArea[] => {
+      const out: MemoryArea[] = [];
+      for (const [i, b] of description.bars.entries())
+        if (b?.backing === 'memory') out.push({ id: i, bytes: regions.memoryOf(i)!.bytes });
+      for (const [n, bytes] of (behaviour.migration?.memory?.() ?? []).entries())
+        out.push({ id: MIG_MODEL_AREA_BASE + n, bytes });
+      return out;
+    };
+    return new DeviceMigration(
+      {
+        config,
+        intx,
+        irqs,
+        behaviour,
+        gate,
+        dma,
+        memoryAreas,
+        deliver: (v) => intx.raise(v),
+        header: () => {
+          header ??= encodeHeader({
+            vendor: description.identity.vendorId,
+            device: description.identity.deviceId,
+            subsystemVendor: description.identity.subsystemVendorId,
+            subsystem: description.identity.subsystemId,
+            classCode: description.identity.classCode,
+            revision: description.identity.revision,
+            name: description.name,
+            fingerprint: createHash('sha256')
+              .update(JSON.stringify(description))
+              .update(config.layout.bytes)
+              .update(
+                memoryAreas()
+                  .map((a) => `${a.id}:${a.bytes.length}`)
+                  .join(','),
+              )
+              .digest(),
+          });
+          return header;
+        },
+      },
+      flags,
+      options.migration?.quiesceTimeoutMs,
+    );
   }
 
   /** Closes the device: drops interrupts, mappings, dma-bufs, DMA ranges and BAR memory. */

@@ -9,6 +9,7 @@
  */
 import { Errno } from '../abi/errno.js';
 import { VfioError } from '../errors.js';
+import type { DirtyLog } from './migration/dirty.js';
 import { TombstoneArray } from './tombstones.js';
 
 /** libvfio-user's and the spec's default `max_dma_maps`. */
@@ -78,6 +79,13 @@ function fresh(length: number): Uint8Array {
  */
 export class DmaSpace {
   private readonly list = new TombstoneArray<DmaRange>((r) => r.dead === true);
+  /**
+   * DMA logging (VFIO_DEVICE_FEATURE_DMA_LOGGING_START): every write the device issues is
+   * recorded here, into mapped memory and by message alike. Writes are the only way a device
+   * reaches host memory to change it: `read` and `readInto` copy out, and no view of mapped
+   * memory is ever handed to a device.
+   */
+  logger: DirtyLog | undefined;
 
   constructor(readonly maxMaps: number = DEFAULT_MAX_DMA_MAPS) {}
 
@@ -215,8 +223,15 @@ export class DmaSpace {
     const { r, off } = this.find(iova, data.length, true);
     if (r.target.bytes) {
       r.target.bytes.set(data, off);
+      this.logger?.mark(iova, data.length);
       return;
     }
-    await r.target.remote!.write(iova, data);
+    try {
+      await r.target.remote!.write(iova, data);
+    } finally {
+      // Marked once the client had the message, failed or not: a report read in between still
+      // leaves the bit for the next one, so the page is never copied before the write landed.
+      this.logger?.mark(iova, data.length);
+    }
   }
 }

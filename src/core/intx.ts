@@ -16,6 +16,16 @@ export class IntxLine {
     private readonly irqs: IrqState,
   ) {}
 
+  /** The device asserts its line (migration saves it). */
+  get asserted(): boolean {
+    return this.level;
+  }
+
+  /** Migration: the line as the device had it; delivery waits for the user's SET_IRQS / unmask. */
+  restore(level: boolean): void {
+    this.level = level;
+  }
+
   /** BehaviourContext.raise: interrupt `vector` of whatever type the driver enabled (INTx: 0). */
   raise(vector: number): boolean {
     if (this.irqs.type !== 'intx') return this.irqs.raise(vector);

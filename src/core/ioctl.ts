@@ -16,6 +16,7 @@ import {
   VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY_WITH_WAKEUP,
   VFIO_DEVICE_FEATURE_LOW_POWER_EXIT,
   VFIO_DEVICE_FEATURE_MASK,
+  VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE,
   VFIO_DEVICE_FEATURE_PROBE,
   VFIO_DEVICE_FEATURE_SET,
   VFIO_DEVICE_FLAGS_PCI,
@@ -38,6 +39,7 @@ import {
   VFIO_IRQ_SET_DATA_EVENTFD,
   VFIO_IRQ_SET_DATA_NONE,
   VFIO_IRQ_SET_DATA_TYPE_MASK,
+  VFIO_MIGRATION_PRE_COPY,
   VFIO_PCI_ERR_IRQ_INDEX,
   VFIO_PCI_INTX_IRQ_INDEX,
   VFIO_PCI_MSI_IRQ_INDEX,
@@ -69,6 +71,8 @@ import type { DeviceDescription, KernelProfile } from './description.js';
 import type { CoreEnvironment } from './env.js';
 import type { IntxLine } from './intx.js';
 import type { IrqState } from './irqs.js';
+import type { DeviceMigration } from './migration/engine.js';
+import { MIGRATION_FEATURES, migrationFeature } from './migration/feature.js';
 import type { RegionTable } from './regions.js';
 import { checkFeature, copyArgsz, need } from './uaccess.js';
 import type { Extensions, WriteCombining } from './wc.js';
@@ -93,6 +97,10 @@ export interface IoctlParts {
   readonly intx: IntxLine;
   readonly wc: WriteCombining;
   readonly behaviour: DeviceBehaviour;
+  /** The migration driver (src/core/migration), absent when DeviceOptions.migration is false. */
+  readonly migration: DeviceMigration | undefined;
+  /** The data_fd a MIG_DEVICE_STATE arc reports for session `n` (VfioPciDevice.migrationData). */
+  migrationFd(session: number): number;
 }
 
 export class CoreIoctls {
@@ -101,8 +109,12 @@ export class CoreIoctls {
 
   constructor(private readonly d: IoctlParts) {}
 
-  /** vfio_pci_core_ioctl. Returns the ioctl's result (0, or an fd for DMA_BUF). @throws VfioError */
-  ioctl(request: number, arg: Uint8Array): number {
+  /**
+   * vfio_pci_core_ioctl. Returns the ioctl's result (0, or an fd for DMA_BUF). With `wait`, a
+   * MIG_DEVICE_STATE SET returns a promise (the arc waits for the device to quiesce); without it,
+   * that request is EAGAIN. @throws VfioError
+   */
+  ioctl(request: number, arg: Uint8Array, wait = false): number | Promise<number> {
     switch (request) {
       case VFIO_DEVICE_GET_INFO:
         return this.getInfo(arg);
@@ -117,7 +129,7 @@ export class CoreIoctls {
         this.reset();
         return 0;
       case VFIO_DEVICE_FEATURE:
-        return this.feature(arg);
+        return this.feature(arg, wait);
       case VFIO_DEVICE_GET_PCI_HOT_RESET_INFO:
         return this.hotResetInfo(arg);
       case VFIO_DEVICE_PCI_HOT_RESET:
@@ -141,6 +153,8 @@ export class CoreIoctls {
    * a host memory backend; it outlives resets, guests and clients).
    */
   reset(): void {
+    // mlx5vf_pci_aer_reset_done and its kin: a reset returns the migration state to RUNNING.
+    this.d.migration?.reset();
     this.d.regions.resetMemory();
     this.d.behaviour.reset?.();
   }
@@ -357,7 +371,7 @@ export class CoreIoctls {
   }
 
   /** vfio_ioctl_device_feature (vfio_main.c) → vfio_pci_core_ioctl_feature. */
-  private feature(arg: Uint8Array): number {
+  private feature(arg: Uint8Array, wait: boolean): number | Promise<number> {
     const op = 'VFIO_DEVICE_FEATURE';
     const minsz = deviceFeatureStruct.size;
     const argsz = copyArgsz(arg, deviceFeatureStruct, minsz, op);
@@ -370,8 +384,20 @@ export class CoreIoctls {
     const dataSize = argsz - minsz;
     // The kernel reads `data` from user memory as the feature needs it; a short buffer is EFAULT.
     const data = arg.subarray(FEATURE_DATA);
-    const { profile, extensions, wc } = this.d;
-    switch (flags & VFIO_DEVICE_FEATURE_MASK) {
+    const { profile, extensions, wc, migration } = this.d;
+    const feature = flags & VFIO_DEVICE_FEATURE_MASK;
+    // vfio_main.c answers the migration features before the driver's own; 6.1's knows only
+    // MIGRATION and MIG_DEVICE_STATE (DMA logging and MIG_DATA_SIZE came later: ENOTTY).
+    if (
+      MIGRATION_FEATURES.has(feature) &&
+      (profile !== '6.1' || feature <= VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE)
+    ) {
+      const setState = feature === VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE && flags & VFIO_DEVICE_FEATURE_SET;
+      if (setState && !(flags & VFIO_DEVICE_FEATURE_PROBE) && !wait && migration)
+        fail(Errno.EAGAIN, op, 'MIG_DEVICE_STATE SET waits for the device: VfioPciDevice.ioctlAsync');
+      return migrationFeature(migration, arg, (n) => this.d.migrationFd(n));
+    }
+    switch (feature) {
       case VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY:
       case VFIO_DEVICE_FEATURE_LOW_POWER_EXIT:
         if (checkFeature(flags, dataSize, VFIO_DEVICE_FEATURE_SET, 0) !== 1) return 0;
@@ -389,9 +415,13 @@ export class CoreIoctls {
         return wc.dmaBufFeature(flags, dataSize, data);
       case VFIO_DEVICE_FEATURE_MIG_PRECOPY_INFOV2:
         // 7.3's vfio_main.c answers feature 12 for every device; one without migration ops
-        // gets EINVAL for any op, PROBE included (seen on 7.3). 6.1 does not know it: ENOTTY.
+        // gets EINVAL for any op, PROBE included (seen on 7.3), and so does one without PRE_COPY
+        // (vfio_ioctl_device_feature_migration_precopy_info_v2). 6.1 does not know it: ENOTTY.
         if (profile === '6.1') break;
-        return fail(Errno.EINVAL, op, 'no migration support');
+        if (!migration || !(migration.flags & VFIO_MIGRATION_PRE_COPY))
+          return fail(Errno.EINVAL, op, 'no migration with PRE_COPY');
+        // Enables the REINIT flag of vfio_precopy_info, which this driver never needs to set.
+        return checkFeature(flags, dataSize, VFIO_DEVICE_FEATURE_SET, 0) && 0;
       case VFIO_TS_FEATURE_MMAP_COOKIE:
         if (!extensions.cookies) break;
         return wc.cookieFeature(flags, dataSize, data);
@@ -399,7 +429,7 @@ export class CoreIoctls {
         if (!extensions.alias) break;
         return wc.aliasFeature(flags, dataSize, data);
     }
-    return fail(Errno.ENOTTY, op, `feature ${flags & VFIO_DEVICE_FEATURE_MASK}`);
+    return fail(Errno.ENOTTY, op, `feature ${feature}`);
   }
 
   /** vfio_pci_core_pm_entry_with_wakeup. */

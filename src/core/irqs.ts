@@ -79,6 +79,11 @@ export class IrqState {
     return this.vectors.size;
   }
 
+  /** Vectors allocated when MSI/MSI-X was enabled (pci_alloc_irq_vectors' nvec); 0 when off. */
+  get allocated(): number {
+    return this.nvec;
+  }
+
   /** Whether an INTx unmask eventfd (virqfd) is armed. */
   get intxUnmaskArmed(): boolean {
     return this.intxUnmaskFd !== undefined;

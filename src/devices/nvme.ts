@@ -17,6 +17,7 @@ import { realpathSync } from 'node:fs';
 import { type DeviceDefinition, type DeviceModel, defineDevice, type MemoryBarSpec } from '../core/define.js';
 import { NvmeController } from './nvme/controller.js';
 import type { NamespaceBackend, NvmeHost } from './nvme/host.js';
+import { loadController, saveController } from './nvme/migration.js';
 import { FileNamespace, MemoryNamespace } from './nvme/namespace.js';
 
 export const NVME_MSIX_VECTORS = 65;
@@ -128,17 +129,14 @@ export function nvmeDevice(o: NvmeOptions = {}): DeviceDefinition<NvmeModel> {
         now: () => performance.now(),
         log,
       };
-      const controller = new NvmeController(
-        host,
-        o.namespace ?? new MemoryNamespace(NVME_DEFAULT_MEMORY_NAMESPACE),
-        {
-          vectors: NVME_MSIX_VECTORS,
-          doorbellsEnd: NVME_MSIX_TABLE,
-          ...(o.serial ? { serial: o.serial } : {}),
-          ...(o.blockSize ? { blockSize: o.blockSize } : {}),
-          ...(cmbSize ? { cmb: { bar: NVME_CMB_BAR, size: cmbSize } } : {}),
-        },
-      );
+      const namespace = o.namespace ?? new MemoryNamespace(NVME_DEFAULT_MEMORY_NAMESPACE);
+      const controller = new NvmeController(host, namespace, {
+        vectors: NVME_MSIX_VECTORS,
+        doorbellsEnd: NVME_MSIX_TABLE,
+        ...(o.serial ? { serial: o.serial } : {}),
+        ...(o.blockSize ? { blockSize: o.blockSize } : {}),
+        ...(cmbSize ? { cmb: { bar: NVME_CMB_BAR, size: cmbSize } } : {}),
+      });
       return {
         controller,
         bars: {
@@ -157,6 +155,18 @@ export function nvmeDevice(o: NvmeOptions = {}): DeviceDefinition<NvmeModel> {
         reset: () => controller.reset(),
         /** Flushes and closes the namespace; the device's settled() waits for it. */
         close: () => controller.close(),
+        /**
+         * Live migration (docs/migration.md): the controller quiesces (fetched commands finish,
+         * the namespace is flushed) and carries its registers and queues (nvme/migration.ts); a
+         * memory namespace travels as model memory, a file is shared storage.
+         */
+        migration: {
+          stop: () => controller.stop(),
+          start: () => controller.start(),
+          save: () => saveController(controller),
+          load: (v) => loadController(controller, v),
+          memory: () => (namespace instanceof MemoryNamespace ? [namespace.bytes] : []),
+        },
       };
     },
   });

@@ -33,6 +33,22 @@ export interface DmaMemory {
   readonly address?: bigint;
 }
 
+/**
+ * The stream of a migration data transfer session: the kernel's data_fd (vfio.h
+ * VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE), vfio-user's MIG_DATA_READ / MIG_DATA_WRITE.
+ */
+export interface MigrationData {
+  /**
+   * Up to `max` bytes of a saving session's stream; fewer when no more is there now (PRE_COPY's
+   * temporary end of stream, the kernel's ENOMSG) or ever (STOP_COPY's end: none).
+   */
+  read(max: number): Promise<Uint8Array>;
+  /** Bytes of the stream for a RESUMING device. */
+  write(data: Uint8Array): Promise<void>;
+  /** VFIO_MIG_GET_PRECOPY_INFO, where the backend has it (vfio-user has no such command). */
+  precopyInfo?(): Promise<{ initialBytes: bigint; dirtyBytes: bigint }>;
+}
+
 export interface VfioDeviceFile {
   readonly transport: Transport;
   /** ioctl on the device fd: `arg` is read and written in place; returns the result (0 or an fd). */
@@ -59,5 +75,10 @@ export interface VfioDeviceFile {
    * backend with mapWriteCombining is taken to have a route for prefetchable BARs.
    */
   writeCombiningRoute?(region: number): { available: boolean; note: string };
+  /**
+   * The data transfer session a MIG_DEVICE_STATE SET opened, by the data_fd it reported (a
+   * vfio-user client has one session, whatever the number). Absent: the backend cannot migrate.
+   */
+  migrationData?(dataFd: number): MigrationData;
   close(): Promise<void>;
 }

@@ -3,14 +3,23 @@
  * answers are synchronous; this wraps them in the async interface every backend shares.
  */
 import type { VfioPciDevice } from '../core/device.js';
-import type { DmaMemory, Mapping, VfioDeviceFile } from './file.js';
+import type { DmaMemory, Mapping, MigrationData, VfioDeviceFile } from './file.js';
 
 export class LocalDeviceFile implements VfioDeviceFile {
   readonly transport = 'in-process' as const;
   constructor(readonly device: VfioPciDevice) {}
 
+  /** The device fd's ioctl; a MIG_DEVICE_STATE SET waits for the device, as the kernel's does. */
   async ioctl(request: number, arg: Uint8Array): Promise<number> {
-    return this.device.ioctl(request, arg);
+    return this.device.ioctlAsync(request, arg);
+  }
+  migrationData(dataFd: number): MigrationData {
+    const f = this.device.migrationData(dataFd);
+    return {
+      read: async (max) => f.read(max),
+      write: async (data) => f.write(data),
+      precopyInfo: async () => f.precopyInfo(),
+    };
   }
   async pread(offset: bigint, length: number): Promise<Uint8Array> {
     return this.device.pread(offset, length);

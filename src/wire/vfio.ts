@@ -19,6 +19,9 @@ import {
   VFIO_TS_MMAP_COOKIE_FLAG_RELEASE,
   vfio_device_feature,
   vfio_device_feature_dma_buf,
+  vfio_device_feature_mig_data_size,
+  vfio_device_feature_mig_state,
+  vfio_device_feature_migration,
   vfio_device_info,
   vfio_device_ioeventfd,
   vfio_device_low_power_entry_with_wakeup,
@@ -30,6 +33,7 @@ import {
   vfio_irq_set,
   vfio_pci_hot_reset,
   vfio_pci_hot_reset_info,
+  vfio_precopy_info,
   vfio_region_dma_range,
   vfio_region_flags,
   vfio_region_info,
@@ -68,6 +72,10 @@ export const mmapCookieStruct = struct(vfio_ts_mmap_cookie);
 export const aliasRegionStruct = struct(vfio_ts_alias_region);
 export const type1DmaMapStruct = struct(vfio_iommu_type1_dma_map);
 export const type1DmaUnmapStruct = struct(vfio_iommu_type1_dma_unmap);
+export const migrationStruct = struct(vfio_device_feature_migration);
+export const migStateStruct = struct(vfio_device_feature_mig_state);
+export const migDataSizeStruct = struct(vfio_device_feature_mig_data_size);
+export const precopyInfoStruct = struct(vfio_precopy_info);
 
 /** Where a VFIO_DEVICE_FEATURE argument's `data` starts (8): the feature structs sit there. */
 export const FEATURE_DATA = deviceFeatureStruct.offsetOf('data');

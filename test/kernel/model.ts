@@ -1,6 +1,7 @@
 /**
  * The in-process model of each device the kernel tests probe, configured the way Linux's
- * vfio-pci answers: the matching kernel profile, no vfio-ts extensions, MSI-X pages mappable
+ * vfio-pci answers: the matching kernel profile, no vfio-ts extensions, no migration (a variant
+ * driver's), MSI-X pages mappable
  * ('kernel', Linux >= 4.16), and mmap of BARs the model traps (edu's BAR0 is real MMIO, which the
  * kernel lets userspace map).
  */
@@ -30,6 +31,8 @@ export function modelDevice(
     extensions: NO_EXTENSIONS,
     mmapTrappedBars: true,
     msixMmap: 'kernel' as const,
+    // Linux's vfio-pci without a variant driver: no migration (the features are ENOTTY).
+    migration: false as const,
   };
   switch (name) {
     case 'edu':

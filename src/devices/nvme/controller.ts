@@ -48,6 +48,18 @@ const DEFAULT_DOORBELLS_END = 0x2000;
 const SHUTDOWN_POLL_MS = 5;
 /** VS: 1.4.0 (§3.1.2). */
 export const NVME_VERSION = 0x0001_0400;
+/** How often migration's stop looks whether the controller has gone quiet. */
+const QUIESCE_POLL_MS = 1;
+
+/** CC, CSTS, AQA, ASQ, ACQ and the interrupt mask: what the host programs (§3.1). */
+export interface NvmeRegisters {
+  readonly cc: number;
+  readonly csts: number;
+  readonly aqa: number;
+  readonly asq: bigint;
+  readonly acq: bigint;
+  readonly intms: number;
+}
 
 export interface NvmeControllerOptions {
   /** MSI-X table size: Create I/O CQ checks the vector against it. */
@@ -103,6 +115,10 @@ export class NvmeController {
   readonly engine: QueueEngine;
   /** A CC.EN 1 → 0 waits for DMA in flight before CSTS.RDY clears. */
   private resetting = false;
+  /** Migration stopped the controller (`stop`): nothing is fetched, and once quiet nothing posted. */
+  private halted: 'no' | 'fetching' | 'all' = 'no';
+  /** CC.SHN's work (commands to finish, the flush), while under way. */
+  private shuttingDownTask: Promise<void> | undefined;
   private generation = 0;
   private dmaInFlight = 0;
   readonly sqs: (SubmissionQueue | undefined)[] = [];
@@ -256,7 +272,12 @@ export class NvmeController {
     if (en && !(was & CC.EN) && !(this.csts & CSTS.RDY) && !this.resetting) this.enable();
     else if (!en && was & CC.EN) this.controllerReset();
     const shn = (value >>> CC.SHN_SHIFT) & 3;
-    if (shn && !((was >>> CC.SHN_SHIFT) & 3)) void this.shutdown();
+    if (shn && !((was >>> CC.SHN_SHIFT) & 3)) {
+      const task = this.shutdown().finally(() => {
+        if (this.shuttingDownTask === task) this.shuttingDownTask = undefined;
+      });
+      this.shuttingDownTask = task;
+    }
   }
 
   /** Memory page size from CC.MPS. */
@@ -368,10 +389,64 @@ export class NvmeController {
   reset(): void {
     this.dropState();
     this.resetting = false;
+    this.halted = 'no';
     this.cc = this.csts = this.aqa = this.intms = 0;
     this.asq = this.acq = 0n;
     this.cmb?.reset();
     this.admin.features.reset();
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Migration (src/devices/nvme/migration.ts saves and restores; docs/migration.md)
+  // -------------------------------------------------------------------------------------------
+  /** The registers the host programs (§3.1), as they are. */
+  get registers(): NvmeRegisters {
+    return { cc: this.cc, csts: this.csts, aqa: this.aqa, asq: this.asq, acq: this.acq, intms: this.intms };
+  }
+
+  /** Puts registers back as `registers` gave them (migration; the values were checked). */
+  setRegisters(r: NvmeRegisters): void {
+    ({ cc: this.cc, csts: this.csts, aqa: this.aqa, asq: this.asq, acq: this.acq, intms: this.intms } = r);
+  }
+
+  /** Whether migration has stopped the controller: nothing is fetched or posted. */
+  get halting(): boolean {
+    return this.halted !== 'no';
+  }
+
+  /** Completions may be written: not stopped by migration (in-flight commands still post while it waits). */
+  get posting(): boolean {
+    return this.halted !== 'all';
+  }
+
+  /**
+   * Migration's RUNNING -> STOP: nothing more is fetched; the commands in flight finish and post
+   * their completions (a CQ that is full keeps them pending: carried), DMA and a shutdown under
+   * way finish, the namespace is flushed. Then nothing is posted until `start`.
+   */
+  async stop(): Promise<void> {
+    this.halted = 'fetching';
+    const busy = () =>
+      this.engine.inflight > 0 ||
+      this.dmaInFlight > 0 ||
+      this.cqs.some((cq) => cq?.writing) ||
+      this.sqs.some((sq) => sq?.fetching);
+    while (busy()) await new Promise((r) => setTimeout(r, QUIESCE_POLL_MS));
+    await this.shuttingDownTask;
+    try {
+      await this.namespace.flush();
+    } catch (e) {
+      this.host.log?.(`nvme: flush at migration stop failed: ${e}`);
+    }
+    this.halted = 'all';
+  }
+
+  /** Migration's STOP -> RUNNING (on the source, or on the target after a restore). */
+  start(): void {
+    this.halted = 'no';
+    for (const cq of this.cqs) if (cq?.pending.length) void this.engine.pump(cq);
+    for (const sq of this.sqs) if (sq && sq.available > 0) this.engine.schedule(sq);
+    this.engine.updateIntx();
   }
 
   /** CSTS.CFS (§3.1.6): an error the controller cannot report in a CQ. Processing stops. */

@@ -36,6 +36,15 @@ export class QueueEngine {
     private readonly io: Executor,
   ) {}
 
+  /** Whether INTx is asserted for a CQ's entries (migration carries it). */
+  get intxLevel(): boolean {
+    return this.intxAsserted;
+  }
+
+  set intxLevel(v: boolean) {
+    this.intxAsserted = v;
+  }
+
   /** A reset dropped every queue: nothing is in flight any more for the new epoch. */
   reset(): void {
     this.inflight = 0;
@@ -52,7 +61,7 @@ export class QueueEngine {
 
   /** How many more commands `sq` may start now. */
   private room(sq: SubmissionQueue): number {
-    if (!this.ctl.ready || sq.closing || this.ctl.shuttingDown) return 0;
+    if (!this.ctl.ready || sq.closing || this.ctl.shuttingDown || this.ctl.halting) return 0;
     // Admin commands run one at a time, in order (Asynchronous Event Requests park at once).
     const perSq = sq.id === 0 ? 1 : MAX_INFLIGHT_PER_SQ;
     return Math.max(0, Math.min(sq.available, perSq - sq.inflight, MAX_INFLIGHT - this.inflight));
@@ -144,7 +153,7 @@ export class QueueEngine {
 
   /** Writes what fits of `cq`'s pending completions, a batch per DMA, interrupting after each. */
   async pump(cq: CompletionQueue): Promise<void> {
-    if (cq.writing) return;
+    if (cq.writing || !this.ctl.posting) return;
     cq.writing = true;
     const epoch = this.ctl.epoch;
     try {

@@ -116,4 +116,38 @@ export class AsyncEvents {
   get parked(): number {
     return this.outstanding.length;
   }
+
+  /** What migration carries (src/devices/nvme/migration.ts): requests, events, masks, the log. */
+  save(): EventsImage {
+    return {
+      outstanding: [...this.outstanding],
+      waiting: this.waiting.map((e) => [e.type, e.info, e.lid]),
+      masked: [...this.masked],
+      errors: this.errors.map((e) => [e.count, e.sqid, e.cid, e.status, e.nsid]),
+      errorCount: this.errorCount,
+    };
+  }
+
+  /** Takes back what `save` gave (checked by the caller). */
+  load(v: EventsImage): void {
+    this.outstanding.splice(0, Infinity, ...v.outstanding);
+    this.waiting.splice(0, Infinity, ...v.waiting.map(([type, info, lid]) => ({ type, info, lid })));
+    this.masked.clear();
+    for (const t of v.masked) this.masked.add(t);
+    this.errors.splice(
+      0,
+      Infinity,
+      ...v.errors.map(([count, sqid, cid, status, nsid]) => ({ count, sqid, cid, status, nsid })),
+    );
+    this.errorCount = v.errorCount;
+  }
+}
+
+/** AsyncEvents as plain data (state.ts). */
+export interface EventsImage {
+  readonly outstanding: number[];
+  readonly waiting: [number, number, number][];
+  readonly masked: number[];
+  readonly errors: [bigint, number, number, number, number][];
+  readonly errorCount: bigint;
 }

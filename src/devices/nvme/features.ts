@@ -43,7 +43,7 @@ export class Features {
   writeAtomicity = 0;
   asyncEvents = 0;
   /** Interrupt Vector Configuration: Coalescing Disable per vector (bit 16 of the value). */
-  private readonly coalescingDisabled = new Set<number>();
+  readonly coalescingDisabled = new Set<number>();
 
   constructor(private readonly ctx: FeatureContext) {
     this.sqAllocated = this.cqAllocated = ctx.maxIoQueues - 1;
