@@ -54,7 +54,11 @@ export interface HandlerEntry {
   maxPayload(s: ClientContext): number;
   /** Most fds the message may carry; more is EINVAL (all are closed). */
   maxFds(s: ClientContext): number;
-  handle(s: ClientContext, f: Frame): Reply;
+  /**
+   * The reply, or a promise of it for a command that waits (MIG_DEVICE_STATE SET waits for the
+   * device to quiesce); such a handler takes no fds (they are closed when it returns).
+   */
+  handle(s: ClientContext, f: Frame): Reply | Promise<Reply>;
 }
 
 /** The reply without payload or fds. */

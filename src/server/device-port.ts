@@ -34,6 +34,14 @@ export type PortDma = Pick<
   'maxMaps' | 'count' | 'exact' | 'overlaps' | 'map' | 'unmapExact' | 'unmapAll'
 >;
 
+/** The saving / resuming stream of the device's migration session. */
+export interface PortMigration {
+  /** Up to `max` bytes of the saving stream; fewer when no more is there now. EINVAL outside the saving states. */
+  read(max: number): Uint8Array;
+  /** Bytes for the RESUMING device; EINVAL otherwise, or for a stream it refuses. */
+  write(data: Uint8Array): void;
+}
+
 export interface DevicePort {
   /**
    * The device fd's ioctl (vfio.h layouts, `arg` read and written in place); returns 0 or, for
@@ -41,6 +49,13 @@ export interface DevicePort {
    * @throws VfioError with the errno vfio-pci gives
    */
   ioctl(request: number, arg: Uint8Array): number;
+  /** `ioctl` for a request that may wait for the device (MIG_DEVICE_STATE SET). */
+  ioctlAsync(request: number, arg: Uint8Array): Promise<number>;
+  /**
+   * The migration driver's data transfer session (src/core/migration/engine.ts), which
+   * MIG_DATA_READ / MIG_DATA_WRITE reach; absent when the device has no migration.
+   */
+  readonly migration: PortMigration | undefined;
   /** VFIO_DEVICE_GET_INFO's num_regions. */
   readonly numRegions: number;
   /** Region `index`, or undefined past the last one. */

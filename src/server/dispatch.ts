@@ -12,15 +12,10 @@
  * the wire (argsz of the 16-byte device info, region offsets that become fd offsets, fds).
  */
 import { VfioUserCommand as C } from '../abi/vfio-user.js';
-import {
-  deviceFeature,
-  deviceGetInfo,
-  deviceReset,
-  MAX_FEATURE_PAYLOAD,
-  migData,
-} from './commands/device.js';
+import { deviceFeature, deviceGetInfo, deviceReset, MAX_FEATURE_PAYLOAD } from './commands/device.js';
 import { dmaMap, dmaUnmap } from './commands/dma.js';
 import { deviceGetIrqInfo, deviceSetIrqs } from './commands/irq.js';
+import { migDataRead, migDataWrite } from './commands/migration.js';
 import {
   deviceGetRegionInfo,
   deviceGetRegionIoFds,
@@ -75,6 +70,6 @@ export const HANDLERS: Readonly<Record<number, HandlerEntry>> = {
   [C.DEVICE_RESET]: entry(0, maxFixed, deviceReset),
   [C.REGION_WRITE_MULTI]: entry(8, () => 8 + 24 * MAX_WRITE_MULTI, regionWriteMulti),
   [C.DEVICE_FEATURE]: entry(8, () => MAX_FEATURE_PAYLOAD, deviceFeature),
-  [C.MIG_DATA_READ]: entry(0, maxFixed, migData),
-  [C.MIG_DATA_WRITE]: entry(0, (s) => 8 + xferMax(s), migData),
+  [C.MIG_DATA_READ]: entry(0, maxFixed, migDataRead),
+  [C.MIG_DATA_WRITE]: entry(0, (s) => 8 + xferMax(s), migDataWrite),
 };

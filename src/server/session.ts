@@ -101,7 +101,7 @@ export class Session implements ClientContext {
       return;
     }
     const entry = HANDLERS[h.command];
-    let reply: Reply;
+    let reply: Reply | Promise<Reply>;
     try {
       if (!entry) throw new VfioError(Errno.EINVAL, vfioUserCommandName(h.command), 'not a client command');
       const len = f.payload.length;
@@ -140,6 +140,24 @@ export class Session implements ClientContext {
     } finally {
       // No handler keeps a received fd (mappings and the core's dups outlive them).
       this.#closeFds(f.fds);
+    }
+    if (reply instanceof Promise) {
+      // A command that waits (commands/migration.ts): its reply goes when it is ready; the
+      // header is copied, the frame's view being the receive buffer's.
+      const head = { ...h };
+      reply.then(
+        (r) => this.#answer(head, r),
+        (e: unknown) => this.#fail(head, e),
+      );
+      return;
+    }
+    this.#answer(h, reply);
+  }
+
+  #answer(h: Header, reply: Reply): void {
+    if (this.#closed) {
+      reply.after?.();
+      return;
     }
     this.#trace(h, reply.fds.length > 0 ? `ok +${reply.fds.length} fd` : 'ok');
     if (h.flags & VfioUserFlags.NO_REPLY) {

@@ -25,6 +25,10 @@ function portOf(d: VfioPciDevice, calls: Map<string, number>): DevicePort {
     };
   return {
     ioctl: counted('ioctl', d.ioctl.bind(d)),
+    ioctlAsync: counted('ioctlAsync', d.ioctlAsync.bind(d)),
+    get migration() {
+      return d.migration;
+    },
     get numRegions() {
       return d.numRegions;
     },

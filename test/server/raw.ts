@@ -164,10 +164,14 @@ export interface Rig {
   close(): void;
 }
 
-export function rig(name: DeviceName = 'edu', opts: ServerOptions & { profile?: '6.1' | '7.3' } = {}): Rig {
+export function rig(
+  name: DeviceName = 'edu',
+  opts: ServerOptions & { profile?: '6.1' | '7.3'; migration?: false } = {},
+): Rig {
   const device = createDevice(name, {
     env: nativeEnvironment(),
     ...(opts.profile ? { profile: opts.profile } : {}),
+    ...(opts.migration === false ? { migration: false } : {}),
   });
   const log: string[] = [];
   const server = new VfioUserServer(device, { log: (l) => log.push(l), ...opts });

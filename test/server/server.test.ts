@@ -26,6 +26,7 @@ import {
 } from '../../src/abi/vfio.js';
 import { VfioUserCommand as C, VfioUserFlags } from '../../src/abi/vfio-user.js';
 import { VfioPciDevice } from '../../src/core/device.js';
+import { MAX_REPORT_BITMAP } from '../../src/core/migration/feature.js';
 import { createDevice } from '../../src/devices/index.js';
 import { VfioError } from '../../src/errors.js';
 import {
@@ -112,7 +113,9 @@ describe('vfio-user server: happy paths', () => {
       assert.equal(v.capabilities.maxDataXferSize, 1 << 20);
       assert.equal(v.capabilities.pgsizes, 4096n);
       assert.equal(v.capabilities.writeMultiple, true);
-      assert.equal(v.capabilities.migration, undefined);
+      // QEMU proposes migration {pgsize 4096, max_bitmap_size 256 MiB}: the device migrates, so
+      // the reply states it, the bitmap no larger than a REPORT's (MAX_REPORT_BITMAP).
+      assert.deepEqual(v.capabilities.migration, { pgsize: 4096, maxBitmapSize: MAX_REPORT_BITMAP });
       const again = await p.call(C.VERSION, qemuVersionPayload());
       assert.equal(errnoOf(again), Errno.EINVAL, 'a second VERSION');
     } finally {
@@ -855,27 +858,23 @@ describe('vfio-user server: bad input gets exact errnos, never a crash', () => {
       msg: () => packRaw({ command: C.DEVICE_FEATURE, payload: u32s(8, VFIO_DEVICE_FEATURE_GET | 99) }),
       errno: Errno.ENOTTY,
     },
-    // The spec's migration features: EOPNOTSUPP like MIG_DATA_*, for GET, SET and PROBE.
-    ...(
-      [
-        ['MIGRATION GET', VFIO_DEVICE_FEATURE_GET | 1, 8],
-        ['MIGRATION PROBE', VFIO_DEVICE_FEATURE_PROBE | VFIO_DEVICE_FEATURE_GET | 1, 0],
-        ['MIG_DEVICE_STATE SET (STOP)', VFIO_DEVICE_FEATURE_SET | 2, 8],
-        ['MIG_DEVICE_STATE GET', VFIO_DEVICE_FEATURE_GET | 2, 8],
-        ['DMA_LOGGING_START SET', VFIO_DEVICE_FEATURE_SET | 6, 16],
-        ['DMA_LOGGING_STOP SET', VFIO_DEVICE_FEATURE_SET | 7, 0],
-        ['DMA_LOGGING_REPORT GET', VFIO_DEVICE_FEATURE_GET | 8, 24],
-        ['DMA_LOGGING_REPORT PROBE', VFIO_DEVICE_FEATURE_PROBE | 8, 0],
-      ] as const
-    ).map(([what, flags, data]) => ({
-      name: `DEVICE_FEATURE ${what}`,
+    // The spec's migration features with a device that migrates (docs/migration.md, the full
+    // table in test/server/migration.test.ts): refusals keep the connection.
+    {
+      name: 'DEVICE_FEATURE MIG_DEVICE_STATE SET of state 99',
+      msg: () =>
+        packRaw({ command: C.DEVICE_FEATURE, payload: u32s(16, VFIO_DEVICE_FEATURE_SET | 2, 99, 0) }),
+      errno: Errno.EINVAL,
+    },
+    {
+      name: 'DEVICE_FEATURE DMA_LOGGING_REPORT before START',
       msg: () =>
         packRaw({
           command: C.DEVICE_FEATURE,
-          payload: concat(u32s(8 + data, flags), data === 8 ? u32s(1, 0) : new Uint8Array(data)),
+          payload: concat(u32s(8 + 24 + 8, VFIO_DEVICE_FEATURE_GET | 8), u32s(0, 0, 4096, 0, 4096, 0)),
         }),
-      errno: Errno.EOPNOTSUPP,
-    })),
+      errno: Errno.EINVAL,
+    },
     {
       name: 'DMA_UNMAP with an unknown flag',
       msg: () => packRaw({ command: C.DMA_UNMAP, payload: u32s(24, 4, 0, 0, 0, 0) }),
@@ -896,14 +895,14 @@ describe('vfio-user server: bad input gets exact errnos, never a crash', () => {
       errno: Errno.EINVAL,
     },
     {
-      name: 'MIG_DATA_READ',
-      msg: () => packRaw({ command: C.MIG_DATA_READ, payload: u32s(8, 16) }),
-      errno: Errno.EOPNOTSUPP,
+      name: 'MIG_DATA_READ while RUNNING',
+      msg: () => packRaw({ command: C.MIG_DATA_READ, payload: u32s(8 + 16, 16) }),
+      errno: Errno.EINVAL,
     },
     {
-      name: 'MIG_DATA_WRITE',
+      name: 'MIG_DATA_WRITE while RUNNING',
       msg: () => packRaw({ command: C.MIG_DATA_WRITE, payload: u32s(8, 0) }),
-      errno: Errno.EOPNOTSUPP,
+      errno: Errno.EINVAL,
     },
   ];
 
@@ -931,6 +930,39 @@ describe('vfio-user server: bad input gets exact errnos, never a crash', () => {
     } finally {
       p.close();
       await r.server.idle();
+    }
+  });
+
+  test('a device built without migration: every migration feature and MIG_DATA_* is EOPNOTSUPP', async () => {
+    const plain = rig('edu', { migration: false });
+    const p = await plain.negotiated();
+    try {
+      const features: [number, number][] = [
+        [VFIO_DEVICE_FEATURE_GET | 1, 8],
+        [VFIO_DEVICE_FEATURE_PROBE | VFIO_DEVICE_FEATURE_GET | 1, 0],
+        [VFIO_DEVICE_FEATURE_SET | 2, 8],
+        [VFIO_DEVICE_FEATURE_GET | 2, 8],
+        [VFIO_DEVICE_FEATURE_SET | 6, 16],
+        [VFIO_DEVICE_FEATURE_SET | 7, 0],
+        [VFIO_DEVICE_FEATURE_GET | 8, 24],
+        [VFIO_DEVICE_FEATURE_PROBE | 8, 0],
+      ];
+      for (const [flags, data] of features) {
+        const f = await p.call(C.DEVICE_FEATURE, concat(u32s(8 + data, flags), new Uint8Array(data)));
+        assert.equal(errnoOf(f), Errno.EOPNOTSUPP, `feature flags 0x${flags.toString(16)}`);
+      }
+      assert.equal(errnoOf(await p.call(C.MIG_DATA_READ, u32s(24, 16))), Errno.EOPNOTSUPP);
+      assert.equal(errnoOf(await p.call(C.MIG_DATA_WRITE, u32s(8, 0))), Errno.EOPNOTSUPP);
+      p.close();
+      await plain.server.idle();
+      const q = plain.connect();
+      const v = decodeVersion((await q.call(C.VERSION, qemuVersionPayload())).payload);
+      assert.equal(v.capabilities.migration, undefined, 'no migration capability either');
+      q.close();
+    } finally {
+      p.close();
+      await plain.server.idle();
+      plain.close();
     }
   });
 

@@ -1,23 +1,20 @@
-/** The device as a whole: DEVICE_GET_INFO, DEVICE_RESET, DEVICE_FEATURE, and migration's refusals. */
+/** The device as a whole: DEVICE_GET_INFO, DEVICE_RESET, DEVICE_FEATURE (migration's: migration.ts). */
 import { Errno } from '../../abi/errno.js';
 import {
   VFIO_DEVICE_FEATURE,
   VFIO_DEVICE_FEATURE_DMA_BUF,
-  VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT,
-  VFIO_DEVICE_FEATURE_DMA_LOGGING_START,
-  VFIO_DEVICE_FEATURE_DMA_LOGGING_STOP,
-  VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE,
-  VFIO_DEVICE_FEATURE_MIGRATION,
   VFIO_DEVICE_GET_INFO,
   VFIO_DEVICE_RESET,
   VFIO_TS_FEATURE_MMAP_COOKIE,
 } from '../../abi/vfio.js';
 import { VfioUserFeatureFlags, vfio_user_device_info } from '../../abi/vfio-user.js';
-import { fail, VfioError } from '../../errors.js';
+import { MIGRATION_FEATURES } from '../../core/migration/feature.js';
+import { fail } from '../../errors.js';
 import { struct } from '../../wire/struct.js';
 import { decodeDeviceFeature, decodeDeviceInfo, type Frame } from '../../wire/vfio-user.js';
 import { type ClientContext, EMPTY, type Reply, reply } from '../context.js';
 import { cookieOf } from '../cookies.js';
+import { migrationFeature } from './migration.js';
 import { regionFd } from './region.js';
 
 /** Payload cap of DEVICE_FEATURE: a dma-buf request of up to (64 KiB - 32) / 16 ranges fits. */
@@ -40,36 +37,16 @@ export function deviceReset(s: ClientContext): Reply {
 }
 
 /**
- * The spec's vfio-user device features ("Device Features": "The only device features supported
- * by vfio-user are those related to migration"): MIGRATION, MIG_DEVICE_STATE, DMA_LOGGING_*.
- */
-const MIGRATION_FEATURES: ReadonlySet<number> = new Set([
-  VFIO_DEVICE_FEATURE_MIGRATION,
-  VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE,
-  VFIO_DEVICE_FEATURE_DMA_LOGGING_START,
-  VFIO_DEVICE_FEATURE_DMA_LOGGING_STOP,
-  VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT,
-]);
-
-/**
  * DEVICE_FEATURE: the payload is struct vfio_device_feature; the core answers it. The reply is
  * the struct as the core left it. DMA_BUF (11) and the mmap cookie (0xf001) answer with one fd
  * (docs/vfio-user-wc.md).
  */
-export function deviceFeature(s: ClientContext, f: Frame): Reply {
+export function deviceFeature(s: ClientContext, f: Frame): Reply | Promise<Reply> {
   const req = decodeDeviceFeature(f.payload, 'command');
   const feature = req.flags & VfioUserFeatureFlags.MASK;
-  if (MIGRATION_FEATURES.has(feature)) {
-    // Migration is not implemented: over vfio-user its features answer EOPNOTSUPP, the errno of
-    // MIG_DATA_READ/WRITE, as the issue asks ("reply ENOTSUP cleanly"). The core keeps vfio-pci's
-    // ENOTTY for them (vfio_ioctl_device_feature with no mig_ops) for in-process and kernel users;
-    // libvfio-user answers EINVAL when a device has no migration. docs/vfio-user-server.md.
-    throw new VfioError(
-      Errno.EOPNOTSUPP,
-      'VFIO_USER_DEVICE_FEATURE',
-      `feature ${feature}: migration is not supported`,
-    );
-  }
+  // The spec's device features ("The only device features supported by vfio-user are those
+  // related to migration") and MIG_DATA_SIZE: migration.ts.
+  if (MIGRATION_FEATURES.has(feature)) return migrationFeature(s, f);
   // The core reads and writes the data in place: give it argsz bytes (the payload, zero-padded
   // up to the argsz the client allows for the reply, within the payload cap).
   const size = Math.max(f.payload.length, Math.min(req.argsz, MAX_FEATURE_PAYLOAD));
@@ -99,12 +76,4 @@ export function deviceFeature(s: ClientContext, f: Frame): Reply {
     return { chunks: [arg], fds: [src.fd] };
   }
   return reply(arg);
-}
-
-/**
- * Migration is not implemented: MIG_DATA_READ/WRITE answer EOPNOTSUPP (95, the issue's
- * "ENOTSUP"; libvfio-user answers EINVAL when a device has no migration).
- */
-export function migData(_s: ClientContext, _f: Frame): Reply {
-  throw new VfioError(Errno.EOPNOTSUPP, 'VFIO_USER_MIG_DATA', 'migration is not supported');
 }

@@ -12,6 +12,7 @@ import {
   proposedCapabilities,
 } from '../../wire/vfio-user.js';
 import { type ClientContext, type Reply, reply } from '../context.js';
+import { migrationCapability } from './migration.js';
 
 export function version(s: ClientContext, f: Frame): Reply {
   const op = 'VFIO_USER_VERSION';
@@ -62,6 +63,7 @@ export function version(s: ClientContext, f: Frame): Reply {
     ...(named.has(K.MAX_DMA_MAPS) ? { maxDmaMaps } : {}),
     ...(named.has(K.PGSIZES) ? { pgsizes } : {}),
     ...(c.writeMultiple ? { writeMultiple: true } : {}),
+    ...migrationCapability(s, c.migration),
   };
   const json = Object.keys(caps).length > 0 ? capabilitiesJson(caps) : undefined;
   return reply(encodeVersion({ major: v.major, minor, ...(json !== undefined ? { json } : {}) }));
