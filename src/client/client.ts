@@ -8,6 +8,7 @@
  *   pread / pwrite         -> REGION_READ / REGION_WRITE, split at max_data_xfer_size
  *   mmap                   -> mmap of the fd that came with the region-info (or cookie) reply
  *   dmaMap / dmaUnmap      -> DMA_MAP (with the memory's fd when it has one) / DMA_UNMAP (dma.ts)
+ *   migrationData          -> MIG_DATA_READ / MIG_DATA_WRITE (migration.ts)
  *
  * Offsets are the client's own (offsets.ts): region i at i << 40 whatever the server's reply
  * names, cookies packed above; what the client knows of each region, and its fd, is in
@@ -28,7 +29,7 @@ import {
   VFIO_REGION_INFO_FLAG_WRITE,
 } from '../abi/vfio.js';
 import { VfioUserCommand as C, vfio_user_region_access } from '../abi/vfio-user.js';
-import type { DmaMemory, Mapping, VfioDeviceFile } from '../driver/file.js';
+import type { DmaMemory, Mapping, MigrationData, VfioDeviceFile } from '../driver/file.js';
 import { fail, VfioError } from '../errors.js';
 import { closeFd, unixConnect } from '../native/index.js';
 import {
@@ -47,6 +48,7 @@ import {
   type UnsealedFdPolicy,
 } from './limits.js';
 import { ClientMappings } from './mappings.js';
+import { migrationData } from './migration.js';
 import { type ClientNegotiated, negotiate, proposal, type VersionOptions } from './negotiate.js';
 import { ClientOffsets } from './offsets.js';
 import { type RegionState, RegionTable } from './regions.js';
@@ -143,6 +145,12 @@ export class VfioUserClient implements VfioDeviceFile {
   async ioctl(request: number, arg: Uint8Array): Promise<number> {
     this.#assertOpen('ioctl');
     return ioctl(this.#ioctl, request, arg);
+  }
+
+  /** The migration session's stream (MIG_DATA_READ / MIG_DATA_WRITE); one per client, any data_fd. */
+  migrationData(_dataFd: number): MigrationData {
+    this.#assertOpen('migration data');
+    return migrationData(this.#conn, () => this.negotiated);
   }
 
   // -------------------------------------------------------------------------------------------

@@ -57,6 +57,8 @@ export interface RequestOptions {
   readonly replyFds?: number;
   /** Largest reply payload in bytes (default MAX_FIXED_REPLY). */
   readonly maxReply?: number;
+  /** This request's timeout, when it may take longer than others (MIG_DEVICE_STATE SET). */
+  readonly timeoutMs?: number;
 }
 
 /** Answers a server-to-client command: the reply payload, or throw VfioError for an error reply. */
@@ -152,7 +154,7 @@ export class Connection {
     let id = this.#nextId;
     while (this.#pending.has(id) || id === 0) id = (id + 1) & 0xffff;
     this.#nextId = (id + 1) & 0xffff;
-    const timeoutMs = this.timeoutMs;
+    const timeoutMs = opts.timeoutMs ?? this.timeoutMs;
     return new Promise<Reply>((resolve, reject) => {
       const timer = setTimeout(() => {
         if (this.#pending.get(id)?.timer !== timer) return;

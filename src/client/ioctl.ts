@@ -20,8 +20,10 @@ import {
   VFIO_DEVICE_FEATURE_DMA_BUF,
   VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_MASK,
   VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_WC,
+  VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT,
   VFIO_DEVICE_FEATURE_GET,
   VFIO_DEVICE_FEATURE_MASK,
+  VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE,
   VFIO_DEVICE_FEATURE_PROBE,
   VFIO_DEVICE_FEATURE_SET,
   VFIO_DEVICE_GET_INFO,
@@ -65,9 +67,11 @@ import {
   CLIENT_MAX_IRQ_COUNT,
   CLIENT_MAX_IRQS,
   CLIENT_MAX_REGIONS,
+  CLIENT_MIGRATION_TIMEOUT_MS,
   MAX_FEATURE_REPLY,
   MAX_REGION_INFO_REPLY,
 } from './limits.js';
+import { dirtyReport } from './migration.js';
 import type { ClientNegotiated } from './negotiate.js';
 import { type ClientCookie, type ClientOffsets, regionBase, WINDOW } from './offsets.js';
 import type { RegionTable } from './regions.js';
@@ -249,6 +253,10 @@ async function feature(ctx: IoctlContext, arg: Uint8Array): Promise<number> {
   const get = (flags & VFIO_DEVICE_FEATURE_GET) !== 0;
   const set = (flags & VFIO_DEVICE_FEATURE_SET) !== 0;
   const payload = arg.slice(0, Math.min(argsz, arg.length));
+  // Migration (migration.ts): a report may come in pieces; a state change may take long.
+  if (feature === VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT && get && !probe)
+    return dirtyReport(ctx.conn, ctx.negotiated(), arg, argsz);
+  const slow = feature === VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE && set && !probe;
   let release: ClientCookie | undefined;
   if (feature === VFIO_TS_FEATURE_MMAP_COOKIE && set && !probe && !get) {
     // Our cookie offsets are our own: name the server's cookie instead (vfio-user-wc.md §3).
@@ -274,6 +282,7 @@ async function feature(ctx: IoctlContext, arg: Uint8Array): Promise<number> {
   const r = await ctx.conn.request(C.DEVICE_FEATURE, [payload], [], {
     replyFds: takesFd ? 1 : 0,
     maxReply: Math.max(payload.length, Math.min(argsz, MAX_FEATURE_REPLY)),
+    ...(slow ? { timeoutMs: CLIENT_MIGRATION_TIMEOUT_MS } : {}),
   });
   let kept: number | undefined;
   try {

@@ -47,6 +47,16 @@ export const MAX_VERSION_REPLY = 64 * 1024;
 export const MAX_FEATURE_REPLY = 64 * 1024;
 
 /**
+ * Largest DMA_LOGGING_REPORT bitmap we take in one reply (the server's MAX_REPORT_BITMAP, 256 KiB:
+ * 8 GiB of 4 KiB pages); VERSION proposes it as migration.max_bitmap_size, and a larger report is
+ * asked for in pieces (migration.ts).
+ */
+export const MAX_DIRTY_BITMAP = 256 * 1024;
+
+/** Longest MIG_DEVICE_STATE SET may take: the server's quiesce limit (30 s) and a flush. */
+export const CLIENT_MIGRATION_TIMEOUT_MS = 60_000;
+
+/**
  * Largest reply to a command whose reply is one fixed struct (DEVICE_GET_INFO, IRQ_INFO,
  * SET_IRQS, RESET, DMA_MAP/UNMAP, REGION_WRITE): the server's MAX_FIXED_PAYLOAD.
  */
@@ -59,7 +69,11 @@ export const MAX_FIXED_REPLY = 256;
  */
 export function clientMessageSize(maxDataXferSize: number): number {
   const data = maxDataXferSize + vfio_user_region_access.size;
-  return VFIO_USER_HEADER_SIZE + Math.max(data, MAX_REGION_INFO_REPLY, MAX_VERSION_REPLY, MAX_FEATURE_REPLY);
+  const report = 8 + 24 + MAX_DIRTY_BITMAP; // a DMA_LOGGING_REPORT reply
+  return (
+    VFIO_USER_HEADER_SIZE +
+    Math.max(data, MAX_REGION_INFO_REPLY, MAX_VERSION_REPLY, MAX_FEATURE_REPLY, report)
+  );
 }
 
 /**

@@ -10,6 +10,7 @@ import {
   CLIENT_MAX_DATA_XFER_SIZE,
   CLIENT_MAX_MSG_FDS,
   MAX_CLIENT_DATA_XFER_SIZE,
+  MAX_DIRTY_BITMAP,
   MAX_VERSION_REPLY,
 } from './limits.js';
 
@@ -40,6 +41,8 @@ export interface ClientNegotiated {
   readonly pgsizes: bigint;
   readonly writeMultiple: boolean;
   readonly dmaLayout: DmaLayout;
+  /** The server's migration capability, when it stated one (a server that migrates does). */
+  readonly migration?: { readonly pgsize: number; readonly maxBitmapSize: number };
 }
 
 /** Our proposal with defaults filled in; EINVAL for options outside their ranges. */
@@ -75,7 +78,13 @@ export async function negotiate(
 ): Promise<ClientNegotiated> {
   const op = 'VFIO_USER_VERSION';
   const { minor, ...ours } = proposal(opts);
-  const json = capabilitiesJson({ ...ours, pgsizes: PAGE_SIZE, writeMultiple: false });
+  // migration: as QEMU proposes it (hw/vfio-user/proxy.c), with the bitmap a reply may carry.
+  const json = capabilitiesJson({
+    ...ours,
+    pgsizes: PAGE_SIZE,
+    writeMultiple: false,
+    migration: { pgsize: Number(PAGE_SIZE), maxBitmapSize: MAX_DIRTY_BITMAP },
+  });
   const r = await conn.request(C.VERSION, [encodeVersion({ major: 0, minor, json })], [], {
     maxReply: MAX_VERSION_REPLY,
   });
@@ -95,5 +104,19 @@ export async function negotiate(
     pgsizes: caps.pgsizes,
     writeMultiple: caps.writeMultiple,
     dmaLayout: opts.dmaLayout ?? 'spec',
+    ...(caps.migration ? { migration: checkMigration(caps.migration) } : {}),
   };
+}
+
+/**
+ * The server's migration capability, as QEMU checks it (hw/vfio-user/proxy.c check_migr_pgsize:
+ * pgsize a multiple of 4 KiB). max_bitmap_size is taken no larger than we proposed (a server that
+ * leaves it out, as libvfio-user does, gets the protocol's 256 MiB default: ours bounds it); one
+ * under 8 bytes could not carry a report. EPROTO otherwise.
+ */
+function checkMigration(m: { pgsize: number; maxBitmapSize: number }) {
+  const op = 'VFIO_USER_VERSION';
+  if (m.pgsize === 0 || m.pgsize % Number(PAGE_SIZE)) fail(Errno.EPROTO, op, `migration.pgsize ${m.pgsize}`);
+  if (m.maxBitmapSize < 8) fail(Errno.EPROTO, op, `migration.max_bitmap_size ${m.maxBitmapSize}`);
+  return { pgsize: m.pgsize, maxBitmapSize: Math.min(m.maxBitmapSize, MAX_DIRTY_BITMAP) };
 }

@@ -73,7 +73,14 @@ test('VERSION: proposes 0.1 with our capabilities and takes the smaller limits',
   assert.equal(v.command, C.VERSION);
   const text = new TextDecoder().decode(v.payload.subarray(4, -1));
   assert.deepEqual(JSON.parse(text), {
-    capabilities: { max_msg_fds: 16, max_data_xfer_size: 1048576, pgsizes: 4096, write_multiple: false },
+    capabilities: {
+      max_msg_fds: 16,
+      max_data_xfer_size: 1048576,
+      pgsizes: 4096,
+      write_multiple: false,
+      // As QEMU proposes it (hw/vfio-user/proxy.c): our page and the largest report we take.
+      migration: { pgsize: 4096, max_bitmap_size: 262144 },
+    },
   });
   assert.deepEqual(
     { ...client.negotiated },
