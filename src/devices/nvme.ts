@@ -86,6 +86,8 @@ export interface NvmeBehaviourOptions {
   readonly cmbSize?: number;
   readonly serial?: string;
   readonly blockSize?: 512 | 4096;
+  /** Identify Controller MDTS (default 7: 512 KiB per command). */
+  readonly mdts?: number;
   /** Notable controller events (fatal status, unsupported commands). */
   readonly log?: (line: string) => void;
 }
@@ -142,6 +144,7 @@ export class NvmeBehaviour implements DeviceBehaviour {
       doorbellsEnd: NVME_MSIX_TABLE,
       ...(o.serial ? { serial: o.serial } : {}),
       ...(o.blockSize ? { blockSize: o.blockSize } : {}),
+      ...(o.mdts ? { mdts: o.mdts } : {}),
       ...(o.cmbSize ? { cmb: { bar: NVME_CMB_BAR, size: o.cmbSize } } : {}),
     });
   }
