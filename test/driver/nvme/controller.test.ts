@@ -137,6 +137,30 @@ for (const transport of RIG_TRANSPORTS) {
       }
     });
 
+    it('MDTS 10: 4 MiB through chained PRP lists (three list pages from inside a page), the controller walking the chain; 4 MiB + 1 block is EINVAL, not submitted', async () => {
+      const rig = await openRig(transport, { mdts: 10, blocks: 10_000 });
+      try {
+        const c = await NvmeController.open(rig.dev);
+        try {
+          const qp = await c.createQueuePair({ depth: 4 });
+          const length = 4 << 20;
+          const buf = await c.alloc(length + 4096);
+          const out = { iova: buf.iova + 1024n, bytes: buf.bytes.subarray(1024) };
+          for (let i = 0; i < length; i += 512) out.bytes[i] = (i >> 9) & 0xff;
+          await qp.write(1, 8n, length / 512, out);
+          assert.equal(rig.fake.listPagesRead, 3, 'the walk followed two chain pointers');
+          for (let i = 0; i < length; i += 512)
+            assert.equal(rig.fake.disk[8 * 512 + i], (i >> 9) & 0xff, `block ${i >> 9}`);
+          const submitted = rig.fake.commands.length;
+          await assert.rejects(qp.read(1, 0n, length / 512 + 1, out), /EINVAL.*\(MDTS\)/);
+          assert.equal(rig.fake.commands.length, submitted);
+        } finally {
+          await c.close();
+        }
+      } finally {
+        await rig.close();
+      }
+    });
     it('shuts down cleanly: queues deleted, CC.SHN then CC.EN = 0, DMA unmapped, no fd left', async () => {
       // Counted around the whole rig: a vfio-user client keeps region fds until it closes.
       const fds = openFdCount();

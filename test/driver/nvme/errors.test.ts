@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Errno } from '../../../src/abi/errno.js';
 import { NvmeController, NvmeStatusError } from '../../../src/driver/nvme/index.js';
-import { buildPrps, MAX_PRP_LIST } from '../../../src/driver/nvme/prp.js';
+import { buildPrps, PRP_LIST_ENTRIES, type Prps, prpListPages } from '../../../src/driver/nvme/prp.js';
 import { VfioError } from '../../../src/errors.js';
 import { openRig } from './rig.js';
 
@@ -238,14 +238,59 @@ describe('PRPs (NVMe 1.4 §4.3)', () => {
       );
   });
 
-  it('the largest transfer one PRP List covers, and one page more is EINVAL', () => {
-    const most = buildPrps(0x10_0000n, (MAX_PRP_LIST + 1) * 4096, LIST);
-    assert.equal(most.list.length, MAX_PRP_LIST);
-    assert.equal(most.list.at(-1), 0x10_0000n + BigInt(MAX_PRP_LIST * 4096));
+  /**
+   * The data pages as a controller reads them (§4.3): PRP1's page, then entries from PRP2 on,
+   * the last slot of a list page taken as a pointer to the next page while entries remain.
+   */
+  function walk(p: Prps, pages: number): bigint[] {
+    const out = [p.prp1 & ~0xfffn];
+    if (pages === 2) return [...out, p.prp2];
+    const entry = (addr: bigint) => p.list[Number((addr - LIST) / 8n)]!;
+    let addr = p.prp2;
+    for (let left = pages - 1; left > 0; ) {
+      if (addr % 4096n === 4096n - 8n && left > 1) addr = entry(addr);
+      else {
+        out.push(entry(addr));
+        addr += 8n;
+        left--;
+      }
+    }
+    return out;
+  }
+
+  it('lists past one page chain: the last entry of a full page points to the next (1 to 3 list pages)', () => {
+    const base = 0x10_0000n;
+    // [offset into the first page, pages, list pages]
+    const table: [number, number, number][] = [
+      [0, 3, 1],
+      [0, PRP_LIST_ENTRIES + 1, 1], // 2 MiB + 4 KiB: 512 entries fill one page exactly
+      [0, PRP_LIST_ENTRIES + 2, 2], // one more: 511 + the chain pointer, then 2
+      [0, 1024, 2], // 4 MiB: 511 + chain, 512
+      [1024, 1025, 3], // 4 MiB from 1 KiB into a page: 511 + chain, 511 + chain, 2
+    ];
+    for (const [offset, pages, listPages] of table) {
+      const length = (pages - 1) * 4096 - offset + (offset ? 1 : 4096);
+      const p = buildPrps(base + BigInt(offset), length, LIST, 3);
+      assert.equal(prpListPages(pages), listPages, `${pages} pages`);
+      assert.equal(p.prp2, LIST);
+      assert.equal(p.list.length, pages - 1 + (listPages - 1), `${pages} pages: entries and chain pointers`);
+      for (let k = 1; k < listPages; k++)
+        assert.equal(
+          p.list[k * PRP_LIST_ENTRIES - 1],
+          LIST + BigInt(k * 4096),
+          `chain pointer of list page ${k}`,
+        );
+      const want = Array.from({ length: pages }, (_, i) => base + BigInt(i * 4096));
+      assert.deepEqual(walk(p, pages), want, `${pages} pages from offset ${offset}`);
+    }
+  });
+
+  it('more list pages than the command has, a list not page aligned, bad lengths and addresses: EINVAL', () => {
     assert.throws(
-      () => buildPrps(0x10_0000n, (MAX_PRP_LIST + 1) * 4096 + 1, LIST),
-      /EINVAL.*more than one PRP List/,
+      () => buildPrps(0x10_0000n, (PRP_LIST_ENTRIES + 2) * 4096, LIST, 1),
+      /EINVAL.*514 pages: 2 PRP List pages, more than the 1 this command has/,
     );
+    assert.throws(() => buildPrps(0x10_0000n, 3 * 4096, LIST + 8n), /EINVAL.*not page aligned/);
     assert.throws(() => buildPrps(0x1001n, 4, LIST), /EINVAL.*dword/);
     assert.throws(() => buildPrps(0x1000n, 0, LIST), /EINVAL/);
   });

@@ -81,6 +81,8 @@ export class FakeNvme implements DeviceBehaviour {
   /** Called for every doorbell write, before anything else happens (the fence test). */
   onDoorbell: ((qid: number, sq: boolean, value: number) => void) | undefined;
   readonly commands: { qid: number; opcode: number; fromCmb: boolean }[] = [];
+  /** PRP List pages the last command's walk read (2 or more: the list chained). */
+  listPagesRead = 0;
   cqOverflows = 0;
 
   constructor(readonly options: FakeNvmeOptions = {}) {
@@ -392,17 +394,29 @@ export class FakeNvme implements DeviceBehaviour {
     return [0, 0];
   }
 
-  /** PRP1 (with its offset), then PRP2 as a page or as a PRP List (nvme_map_prp). */
+  /**
+   * PRP1 (with its offset), then PRP2 as a page or as a PRP List whose full pages end in a
+   * pointer to the next (nvme_map_prp).
+   */
   private async prps(prp1: bigint, prp2: bigint, bytes: number): Promise<[bigint, number][]> {
     const first = Math.min(bytes, PAGE - Number(prp1 % BigInt(PAGE)));
     const out: [bigint, number][] = [[prp1, first]];
     let left = bytes - first;
     if (left === 0) return out;
     if (left <= PAGE) return [...out, [prp2, left]];
-    const n = Math.ceil(left / PAGE);
-    const list = await this.ctx.dma.read(prp2, n * 8);
-    const lv = new DataView(list.buffer, list.byteOffset, list.byteLength);
-    for (let i = 0; i < n; i++, left -= PAGE) out.push([lv.getBigUint64(i * 8, true), Math.min(PAGE, left)]);
+    let list = prp2;
+    this.listPagesRead = 0;
+    for (let n = Math.ceil(left / PAGE); n > 0; ) {
+      const slots = (PAGE - Number(list % BigInt(PAGE))) / 8;
+      const entries = await this.ctx.dma.read(list, Math.min(n, slots) * 8);
+      const lv = new DataView(entries.buffer, entries.byteOffset, entries.byteLength);
+      this.listPagesRead++;
+      const data = n <= slots ? n : slots - 1;
+      for (let i = 0; i < data; i++, left -= PAGE)
+        out.push([lv.getBigUint64(i * 8, true), Math.min(PAGE, left)]);
+      n -= data;
+      if (n > 0) list = lv.getBigUint64(data * 8, true);
+    }
     return out;
   }
 }
