@@ -1,20 +1,19 @@
 /**
- * A small NVMe controller on the vfio-ts core, for testing the driver on the host without QEMU
- * (a test fixture, not the project's NVMe device: that is issue 12's). BAR0 holds the registers
- * (trapped, so every register and doorbell access reaches this code in order), BAR2 a 1 MiB
- * prefetchable CMB (memory-backed, so the WC paths map it), BAR4 the MSI-X table.
+ * A small NVMe controller on the vfio-ts core: a test fixture for what our NVMe device
+ * (src/devices/nvme, which the driver is otherwise tested against) never does. BAR0 holds the
+ * registers (trapped), BAR2 a 1 MiB prefetchable CMB, BAR4 the MSI-X table.
  *
  * It does what the driver needs, with QEMU's hw/nvme/ctrl.c as the model of behaviour:
  * CC/CSTS (RDY after EN, SHST after SHN), the 1.4 CMB scheme (CMBLOC/CMBSZ read 0 until
- * CMBMSC.CRE; SQs at CBA + n are read from the CMB) or the legacy one, Identify, Number of
- * Queues, queue creation and deletion with QEMU's checks, Read/Write/Flush through PRPs and PRP
- * lists over a RAM disk, MSI-X per CQ. Faults: a stalled I/O path, a fatal status, a one-time
- * error status, a vanished device (registers read all ones).
+ * CMBMSC.CRE; SQs at CBA + n are read from the CMB) or the legacy one (no CAP.CMBS: the BAR's
+ * address), Identify, Number of Queues, queue creation and deletion with QEMU's checks,
+ * Read/Write/Flush through PRPs and chained PRP lists over a RAM disk, MSI-X per CQ. Faults our
+ * device has no way to show: a stalled I/O path, a fatal status (CSTS.CFS), any error status
+ * once, a vanished device (registers read all ones), CSTS.RDY late.
  */
 
 import type { DeviceBehaviour, DeviceContext } from '../../../src/core/device.js';
 import { VfioPciDevice } from '../../../src/core/device.js';
-import type { Extensions } from '../../../src/core/wc.js';
 import { nvmeDescription } from '../../../src/devices/nvme.js';
 import { VfioDevice } from '../../../src/driver/device.js';
 import { LocalDeviceFile } from '../../../src/driver/local.js';
@@ -28,16 +27,12 @@ export const FAKE_MQES = 1024;
 
 export interface FakeNvmeOptions {
   readonly blocks?: number;
-  readonly blockBytes?: 512 | 4096;
-  /** A CMB in BAR2 (default true), under the NVMe 1.4 scheme (CAP.CMBS, default) or not. */
-  readonly cmb?: boolean;
+  /** The CMB in BAR2 under the NVMe 1.4 scheme (CAP.CMBS, default) or not. */
   readonly cmbs?: boolean;
   /** Identify MDTS (default 5: 128 KiB). */
   readonly mdts?: number;
   /** CSTS.RDY follows CC.EN after this long (default at once). */
   readonly readyDelayMs?: number;
-  /** The core's write-combining extensions (default all: cookie, dma-buf WC, alias, RFC). */
-  readonly extensions?: Partial<Extensions>;
 }
 
 interface Sq {
@@ -61,7 +56,7 @@ interface Cq {
 export class FakeNvme implements DeviceBehaviour {
   private ctx!: DeviceContext;
   readonly disk: Uint8Array;
-  readonly blockBytes: number;
+  readonly blockBytes = 512;
   private cc = 0;
   private csts = 0;
   private aqa = 0;
@@ -76,17 +71,11 @@ export class FakeNvme implements DeviceBehaviour {
   fatalOnIo = false;
   gone = false;
   statusOnce: { sct: number; sc: number } | undefined;
-  /** A Write covering this LBA stores its first byte inverted (a controller that corrupts data). */
-  corruptLba: number | undefined;
-  /** Called for every doorbell write, before anything else happens (the fence test). */
-  onDoorbell: ((qid: number, sq: boolean, value: number) => void) | undefined;
   readonly commands: { qid: number; opcode: number; fromCmb: boolean }[] = [];
   /** PRP List pages the last command's walk read (2 or more: the list chained). */
   listPagesRead = 0;
-  cqOverflows = 0;
 
   constructor(readonly options: FakeNvmeOptions = {}) {
-    this.blockBytes = options.blockBytes ?? 512;
     this.disk = new Uint8Array((options.blocks ?? 2048) * this.blockBytes);
   }
 
@@ -94,11 +83,8 @@ export class FakeNvme implements DeviceBehaviour {
     this.ctx = ctx;
   }
 
-  private get hasCmb(): boolean {
-    return this.options.cmb ?? true;
-  }
   private get cmbs(): boolean {
-    return this.hasCmb && (this.options.cmbs ?? true);
+    return this.options.cmbs ?? true;
   }
 
   private cap(): bigint {
@@ -115,12 +101,11 @@ export class FakeNvme implements DeviceBehaviour {
 
   /** CMBLOC/CMBSZ read 0 on a 1.4 controller until CMBMSC.CRE (QEMU: nvme_cmb_enable_regs). */
   private cmbRegsOn(): boolean {
-    return this.hasCmb && (!this.cmbs || (this.cmbmsc & 1n) === 1n);
+    return !this.cmbs || (this.cmbmsc & 1n) === 1n;
   }
 
   /** The CMB's controller address, when the controller decodes one. */
   private cmbBase(): bigint | undefined {
-    if (!this.hasCmb) return undefined;
     if (!this.cmbs) return this.barAddress();
     return this.cmbmsc & 2n ? this.cmbmsc & ~0xfffn : undefined;
   }
@@ -228,7 +213,6 @@ export class FakeNvme implements DeviceBehaviour {
     const n = (offset - 0x1000) >> 2;
     const qid = n >> 1;
     const isSq = (n & 1) === 0;
-    this.onDoorbell?.(qid, isSq, v);
     if (!isSq) {
       const cq = this.cqs.get(qid);
       if (cq) cq.head = v;
@@ -269,11 +253,6 @@ export class FakeNvme implements DeviceBehaviour {
     }
   }
 
-  /** The CMB as the controller sees it (BAR2's memory). */
-  cmb(): Uint8Array {
-    return this.ctx.barMemory(2)!;
-  }
-
   private cmbBytes(addr: bigint, n: number): Uint8Array {
     const off = Number(addr - this.cmbBase()!);
     return this.ctx.barMemory(2)!.slice(off, off + n);
@@ -283,7 +262,6 @@ export class FakeNvme implements DeviceBehaviour {
   private async post(cqid: number, dw0: number, sqhd: number, sqid: number, cid: number, status: number) {
     const cq = this.cqs.get(cqid);
     if (!cq) return;
-    if ((cq.tail + 1) % cq.depth === cq.head) this.cqOverflows++;
     const e = new Uint8Array(16);
     const dv = new DataView(e.buffer);
     dv.setUint32(0, dw0, true);
@@ -388,9 +366,6 @@ export class FakeNvme implements DeviceBehaviour {
       else await this.ctx.dma.write(addr, window);
       diskAt += len;
     }
-    const bad = this.corruptLba;
-    if (opcode === 0x01 && bad !== undefined && bad >= Number(slba) && bad < Number(slba) + nlb)
-      this.disk[bad * this.blockBytes]! ^= 0xff;
     return [0, 0];
   }
 
@@ -453,7 +428,7 @@ export function fakeNvmeDevice(options: FakeNvmeOptions = {}): {
       resettable: true,
     },
     fake,
-    { env: nativeEnvironment(), ...(options.extensions && { extensions: options.extensions }) },
+    { env: nativeEnvironment() },
   );
   return { fake, core, dev: new VfioDevice(new LocalDeviceFile(core)) };
 }
