@@ -322,13 +322,20 @@ export class NvmeController implements QueueHost {
     return io;
   }
 
-  /** Deletes the I/O SQ, then its CQ (§5.6 before §5.5: a CQ outlives its SQs). */
+  /**
+   * Deletes the I/O SQ, then its CQ (§5.6 before §5.5: a CQ outlives its SQs). Between the two
+   * the CQ is reaped once more: Delete I/O SQ completes after the commands it had fetched, and
+   * posts the ones it had not as Command Aborted due to SQ Deletion (§5.6), so every command
+   * still out has its completion there, as Linux reaps them before letting go of a queue
+   * (drivers/nvme/host/pci.c: nvme_reap_pending_cqes in nvme_dev_disable).
+   */
   async deleteQueuePair(io: IoQueuePair): Promise<void> {
     if (this.queues.get(io.qid) !== io) return;
     this.queues.delete(io.qid);
     try {
       if (!this.failed) {
         await this.deleteQueue(ADMIN.DELETE_IO_SQ, io.qid);
+        await io.queue.reap();
         await this.deleteQueue(ADMIN.DELETE_IO_CQ, io.qid);
       }
     } finally {

@@ -17,6 +17,7 @@ import {
   type IoQueuePair,
   NvmeController,
   type NvmeOptions,
+  NvmeStatusError,
 } from '../../../src/driver/nvme/index.js';
 import { VfioError } from '../../../src/errors.js';
 import { openFdCount } from '../../../src/native/index.js';
@@ -315,6 +316,31 @@ describe('NVMe driver on our NVMe device: the CMB, MDTS, the server going away',
         await c.close();
       }
       assert.ok(Buffer.compare(r.readImage(0, length), src) === 0, '4 MiB on the image');
+    });
+  });
+
+  it('close with commands in flight: each ends as the device ended it — done, or Command Aborted due to SQ Deletion for those never fetched', async () => {
+    await withRig('in-process', { faults: true }, async (r) => {
+      const c = await NvmeController.open(r.dev, { completions: 'interrupt' });
+      const qp = await c.createQueuePair({ depth: 128 });
+      const buf = await c.alloc(4096);
+      r.disk!.hangReads = true;
+      // The device takes 64 commands of one SQ at a time (MAX_INFLIGHT_PER_SQ); 6 stay in the SQ.
+      const outcomes = Array.from({ length: 70 }, (_, i) =>
+        qp.read(1, BigInt(i * 8), 8, buf).then(
+          () => 'done',
+          (e: unknown) => (e instanceof NvmeStatusError ? `SC ${e.sc}h` : String(e)),
+        ),
+      );
+      const stats = r.behaviour!.controller.stats;
+      for (let i = 0; i < 500 && stats.commands < 2 + 2 + 64; i++)
+        await new Promise((res) => setTimeout(res, 10));
+      const closed = c.close();
+      setTimeout(() => r.disk!.release(), 50);
+      await closed;
+      const counts = new Map<string, number>();
+      for (const o of await Promise.all(outcomes)) counts.set(o, (counts.get(o) ?? 0) + 1);
+      assert.deepEqual(Object.fromEntries(counts), { done: 64, 'SC 8h': 6 });
     });
   });
 
