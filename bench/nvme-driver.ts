@@ -2,8 +2,8 @@
  * The userspace NVMe driver: 4 KiB random reads and writes at queue depth 1 and 16, with the
  * I/O submission queue in host memory and in the controller's CMB mapped write-combining, and the
  * CMB/host IOPS ratio measured in the same run. Both queue pairs live on one controller and take
- * turns in short slices (host first, then CMB first, and so on), so the load of a shared machine
- * falls on both alike; each figure is the median of the slices'.
+ * turns in short slices (host first, then CMB first, and so on), after one slice each to warm up,
+ * so the load of a shared machine falls on both alike; each figure is the median of the slices'.
  *
  *  1. The store fence itself (barrier.ts: Atomics.store, a locked XCHG) against a plain store.
  *  2. Our NVMe device (src/devices/nvme) on an image file, in-process (LocalDeviceFile over the
@@ -88,6 +88,9 @@ async function slices(c: NvmeController, rounds: number, slice: number): Promise
       const acc = Object.fromEntries(
         PLACEMENTS.map((sq) => [sq, { iops: [] as number[], p50: [] as number[], p99: [] as number[] }]),
       ) as Record<Placement, { iops: number[]; p50: number[]; p99: number[] }>;
+      // One slice each first, not counted: both processes' JIT and the image's page cache warm.
+      for (const sq of PLACEMENTS)
+        await runPerf(c, qps[sq], { rw, bs: 4096, qd, seconds: slice, force: true });
       for (let r = 0; r < rounds; r++)
         for (const sq of r % 2 ? [...PLACEMENTS].reverse() : PLACEMENTS) {
           const p = await runPerf(c, qps[sq], { rw, bs: 4096, qd, seconds: slice, force: true, seed: r + 1 });

@@ -43,10 +43,10 @@ export interface OurNvmeOptions {
   readonly cmbSize?: number;
   /** In-process only: Identify MDTS, the core's WC extensions, the behaviour itself. */
   readonly mdts?: number;
-  /** In-process only: a disk that hangs or corrupts (FaultyDisk) over the image. */
-  readonly faults?: boolean;
   readonly extensions?: Partial<Extensions>;
   readonly behaviour?: (o: NvmeBehaviourOptions) => NvmeBehaviour;
+  /** In-process only: a disk that hangs or corrupts (FaultyDisk) over the image. */
+  readonly faults?: boolean;
 }
 
 export interface OurNvme {
