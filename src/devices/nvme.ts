@@ -50,6 +50,8 @@ export interface NvmeOptions {
   readonly namespace?: NamespaceBackend;
   readonly serial?: string;
   readonly blockSize?: 512 | 4096;
+  /** Identify Controller MDTS, 1..MAX_MDTS (default MDTS = 7: 512 KiB per command). */
+  readonly mdts?: number | undefined;
 }
 
 /** What an nvme instance exposes: its controller (stats, options). */
@@ -136,6 +138,7 @@ export function nvmeDevice(o: NvmeOptions = {}): DeviceDefinition<NvmeModel> {
           doorbellsEnd: NVME_MSIX_TABLE,
           ...(o.serial ? { serial: o.serial } : {}),
           ...(o.blockSize ? { blockSize: o.blockSize } : {}),
+          ...(o.mdts !== undefined ? { mdts: o.mdts } : {}),
           ...(cmbSize ? { cmb: { bar: NVME_CMB_BAR, size: cmbSize } } : {}),
         },
       );
