@@ -170,6 +170,7 @@ export interface NvmeDiskOptions {
   readonly disk: string;
   readonly size?: number | undefined;
   readonly cmbSize?: number | undefined;
+  readonly mdts?: number | undefined;
 }
 
 /**
@@ -180,5 +181,5 @@ export interface NvmeDiskOptions {
 export async function nvmeDiskDevice(o: NvmeDiskOptions): Promise<DeviceDefinition<NvmeModel>> {
   const namespace = await FileNamespace.open(o.disk, { blockSize: 512, ...(o.size ? { size: o.size } : {}) });
   const serial = `vfiots-${createHash('sha256').update(realpathSync(o.disk)).digest('hex').slice(0, 12)}`;
-  return nvmeDevice({ namespace, serial, cmbSize: o.cmbSize });
+  return nvmeDevice({ namespace, serial, cmbSize: o.cmbSize, mdts: o.mdts });
 }

@@ -1,15 +1,17 @@
 /**
  * Our NVMe controller (src/devices/nvme) on a disk image, reached the two ways the driver meets
  * it in CI: in-process (LocalDeviceFile over the device core) and over vfio-user from
- * `vfio-ts serve --device nvme --disk IMAGE` running as a child process. What the device saw is
- * read from the controller in-process, and from the line the server logs at every shutdown
- * (CC.SHN) otherwise: "nvme: shutdown complete: N commands (M fetched from the CMB), ...".
+ * `vfio-ts serve --device nvme --disk IMAGE` (with an MDTS, `--module`) as a child process.
+ * What the device saw is read from the controller in-process, and from the line the server logs
+ * at every shutdown (CC.SHN) otherwise: "nvme: shutdown complete: N commands (M fetched from
+ * the CMB), ...".
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, readSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { VfioUserClient } from '../../../src/client/index.js';
 import type { AccessSize } from '../../../src/core/define.js';
 import { ALL_EXTENSIONS, type Extensions } from '../../../src/core/wc.js';
@@ -41,8 +43,9 @@ export interface OurNvmeOptions {
   readonly image?: string;
   /** CMB bytes (default CMB_BYTES; 0: no CMB). */
   readonly cmbSize?: number;
-  /** In-process only: Identify MDTS, the core's WC extensions. */
+  /** Identify MDTS (served: by a device module, as `vfio-ts serve` has no flag for it). */
   readonly mdts?: number;
+  /** In-process only: the core's WC extensions. */
   readonly extensions?: Partial<Extensions>;
   /** In-process only: told of every BAR0 write as it reaches the device, before the controller acts on it. */
   readonly onRegisterWrite?: (offset: number, size: AccessSize, value: bigint) => void;
@@ -134,7 +137,7 @@ export async function openOurNvme(backend: Backend, o: OurNvmeOptions = {}): Pro
   try {
     return backend === 'in-process'
       ? await inProcess(dir, image, cmbSize, o)
-      : await served(dir, image, cmbSize);
+      : await served(dir, image, cmbSize, o.mdts);
   } catch (e) {
     rmSync(dir, { recursive: true, force: true });
     throw e;
@@ -213,21 +216,32 @@ export interface ServedNvme {
   stop(): Promise<void>;
 }
 
-/** `vfio-ts serve --device nvme --disk IMAGE` as a child process, serving at DIR/nvme.sock. */
-export async function serveNvme(dir: string, image: string, cmbSize = CMB_BYTES): Promise<ServedNvme> {
+/**
+ * `vfio-ts serve --device nvme --disk IMAGE` as a child process, serving at DIR/nvme.sock. With
+ * `mdts`, `vfio-ts serve --module DIR/nvme-device.mjs`: a module exporting the same device
+ * (nvmeDiskDevice) built with that MDTS.
+ */
+export async function serveNvme(
+  dir: string,
+  image: string,
+  cmbSize = CMB_BYTES,
+  mdts?: number,
+): Promise<ServedNvme> {
   const socket = join(dir, 'nvme.sock');
-  const args = [
-    'serve',
-    '--device',
-    'nvme',
-    '--socket',
-    socket,
-    '--disk',
-    image,
-    '--size',
-    String(IMAGE_BYTES),
-  ];
-  if (cmbSize) args.push('--cmb-size', String(cmbSize));
+  const args = ['serve', '--socket', socket];
+  if (mdts === undefined) {
+    args.push('--device', 'nvme', '--disk', image, '--size', String(IMAGE_BYTES));
+    if (cmbSize) args.push('--cmb-size', String(cmbSize));
+  } else {
+    const module = join(dir, 'nvme-device.mjs');
+    const devices = pathToFileURL(join(repoRoot(), 'dist/src/devices/nvme.js')).href;
+    const options = { disk: image, size: IMAGE_BYTES, cmbSize, mdts };
+    writeFileSync(
+      module,
+      `import { nvmeDiskDevice } from ${JSON.stringify(devices)};\nexport default nvmeDiskDevice(${JSON.stringify(options)});\n`,
+    );
+    args.push('--module', module);
+  }
   const child = spawn(process.execPath, [join(repoRoot(), 'dist/src/cli/main.js'), ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -265,8 +279,8 @@ export async function serveNvme(dir: string, image: string, cmbSize = CMB_BYTES)
 }
 
 /** The served device and a vfio-user client connected to it. */
-async function served(dir: string, image: string, cmbSize: number): Promise<OurNvme> {
-  const server = await serveNvme(dir, image, cmbSize);
+async function served(dir: string, image: string, cmbSize: number, mdts?: number): Promise<OurNvme> {
+  const server = await serveNvme(dir, image, cmbSize, mdts);
   let dev: VfioDevice;
   try {
     dev = new VfioDevice(await VfioUserClient.connect(server.socket));

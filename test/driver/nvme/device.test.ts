@@ -293,31 +293,36 @@ describe('NVMe driver on our NVMe device: the CMB, MDTS, the server going away',
     });
   });
 
-  it('MDTS 10 (4 MiB): chained PRP lists carry 4 MiB from a buffer 1 KiB into a page (three list pages); 4 MiB + 1 block is EINVAL', async () => {
-    await withRig('in-process', { mdts: 10 }, async (r) => {
-      const c = await NvmeController.open(r.dev, { sq: 'cmb' });
-      const length = 4 << 20;
-      const src = new Uint8Array(length);
-      for (let b = 0; b < length; b += 4) new DataView(src.buffer).setUint32(b, (b * 2654435761) >>> 0);
-      try {
-        assert.equal(c.maxTransferBytes, length);
-        const qp = await c.createQueuePair({ depth: 4 });
-        assert.equal(qp.listPages, 3, 'list pages per command: 4 MiB from inside a page spans 1025 pages');
-        const out = at(await c.alloc(length + 4096), 1024);
-        const back = at(await c.alloc(length + 4096), 1024);
-        out.bytes.set(src);
-        await qp.write(1, 0n, length / BLOCK, out);
-        await qp.read(1, 0n, length / BLOCK, back);
-        assert.ok(Buffer.compare(back.bytes.subarray(0, length), src) === 0, 'read back');
-        const before = r.model!.controller.stats.commands;
-        await assert.rejects(qp.write(1, 0n, length / BLOCK + 1, out), /EINVAL.*\(MDTS\)/);
-        assert.equal(r.model!.controller.stats.commands, before, 'nothing submitted');
-      } finally {
-        await c.close();
-      }
-      assert.ok(Buffer.compare(r.readImage(0, length), src) === 0, '4 MiB on the image');
+  for (const backend of BACKENDS)
+    it(`MDTS 10 (4 MiB), ${backend}: chained PRP lists carry 4 MiB from a buffer 1 KiB into a page (three list pages); 4 MiB + 1 block is EINVAL`, async () => {
+      await withRig(backend, { mdts: 10 }, async (r) => {
+        const c = await NvmeController.open(r.dev, { sq: 'cmb' });
+        const length = 4 << 20;
+        const src = new Uint8Array(length);
+        for (let b = 0; b < length; b += 4) new DataView(src.buffer).setUint32(b, (b * 2654435761) >>> 0);
+        try {
+          assert.equal(c.maxTransferBytes, length);
+          const qp = await c.createQueuePair({ depth: 4 });
+          assert.equal(qp.listPages, 3, 'list pages per command: 4 MiB from inside a page spans 1025 pages');
+          const out = at(await c.alloc(length + 4096), 1024);
+          const back = at(await c.alloc(length + 4096), 1024);
+          out.bytes.set(src);
+          await qp.write(1, 0n, length / BLOCK, out);
+          await qp.read(1, 0n, length / BLOCK, back);
+          assert.ok(Buffer.compare(back.bytes.subarray(0, length), src) === 0, 'read back');
+          await assert.rejects(qp.write(1, 0n, length / BLOCK + 1, out), /EINVAL.*\(MDTS\)/);
+        } finally {
+          await c.close();
+        }
+        const n = await r.counts();
+        assert.deepEqual(
+          [n.writes, n.reads, n.sqesFromCmb],
+          [1, 1, 2],
+          'the device saw one write and one read, both from its CMB: the one over MDTS was never submitted',
+        );
+        assert.ok(Buffer.compare(r.readImage(0, length), src) === 0, '4 MiB on the image');
+      });
     });
-  });
 
   it('close with commands in flight: each ends as the device ended it — done, or Command Aborted due to SQ Deletion for those never fetched', async () => {
     await withRig('in-process', { faults: true }, async (r) => {
