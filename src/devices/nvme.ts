@@ -51,6 +51,8 @@ export interface NvmeOptions {
   readonly namespace?: NamespaceBackend;
   readonly serial?: string;
   readonly blockSize?: 512 | 4096;
+  /** Identify Controller MDTS, 1..MAX_MDTS (default MDTS = 7: 512 KiB per command). */
+  readonly mdts?: number | undefined;
 }
 
 /** What an nvme instance exposes: its controller (stats, options). */
@@ -135,6 +137,7 @@ export function nvmeDevice(o: NvmeOptions = {}): DeviceDefinition<NvmeModel> {
         doorbellsEnd: NVME_MSIX_TABLE,
         ...(o.serial ? { serial: o.serial } : {}),
         ...(o.blockSize ? { blockSize: o.blockSize } : {}),
+        ...(o.mdts !== undefined ? { mdts: o.mdts } : {}),
         ...(cmbSize ? { cmb: { bar: NVME_CMB_BAR, size: cmbSize } } : {}),
       });
       return {
@@ -177,6 +180,7 @@ export interface NvmeDiskOptions {
   readonly disk: string;
   readonly size?: number | undefined;
   readonly cmbSize?: number | undefined;
+  readonly mdts?: number | undefined;
 }
 
 /**
@@ -187,5 +191,5 @@ export interface NvmeDiskOptions {
 export async function nvmeDiskDevice(o: NvmeDiskOptions): Promise<DeviceDefinition<NvmeModel>> {
   const namespace = await FileNamespace.open(o.disk, { blockSize: 512, ...(o.size ? { size: o.size } : {}) });
   const serial = `vfiots-${createHash('sha256').update(realpathSync(o.disk)).digest('hex').slice(0, 12)}`;
-  return nvmeDevice({ namespace, serial, cmbSize: o.cmbSize });
+  return nvmeDevice({ namespace, serial, cmbSize: o.cmbSize, mdts: o.mdts });
 }
