@@ -26,6 +26,11 @@ const COMMANDS: Record<string, [module: string, fn: keyof CommandModule, summary
   info: ['info', 'run', 'describe a device like lspci -vv: info <socket-path | pci-address> [--json]'],
   bind: ['bind', 'run', 'bind a PCI device to vfio-pci: bind <pci-address>'],
   unbind: ['bind', 'runUnbind', 'give a PCI device back to the kernel: unbind <pci-address>'],
+  migrate: [
+    'migrate',
+    'run',
+    'migrate a device between two vfio-user servers: migrate --from <socket> --to <socket> (migrate --help)',
+  ],
   nvme: [
     'nvme',
     'run',

@@ -1,0 +1,97 @@
+/**
+ * `vfio-ts migrate` as a process between two `vfio-ts serve` processes: ivshmem's shared memory
+ * (what the device keeps across clients) arrives on the target; a foreign target is refused with
+ * the errno and the source stays usable; bad arguments exit 2; --help.
+ */
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { VfioUserClient } from '../../src/client/index.js';
+import { repoRoot } from '../harness/index.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'vfio-ts-migrate-cli-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+interface Proc {
+  child: ChildProcess;
+  out(): string;
+  exit: Promise<number | null>;
+}
+
+function cli(...args: string[]): Proc {
+  const child = spawn(process.execPath, [join(repoRoot(), 'dist/src/cli/main.js'), ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let text = '';
+  const add = (d: string) => {
+    text += d;
+  };
+  child.stdout?.setEncoding('utf8').on('data', add);
+  child.stderr?.setEncoding('utf8').on('data', add);
+  return { child, out: () => text, exit: new Promise((r) => child.once('exit', (code) => r(code))) };
+}
+
+async function serve(device: string, name: string): Promise<Proc> {
+  const s = cli('serve', '--device', device, '--socket', join(dir, name));
+  const end = Date.now() + 20_000;
+  while (!/serving/.test(s.out())) {
+    if (Date.now() > end) throw new Error(`${name} did not start: ${s.out()}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return s;
+}
+
+async function stop(...ps: Proc[]): Promise<void> {
+  for (const p of ps) p.child.kill('SIGTERM');
+  for (const p of ps) assert.equal(await p.exit, 0, p.out());
+}
+
+const BAR2 = 2n << 40n;
+
+test('migrate: ivshmem shared memory comes across; a foreign target is EINVAL and the source still runs', async () => {
+  const a = await serve('ivshmem', 'a.sock');
+  const b = await serve('ivshmem', 'b.sock');
+  const e = await serve('edu', 'e.sock');
+  try {
+    const data = new Uint8Array(8192).map((_, i) => (i * 37 + 11) & 0xff);
+    const w = await VfioUserClient.connect(join(dir, 'a.sock'));
+    await w.pwrite(BAR2 + 0x3000n, data);
+    await w.close();
+    const m = cli('migrate', '--from', join(dir, 'a.sock'), '--to', join(dir, 'b.sock'), '--json');
+    assert.equal(await m.exit, 0, m.out());
+    const r = JSON.parse(m.out()) as { precopy: boolean; streamBytes: number; rounds: number };
+    assert.equal(r.precopy, true);
+    assert.ok(r.streamBytes > 4 << 20, `the 4 MiB BAR2 and more: ${r.streamBytes}`);
+    const t = await VfioUserClient.connect(join(dir, 'b.sock'));
+    assert.deepEqual(await t.pread(BAR2 + 0x3000n, data.length), data);
+    await t.close();
+    // ivshmem into edu: the target refuses the stream; exit 1 with the errno.
+    const bad = cli('migrate', '--from', join(dir, 'a.sock'), '--to', join(dir, 'e.sock'));
+    assert.equal(await bad.exit, 1, bad.out());
+    assert.match(bad.out(), /EINVAL/);
+    const again = await VfioUserClient.connect(join(dir, 'a.sock'));
+    assert.deepEqual(await again.pread(BAR2 + 0x3000n, data.length), data, 'the source kept its memory');
+    await again.close();
+  } finally {
+    await stop(a, b, e);
+  }
+});
+
+test('migrate: bad arguments exit 2 with the usage; --help exits 0', async () => {
+  for (const args of [
+    [],
+    ['--from', 'x'],
+    ['--from', 'x', '--to', 'x'],
+    ['--from', 'x', '--to', 'y', '--rounds', '-1'],
+  ]) {
+    const p = cli('migrate', ...args);
+    assert.equal(await p.exit, 2, args.join(' '));
+    assert.match(p.out(), /usage: vfio-ts migrate/);
+  }
+  const h = cli('migrate', '--help');
+  assert.equal(await h.exit, 0);
+  assert.match(h.out(), /--from SOCKET/);
+});
