@@ -6,7 +6,6 @@
  * mode that fails loudly on the first block that does not read back as written.
  */
 import { Errno } from '../abi/errno.js';
-import { VfioUserClient } from '../client/client.js';
 import { VfioDevice } from '../driver/device.js';
 import type { VfioDeviceFile } from '../driver/file.js';
 import { probeCmbBar } from '../driver/nvme/cmb.js';
@@ -16,7 +15,8 @@ import { cap, cmbsz } from '../driver/nvme/spec.js';
 import { fail, MalformedError, VfioError } from '../errors.js';
 import { openKernelDevice } from '../kernel/device.js';
 import { iomemRelaxed, isBdf, normalizeBdf } from '../kernel/sysfs.js';
-import type { Output } from './info.js';
+import type { Output } from './args.js';
+import { connectSocket } from './target.js';
 
 const TARGET = `<target> is a vfio-user socket path, or a PCI address (0000:00:04.0) bound to vfio-pci (vfio-ts bind).`;
 const USAGE = `usage: vfio-ts nvme identify <target> [--json]
@@ -168,7 +168,7 @@ export async function runWith(args: string[], out: Output): Promise<number> {
 }
 
 function usage(out: Output, why: string): number {
-  out.error(`vfio-ts nvme: ${why}\n${USAGE}`);
+  out.error(`vfio-ts nvme: ${why} (vfio-ts nvme --help)`);
   return 2;
 }
 
@@ -183,7 +183,7 @@ function bigintJson(_k: string, v: unknown): unknown {
  * BARs at open); which BAR that is, a first open asks the controller (CMBLOC.BIR).
  */
 export async function openTarget(target: string, sq: 'host' | 'cmb' = 'host'): Promise<VfioDevice> {
-  if (!isBdf(target)) return new VfioDevice(await VfioUserClient.connect(target));
+  if (!isBdf(target)) return new VfioDevice(await connectSocket(target));
   const bdf = normalizeBdf(target);
   let wcBars: number[] = [];
   if (sq === 'cmb' && iomemRelaxed()) {

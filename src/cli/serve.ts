@@ -11,16 +11,102 @@
 import { lstatSync, unlinkSync } from 'node:fs';
 import { Errno } from '../abi/errno.js';
 import type { KernelProfile } from '../core/description.js';
+import { MAX_MMAP_COOKIES } from '../core/wc.js';
 import { createDevice, DEVICE_NAMES, isDeviceName } from '../devices/index.js';
 import { VfioError } from '../errors.js';
 import { closeFd, getuid, unixConnect } from '../native/index.js';
 import { nativeEnvironment } from '../runtime.js';
 import { resolveLimits, type ServerLimits, VfioUserServer } from '../server/index.js';
+import {
+  SERVER_MAX_DATA_XFER_SIZE,
+  SERVER_MAX_DMA_MAPS,
+  SERVER_MAX_MSG_FDS,
+  SERVER_MAX_PENDING_BYTES,
+  SERVER_MAX_PENDING_REQUESTS,
+  SERVER_MESSAGE_STALL_MS,
+} from '../server/limits.js';
+import { type CommandSpec, helpText, UsageError } from './args.js';
+import { checkSocketDirectory } from './target.js';
 
-const USAGE = `usage: vfio-ts serve --device <${DEVICE_NAMES.join('|')}> --socket <path> [--verbose] [--profile 6.1|7.3] [--dma-layout auto|spec|qemu]
-  [--allow-uid <uid|self>]... [--max-message-size N] [--max-data-xfer-size N] [--max-msg-fds N]
-  [--max-dma-maps N] [--max-pending-bytes N] [--max-pending-requests N] [--message-stall-ms N] [--max-mmap-cookies N]
-  (limits: docs/robustness.md)`;
+/**
+ * Every flag `serve` takes, explained (`vfio-ts serve --help`); parse() below reads them, and
+ * test/cli/help.test.ts checks that each one listed here is accepted there.
+ */
+export const SERVE: CommandSpec = {
+  name: 'serve',
+  synopsis: 'serve --device NAME --socket PATH [options]',
+  operands: '',
+  minOperands: 0,
+  maxOperands: 0,
+  description: `Serves one emulated PCI device over vfio-user (QEMU docs/interop/vfio-user.rst) on a UNIX socket,
+one client at a time, until SIGINT or SIGTERM. QEMU attaches with
+  -device '{"driver":"vfio-user-pci","socket":{"path":"PATH","type":"unix"}}'
+The socket is created 0600 and removed on exit; a stale socket at PATH is replaced, a live one
+(a server answers) or any other file is refused.`,
+  flags: [
+    { name: '--device', value: 'NAME', help: `the device to serve: ${DEVICE_NAMES.join(', ')} (required)` },
+    { name: '--socket', value: 'PATH', help: 'where to listen (required); its directory must exist' },
+    { name: '--verbose', short: '-v', help: 'log every message received and its reply' },
+    {
+      name: '--profile',
+      value: '6.1|7.3',
+      help: "answer like Linux 6.1's or 7.3's vfio-pci (default 7.3;\ndocs/kernel-profiles.md)",
+    },
+    {
+      name: '--dma-layout',
+      value: 'auto|spec|qemu',
+      help: "DMA_READ/WRITE layout: the spec's (auto, the default, or spec), or\nQEMU's header's, data at byte 12 (qemu; docs/vfio-user-wire.md)",
+    },
+    {
+      name: '--allow-uid',
+      value: 'UID|self',
+      repeat: true,
+      help: "accept only clients running as UID (SO_PEERCRED; repeatable; self:\nour own uid); without it, anyone the socket's 0600 mode lets connect",
+    },
+    {
+      name: '--max-message-size',
+      value: 'N',
+      help: 'largest message in bytes, header included (default: what\n--max-data-xfer-size needs)',
+    },
+    {
+      name: '--max-data-xfer-size',
+      value: 'N',
+      help: `largest region or DMA transfer in one message, offered in VERSION\n(default ${SERVER_MAX_DATA_XFER_SIZE})`,
+    },
+    {
+      name: '--max-msg-fds',
+      value: 'N',
+      help: `fds a client may send in one message (default ${SERVER_MAX_MSG_FDS})`,
+    },
+    {
+      name: '--max-dma-maps',
+      value: 'N',
+      help: `DMA regions one client may map (default ${SERVER_MAX_DMA_MAPS})`,
+    },
+    {
+      name: '--max-pending-bytes',
+      value: 'N',
+      help: `queued reply bytes at which the server stops reading a client\n(default ${SERVER_MAX_PENDING_BYTES})`,
+    },
+    {
+      name: '--max-pending-requests',
+      value: 'N',
+      help: `queued replies at which the server stops reading a client\n(default ${SERVER_MAX_PENDING_REQUESTS})`,
+    },
+    {
+      name: '--message-stall-ms',
+      value: 'N',
+      help: `ms a started message may take to arrive before the client is dropped\n(default ${SERVER_MESSAGE_STALL_MS})`,
+    },
+    {
+      name: '--max-mmap-cookies',
+      value: 'N',
+      help: `WC mmap cookies a client may hold (default ${MAX_MMAP_COOKIES})`,
+    },
+  ],
+  notes:
+    'The limits and the errno each breach gets: docs/robustness.md.\nExit status: 0 after SIGINT/SIGTERM, 1 failure (e.g. the socket path is taken), 2 usage.',
+};
 
 /** The --max-* options and the ServerLimits field each sets, with the smallest value that works. */
 const LIMIT_OPTIONS: Record<string, [keyof ServerLimits, number]> = {
@@ -50,7 +136,7 @@ function parse(args: string[]): Args | string {
     const a = args[i]!;
     const value = () => {
       const v = args[++i];
-      if (v === undefined) throw new VfioError(Errno.EINVAL, 'serve', `${a} needs a value`);
+      if (v === undefined) throw new UsageError('serve', `${a} needs a value`);
       return v;
     };
     switch (a) {
@@ -97,7 +183,7 @@ function parse(args: string[]): Args | string {
         return '';
       default: {
         const limit = LIMIT_OPTIONS[a];
-        if (!limit) return `unknown argument ${a}`;
+        if (!limit) return `unknown option '${a}'`;
         const v = value();
         const n = Number(v);
         if (!Number.isSafeInteger(n) || n < limit[1] || n > 0xffffffff)
@@ -144,15 +230,14 @@ export function claimSocketPath(path: string): void {
 
 export async function run(args: string[]): Promise<number> {
   const a = parse(args);
-  if (typeof a === 'string') {
-    if (a) console.error(`vfio-ts serve: ${a}`);
-    console.error(USAGE);
-    return a ? 2 : 0;
+  if (a === '') {
+    console.log(helpText(SERVE));
+    return 0;
   }
-  if (!isDeviceName(a.device)) {
-    console.error(`vfio-ts serve: unknown device ${a.device} (${DEVICE_NAMES.join(', ')})`);
-    return 2;
-  }
+  if (typeof a === 'string') throw new UsageError('serve', a);
+  if (!isDeviceName(a.device))
+    throw new UsageError('serve', `unknown device '${a.device}' (${DEVICE_NAMES.join(', ')})`);
+  checkSocketDirectory(a.socket);
   claimSocketPath(a.socket);
   const device = createDevice(a.device, {
     env: nativeEnvironment(),
