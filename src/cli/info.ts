@@ -8,9 +8,11 @@ import { VfioUserClient } from '../client/client.js';
 import { type DeviceReport, describeDevice, formatReport } from '../driver/describe.js';
 import { VfioDevice } from '../driver/device.js';
 import { sizeText } from '../driver/format.js';
+import type { KernelFacts } from '../driver/lspci.js';
 import { PCI_IDS_PATHS, PciIdDatabase } from '../driver/pci-ids.js';
 import { reportJson } from '../driver/report-json.js';
 import { MalformedError } from '../errors.js';
+import { isBdf, normalizeBdf } from '../kernel/sysfs.js';
 import {
   CONSOLE,
   type CommandSpec,
@@ -20,7 +22,7 @@ import {
   positiveNumber,
   runCommand,
 } from './args.js';
-import { openTarget, type TargetOptions } from './target.js';
+import { kernelFacts, openTarget, type TargetOptions } from './target.js';
 
 export type { Output } from './args.js';
 
@@ -67,6 +69,8 @@ Exit status: 0 described, 1 the device could not be opened or stopped answering,
 /** What `info` learned: the device report plus how it was reached. */
 export interface InfoReport extends DeviceReport {
   readonly target: string;
+  /** A PCI address: what lspci reads from sysfs beside config space. */
+  readonly kernel?: KernelFacts;
   /** vfio-user only: what VERSION settled. */
   readonly negotiated?: {
     readonly version: string;
@@ -127,7 +131,11 @@ function loadNames(paths: readonly string[], required: boolean, out: Output): Pc
   }
 }
 
-export async function collectInfo(dev: VfioDevice, target: string): Promise<InfoReport> {
+export async function collectInfo(
+  dev: VfioDevice,
+  target: string,
+  opts: TargetOptions = {},
+): Promise<InfoReport> {
   const base = await describeDevice(dev);
   const file = dev.file;
   const negotiated =
@@ -139,7 +147,8 @@ export async function collectInfo(dev: VfioDevice, target: string): Promise<Info
           dmaLayout: file.negotiated.dmaLayout,
         }
       : undefined;
-  return { ...base, target, ...(negotiated ? { negotiated } : {}) };
+  const kernel = isBdf(target) ? kernelFacts(normalizeBdf(target), opts.sysfs) : undefined;
+  return { ...base, target, ...(negotiated ? { negotiated } : {}), ...(kernel ? { kernel } : {}) };
 }
 
 /** The text: formatReport with the vfio-user protocol on the VFIO line. */
@@ -148,6 +157,7 @@ export function formatInfo(r: InfoReport, names?: PciIdDatabase): string {
   return formatReport(r, {
     title: r.target,
     ...(names ? { names } : {}),
+    ...(r.kernel ? { kernel: r.kernel } : {}),
     ...(n
       ? {
           transportDetail: `protocol ${n.version}, max_data_xfer_size ${sizeText(n.maxDataXferSize)}, max_msg_fds ${n.maxMsgFds}, DMA_READ/WRITE layout ${n.dmaLayout}`,

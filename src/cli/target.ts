@@ -4,11 +4,12 @@
  * device; a plain file, not a socket; nobody listening) instead of surfacing as the errno of
  * whatever system call met it first.
  */
-import { lstatSync, type Stats, statSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { lstatSync, readFileSync, readlinkSync, type Stats, statSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { Errno } from '../abi/errno.js';
 import { VfioUserClient } from '../client/client.js';
 import type { VfioDeviceFile } from '../driver/file.js';
+import type { KernelFacts } from '../driver/lspci.js';
 import { fail, VfioError } from '../errors.js';
 import { openKernelDevice } from '../kernel/device.js';
 import { boundDriver, isBdf, normalizeBdf, SYSFS_PCI_DEVICES } from '../kernel/sysfs.js';
@@ -129,4 +130,33 @@ export async function openTarget(
   if (!isBdf(target)) return connectSocket(target, opts);
   const bdf = vfioBoundPciDevice(command, target, opts.sysfs);
   return openKernelDevice(bdf, opts.sysfs ? { sysfs: opts.sysfs } : {});
+}
+
+/**
+ * What lspci -vv reads from sysfs beside config space (pciutils lib/sysfs.c): the kernel's IRQ
+ * for the pin (`irq`), the IOMMU group (the `iommu_group` link) and the bound driver (`driver`).
+ * Each is left out when sysfs does not have it.
+ */
+export function kernelFacts(bdf: string, sysfs = SYSFS_PCI_DEVICES): KernelFacts {
+  const dir = join(sysfs, bdf);
+  const link = (name: string) => {
+    try {
+      return basename(readlinkSync(join(dir, name)));
+    } catch {
+      return undefined;
+    }
+  };
+  let irq: number | undefined;
+  try {
+    irq = Number(readFileSync(join(dir, 'irq'), 'utf8').trim());
+  } catch {
+    irq = undefined;
+  }
+  const group = link('iommu_group');
+  const driver = link('driver');
+  return {
+    ...(irq !== undefined && Number.isSafeInteger(irq) ? { irq } : {}),
+    ...(group !== undefined ? { iommuGroup: group } : {}),
+    ...(driver !== undefined ? { driver } : {}),
+  };
 }

@@ -28,7 +28,7 @@ import { fail, VfioError } from '../errors.js';
 import type { VfioRegionCap } from '../wire/vfio.js';
 import type { VfioDevice, WcPath } from './device.js';
 import { hex, rangeText, sizeTag } from './format.js';
-import { lspciLines } from './lspci.js';
+import { type KernelFacts, lspciLines } from './lspci.js';
 import { decodeConfig, type PciConfig } from './pci-config.js';
 import type { PciIdDatabase } from './pci-ids.js';
 
@@ -177,6 +177,8 @@ export interface FormatOptions {
   readonly names?: PciIdDatabase;
   /** The transport's own line after `VFIO: <transport>` (vfio-user: the protocol version and limits). */
   readonly transportDetail?: string;
+  /** For a device the kernel knows: what lspci adds from sysfs. */
+  readonly kernel?: KernelFacts;
 }
 
 /** The sizes lspci takes from sysfs, here from the BAR and ROM regions. */
@@ -188,7 +190,7 @@ function regionSizes(r: DeviceReport): { bars: bigint[]; rom: bigint } {
 /** `lspci -nn -vv` text for the device, then its VFIO regions, IRQs and write-combining paths. */
 export function formatReport(r: DeviceReport, opts: FormatOptions | string = {}): string {
   const o: FormatOptions = typeof opts === 'string' ? { title: opts } : opts;
-  const out = lspciLines(r.config, o.title ?? 'device', regionSizes(r), o.names);
+  const out = lspciLines(r.config, o.title ?? 'device', regionSizes(r), o.names, o.kernel);
   out.push(
     `\tVFIO: ${r.transport}${o.transportDetail ? ` ${o.transportDetail}` : ''}`,
     `\tVFIO device: ${r.numRegions} regions, ${r.numIrqs} IRQ indexes, ${r.reset ? 'reset supported' : 'no reset'}`,

@@ -19,6 +19,16 @@ export interface RegionSizes {
   readonly rom: bigint;
 }
 
+/**
+ * What lspci -vv adds from sysfs for a device the kernel knows (a PCI address, not a vfio-user
+ * socket): the IRQ the kernel routed its pin to, its IOMMU group, the driver bound to it.
+ */
+export interface KernelFacts {
+  readonly irq?: number;
+  readonly iommuGroup?: string;
+  readonly driver?: string;
+}
+
 const field = (v: number, mask: number) => ((v & mask) >>> 0) / (mask & -mask);
 
 /** The `lspci -nn -vv` lines for one function; `slot` stands where lspci prints the address. */
@@ -27,6 +37,7 @@ export function lspciLines(
   slot: string,
   sizes: RegionSizes,
   db: PciIdDatabase | undefined,
+  kernel: KernelFacts = {},
 ): string[] {
   const id = identityText(c, db);
   const out = [
@@ -43,11 +54,13 @@ export function lspciLines(
       `\tLatency: ${c.latencyTimer}${timing ? ` (${timing})` : ''}${c.cacheLineSize ? `, Cache Line Size: ${c.cacheLineSize * 4} bytes` : ''}`,
     );
   }
-  // lspci prints the kernel's IRQ number; here it is the Interrupt Line register, as lspci -F does.
-  if (c.interruptPin || c.interruptLine)
+  // lspci prints the kernel's IRQ; without a kernel, the Interrupt Line register (as lspci -F).
+  const irq = kernel.irq ?? c.interruptLine;
+  if (c.interruptPin || irq)
     out.push(
-      `\tInterrupt: pin ${c.interruptPin ? String.fromCharCode(64 + c.interruptPin) : '?'} routed to IRQ ${c.interruptLine}`,
+      `\tInterrupt: pin ${c.interruptPin ? String.fromCharCode(64 + c.interruptPin) : '?'} routed to IRQ ${irq}`,
     );
+  if (kernel.iommuGroup !== undefined) out.push(`\tIOMMU group: ${kernel.iommuGroup}`);
   if (c.bist & P.PCI_BIST_CAPABLE)
     out.push(
       c.bist & P.PCI_BIST_START
@@ -80,6 +93,7 @@ export function lspciLines(
   }
   for (const cap of c.capabilities) out.push(...capabilityLines(c, cap));
   for (const cap of c.extendedCapabilities) out.push(...extCapabilityLines(cap));
+  if (kernel.driver !== undefined) out.push(`\tKernel driver in use: ${kernel.driver}`);
   return out;
 }
 

@@ -11,7 +11,7 @@
 import * as P from '../abi/pci.js';
 import { VFIO_PCI_ROM_REGION_INDEX } from '../abi/vfio.js';
 import type { DeviceReport } from './describe.js';
-import { capabilityName, expressTypeName, extCapabilityName, linkSpeed } from './lspci.js';
+import { capabilityName, expressTypeName, extCapabilityName, type KernelFacts, linkSpeed } from './lspci.js';
 import type { PciCapability, PciExtCapability } from './pci-config.js';
 import type { PciIdDatabase } from './pci-ids.js';
 
@@ -21,6 +21,8 @@ export interface JsonExtras {
   /** What the transport settled (vfio-user: VERSION). */
   readonly protocol?: Readonly<Record<string, unknown>>;
   readonly names?: PciIdDatabase | undefined;
+  /** What sysfs says of a device the kernel knows (the IRQ, IOMMU group and driver). */
+  readonly kernel?: KernelFacts;
 }
 
 /** JSON text with bigints as exact JSON numbers and byte arrays as arrays of numbers. */
@@ -125,6 +127,7 @@ export function reportObject(r: DeviceReport, extras: JsonExtras = {}): Record<s
     ...(extras.target === undefined ? {} : { target: extras.target }),
     transport: r.transport,
     ...(extras.protocol ? { protocol: extras.protocol } : {}),
+    ...(extras.kernel ? { kernel: extras.kernel } : {}),
     vendorId: c.vendorId,
     ...named('vendor', db?.vendor(c.vendorId)),
     deviceId: c.deviceId,

@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { Errno } from '../../src/abi/errno.js';
 import { VFIO_PCI_CONFIG_REGION_INDEX } from '../../src/abi/vfio.js';
 import { type InfoOptions, runWith } from '../../src/cli/info.js';
+import { kernelFacts } from '../../src/cli/target.js';
 import type { VfioPciDevice } from '../../src/core/device.js';
 import { createDevice, type DeviceName } from '../../src/devices/index.js';
 import { describeDevice } from '../../src/driver/describe.js';
@@ -170,15 +171,25 @@ test('info --json: one object, every integer a JSON number, names where pci.ids 
   assert.equal(JSON.parse(bare.out).vendor, undefined);
 });
 
-/** A fake /sys/bus/pci/devices: 05.0 bound to e1000e, 06.0 to no driver. */
+/** A fake /sys/bus/pci/devices: 05.0 bound to e1000e (IRQ 21, IOMMU group 5), 06.0 to no driver. */
 function fakeSysfs(dir: string): string {
   const sysfs = join(dir, 'devices');
   mkdirSync(join(dir, 'drivers', 'e1000e'), { recursive: true });
+  mkdirSync(join(dir, 'iommu_groups', '5'), { recursive: true });
   mkdirSync(join(sysfs, '0000:00:05.0'), { recursive: true });
   mkdirSync(join(sysfs, '0000:00:06.0'), { recursive: true });
   symlinkSync(join(dir, 'drivers', 'e1000e'), join(sysfs, '0000:00:05.0', 'driver'));
+  symlinkSync(join(dir, 'iommu_groups', '5'), join(sysfs, '0000:00:05.0', 'iommu_group'));
+  writeFileSync(join(sysfs, '0000:00:05.0', 'irq'), '21\n');
   return sysfs;
 }
+
+test('kernelFacts: the IRQ, IOMMU group and driver lspci reads from sysfs, each only when there', () =>
+  inTempDir(async (dir) => {
+    const sysfs = fakeSysfs(dir);
+    assert.deepEqual(kernelFacts('0000:00:05.0', sysfs), { irq: 21, iommuGroup: '5', driver: 'e1000e' });
+    assert.deepEqual(kernelFacts('0000:00:06.0', sysfs), {});
+  }));
 
 test('info: every failure is one line naming the problem, exit 1, nothing on stdout, no fd left', () =>
   inTempDir(async (dir) => {
