@@ -1,8 +1,10 @@
 /**
- * `vfio-ts info` beside `lspci -nn -vv` for the same devices, in a Linux 7.3 guest under QEMU:
- * ivshmem-plain, edu, an NVMe controller behind a PCIe root port (so it has a link) and e1000e,
- * each bound to the guest's vfio-pci with `vfio-ts bind` and described by `vfio-ts info` over the
- * kernel backend, next to pciutils' lspci reading the same device from sysfs.
+ * `vfio-ts info` beside `lspci -nn -vv` for the same devices, in a Linux 7.3 guest under QEMU 11:
+ * QEMU's ivshmem-plain, this project's ivshmem served over vfio-user to QEMU's vfio-user-pci,
+ * edu, an NVMe controller behind a PCIe root port (so it has a link) and e1000e, each bound to the
+ * guest's vfio-pci with `vfio-ts bind` and described by `vfio-ts info` over the kernel backend,
+ * next to pciutils' lspci reading the same device from sysfs. Our ivshmem is described once more
+ * on the host, through its socket, after QEMU has gone.
  *
  * Every line `info` prints from config space must be lspci's line, except the ones that say
  * state vfio-pci itself changes by opening the device (Control, Status, the interrupt line and
@@ -14,16 +16,20 @@
  * hex dump (lspci -xxxx) goes through our decoder and must give the recorded lspci lines.
  */
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { VFIO_PCI_ROM_REGION_INDEX } from '../../src/abi/vfio.js';
+import { runWith } from '../../src/cli/info.js';
+import { createDevice } from '../../src/devices/index.js';
 import { type KernelFacts, lspciLines } from '../../src/driver/lspci.js';
 import { decodeConfig } from '../../src/driver/pci-config.js';
 import { PciIdDatabase } from '../../src/driver/pci-ids.js';
+import { nativeEnvironment } from '../../src/runtime.js';
+import { VfioUserServer } from '../../src/server/index.js';
 import {
+  chrootWorkDir,
   describeBoot,
   e1000e,
   edu,
@@ -33,20 +39,34 @@ import {
   projectTrees,
   provisionedOrSkip,
   runGuest,
+  sharedMemory,
   VFIO_MODULES,
+  vfioUserPci,
 } from '../harness/index.js';
 import { GUEST_TIMEOUT_MS, OUT_DEVICE, readOut } from '../kernel/guest.js';
 
 const FIXTURES = fileURLToPath(new URL('../../../test/cli/fixtures/guest/', import.meta.url));
-const DEVICES = ['ivshmem=0x1af4:0x1110', 'edu=0x1234:0x11e8', 'nvme=0x1b36:0x0010', 'e1000e=0x8086:0x10d3'];
+/**
+ * name=vendor:device:n (the nth function with these IDs, in sysfs order). `vfio-user-ivshmem` is
+ * ours: this project's ivshmem served over vfio-user to QEMU's vfio-user-pci, after QEMU's own.
+ */
+const DEVICES = [
+  'ivshmem=0x1af4:0x1110:1',
+  'vfio-user-ivshmem=0x1af4:0x1110:2',
+  'edu=0x1234:0x11e8:1',
+  'nvme=0x1b36:0x0010:1',
+  'e1000e=0x8086:0x10d3:1',
+];
 const SECTIONS = ['lspci', 'info', 'dump', 'json'] as const;
+/** Guest RAM, shared (memfd) so QEMU can hand it to our vfio-user server with DMA_MAP. */
+const GUEST_MEMORY_MIB = 1024;
 type Section = (typeof SECTIONS)[number];
 
 /** For each device: lspci -nn -vv once bound to vfio-pci, info, the raw config space, info --json. */
 const SCRIPT = `
 for spec in ${DEVICES.join(' ')}; do
   name=\${spec%%=*}; ids=\${spec#*=}
-  bdf=$(pci_find \${ids%%:*} \${ids#*:}) || { echo "=== $name missing"; continue; }
+  bdf=$(pci_find $(echo $ids | tr : ' ')) || { echo "=== $name missing"; continue; }
   node dist/src/cli/main.js bind $bdf >/dev/null 2>&1 || echo "=== $name bind failed"
   echo "=== $name info"; node dist/src/cli/main.js info $bdf 2>&1; echo "status=$?"
   echo "=== $name lspci"; lspci -nn -vv -s $bdf 2>/dev/null
@@ -140,7 +160,13 @@ const withoutSlot = (lines: string[]) => lines.map((l, i) => (i === 0 ? l.replac
 describe('vfio-ts info beside lspci -nn -vv in a Linux guest', () => {
   it('recorded from the guest: the config space dump decodes to the lines lspci printed', () => {
     const files = readdirSync(FIXTURES).filter((f) => f.endsWith('.txt'));
-    assert.deepEqual(files.sort(), ['e1000e.txt', 'edu.txt', 'ivshmem.txt', 'nvme.txt']);
+    assert.deepEqual(files.sort(), [
+      'e1000e.txt',
+      'edu.txt',
+      'ivshmem.txt',
+      'nvme.txt',
+      'vfio-user-ivshmem.txt',
+    ]);
     const db = PciIdDatabase.load(); // the guest's lspci used the host's pci.ids (HOST_LSPCI)
     for (const f of files) {
       const s = sections(readFileSync(join(FIXTURES, f), 'utf8'))
@@ -169,13 +195,17 @@ describe('vfio-ts info beside lspci -nn -vv in a Linux guest', () => {
     }
   });
 
-  it('Linux 7.3: ivshmem, edu, nvme behind a root port, e1000e on vfio-pci', async (t) => {
-    const p = provisionedOrSkip(t);
+  it("Linux 7.3 under QEMU 11: ivshmem (QEMU's and ours over vfio-user), edu, nvme behind a root port, e1000e", async (t) => {
+    const p = provisionedOrSkip(t, { chroot: true });
     if (p === undefined) return;
-    const dir = mkdtempSync(join(tmpdir(), 'vfio-ts-info-guest-'));
+    const work = chrootWorkDir(p);
+    const sock = work.path('ivshmem.sock');
+    const ours = createDevice('ivshmem', { env: nativeEnvironment() });
+    const server = new VfioUserServer(ours);
+    server.listen(sock.host);
     try {
-      const image = makeSparseImage(join(dir, 'nvme.img'), 16);
-      const outImage = makeSparseImage(join(dir, 'out.img'), 16);
+      const image = makeSparseImage(work.path('nvme.img').host, 16);
+      const outImage = makeSparseImage(work.path('out.img').host, 16);
       const boot = await runGuest(p, {
         kernel: p.kernels['7.3'],
         node: true,
@@ -183,23 +213,33 @@ describe('vfio-ts info beside lspci -nn -vv in a Linux guest', () => {
         hostFiles: HOST_LSPCI,
         modules: [...VFIO_MODULES, 'virtio_pci?', 'virtio_blk'],
         script: `cd /app || exit 90\n${SCRIPT}`,
+        qemu: 'trixie',
+        workDir: work,
+        memoryMiB: GUEST_MEMORY_MIB,
         args: [
+          // A vfio(-user) device behind QEMU's vIOMMU needs caching mode (intel_iommu.c refuses
+          // it otherwise, and the first DMA map aborts QEMU).
+          '-global',
+          'intel-iommu.caching-mode=on',
+          ...sharedMemory(GUEST_MEMORY_MIB),
           ...ivshmemPlain(),
+          ...vfioUserPci(sock.chroot),
           ...edu(),
           '-device',
           'pcie-root-port,id=rp0,chassis=1',
           '-drive',
-          `file=${image},if=none,id=nvme0-drive,format=raw`,
+          `file=${work.path('nvme.img').chroot},if=none,id=nvme0-drive,format=raw`,
           '-device',
           'nvme,drive=nvme0-drive,serial=vfiots0,bus=rp0',
           ...e1000e(),
           '-drive',
-          `file=${outImage},format=raw,if=none,id=vfiotsout`,
+          `file=${work.path('out.img').chroot},format=raw,if=none,id=vfiotsout`,
           '-device',
           'virtio-blk-pci,drive=vfiotsout',
         ],
         timeoutMs: GUEST_TIMEOUT_MS * 2,
       });
+      assert.ok(image);
       const out = readOut(readFileSync(outImage));
       assert.ok(out, `no output came back\n${describeBoot(boot)}`);
       const devices = sections(out);
@@ -222,8 +262,28 @@ describe('vfio-ts info beside lspci -nn -vv in a Linux guest', () => {
             SECTIONS.map((k) => `=== ${name} ${k}\n${s.get(k)}\n`).join(''),
           );
       }
+      // Our ivshmem once QEMU has gone, read on the host through its socket: the lines that do
+      // not depend on what the guest programmed are the guest lspci's.
+      await server.idle();
+      const host: string[] = [];
+      const status = await runWith([sock.host], { log: (l) => host.push(l), error: (l) => host.push(l) });
+      assert.equal(status, 0, host.join('\n'));
+      console.log(`--- vfio-user-ivshmem: vfio-ts info ${sock.host} on the host\n${host.join('\n')}`);
+      const guestLspci = devices.get('vfio-user-ivshmem')!.get('lspci')!.split('\n');
+      const stateless = (lines: string[]) =>
+        withoutSlot(lines)
+          .filter((l) => !/^\t(Control|Status|Interrupt|IOMMU group|Kernel driver in use):/.test(l))
+          .map((l) => l.replace(/Memory at \S+ (\([^)]*\))( \[disabled\])?/, 'Memory at - $1'));
+      const hostLines = stateless(infoLines(host.join('\n')));
+      const guestLines = stateless(guestLspci);
+      for (const l of hostLines) assert.ok(guestLines.includes(l), `host info only: ${JSON.stringify(l)}`);
+      for (const l of guestLines)
+        if (/^\t(Region|Subsystem)|^[^\t]/.test(l))
+          assert.ok(hostLines.includes(l), `guest lspci only: ${JSON.stringify(l)}`);
     } finally {
-      rmSync(dir, { recursive: true, force: true });
+      server.stop();
+      ours.close();
+      work.cleanup();
     }
   });
 });
