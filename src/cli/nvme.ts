@@ -12,6 +12,7 @@ import { probeCmbBar } from '../driver/nvme/cmb.js';
 import { NvmeController, versionText } from '../driver/nvme/index.js';
 import { PERF_MODES, type PerfMode, type PerfResult, runPerf } from '../driver/nvme/perf.js';
 import { cap, cmbsz } from '../driver/nvme/spec.js';
+import { jsonText } from '../driver/report-json.js';
 import { fail, MalformedError, VfioError } from '../errors.js';
 import { openKernelDevice } from '../kernel/device.js';
 import { iomemRelaxed, isBdf, normalizeBdf } from '../kernel/sysfs.js';
@@ -151,12 +152,12 @@ export async function runWith(args: string[], out: Output): Promise<number> {
   try {
     if (cmd === 'identify') {
       const report = await identify(target);
-      out.log(flags.has('--json') ? JSON.stringify(report, bigintJson, 2) : identifyText(report));
+      out.log(flags.has('--json') ? jsonText(report) : identifyText(report));
       return 0;
     }
     const p = parsePerf(flags);
     const r = await perf(target, p);
-    out.log(flags.has('--json') ? JSON.stringify(r, bigintJson, 2) : perfText(r));
+    out.log(flags.has('--json') ? jsonText(r) : perfText(r));
     return 0;
   } catch (e) {
     if (e instanceof VfioError || e instanceof MalformedError) {
@@ -170,10 +171,6 @@ export async function runWith(args: string[], out: Output): Promise<number> {
 function usage(out: Output, why: string): number {
   out.error(`vfio-ts nvme: ${why} (vfio-ts nvme --help)`);
   return 2;
-}
-
-function bigintJson(_k: string, v: unknown): unknown {
-  return typeof v === 'bigint' ? `0x${v.toString(16)}` : v;
 }
 
 /**

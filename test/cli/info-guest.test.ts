@@ -7,9 +7,9 @@
  * on the host, through its socket, after QEMU has gone.
  *
  * Every line `info` prints from config space must be lspci's line, except the ones that say
- * state vfio-pci itself changes by opening the device (Control, Status, the interrupt line and
- * the PM state: see SAME_DEVICE_STATE). What lspci prints that info leaves out: the PCIe version 2
- * registers, extended capabilities' bodies, and what lspci takes from sysfs, not config space.
+ * state vfio-pci itself changes by opening the device (the PM state, and Control, Status and
+ * Latency: see SAME_DEVICE_STATE). What lspci prints that info leaves out: the PCIe version 2
+ * registers, extended capabilities' bodies, and sysfs facts beyond the IRQ, IOMMU group and driver.
  *
  * The guest's output is recorded in test/cli/fixtures/guest/ (VFIO_TS_RECORD_GUEST=1 rewrites it)
  * so that the decoder is held to the real lspci on these devices without QEMU too: the recorded
