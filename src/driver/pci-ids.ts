@@ -12,6 +12,7 @@ import { readFileSync } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
 import { MalformedError } from '../errors.js';
 import { hex } from './format.js';
+import type { PciConfig } from './pci-config.js';
 
 /** Where distributions put the database, in the order lspci's builds look. */
 export const PCI_IDS_PATHS: readonly string[] = [
@@ -25,22 +26,17 @@ export const PCI_IDS_PATHS: readonly string[] = [
 /** The file is about 1.4 MB; a file past this is not pci.ids. */
 export const MAX_PCI_IDS_BYTES = 64 << 20;
 
-interface Device {
+/** A named entry and the entries nested under it, by ID (a vendor's devices, a class's subclasses). */
+interface Entry<Child> {
   readonly name: string;
-  readonly subsystems: Map<number, string>;
+  readonly children: Map<number, Child>;
 }
-interface Vendor {
-  readonly name: string;
-  readonly devices: Map<number, Device>;
-}
-interface Subclass {
-  readonly name: string;
-  readonly progIfs: Map<number, string>;
-}
-interface Klass {
-  readonly name: string;
-  readonly subclasses: Map<number, Subclass>;
-}
+/** Subsystems by (subvendor << 16 | subdevice). */
+type Device = Entry<string>;
+type Vendor = Entry<Device>;
+/** Programming interfaces. */
+type Subclass = Entry<string>;
+type Klass = Entry<Subclass>;
 
 const key = (hi: number, lo: number) => hi * 0x10000 + lo;
 
@@ -100,7 +96,7 @@ export class PciIdDatabase {
           const m = /^([A-Z]) ([0-9a-fA-F]+)(?:\s+(.*))?$/.exec(body);
           if (body[0] === 'C') {
             if (!m || m[2]!.length !== 2 || !m[3]) bad('class line is not "C cc  name"');
-            klass = { name: m[3]!, subclasses: new Map() };
+            klass = { name: m[3]!, children: new Map() };
             this.classes.set(parseInt(m[2]!, 16), klass);
             block = 'class';
           } else if (body[0] === 'S') {
@@ -111,7 +107,7 @@ export class PciIdDatabase {
           continue;
         }
         const m = /^([0-9a-fA-F]{4})\s+(.+)$/.exec(body) ?? bad('vendor line is not "vvvv  name"');
-        vendor = { name: m[2]!, devices: new Map() };
+        vendor = { name: m[2]!, children: new Map() };
         this.vendors.set(parseInt(m[1]!, 16), vendor);
         block = 'vendor';
         continue;
@@ -122,9 +118,9 @@ export class PciIdDatabase {
         const id = parseInt(m[1]!, 16);
         if (depth === 1) {
           if (!klass) bad('subclass outside a class');
-          subclass = { name: m[2]!, progIfs: new Map() };
-          klass.subclasses.set(id, subclass);
-        } else if (depth === 2 && subclass) subclass.progIfs.set(id, m[2]!);
+          subclass = { name: m[2]!, children: new Map() };
+          klass.children.set(id, subclass);
+        } else if (depth === 2 && subclass) subclass.children.set(id, m[2]!);
         else bad('programming interface outside a subclass');
         continue;
       }
@@ -137,14 +133,14 @@ export class PciIdDatabase {
       if (depth === 1) {
         const m = /^([0-9a-fA-F]{4})\s+(.+)$/.exec(body) ?? bad('device line is not "\\tdddd  name"');
         if (!vendor) bad('device outside a vendor');
-        device = { name: m[2]!, subsystems: new Map() };
-        vendor.devices.set(parseInt(m[1]!, 16), device);
+        device = { name: m[2]!, children: new Map() };
+        vendor.children.set(parseInt(m[1]!, 16), device);
       } else if (depth === 2) {
         const m =
           /^([0-9a-fA-F]{4}) ([0-9a-fA-F]{4})\s+(.+)$/.exec(body) ??
           bad('subsystem line is not "\\t\\tvvvv dddd  name"');
         if (!device) bad('subsystem outside a device');
-        device.subsystems.set(key(parseInt(m[1]!, 16), parseInt(m[2]!, 16)), m[3]!);
+        device.children.set(key(parseInt(m[1]!, 16), parseInt(m[2]!, 16)), m[3]!);
       } else bad(`${depth} tabs deep`);
     }
   }
@@ -154,7 +150,7 @@ export class PciIdDatabase {
   }
 
   device(v: number, d: number): string | undefined {
-    return this.vendors.get(v)?.devices.get(d)?.name;
+    return this.vendors.get(v)?.children.get(d)?.name;
   }
 
   /**
@@ -164,7 +160,7 @@ export class PciIdDatabase {
    */
   subsystem(v: number, d: number, sv: number, sd: number): string | undefined {
     return (
-      this.vendors.get(v)?.devices.get(d)?.subsystems.get(key(sv, sd)) ??
+      this.vendors.get(v)?.children.get(d)?.children.get(key(sv, sd)) ??
       this.generic.get(key(sv, sd)) ??
       (v === sv && d === sd ? this.device(v, d) : undefined)
     );
@@ -175,11 +171,11 @@ export class PciIdDatabase {
   }
 
   subclassName(base: number, sub: number): string | undefined {
-    return this.classes.get(base)?.subclasses.get(sub)?.name;
+    return this.classes.get(base)?.children.get(sub)?.name;
   }
 
   progIfName(base: number, sub: number, progIf: number): string | undefined {
-    return this.classes.get(base)?.subclasses.get(sub)?.progIfs.get(progIf);
+    return this.classes.get(base)?.children.get(sub)?.children.get(progIf);
   }
 }
 
@@ -198,14 +194,11 @@ export interface PciIdentityText {
   readonly progIf: string;
 }
 
-export interface PciIdentity {
-  readonly vendorId: number;
-  readonly deviceId: number;
-  readonly subsystemVendorId: number;
-  readonly subsystemId: number;
-  /** 24 bits: base class, subclass, programming interface. */
-  readonly classCode: number;
-}
+/** The IDs the names are looked up by, as config space holds them. */
+export type PciIdentity = Pick<
+  PciConfig,
+  'vendorId' | 'deviceId' | 'subsystemVendorId' | 'subsystemId' | 'classCode'
+>;
 
 /** lib/names.c's format_name_pair in -nn (PCI_LOOKUP_MIXED) mode, in our words. */
 function pair(v: string | undefined, d: string | undefined, num: string): string {
