@@ -236,7 +236,7 @@ export async function run(args: string[]): Promise<number> {
   }
   if (typeof a === 'string') throw new UsageError('serve', a);
   if (!isDeviceName(a.device))
-    throw new UsageError('serve', `unknown device '${a.device}' (${DEVICE_NAMES.join(', ')})`);
+    throw new UsageError('serve', `unknown device ${a.device} (${DEVICE_NAMES.join(', ')})`);
   checkSocketDirectory(a.socket);
   claimSocketPath(a.socket);
   const device = createDevice(a.device, {
