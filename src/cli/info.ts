@@ -4,6 +4,8 @@
  * backend: a vfio-user server's socket (src/client) or a PCI device bound to vfio-pci
  * (src/kernel). The text is src/driver/describe.ts formatReport, the JSON its reportJson.
  */
+
+import { Errno } from '../abi/errno.js';
 import { VfioUserClient } from '../client/client.js';
 import { type DeviceReport, describeDevice, formatReport } from '../driver/describe.js';
 import { VfioDevice } from '../driver/device.js';
@@ -11,7 +13,7 @@ import { sizeText } from '../driver/format.js';
 import type { KernelFacts } from '../driver/lspci.js';
 import { PCI_IDS_PATHS, PciIdDatabase } from '../driver/pci-ids.js';
 import { reportJson } from '../driver/report-json.js';
-import { MalformedError } from '../errors.js';
+import { fail, MalformedError } from '../errors.js';
 import { isBdf, normalizeBdf } from '../kernel/sysfs.js';
 import {
   CONSOLE,
@@ -23,8 +25,6 @@ import {
   runCommand,
 } from './args.js';
 import { kernelFacts, openTarget, type TargetOptions } from './target.js';
-
-export type { Output } from './args.js';
 
 /** A vfio-user request's reply must come within this (ClientOptions.timeoutMs); --timeout sets it. */
 export const DEFAULT_INFO_TIMEOUT_S = 10;
@@ -122,7 +122,7 @@ export function runWith(args: string[], out: Output, opts: InfoOptions = {}): Pr
 function loadNames(paths: readonly string[], required: boolean, out: Output): PciIdDatabase | undefined {
   try {
     const db = PciIdDatabase.load(paths);
-    if (!db && required) throw new MalformedError(paths[0]!, 'cannot be read');
+    if (!db && required) fail(Errno.ENOENT, paths[0]!, 'cannot read this pci.ids file');
     return db;
   } catch (e) {
     if (required || !(e instanceof MalformedError)) throw e;

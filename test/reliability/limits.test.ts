@@ -252,6 +252,7 @@ describe('vfio-ts serve: limit options', () => {
   }
   it('the usage names every limit option', () => {
     const r = serve('--help');
+    assert.equal(r.status, 0, r.stderr);
     for (const o of [
       '--allow-uid',
       '--max-message-size',
@@ -260,6 +261,6 @@ describe('vfio-ts serve: limit options', () => {
       '--max-dma-maps',
       '--max-pending-bytes',
     ])
-      assert.ok(r.stderr.includes(o), o);
+      assert.ok(r.stdout.includes(o), o);
   });
 });
