@@ -25,7 +25,6 @@ import { runWith } from '../../src/cli/info.js';
 import { createDevice } from '../../src/devices/index.js';
 import { type KernelFacts, lspciLines } from '../../src/driver/lspci.js';
 import { decodeConfig } from '../../src/driver/pci-config.js';
-import { PciIdDatabase } from '../../src/driver/pci-ids.js';
 import { nativeEnvironment } from '../../src/runtime.js';
 import { VfioUserServer } from '../../src/server/index.js';
 import {
@@ -167,7 +166,14 @@ describe('vfio-ts info beside lspci -nn -vv in a Linux guest', () => {
       'nvme.txt',
       'vfio-user-ivshmem.txt',
     ]);
-    const db = PciIdDatabase.load(); // the guest's lspci used the host's pci.ids (HOST_LSPCI)
+    // The names came from the recording host's pci.ids; this host's may be another version (or
+    // missing), so names are left out and compared by the IDs in brackets, the rest line for line.
+    const idsOnly = (lines: string[]) =>
+      lines.map((l, i) =>
+        i === 0 || l.startsWith('\tSubsystem: ')
+          ? [...l.matchAll(/\[[0-9a-f:]+\]|\((rev|prog-if) [0-9a-f]{2}/g)].map((m) => m[0]).join(' ')
+          : l,
+      );
     for (const f of files) {
       const s = sections(readFileSync(join(FIXTURES, f), 'utf8'))
         .values()
@@ -181,16 +187,13 @@ describe('vfio-ts info beside lspci -nn -vv in a Linux guest', () => {
         decodeConfig(parseDump(s.get('dump')!)),
         'slot',
         { bars: [0, 1, 2, 3, 4, 5].map(size), rom: size(VFIO_PCI_ROM_REGION_INDEX) },
-        db,
+        undefined,
         json.kernel,
       );
       const theirs = s.get('lspci')!.split('\n');
-      assert.deepEqual(
-        differences(withoutSlot(ours), withoutSlot(theirs)),
-        [],
-        `${f}\nours:\n${ours.join('\n')}`,
-      );
-      // And what info printed in the guest is those lines (the same decoder, through VFIO).
+      assert.deepEqual(differences(idsOnly(ours), idsOnly(theirs)), [], `${f}\nours:\n${ours.join('\n')}`);
+      assert.match(theirs[0]!, /\[[0-9a-f]{4}\]: .* \[[0-9a-f]{4}:[0-9a-f]{4}\]/);
+      // And what info printed in the guest is lspci's lines, names and all (the same decoder, through VFIO).
       assert.deepEqual(differences(withoutSlot(infoLines(s.get('info')!)), withoutSlot(theirs)), [], f);
     }
   });
