@@ -57,9 +57,9 @@ describe('vfio-ts nvme over a vfio-user socket', () => {
     assert.equal(r.model, 'vfio-ts fake nvme');
     assert.equal(r.transport, 'vfio-user');
     assert.equal(r.cmb.bar, 2);
-    assert.equal(r.cmb.size, '0x100000');
+    assert.equal(r.cmb.size, 0x100000);
     assert.ok(r.cmb.wcPaths.includes('cookie'));
-    assert.deepEqual(r.namespaces, [{ nsid: 1, blocks: '0x2000', blockBytes: 512, bytes: '0x400000' }]);
+    assert.deepEqual(r.namespaces, [{ nsid: 1, blocks: 0x2000, blockBytes: 512, bytes: 0x400000 }]);
   });
 
   for (const sq of ['host', 'cmb'] as const)
