@@ -11,82 +11,73 @@
  */
 import { VfioUserClient } from '../client/index.js';
 import { MIGRATE_MAX_ROUNDS, migrate } from '../driver/migrate.js';
+import {
+  CONSOLE,
+  type CommandSpec,
+  flagValue,
+  hasFlag,
+  type Output,
+  runCommand,
+  UsageError,
+} from './args.js';
 
-const USAGE = `usage: vfio-ts migrate --from SOCKET --to SOCKET [options]
+export const MIGRATE: CommandSpec = {
+  name: 'migrate',
+  operands: '',
+  synopsis: 'migrate --from SOCKET --to SOCKET [options]',
+  minOperands: 0,
+  maxOperands: 0,
+  description: `Live-migrates the device served at --from into the device of the same kind served at --to
+(vfio-user migration v2, docs/migration.md): pre-copy where the source offers it, stop-and-copy,
+then the target runs and the source is left STOP. A stream the target refuses (another device, a
+damaged one) fails with EINVAL and the source runs again. This command owns no guest memory, so
+there are no dirty-page rounds; each server resets its device when this client leaves, so what
+lasts is what the device keeps across clients (ivshmem's shared memory, an NVMe namespace).`,
+  flags: [
+    { name: '--from', value: 'SOCKET', help: 'the vfio-user socket of the device to migrate (the source)' },
+    { name: '--to', value: 'SOCKET', help: 'the vfio-user socket of a device of the same kind (the target)' },
+    {
+      name: '--rounds',
+      value: 'N',
+      help: `most pre-copy rounds (default ${MIGRATE_MAX_ROUNDS}; 0: stop-and-copy only)`,
+    },
+    { name: '--json', help: 'print the result as one JSON object' },
+  ],
+};
 
-  --from SOCKET     the vfio-user socket of the device to migrate (the source)
-  --to SOCKET       the vfio-user socket of a device of the same kind (the target)
-  --rounds N        most pre-copy rounds (default ${MIGRATE_MAX_ROUNDS}; 0: stop-and-copy only)
-  --json            print the result as JSON
-  --help, -h        this text
-
-Pre-copy where the source offers it, stop-and-copy, then the target runs and the source is left
-STOP. A stream the target refuses (another device, a damaged one) leaves the source RUNNING.
-This command owns no guest memory, so no dirty-page rounds (docs/migration.md).`;
-
-interface Args {
-  from: string;
-  to: string;
-  rounds: number;
-  json: boolean;
+export function run(args: string[]): Promise<number> {
+  return runMigrate(args, CONSOLE);
 }
 
-function parse(args: string[]): Args | string {
-  const out: Partial<Args> = { rounds: MIGRATE_MAX_ROUNDS, json: false };
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i]!;
-    const value = (): string | undefined => args[++i];
-    switch (a) {
-      case '--from':
-      case '--to': {
-        const v = value();
-        if (!v) return `${a} needs a socket path`;
-        out[a === '--from' ? 'from' : 'to'] = v;
-        break;
-      }
-      case '--rounds': {
-        const v = Number(value());
-        if (!Number.isSafeInteger(v) || v < 0) return '--rounds needs a whole number of 0 or more';
-        out.rounds = v;
-        break;
-      }
-      case '--json':
-        out.json = true;
-        break;
-      default:
-        return `unknown option '${a}'`;
+export function runMigrate(args: string[], out: Output): Promise<number> {
+  return runCommand(MIGRATE, args, out, async (p) => {
+    const from = flagValue(p, '--from');
+    const to = flagValue(p, '--to');
+    if (from === undefined || to === undefined)
+      throw new UsageError('migrate', '--from and --to are required');
+    if (from === to) throw new UsageError('migrate', '--from and --to name the same socket');
+    const r = flagValue(p, '--rounds');
+    const rounds = r === undefined ? MIGRATE_MAX_ROUNDS : Number(r);
+    if (!Number.isSafeInteger(rounds) || rounds < 0)
+      throw new UsageError('migrate', `--rounds needs a whole number of 0 or more, not '${r}'`);
+    const source = await VfioUserClient.connect(from);
+    let target: VfioUserClient | undefined;
+    try {
+      target = await VfioUserClient.connect(to);
+      const res = await migrate(source, target, { maxRounds: rounds });
+      if (hasFlag(p, '--json')) out.log(JSON.stringify({ from, to, ...res }));
+      else
+        out.log(
+          `migrated ${from} -> ${to}: ${res.streamBytes} bytes of device state` +
+            (res.precopy
+              ? ` (${res.precopyBytes} in ${res.rounds} pre-copy rounds)`
+              : ' (stop-and-copy only)') +
+            `, downtime ${res.downtimeMs.toFixed(1)} ms`,
+        );
+      return 0;
+    } finally {
+      await target?.close();
+      await source.close();
     }
-  }
-  if (!out.from || !out.to) return '--from and --to are required';
-  if (out.from === out.to) return '--from and --to name the same socket';
-  return out as Args;
-}
-
-export async function run(args: string[]): Promise<number> {
-  if (args.includes('--help') || args.includes('-h')) {
-    console.log(USAGE);
-    return 0;
-  }
-  const a = parse(args);
-  if (typeof a === 'string') {
-    console.error(`vfio-ts migrate: ${a}\n${USAGE}`);
-    return 2;
-  }
-  const source = await VfioUserClient.connect(a.from);
-  let target: VfioUserClient | undefined;
-  try {
-    target = await VfioUserClient.connect(a.to);
-    const r = await migrate(source, target, { maxRounds: a.rounds });
-    if (a.json) console.log(JSON.stringify({ from: a.from, to: a.to, ...r }));
-    else
-      console.log(
-        `migrated ${a.from} -> ${a.to}: ${r.streamBytes} bytes of device state` +
-          (r.precopy ? ` (${r.precopyBytes} in ${r.rounds} pre-copy rounds)` : ' (stop-and-copy only)') +
-          `, downtime ${r.downtimeMs.toFixed(1)} ms`,
-      );
-    return 0;
-  } finally {
-    await target?.close();
-    await source.close();
-  }
+  });
 }

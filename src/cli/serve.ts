@@ -1,71 +1,205 @@
 /**
- * `vfio-ts serve (--device <edu|ivshmem|nvme> | --module <file.js>) --socket <path> [options]`
+ * `vfio-ts serve (--device NAME | --module FILE) --socket PATH [options]`
  *
  * Serves one device over vfio-user until SIGINT/SIGTERM (docs/vfio-user-server.md), through
  * serveDevice (src/server/serve-device.ts): the socket is created 0600, a live socket at the path
- * is never replaced, a stale one is, and ours is removed on every exit that runs JavaScript.
- * `--module` loads a device written with defineDevice (docs/writing-a-device.md): the module's
- * default export. `--device nvme --disk FILE` puts the controller's namespace on a file
- * (docs/nvme-device.md).
+ * is never replaced, a stale one is, a missing directory is named, and ours is removed on every
+ * exit that runs JavaScript. `--module` loads a device written with defineDevice
+ * (docs/writing-a-device.md): the module's default export. `--device nvme --disk FILE` puts the
+ * controller's namespace on a file (docs/nvme-device.md).
+ *
+ * Three pieces, in order: the flag table (SERVE: the parser, `--help` and the usage errors all
+ * come from it, src/cli/args.ts), the checked command line (serveArgs: a ServeArgs or a
+ * UsageError, nothing built yet), and what it serves (deviceDefinition, serveOptions).
  */
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Errno } from '../abi/errno.js';
 import { type DeviceDefinition, isDeviceDefinition } from '../core/define.js';
 import type { KernelProfile } from '../core/description.js';
-import { DEVICE_NAMES, isDeviceName, namedDevice, nvmeDiskDevice } from '../devices/index.js';
-import { VfioError } from '../errors.js';
+import { MAX_MMAP_COOKIES } from '../core/wc.js';
+import {
+  DEVICE_NAMES,
+  type DeviceName,
+  isDeviceName,
+  namedDevice,
+  nvmeDiskDevice,
+} from '../devices/index.js';
+import { fail, VfioError } from '../errors.js';
 import { getuid } from '../native/index.js';
-import { claimSocketPath, resolveLimits, type ServerLimits, serveDevice } from '../server/index.js';
+import {
+  claimSocketPath,
+  resolveLimits,
+  type ServeDeviceOptions,
+  type ServerLimits,
+  serveDevice,
+} from '../server/index.js';
+import {
+  SERVER_MAX_DATA_XFER_SIZE,
+  SERVER_MAX_DMA_MAPS,
+  SERVER_MAX_MSG_FDS,
+  SERVER_MAX_PENDING_BYTES,
+  SERVER_MAX_PENDING_REQUESTS,
+  SERVER_MESSAGE_STALL_MS,
+} from '../server/limits.js';
+import {
+  CONSOLE,
+  type CommandSpec,
+  type FlagSpec,
+  flagValue,
+  hasFlag,
+  type ParsedArgs,
+  runCommand,
+  UsageError,
+} from './args.js';
 
-const USAGE = `usage: vfio-ts serve (--device <${DEVICE_NAMES.join('|')}> | --module <file.js>) --socket <path> [options]
+/** A --max-* flag: the ServerLimits field it sets and the smallest value that works. */
+interface LimitFlag extends FlagSpec {
+  readonly field: keyof ServerLimits;
+  readonly min: number;
+}
 
-  --device NAME            serve a built-in device: ${DEVICE_NAMES.join(', ')}
-  --disk FILE              nvme: the namespace's file (created sparse when missing; docs/nvme-device.md)
-  --size BYTES             nvme: the size of a file --disk creates (K, M, G, T suffixes: 64M)
-  --cmb-size BYTES         nvme: a Controller Memory Buffer in BAR2 (a power of two, 4K or more)
-  --module FILE            serve the device a JavaScript module exports by default
-                           (export default defineDevice({...}); docs/writing-a-device.md)
-  --socket PATH            where to listen: a UNIX socket, created mode 0600; a stale socket
-                           there is replaced, a live one or any other file is refused
-  --verbose, -v            log one line per message (default: connects and disconnects only)
-  --profile 6.1|7.3        which Linux vfio-pci to answer like (default 7.3; docs/kernel-profiles.md)
-  --dma-layout auto|spec|qemu
-                           DMA_READ/DMA_WRITE layout (default auto: the spec's)
-  --allow-uid UID|self     accept only peers with this uid (repeatable; default: any the 0600
-                           socket lets in)
-  --max-mmap-cookies N     live mmap cookies per device (a GET past it is ENOSPC)
-  --max-message-size N, --max-data-xfer-size N, --max-msg-fds N, --max-dma-maps N,
-  --max-pending-bytes N, --max-pending-requests N, --message-stall-ms N
-                           per-client limits (docs/robustness.md)
-  --help, -h               this text`;
+const LIMIT_FLAGS: readonly LimitFlag[] = [
+  {
+    name: '--max-message-size',
+    value: 'N',
+    field: 'maxMessageSize',
+    min: 16,
+    help: 'largest message in bytes, header included (default: what\n--max-data-xfer-size needs)',
+  },
+  {
+    name: '--max-data-xfer-size',
+    value: 'N',
+    field: 'maxDataXferSize',
+    min: 1,
+    help: `largest region or DMA transfer in one message, offered in VERSION\n(default ${SERVER_MAX_DATA_XFER_SIZE})`,
+  },
+  {
+    name: '--max-msg-fds',
+    value: 'N',
+    field: 'maxMsgFds',
+    min: 1,
+    help: `fds a client may send in one message (default ${SERVER_MAX_MSG_FDS})`,
+  },
+  {
+    name: '--max-dma-maps',
+    value: 'N',
+    field: 'maxDmaMaps',
+    min: 1,
+    help: `DMA regions one client may map (default ${SERVER_MAX_DMA_MAPS})`,
+  },
+  {
+    name: '--max-pending-bytes',
+    value: 'N',
+    field: 'maxPendingBytes',
+    min: 1,
+    help: `queued reply bytes at which the server stops reading a client\n(default ${SERVER_MAX_PENDING_BYTES})`,
+  },
+  {
+    name: '--max-pending-requests',
+    value: 'N',
+    field: 'maxPendingRequests',
+    min: 1,
+    help: `queued replies at which the server stops reading a client\n(default ${SERVER_MAX_PENDING_REQUESTS})`,
+  },
+  {
+    name: '--message-stall-ms',
+    value: 'N',
+    field: 'messageStallMs',
+    min: 1,
+    help: `ms a started message may take to arrive before the client is dropped\n(default ${SERVER_MESSAGE_STALL_MS})`,
+  },
+];
 
-/** The --max-* options and the ServerLimits field each sets, with the smallest value that works. */
-const LIMIT_OPTIONS: Record<string, [keyof ServerLimits, number]> = {
-  '--max-message-size': ['maxMessageSize', 16],
-  '--max-data-xfer-size': ['maxDataXferSize', 1],
-  '--max-msg-fds': ['maxMsgFds', 1],
-  '--max-dma-maps': ['maxDmaMaps', 1],
-  '--max-pending-bytes': ['maxPendingBytes', 1],
-  '--max-pending-requests': ['maxPendingRequests', 1],
-  '--message-stall-ms': ['messageStallMs', 1],
+/** Every flag `serve` takes, explained (`vfio-ts serve --help`); the parser reads this table. */
+export const SERVE: CommandSpec = {
+  name: 'serve',
+  synopsis: 'serve (--device NAME | --module FILE) --socket PATH [options]',
+  operands: '',
+  minOperands: 0,
+  maxOperands: 0,
+  description: `Serves one PCI device over vfio-user (QEMU docs/interop/vfio-user.rst) on a UNIX socket, one
+client at a time, until SIGINT or SIGTERM: a built-in device (--device), or the device a
+JavaScript module exports by default (--module; export default defineDevice({...}),
+docs/writing-a-device.md). QEMU attaches with
+  -device '{"driver":"vfio-user-pci","socket":{"path":"PATH","type":"unix"}}'
+The socket is created 0600 and removed on exit; a stale socket at PATH is replaced, a live one
+(a server answers) or any other file is refused, and so is a directory that does not exist,
+before any device is built (no disk file created, no module run).`,
+  flags: [
+    { name: '--device', value: 'NAME', help: `serve a built-in device: ${DEVICE_NAMES.join(', ')}` },
+    {
+      name: '--module',
+      value: 'FILE',
+      help: 'serve the device FILE exports by default (JavaScript: compile TypeScript\nfirst)',
+    },
+    {
+      name: '--disk',
+      value: 'FILE',
+      help: "nvme (required with it): the namespace's file, created sparse when\nmissing (docs/nvme-device.md)",
+    },
+    {
+      name: '--size',
+      value: 'BYTES',
+      help: 'nvme: the size of a file --disk creates (K, M, G, T suffixes: 64M)',
+    },
+    {
+      name: '--cmb-size',
+      value: 'BYTES',
+      help: 'nvme: a Controller Memory Buffer in BAR2 (a power of two, 4K or more)',
+    },
+    { name: '--socket', value: 'PATH', help: 'where to listen (required); its directory must exist' },
+    {
+      name: '--verbose',
+      short: '-v',
+      help: 'log every message received and its reply (default: connects and\ndisconnects only)',
+    },
+    {
+      name: '--profile',
+      value: '6.1|7.3',
+      help: "answer like Linux 6.1's or 7.3's vfio-pci (default 7.3;\ndocs/kernel-profiles.md)",
+    },
+    {
+      name: '--dma-layout',
+      value: 'auto|spec|qemu',
+      help: "DMA_READ/WRITE layout: the spec's (auto, the default, or spec), or\nQEMU's header's, data at byte 12 (qemu; docs/vfio-user-wire.md)",
+    },
+    {
+      name: '--allow-uid',
+      value: 'UID|self',
+      repeat: true,
+      help: "accept only clients running as UID (SO_PEERCRED; repeatable; self:\nour own uid); without it, anyone the socket's 0600 mode lets connect",
+    },
+    ...LIMIT_FLAGS,
+    {
+      name: '--max-mmap-cookies',
+      value: 'N',
+      help: `WC mmap cookies a client may hold (default ${MAX_MMAP_COOKIES}; a GET past it is\nENOSPC)`,
+    },
+  ],
+  notes:
+    'The limits and the errno each breach gets: docs/robustness.md.\nExit status: 0 after SIGINT/SIGTERM, 1 failure (e.g. the socket path is taken), 2 usage.',
 };
 
-interface Args {
-  device?: string;
-  module?: string;
-  socket: string;
-  verbose: boolean;
-  profile: KernelProfile;
-  dmaLayout: 'auto' | 'spec' | 'qemu';
-  limits: Partial<Record<keyof ServerLimits, number>>;
-  allowUids?: number[];
-  maxMmapCookies?: number;
-  /** nvme: the namespace file, its size when created, the CMB's size. */
-  disk?: string;
-  size?: number;
-  cmbSize?: number;
+/** What is served: a built-in device, nvme on a file, or a module's default export. */
+export type DeviceSource =
+  | { readonly kind: 'named'; readonly name: DeviceName }
+  | { readonly kind: 'nvme-disk'; readonly disk: string; readonly size?: number; readonly cmbSize?: number }
+  | { readonly kind: 'module'; readonly path: string };
+
+/** The command line, checked: everything `serve` needs, nothing built or opened yet. */
+export interface ServeArgs {
+  readonly source: DeviceSource;
+  readonly socket: string;
+  readonly verbose: boolean;
+  readonly profile: KernelProfile;
+  readonly dmaLayout: 'auto' | 'spec' | 'qemu';
+  readonly limits: Partial<Record<keyof ServerLimits, number>>;
+  readonly allowUids?: readonly number[];
+  readonly maxMmapCookies?: number;
 }
+
+const usage = (problem: string) => new UsageError('serve', problem);
 
 /** A byte count with an optional binary suffix (K, M, G, T): `16M` is 16 MiB. */
 function parseBytes(v: string): number | undefined {
@@ -75,105 +209,93 @@ function parseBytes(v: string): number | undefined {
   return Number.isSafeInteger(n) && n > 0 ? n : undefined;
 }
 
-function parse(args: string[]): Args | string {
-  const out: Partial<Args> = { verbose: false, profile: '7.3', dmaLayout: 'auto', limits: {} };
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i]!;
-    const value = () => {
-      const v = args[++i];
-      if (v === undefined) throw new VfioError(Errno.EINVAL, 'serve', `${a} needs a value`);
-      return v;
+/** `name`'s value as an integer in [min, 2^32), or undefined when not given. */
+function integerFlag(p: ParsedArgs, name: string, min: number): number | undefined {
+  const v = flagValue(p, name);
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n < min || n > 0xffffffff)
+    throw usage(`${name} needs an integer >= ${min}, not ${v}`);
+  return n;
+}
+
+function byteFlag(p: ParsedArgs, name: string): number | undefined {
+  const v = flagValue(p, name);
+  if (v === undefined) return undefined;
+  const n = parseBytes(v);
+  if (n === undefined) throw usage(`${name} needs a byte count (e.g. 64M), not ${v}`);
+  return n;
+}
+
+function deviceSource(p: ParsedArgs): DeviceSource {
+  const device = flagValue(p, '--device');
+  const module = flagValue(p, '--module');
+  const disk = flagValue(p, '--disk');
+  const size = byteFlag(p, '--size');
+  const cmbSize = byteFlag(p, '--cmb-size');
+  if (cmbSize !== undefined && (cmbSize < 4096 || (cmbSize & (cmbSize - 1)) !== 0))
+    throw usage('--cmb-size must be a power of two, 4K or more');
+  if (device === undefined && module === undefined) throw usage('--device NAME or --module FILE is required');
+  if (device !== undefined && module !== undefined)
+    throw usage('give one of --device and --module, not both');
+  if (device !== undefined && !isDeviceName(device))
+    throw usage(`unknown device ${device} (${DEVICE_NAMES.join(', ')})`);
+  if ((device === 'nvme') !== (disk !== undefined)) throw usage('nvme needs --disk, and only nvme takes it');
+  if (disk === undefined && (size ?? cmbSize) !== undefined) throw usage('--size and --cmb-size need --disk');
+  if (module !== undefined) return { kind: 'module', path: module };
+  if (disk !== undefined)
+    return {
+      kind: 'nvme-disk',
+      disk,
+      ...(size !== undefined ? { size } : {}),
+      ...(cmbSize !== undefined ? { cmbSize } : {}),
     };
-    switch (a) {
-      case '--device':
-        out.device = value();
-        break;
-      case '--module':
-        out.module = value();
-        break;
-      case '--socket':
-        out.socket = value();
-        break;
-      case '--verbose':
-      case '-v':
-        out.verbose = true;
-        break;
-      case '--profile': {
-        const p = value();
-        if (p !== '6.1' && p !== '7.3') return `--profile must be 6.1 or 7.3, not ${p}`;
-        out.profile = p;
-        break;
-      }
-      case '--dma-layout': {
-        const l = value();
-        if (l !== 'auto' && l !== 'spec' && l !== 'qemu') return `--dma-layout must be auto, spec or qemu`;
-        out.dmaLayout = l;
-        break;
-      }
-      case '--allow-uid': {
-        const v = value();
-        const uid = v === 'self' ? getuid() : Number(v);
-        if (!Number.isInteger(uid) || uid < 0 || uid > 0xffffffff)
-          return `--allow-uid needs a uid or self, not ${v}`;
-        out.allowUids = [...(out.allowUids ?? []), uid];
-        break;
-      }
-      case '--max-mmap-cookies': {
-        const v = value();
-        const n = Number(v);
-        if (!Number.isSafeInteger(n) || n < 1 || n > 0xffffffff)
-          return `--max-mmap-cookies needs an integer >= 1, not ${v}`;
-        out.maxMmapCookies = n;
-        break;
-      }
-      case '--disk':
-        out.disk = value();
-        break;
-      case '--size':
-      case '--cmb-size': {
-        const n = parseBytes(value());
-        if (n === undefined) return `${a} needs a byte count (e.g. 64M)`;
-        if (a === '--size') out.size = n;
-        else if (n < 4096 || (n & (n - 1)) !== 0) return '--cmb-size must be a power of two, 4K or more';
-        else out.cmbSize = n;
-        break;
-      }
-      case '-h':
-      case '--help':
-        return '';
-      default: {
-        const limit = LIMIT_OPTIONS[a];
-        if (!limit) return `unknown argument ${a}`;
-        const v = value();
-        const n = Number(v);
-        if (!Number.isSafeInteger(n) || n < limit[1] || n > 0xffffffff)
-          return `${a} needs an integer >= ${limit[1]}, not ${v}`;
-        out.limits![limit[0]] = n;
-      }
-    }
+  return { kind: 'named', name: device as DeviceName };
+}
+
+/** The parsed flags, checked: a ServeArgs, or a UsageError naming the first problem. */
+export function serveArgs(p: ParsedArgs): ServeArgs {
+  const profile = flagValue(p, '--profile') ?? '7.3';
+  if (profile !== '6.1' && profile !== '7.3') throw usage(`--profile must be 6.1 or 7.3, not ${profile}`);
+  const dmaLayout = flagValue(p, '--dma-layout') ?? 'auto';
+  if (dmaLayout !== 'auto' && dmaLayout !== 'spec' && dmaLayout !== 'qemu')
+    throw usage('--dma-layout must be auto, spec or qemu');
+  const allowUids = (p.flags.get('--allow-uid') ?? []).map((v) => {
+    const uid = v === 'self' ? getuid() : Number(v);
+    if (!Number.isInteger(uid) || uid < 0 || uid > 0xffffffff)
+      throw usage(`--allow-uid needs a uid or self, not ${v}`);
+    return uid;
+  });
+  const limits: Partial<Record<keyof ServerLimits, number>> = {};
+  for (const f of LIMIT_FLAGS) {
+    const n = integerFlag(p, f.name, f.min);
+    if (n !== undefined) limits[f.field] = n;
   }
   try {
-    resolveLimits(out.limits); // checked together: a derived message size must fit too
+    resolveLimits(limits); // checked together: a derived message size must fit too
   } catch (e) {
-    return e instanceof Error ? e.message : String(e);
+    throw usage(e instanceof Error ? e.message : String(e));
   }
-  if ((out.device === undefined) === (out.module === undefined)) return 'give one of --device and --module';
-  if ((out.device === 'nvme') !== (out.disk !== undefined))
-    return 'nvme needs --disk, and only nvme takes it';
-  if (out.disk === undefined && (out.size ?? out.cmbSize) !== undefined)
-    return '--size and --cmb-size need --disk';
-  if (!out.socket) return '--socket is required';
-  return out as Args;
+  const maxMmapCookies = integerFlag(p, '--max-mmap-cookies', 1);
+  const source = deviceSource(p);
+  const socket = flagValue(p, '--socket');
+  if (socket === undefined) throw usage('--socket is required');
+  return {
+    source,
+    socket,
+    verbose: hasFlag(p, '--verbose'),
+    profile,
+    dmaLayout,
+    limits,
+    ...(allowUids.length ? { allowUids } : {}),
+    ...(maxMmapCookies !== undefined ? { maxMmapCookies } : {}),
+  };
 }
 
 /** The default export of the module at `path` (relative to the working directory). */
 async function loadModule(path: string): Promise<DeviceDefinition> {
   if (/\.(c|m)?tsx?$/.test(path))
-    throw new VfioError(
-      Errno.EINVAL,
-      'serve',
-      `${path}: Node runs JavaScript; compile the module first (tsc)`,
-    );
+    fail(Errno.EINVAL, path, 'Node runs JavaScript; compile the module first (tsc)');
   let mod: { default?: unknown };
   try {
     mod = (await import(pathToFileURL(resolve(path)).href)) as { default?: unknown };
@@ -181,40 +303,33 @@ async function loadModule(path: string): Promise<DeviceDefinition> {
     if (e instanceof VfioError) throw e; // defineDevice refused the definition: its field is named
     const code = (e as { code?: string }).code;
     const errno = code === 'ERR_MODULE_NOT_FOUND' ? Errno.ENOENT : Errno.EINVAL;
-    throw new VfioError(errno, 'serve', `cannot load ${path}: ${e instanceof Error ? e.message : String(e)}`);
+    fail(errno, path, `cannot load it: ${e instanceof Error ? e.message : String(e)}`);
   }
   const def = await mod.default;
   if (!isDeviceDefinition(def))
-    throw new VfioError(
+    fail(
       Errno.EINVAL,
-      'serve',
-      `${path}: the default export is not a device definition (export default defineDevice({ ... }))`,
+      path,
+      'the default export is not a device definition (export default defineDevice({ ... }))',
     );
   return def;
 }
 
-export async function run(args: string[]): Promise<number> {
-  const a = parse(args);
-  if (typeof a === 'string') {
-    if (a) console.error(`vfio-ts serve: ${a}`);
-    (a ? console.error : console.log)(USAGE);
-    return a ? 2 : 0;
+/** The definition `source` names: built (a disk file opened, a module run) only now. */
+export async function deviceDefinition(source: DeviceSource): Promise<DeviceDefinition> {
+  switch (source.kind) {
+    case 'named':
+      return namedDevice(source.name);
+    case 'nvme-disk':
+      return nvmeDiskDevice(source);
+    case 'module':
+      return loadModule(source.path);
   }
-  if (a.device !== undefined && !isDeviceName(a.device)) {
-    console.error(`vfio-ts serve: unknown device ${a.device} (${DEVICE_NAMES.join(', ')})`);
-    return 2;
-  }
-  // The path first: nothing (a disk file, a module's side effects) happens for a server that
-  // could not listen. serveDevice claims it again, finding it free.
-  claimSocketPath(a.socket);
-  const definition =
-    a.module !== undefined
-      ? await loadModule(a.module)
-      : a.disk !== undefined
-        ? await nvmeDiskDevice({ disk: a.disk, size: a.size, cmbSize: a.cmbSize })
-        : namedDevice(a.device as 'edu');
-  const log = (line: string) => console.log(`${new Date().toISOString()} ${line}`);
-  const served = await serveDevice(definition, {
+}
+
+/** serveDevice's options for `a`. */
+export function serveOptions(a: ServeArgs, log: (line: string) => void): ServeDeviceOptions {
+  return {
     socket: a.socket,
     log,
     verbose: a.verbose,
@@ -225,8 +340,20 @@ export async function run(args: string[]): Promise<number> {
       profile: a.profile,
       ...(a.maxMmapCookies !== undefined ? { maxMmapCookies: a.maxMmapCookies } : {}),
     },
+  };
+}
+
+export function run(args: string[]): Promise<number> {
+  return runCommand(SERVE, args, CONSOLE, async (p) => {
+    const a = serveArgs(p);
+    // The path first: nothing (a disk file, a module's side effects) happens for a server that
+    // could not listen. serveDevice claims it again and finds it free.
+    claimSocketPath(a.socket);
+    const definition = await deviceDefinition(a.source);
+    const log = (line: string) => console.log(`${new Date().toISOString()} ${line}`);
+    const served = await serveDevice(definition, serveOptions(a, log));
+    log(`serving ${definition.name} (profile ${a.profile}) on ${a.socket}`);
+    await served.stopped;
+    return 0;
   });
-  log(`serving ${definition.name} (profile ${a.profile}) on ${a.socket}`);
-  await served.stopped;
-  return 0;
 }

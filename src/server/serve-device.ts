@@ -7,7 +7,7 @@
  *
  * - The path is claimed first: nothing there, or a stale socket (nobody accepts: removed). A live
  *   socket (something answers) is EADDRINUSE, anything that is not a socket EEXIST, a missing
- *   directory ENOENT, each naming the path.
+ *   directory ENOENT (ENOTDIR when it is a file), each naming the path.
  * - The socket is created 0600 (VfioUserServer.listen).
  * - With `signals` (the default), SIGINT and SIGTERM stop the server; their handlers go in before
  *   the socket exists, so a supervisor that signals as soon as the server is up never meets the
@@ -18,12 +18,12 @@
  *   process that exits without stopping (an uncaught error, process.exit) removes it too, from
  *   the 'exit' event. SIGKILL leaves it; the next start finds it stale and replaces it.
  */
-import { lstatSync, unlinkSync } from 'node:fs';
+import { lstatSync, type Stats, statSync, unlinkSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { Errno } from '../abi/errno.js';
 import type { DeviceDefinition } from '../core/define.js';
 import type { DeviceOptions } from '../core/device.js';
-import { VfioError } from '../errors.js';
+import { fail, VfioError } from '../errors.js';
 import { closeFd, unixConnect } from '../native/index.js';
 import { nativeEnvironment } from '../runtime.js';
 import type { DevicePort } from './device-port.js';
@@ -62,24 +62,30 @@ export interface ServedDevice {
 
 /**
  * Makes `path` free for a socket: nothing there, or a stale socket (removed). A live socket,
- * anything that is not a socket, and a directory that does not exist are refused.
- * @throws VfioError EADDRINUSE, EEXIST, ENOENT
+ * anything that is not a socket, and a directory that does not exist are refused, each error
+ * naming the path (its `op`) and the problem. The errnos are bind(2)'s where it has one: a taken
+ * path is EADDRINUSE (net/unix/af_unix.c unix_bind_bsd turns mknod's EEXIST into it), a missing
+ * directory ENOENT, a file where a directory should be ENOTDIR (the path walk); a file that is
+ * not a socket, which we will not remove, is EEXIST.
+ * @throws VfioError EADDRINUSE, EEXIST, ENOENT, ENOTDIR
  */
 export function claimSocketPath(path: string): void {
   let st: ReturnType<typeof lstatSync>;
   try {
     st = lstatSync(path);
   } catch {
+    const dir = dirname(path);
+    let dirStat: Stats;
     try {
-      if (!lstatSync(dirname(path)).isDirectory())
-        throw new VfioError(Errno.ENOENT, 'serve', `${dirname(path)} is not a directory`);
-    } catch (e) {
-      if (e instanceof VfioError) throw e;
-      throw new VfioError(Errno.ENOENT, 'serve', `${path}: directory ${dirname(path)} does not exist`);
+      dirStat = statSync(dir);
+    } catch {
+      fail(Errno.ENOENT, path, `cannot create the socket: directory ${dir} does not exist`);
     }
+    if (!dirStat.isDirectory())
+      fail(Errno.ENOTDIR, path, `cannot create the socket: ${dir} is not a directory`);
     return; // nothing there
   }
-  if (!st.isSocket()) throw new VfioError(Errno.EEXIST, 'serve', `${path} exists and is not a socket`);
+  if (!st.isSocket()) fail(Errno.EEXIST, path, 'exists and is not a socket; refusing to replace it');
   let fd: number;
   try {
     fd = unixConnect(path, CLAIM_CONNECT_TIMEOUT_MS);
@@ -91,7 +97,7 @@ export function claimSocketPath(path: string): void {
     throw e;
   }
   closeFd(fd);
-  throw new VfioError(Errno.EADDRINUSE, 'serve', `${path} is a live socket: another server answers there`);
+  fail(Errno.EADDRINUSE, path, 'a live socket: another server answers there');
 }
 
 function isDefinition(d: DeviceDefinition | ServableDevice): d is DeviceDefinition {

@@ -72,9 +72,9 @@ describe('vfio-ts nvme against vfio-ts serve --device nvme', () => {
     assert.equal(r.model, 'vfio-ts NVMe controller');
     assert.equal(r.transport, 'vfio-user');
     assert.equal(r.cmb.bar, 2);
-    assert.equal(r.cmb.size, '0x200000');
+    assert.equal(r.cmb.size, 0x200000);
     assert.deepEqual(r.cmb.wcPaths, ['cookie', 'dma-buf', 'alias-region']);
-    assert.deepEqual(r.namespaces, [{ nsid: 1, blocks: '0x4000', blockBytes: 512, bytes: '0x800000' }]);
+    assert.deepEqual(r.namespaces, [{ nsid: 1, blocks: 0x4000, blockBytes: 512, bytes: 0x800000 }]);
     // Two identify sessions: each shut the controller down, neither moved data.
     for (let i = 0; i < 2; i++) {
       const d = await session(server, last);

@@ -115,17 +115,25 @@ describe('claimSocketPath', () => {
     assert.throws(() => statSync(stale));
     claimSocketPath(stale);
   });
-  test('a live socket is EADDRINUSE, a file EEXIST, a missing directory ENOENT; each names the path', () => {
+  test('a live socket is EADDRINUSE, a file EEXIST, a missing directory ENOENT, a file for a directory ENOTDIR; each names the path', () => {
     const live = join(dir, 'live.sock');
     const fd = unixListen(live);
     const file = join(dir, 'plain');
     writeFileSync(file, 'x');
     try {
       for (const [path, errno, want] of [
-        [live, Errno.EADDRINUSE, /live\.sock is a live socket/],
-        [file, Errno.EEXIST, /plain exists and is not a socket/],
-        [join(dir, 'nope', 'x.sock'), Errno.ENOENT, /directory .*nope does not exist/],
-        [join(file, 'x.sock'), Errno.ENOENT, /plain is not a directory/],
+        [live, Errno.EADDRINUSE, /live\.sock: EADDRINUSE \(a live socket: another server answers there\)$/],
+        [file, Errno.EEXIST, /plain: EEXIST \(exists and is not a socket; refusing to replace it\)$/],
+        [
+          join(dir, 'nope', 'x.sock'),
+          Errno.ENOENT,
+          /nope\/x\.sock: ENOENT \(cannot create the socket: directory \S+nope does not exist\)$/,
+        ],
+        [
+          join(file, 'x.sock'),
+          Errno.ENOTDIR,
+          /plain\/x\.sock: ENOTDIR \(cannot create the socket: \S+plain is not a directory\)$/,
+        ],
       ] as const) {
         const e = errnoOf(() => claimSocketPath(path));
         assert.equal(e.errno, errno, e.message);
