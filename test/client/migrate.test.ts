@@ -259,3 +259,129 @@ test("ivshmem and nvme migrate over vfio-user: ivshmem's shared memory and nvme'
     }
   }
 });
+
+/**
+ * NVMe over vfio-user with its queues in memory the client owns: a write before the migration
+ * and one during pre-copy, then on the target the next slot of the same SQ and CQ (positions and
+ * phase carried in the device state) reads both back.
+ */
+test('nvme: queues and namespace come across mid-I/O; the target answers on the next slot of the same queues', async () => {
+  const src = await servedClient('nvme');
+  const dst = await servedClient('nvme');
+  const srcRam = createDmaMemory(RAM);
+  const dstRam = createDmaMemory(RAM);
+  try {
+    await src.client.dmaMap(IOVA, srcRam);
+    await dst.client.dmaMap(IOVA, dstRam);
+    const nvme = nvmeOver(src.client, srcRam.bytes);
+    await nvme.enable();
+    await nvme.createIoQueues();
+    const data = [pattern(21), pattern(22)];
+    srcRam.bytes.set(data[0]!, 0x4000);
+    assert.equal(await nvme.io(0x01, 0x4000, 0), 0, 'write LBA 0');
+    const reported: bigint[] = [];
+    await migrate(src.client, dst.client, {
+      memory: [{ iova: IOVA, source: srcRam.bytes, target: dstRam.bytes }],
+      maxRounds: 2,
+      async round(n) {
+        if (n !== 1) return;
+        srcRam.bytes.set(data[1]!, 0x5000);
+        assert.equal(await nvme.io(0x01, 0x5000, 8), 0, 'write LBA 8 during pre-copy');
+      },
+      dirty: (_r, iovas) => reported.push(...iovas),
+    });
+    // The device wrote one completion into the I/O CQ page during pre-copy, nothing else.
+    assert.deepEqual(reported, [IOVA + 0x3000n]);
+    // The guest goes on on the target: same queues, next slots.
+    const there = nvmeOver(dst.client, dstRam.bytes, nvme.positions());
+    assert.equal(await there.io(0x02, 0x6000, 0), 0, 'read LBA 0 on the target');
+    assert.equal(await there.io(0x02, 0x7000, 8), 0, 'read LBA 8 on the target');
+    assert.deepEqual(dstRam.bytes.subarray(0x6000, 0x7000), data[0]);
+    assert.deepEqual(dstRam.bytes.subarray(0x7000, 0x8000), data[1]);
+  } finally {
+    await src.close();
+    await dst.close();
+    srcRam.close();
+    dstRam.close();
+  }
+});
+
+/** Queue positions a driver keeps: the I/O SQ tail and CQ head, and the phase it expects. */
+interface NvmePositions {
+  sqTail: number;
+  cqHead: number;
+  phase: number;
+  cid: number;
+}
+
+/**
+ * The few NVMe steps the test needs (NVMe base spec 2.0 §3.1 registers, §5 admin commands, §4.2
+ * queue entries), polled, no interrupts. Memory: admin SQ 0x0, admin CQ 0x1000, I/O SQ 0x2000,
+ * I/O CQ 0x3000 (16 entries each), data pages from 0x4000.
+ */
+function nvmeOver(c: VfioUserClient, ram: Uint8Array, at?: NvmePositions) {
+  const Q = 16;
+  const v = new DataView(ram.buffer, ram.byteOffset, ram.byteLength);
+  const admin = { sq: 0x0, cq: 0x1000, tail: 0, head: 0, phase: 1, qid: 0 };
+  const io = {
+    sq: 0x2000,
+    cq: 0x3000,
+    tail: at?.sqTail ?? 0,
+    head: at?.cqHead ?? 0,
+    phase: at?.phase ?? 1,
+    qid: 1,
+  };
+  let cid = at?.cid ?? 1;
+  const doorbell = (n: number, value: number) => w32(c, 0x1000n + BigInt(n * 4), value);
+  async function submit(q: typeof admin, sqe: (o: number) => void): Promise<number> {
+    const o = q.sq + q.tail * 64;
+    ram.fill(0, o, o + 64);
+    sqe(o);
+    v.setUint16(o + 2, cid++, true);
+    q.tail = (q.tail + 1) % Q;
+    await doorbell(2 * q.qid, q.tail);
+    const cqe = q.cq + q.head * 16;
+    await until(() => (v.getUint16(cqe + 14, true) & 1) === q.phase, `a completion on queue ${q.qid}`);
+    const status = v.getUint16(cqe + 14, true) >> 1;
+    q.head = (q.head + 1) % Q;
+    if (q.head === 0) q.phase ^= 1;
+    await doorbell(2 * q.qid + 1, q.head);
+    return status;
+  }
+  return {
+    async enable() {
+      await w32(c, 0x24n, ((Q - 1) << 16) | (Q - 1)); // AQA
+      await c.pwrite(0x28n, u64(IOVA + BigInt(admin.sq))); // ASQ
+      await c.pwrite(0x30n, u64(IOVA + BigInt(admin.cq))); // ACQ
+      await w32(c, 0x14n, 1 | (6 << 16) | (4 << 20)); // CC: EN, IOSQES 64, IOCQES 16
+      await until(async () => ((await r32(c, 0x1cn)) & 1) === 1, 'CSTS.RDY');
+    },
+    async createIoQueues() {
+      const create = (opcode: number, base: number, cdw11: number) =>
+        submit(admin, (o) => {
+          v.setUint8(o, opcode);
+          v.setBigUint64(o + 24, IOVA + BigInt(base), true);
+          v.setUint32(o + 40, ((Q - 1) << 16) | 1, true);
+          v.setUint32(o + 44, cdw11, true);
+        });
+      assert.equal(await create(0x05, io.cq, 1), 0, 'Create I/O CQ 1, contiguous, no interrupts');
+      assert.equal(await create(0x01, io.sq, (1 << 16) | 1), 0, 'Create I/O SQ 1 on CQ 1');
+    },
+    /** One 4 KiB Write (0x01) or Read (0x02) at `slba` (512-byte blocks) to/from `page`. */
+    io: (opcode: number, page: number, slba: number) =>
+      submit(io, (o) => {
+        v.setUint8(o, opcode);
+        v.setUint32(o + 4, 1, true);
+        v.setBigUint64(o + 24, IOVA + BigInt(page), true);
+        v.setUint32(o + 40, slba, true);
+        v.setUint32(o + 48, 7, true);
+      }),
+    positions: (): NvmePositions => ({ sqTail: io.tail, cqHead: io.head, phase: io.phase, cid }),
+  };
+}
+
+function u64(n: bigint): Uint8Array {
+  const b = new Uint8Array(8);
+  new DataView(b.buffer).setBigUint64(0, n, true);
+  return b;
+}
