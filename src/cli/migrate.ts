@@ -7,7 +7,8 @@
  * no dirty-page rounds: what moves is the device's own state. Both servers serve one client at a
  * time and reset a device when its client leaves (as vfio-pci does when the last user closes it),
  * so what a client sees afterwards is what the device keeps across clients (ivshmem's shared
- * memory, an NVMe namespace); a VMM migrates with the library call while it holds both devices.
+ * memory); a VMM migrates with the library call while it holds both devices. An NVMe namespace
+ * on a --disk file is storage, not device state: both servers are expected to serve one file.
  */
 import { VfioUserClient } from '../client/index.js';
 import { MIGRATE_MAX_ROUNDS, migrate } from '../driver/migrate.js';
@@ -32,7 +33,8 @@ export const MIGRATE: CommandSpec = {
 then the target runs and the source is left STOP. A stream the target refuses (another device, a
 damaged one) fails with EINVAL and the source runs again. This command owns no guest memory, so
 there are no dirty-page rounds; each server resets its device when this client leaves, so what
-lasts is what the device keeps across clients (ivshmem's shared memory, an NVMe namespace).`,
+lasts is what the device keeps across clients (ivshmem's shared memory). An NVMe namespace on a
+--disk file is storage, not device state: the two servers should serve the same file.`,
   flags: [
     { name: '--from', value: 'SOCKET', help: 'the vfio-user socket of the device to migrate (the source)' },
     { name: '--to', value: 'SOCKET', help: 'the vfio-user socket of a device of the same kind (the target)' },

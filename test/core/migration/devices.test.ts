@@ -1,6 +1,6 @@
 /**
  * Save and restore of every device on the device API (edu, ivshmem, the e1000e model, the two
- * examples; NVMe in test/devices/nvme/migration.test.ts), in-process through the device fd's
+ * examples; NVMe mid-I/O, its queues included, in test/client/migrate.test.ts), in-process through the device fd's
  * features: each source is put in a state of its own (registers, buffers, BAR memory, config
  * space: command register, BARs, MSI), migrated with and without PRE_COPY into a fresh device,
  * and the target must read back the same everywhere and go on working from there.
