@@ -4,47 +4,17 @@
  * the errno and the source stays usable; bad arguments exit 2; --help.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { VfioUserClient } from '../../src/client/index.js';
-import { repoRoot } from '../harness/index.js';
+import { type CliProcess, vfioTs as cli, servedProcess } from '../helpers/cli.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'vfio-ts-migrate-cli-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-interface Proc {
-  child: ChildProcess;
-  out(): string;
-  exit: Promise<number | null>;
-}
-
-function cli(...args: string[]): Proc {
-  const child = spawn(process.execPath, [join(repoRoot(), 'dist/src/cli/main.js'), ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let text = '';
-  const add = (d: string) => {
-    text += d;
-  };
-  child.stdout?.setEncoding('utf8').on('data', add);
-  child.stderr?.setEncoding('utf8').on('data', add);
-  return { child, out: () => text, exit: new Promise((r) => child.once('exit', (code) => r(code))) };
-}
-
-async function serve(device: string, name: string): Promise<Proc> {
-  const s = cli('serve', '--device', device, '--socket', join(dir, name));
-  const end = Date.now() + 20_000;
-  while (!/serving/.test(s.out())) {
-    if (Date.now() > end) throw new Error(`${name} did not start: ${s.out()}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return s;
-}
-
-async function stop(...ps: Proc[]): Promise<void> {
+async function stop(...ps: CliProcess[]): Promise<void> {
   for (const p of ps) p.child.kill('SIGTERM');
   for (const p of ps) assert.equal(await p.exit, 0, p.out());
 }
@@ -52,9 +22,9 @@ async function stop(...ps: Proc[]): Promise<void> {
 const BAR2 = 2n << 40n;
 
 test('migrate: ivshmem shared memory comes across; a foreign target is EINVAL and the source still runs', async () => {
-  const a = await serve('ivshmem', 'a.sock');
-  const b = await serve('ivshmem', 'b.sock');
-  const e = await serve('edu', 'e.sock');
+  const a = await servedProcess('ivshmem', join(dir, 'a.sock'));
+  const b = await servedProcess('ivshmem', join(dir, 'b.sock'));
+  const e = await servedProcess('edu', join(dir, 'e.sock'));
   try {
     const data = new Uint8Array(8192).map((_, i) => (i * 37 + 11) & 0xff);
     const w = await VfioUserClient.connect(join(dir, 'a.sock'));

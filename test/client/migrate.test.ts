@@ -5,7 +5,6 @@
  * migration; a stream the target refuses.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,7 +15,7 @@ import { createDmaMemory, type OwnedDmaMemory, VfioUserClient } from '../../src/
 import { migrate, migrationState, setMigrationState } from '../../src/driver/migrate.js';
 import { VfioError } from '../../src/errors.js';
 import { socketPair } from '../../src/native/index.js';
-import { repoRoot } from '../harness/index.js';
+import { servedProcess } from '../helpers/cli.js';
 import { servedClient } from './rig.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'vfio-ts-migrate-'));
@@ -27,27 +26,6 @@ const RAM = 64 * 1024;
 const PAGE = 4096;
 const BUF = 0x40000n; // edu's DMA buffer, also in BAR0 (src/devices/edu.ts)
 
-interface Served {
-  child: ChildProcess;
-  out(): string;
-  exit: Promise<number | null>;
-}
-
-function serve(device: string, socket: string): Served {
-  const child = spawn(
-    process.execPath,
-    [join(repoRoot(), 'dist/src/cli/main.js'), 'serve', '--device', device, '--socket', socket],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  let text = '';
-  const add = (d: string) => {
-    text += d;
-  };
-  child.stdout?.setEncoding('utf8').on('data', add);
-  child.stderr?.setEncoding('utf8').on('data', add);
-  return { child, out: () => text, exit: new Promise((r) => child.once('exit', (code) => r(code))) };
-}
-
 async function until(cond: () => boolean | Promise<boolean>, what: string, ms = 20_000): Promise<void> {
   const end = Date.now() + ms;
   while (!(await cond())) {
@@ -56,11 +34,7 @@ async function until(cond: () => boolean | Promise<boolean>, what: string, ms = 
   }
 }
 
-async function served(device: string, name: string): Promise<Served> {
-  const s = serve(device, join(dir, name));
-  await until(() => /serving/.test(s.out()), `${name} to start`);
-  return s;
-}
+const served = (device: string, name: string) => servedProcess(device, join(dir, name));
 
 const w32 = (c: VfioUserClient, off: bigint, v: number) => {
   const b = new Uint8Array(4);

@@ -10,3 +10,14 @@ export function errnoOf(fn: () => unknown): number | undefined {
   }
   return undefined;
 }
+
+/** The errno a promise rejects with (VfioError), 0 when it resolves; anything else rethrows. */
+export async function errnoOfAsync(p: Promise<unknown>): Promise<number> {
+  try {
+    await p;
+    return 0;
+  } catch (e) {
+    if (e instanceof VfioError) return e.errno;
+    throw e;
+  }
+}

@@ -18,23 +18,14 @@ import {
 } from '../../src/abi/vfio.js';
 import { VfioUserCommand as C } from '../../src/abi/vfio-user.js';
 import { MAX_REPORT_BITMAP } from '../../src/core/migration/feature.js';
+import { migStateName } from '../../src/core/migration/fsm.js';
 import { decodeVersion, encodeVersion } from '../../src/wire/vfio-user.js';
 import { concat, errnoOf, le, type RawPeer, rig, u32s } from './raw.js';
 
 const r = rig('edu');
 after(() => r.close());
 
-const NAMES = [
-  'ERROR',
-  'STOP',
-  'RUNNING',
-  'STOP_COPY',
-  'RESUMING',
-  'RUNNING_P2P',
-  'PRE_COPY',
-  'PRE_COPY_P2P',
-];
-const name = (s: number) => NAMES[s] ?? `state ${s}`;
+const name = migStateName;
 
 async function fresh(): Promise<RawPeer> {
   await r.server.idle();

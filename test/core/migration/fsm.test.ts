@@ -22,7 +22,7 @@ import {
   VFIO_MIGRATION_STOP_COPY as SC,
 } from '../../../src/abi/vfio.js';
 import { isSaving, type MigState, migStateName, path, supports } from '../../../src/core/migration/fsm.js';
-import { VfioError } from '../../../src/errors.js';
+import { errnoOf } from '../../helpers/errno.js';
 
 const FLAG_SETS = [SC, SC | P2P, SC | PRE, SC | P2P | PRE];
 const STATES = Object.values(S) as MigState[];
@@ -113,16 +113,6 @@ const KERNEL_PATHS: readonly MigState[][] = [
 
 const flagName = (f: number) =>
   ['STOP_COPY', f & P2P ? 'P2P' : '', f & PRE ? 'PRE_COPY' : ''].filter(Boolean).join('|');
-
-function errnoOf(fn: () => unknown): number | undefined {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof VfioError) return e.errno;
-    throw e;
-  }
-  return undefined;
-}
 
 describe('vfio_mig_get_next_state', () => {
   for (const flags of FLAG_SETS) {

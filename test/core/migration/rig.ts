@@ -14,7 +14,7 @@ import {
   VFIO_DEVICE_FEATURE_SET,
 } from '../../../src/abi/vfio.js';
 import type { VfioPciDevice } from '../../../src/core/device.js';
-import { VfioError } from '../../../src/errors.js';
+import { concat } from '../../server/raw.js';
 
 /** struct vfio_device_feature with `data` after it; argsz defaults to the whole buffer. */
 export function featureArg(flags: number, data: Uint8Array = new Uint8Array(0), argsz?: number): Uint8Array {
@@ -42,16 +42,7 @@ export function getState(dev: VfioPciDevice): number {
   return new DataView(arg.buffer).getUint32(8, true);
 }
 
-/** The errno a promise rejects with (VfioError), 0 when it resolves. */
-export async function errnoOfAsync(p: Promise<unknown>): Promise<number> {
-  try {
-    await p;
-    return 0;
-  } catch (e) {
-    if (e instanceof VfioError) return e.errno;
-    throw e;
-  }
-}
+export { errnoOfAsync } from '../../helpers/errno.js';
 
 /** Every byte the saving session has now, read in `chunk`-byte reads until a short one. */
 export function drain(dev: VfioPciDevice, fd: number, chunk = 64 * 1024): Uint8Array[] {
@@ -65,15 +56,7 @@ export function drain(dev: VfioPciDevice, fd: number, chunk = 64 * 1024): Uint8A
 }
 
 /** Concatenation. */
-export function join(parts: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
+export const join = (parts: readonly Uint8Array[]): Uint8Array => concat(...parts);
 
 /**
  * `src` saved (with PRE_COPY when `precopy`) and restored into `dst`; both end RUNNING (`src`
