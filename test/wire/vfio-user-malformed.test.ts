@@ -892,3 +892,9 @@ describe('encoders refuse what they cannot represent (VfioError EINVAL)', () => 
     });
   }
 });
+
+it('MIG_DATA_READ reply padded past `size` (libvfio-user sizes it for the bytes asked): the data is `size` bytes', () => {
+  const d = decodeMigDataReadReply(b(u32(12), u32(4), 'aabbccdd', '00'.repeat(12)));
+  assert.equal(d.argsz, 12);
+  assert.deepEqual([...d.data], [0xaa, 0xbb, 0xcc, 0xdd]);
+});

@@ -202,8 +202,22 @@ export function encodeMigData(m: MigData, what: string): Uint8Array {
   return out;
 }
 
-export const decodeMigDataReadReply = (p: Uint8Array): MigData =>
-  decodeMigData(p, 'VFIO_USER_MIG_DATA_READ reply');
+/**
+ * MIG_DATA_READ reply: argsz, size, then `size` bytes of data, possibly followed by padding.
+ * libvfio-user (lib/migration.c handle_mig_data_read) sizes the reply for the bytes asked
+ * (`iov_len = in + req->size`, calloc'ed) and says in `size` how many it read: the bytes past
+ * `size` are zeros, not data. The caller bounds the reply to 8 + the size it asked for.
+ * @throws MalformedError(EINVAL): payload under 8 bytes, or fewer data bytes than `size`
+ */
+export function decodeMigDataReadReply(p: Uint8Array): MigData {
+  const what = 'VFIO_USER_MIG_DATA_READ reply';
+  needBytes(what, p, MIG_DATA.size);
+  const { argsz, size } = MIG_DATA.read(p);
+  const start = MIG_DATA.offsetOf('data');
+  if (p.byteLength - start < size)
+    throw malformed(what, `size ${size} but ${p.byteLength - start} data bytes`);
+  return { argsz, data: p.subarray(start, start + size) };
+}
 export const encodeMigDataReadReply = (m: MigData): Uint8Array =>
   encodeMigData(m, 'VFIO_USER_MIG_DATA_READ reply');
 export const decodeMigDataWriteRequest = (p: Uint8Array): MigData =>
