@@ -239,22 +239,20 @@ test("ivshmem and nvme migrate over vfio-user: ivshmem's shared memory and nvme'
  * and one during pre-copy, then on the target the next slot of the same SQ and CQ (positions and
  * phase carried in the device state) reads both back.
  */
-test('nvme: queues and namespace come across mid-I/O; the target answers on the next slot of the same queues', async () => {
-  const src = await servedClient('nvme');
-  const dst = await servedClient('nvme');
+async function nvmeMidIo(src: VfioUserClient, dst: VfioUserClient): Promise<void> {
   const srcRam = createDmaMemory(RAM);
   const dstRam = createDmaMemory(RAM);
   try {
-    await src.client.dmaMap(IOVA, srcRam);
-    await dst.client.dmaMap(IOVA, dstRam);
-    const nvme = nvmeOver(src.client, srcRam.bytes);
+    await src.dmaMap(IOVA, srcRam);
+    await dst.dmaMap(IOVA, dstRam);
+    const nvme = nvmeOver(src, srcRam.bytes);
     await nvme.enable();
     await nvme.createIoQueues();
     const data = [pattern(21), pattern(22)];
     srcRam.bytes.set(data[0]!, 0x4000);
     assert.equal(await nvme.io(0x01, 0x4000, 0), 0, 'write LBA 0');
     const reported: bigint[] = [];
-    await migrate(src.client, dst.client, {
+    await migrate(src, dst, {
       memory: [{ iova: IOVA, source: srcRam.bytes, target: dstRam.bytes }],
       maxRounds: 2,
       async round(n) {
@@ -267,16 +265,45 @@ test('nvme: queues and namespace come across mid-I/O; the target answers on the 
     // The device wrote one completion into the I/O CQ page during pre-copy, nothing else.
     assert.deepEqual(reported, [IOVA + 0x3000n]);
     // The guest goes on on the target: same queues, next slots.
-    const there = nvmeOver(dst.client, dstRam.bytes, nvme.positions());
+    const there = nvmeOver(dst, dstRam.bytes, nvme.positions());
     assert.equal(await there.io(0x02, 0x6000, 0), 0, 'read LBA 0 on the target');
     assert.equal(await there.io(0x02, 0x7000, 8), 0, 'read LBA 8 on the target');
     assert.deepEqual(dstRam.bytes.subarray(0x6000, 0x7000), data[0]);
     assert.deepEqual(dstRam.bytes.subarray(0x7000, 0x8000), data[1]);
   } finally {
-    await src.close();
-    await dst.close();
+    await src.dmaUnmap(IOVA, BigInt(RAM)).catch(() => undefined);
+    await dst.dmaUnmap(IOVA, BigInt(RAM)).catch(() => undefined);
     srcRam.close();
     dstRam.close();
+  }
+}
+
+test('nvme in this process: queues and its memory namespace come across mid-I/O', async () => {
+  const src = await servedClient('nvme');
+  const dst = await servedClient('nvme');
+  try {
+    await nvmeMidIo(src.client, dst.client);
+  } finally {
+    await src.close();
+    await dst.close();
+  }
+});
+
+test('nvme between two vfio-ts serve processes on one disk file (shared storage): the target reads what the source wrote', async () => {
+  const disk = join(dir, 'shared.img');
+  const a = await servedProcess('nvme', join(dir, 'nvme-a.sock'), ['--disk', disk, '--size', '16M']);
+  const b = await servedProcess('nvme', join(dir, 'nvme-b.sock'), ['--disk', disk]);
+  const src = await VfioUserClient.connect(join(dir, 'nvme-a.sock'), { timeoutMs: 20_000 });
+  const dst = await VfioUserClient.connect(join(dir, 'nvme-b.sock'), { timeoutMs: 20_000 });
+  try {
+    await nvmeMidIo(src, dst);
+  } finally {
+    await src.close();
+    await dst.close();
+    a.child.kill('SIGTERM');
+    b.child.kill('SIGTERM');
+    assert.equal(await a.exit, 0, a.out());
+    assert.equal(await b.exit, 0, b.out());
   }
 });
 

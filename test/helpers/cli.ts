@@ -24,9 +24,14 @@ export function vfioTs(...args: string[]): CliProcess {
   return { child, out: () => text, exit: new Promise((r) => child.once('exit', (code) => r(code))) };
 }
 
-/** `vfio-ts serve --device NAME --socket PATH`, once it says it is serving. */
-export async function servedProcess(device: string, socket: string, timeoutMs = 20_000): Promise<CliProcess> {
-  const s = vfioTs('serve', '--device', device, '--socket', socket);
+/** `vfio-ts serve --device NAME --socket PATH ...extra`, once it says it is serving. */
+export async function servedProcess(
+  device: string,
+  socket: string,
+  extra: readonly string[] = [],
+  timeoutMs = 20_000,
+): Promise<CliProcess> {
+  const s = vfioTs('serve', '--device', device, '--socket', socket, ...extra);
   const end = Date.now() + timeoutMs;
   while (!/serving/.test(s.out())) {
     if (Date.now() > end) throw new Error(`vfio-ts serve ${device} did not start: ${s.out()}`);
