@@ -320,6 +320,8 @@ async function bootWithDevices(
     script: GUEST_SCRIPT,
     modules: ['uio', 'uio_pci_generic'],
     hostFiles: HOST_LSPCI,
+    // lspci -vv is long: read it from the output disk, not the console (which drops bytes).
+    outputDisk: true,
   });
   try {
     return await bootGuest(p, {
