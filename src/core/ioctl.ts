@@ -282,12 +282,16 @@ export class CoreIoctls {
   private ioeventfd(arg: Uint8Array): number {
     const op = 'VFIO_DEVICE_IOEVENTFD';
     const S = ioeventfdStruct;
-    // The whole struct (the kernel copies offsetofend(fd), 28 bytes; the model asks for 32).
-    copyArgsz(arg, S, S.size, op);
-    const { flags, offset, fd } = S.read(arg);
+    // `minsz = offsetofend(struct vfio_device_ioeventfd, fd)`: 28 bytes, the trailing word unread.
+    copyArgsz(arg, S, S.endOf('fd'), op);
+    const flags = S.get(arg, 'flags');
+    const offset = S.get(arg, 'offset');
+    const fd = S.get(arg, 'fd');
     if (flags & ~VFIO_DEVICE_IOEVENTFD_SIZE_MASK) fail(Errno.EINVAL, op, 'flags');
     const count = flags & VFIO_DEVICE_IOEVENTFD_SIZE_MASK;
+    // `if (hweight8(count) != 1 || ioeventfd.fd < -1) return -EINVAL;`
     if (count !== 1 && count !== 2 && count !== 4 && count !== 8) fail(Errno.EINVAL, op, 'size');
+    if (fd < -1) fail(Errno.EINVAL, op, `fd ${fd}`);
     // vfio_pci_ioeventfd: `bar = VFIO_PCI_OFFSET_TO_INDEX(offset); pos = offset &
     // VFIO_PCI_OFFSET_MASK; if (bar > VFIO_PCI_BAR5_REGION_INDEX) return -EINVAL;`. The region is
     // found through the offset space, so dense offsets decode too (under the kernel encoding the

@@ -128,6 +128,23 @@ echo "group-node=$([ -c /dev/vfio/$group ] && echo yes || echo no) container=$([
     assert.match(r.output, /^about to fail$/m);
   });
 
+  it('reads output and status from the output disk, byte for byte', async (t) => {
+    const p = provisionedOrSkip(t);
+    if (p === undefined) return;
+    // 20,000 numbered lines (~130 KB): more than the console reliably carries on a loaded host.
+    const r = await runGuest(p, {
+      kernel: p.kernels['6.1'],
+      modules: [],
+      outputDisk: true,
+      script: 'seq 1 20000 | sed "s/^/line /"\necho to-stderr >&2\nexit 3',
+      timeoutMs: 120_000,
+    });
+    assert.equal(r.outputFrom, 'disk', describeBoot(r));
+    assert.equal(r.status, 3, describeBoot(r));
+    const want = `${Array.from({ length: 20000 }, (_, i) => `line ${i + 1}\n`).join('')}to-stderr\n`;
+    assert.equal(r.output, want);
+  });
+
   it('kills QEMU on timeout', async (t) => {
     const p = provisionedOrSkip(t);
     if (p === undefined) return;

@@ -39,6 +39,11 @@ const gzip = promisify(gzipCb);
  * kernel without VFIO groups has no type1 container (the 7.3-cdev kernel). In the kernels
  * provision.sh builds every one of them is built in (modules.builtin), so none is loaded.
  */
+/** The virtio-blk serial /init looks for to find the output disk (at most 20 bytes, virtio_blk.h). */
+export const OUTPUT_DISK_SERIAL = 'vfiots-guest-out';
+/** What the output disk needs in the guest (virtio_pci is built in on some kernels). */
+const OUTPUT_DISK_MODULES = ['virtio_pci?', 'virtio_blk'];
+
 export const VFIO_MODULES: readonly string[] = [
   'irqbypass',
   'vfio',
@@ -102,6 +107,13 @@ export interface InitramfsOptions {
   files?: readonly GuestFile[];
   /** Where to write the result; default a fresh temporary directory. */
   outFile?: string;
+  /**
+   * Also write the script's output and status to a raw virtio disk that bootGuest attaches and
+   * reads back (see OUTPUT_DISK_SERIAL): QEMU's 16550 console drops bytes when the host is
+   * loaded, so a test that parses long output (lspci -vv) reads it from the disk instead.
+   * Adds virtio_pci and virtio_blk to the modules, and one virtio-blk-pci device to the guest.
+   */
+  outputDisk?: boolean;
 }
 
 export interface Initramfs {
@@ -113,6 +125,8 @@ export interface Initramfs {
   nonce: string;
   /** Module files /init loads, in order (relative to /lib/modules). */
   modules: readonly string[];
+  /** /init copies the script's output to the disk with serial OUTPUT_DISK_SERIAL. */
+  outputDisk: boolean;
   /** Removes the file (and its temporary directory, when buildInitramfs made one). */
   cleanup(): void;
 }
@@ -357,7 +371,12 @@ function guestFile(name: string): string {
 export async function buildInitramfs(p: Provisioned, opts: InitramfsOptions): Promise<Initramfs> {
   const kernel = opts.kernel;
   const nonce = randomBytes(8).toString('hex');
-  const modules = resolveModules(kernel, opts.modules ?? VFIO_MODULES);
+  const outputDisk = opts.outputDisk === true;
+  const wanted = opts.modules ?? VFIO_MODULES;
+  const modules = resolveModules(
+    kernel,
+    outputDisk ? [...wanted, ...OUTPUT_DISK_MODULES] : wanted, // resolveModules drops repeats
+  );
 
   const pieces: string[] = [await busyboxPiece(p)];
   if (modules.length > 0) pieces.push(await modulesPiece(p, kernel, modules));
@@ -384,6 +403,15 @@ export async function buildInitramfs(p: Provisioned, opts: InitramfsOptions): Pr
       path: 'etc/vfio-ts/modules',
       data: Buffer.from(modules.map((m) => `${modName(m)}.ko\n`).join('')),
     },
+    ...(outputDisk
+      ? [
+          {
+            kind: 'file' as const,
+            path: 'etc/vfio-ts/out-disk',
+            data: Buffer.from(`${OUTPUT_DISK_SERIAL}\n`),
+          },
+        ]
+      : []),
     {
       kind: 'file',
       path: 'guest.sh',
@@ -419,6 +447,7 @@ export async function buildInitramfs(p: Provisioned, opts: InitramfsOptions): Pr
     kernel,
     nonce,
     modules: modules.map((m) => `${modName(m)}.ko`),
+    outputDisk,
     cleanup: () => {
       rmSync(madeDir ?? path, { recursive: true, force: true });
     },

@@ -6,9 +6,20 @@
  * to give a working vfio-pci in Debian's kernels.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { copyFileSync, linkSync, mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  copyFileSync,
+  linkSync,
+  mkdtempSync,
+  openSync,
+  readSync,
+  rmSync,
+  truncateSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
 import { basename, join, relative } from 'node:path';
-import { buildInitramfs, type Initramfs, type InitramfsOptions } from './initramfs.js';
+import { buildInitramfs, type Initramfs, type InitramfsOptions, OUTPUT_DISK_SERIAL } from './initramfs.js';
 import type { Provisioned } from './provisioned.js';
 
 export const DEFAULT_BOOT_TIMEOUT_MS = 90_000;
@@ -17,6 +28,8 @@ export const DEFAULT_GUEST_MEMORY_MIB = 1024;
 export const MAX_CONSOLE_CHARS = 32 << 20;
 /** After the end marker, how long QEMU gets to power off before it is killed. */
 export const POWEROFF_GRACE_MS = 5_000;
+/** Size of the output disk (sparse): the console's own cap plus room for the header. */
+export const OUTPUT_DISK_BYTES = MAX_CONSOLE_CHARS + (1 << 20);
 /**
  * no_timer_check: on a loaded host TCG can miss the kernel's boot-time check that the IO-APIC
  * timer ticks, and the guest panics ("timer doesn't work through Interrupt-remapped IO-APIC",
@@ -254,8 +267,13 @@ export interface BootOptions {
 export interface BootResult {
   /** Everything QEMU printed on stdout (serial console), `\r` removed. */
   console: string;
-  /** What the guest script printed: the console between /init's begin and end markers. */
+  /**
+   * What the guest script printed: from the output disk when the initramfs has one and the guest
+   * wrote it, else the console between /init's begin and end markers.
+   */
   output: string;
+  /** Where `output` and `status` came from. */
+  outputFrom: 'disk' | 'console';
   /** The guest script's exit status; undefined when the end marker never came. */
   status: number | undefined;
   /** QEMU's own stderr. */
@@ -285,20 +303,73 @@ export function parseMarkers(
   };
 }
 
+/**
+ * Reads what /init wrote to the output disk (scripts/guest/init.sh): `VFIOTS-GUEST <nonce>
+ * <status> <length>\n` and the output. Undefined when the guest never wrote it (killed, timed
+ * out) or wrote it for another nonce.
+ */
+export function readOutputDisk(image: string, nonce: string): { output: string; status: number } | undefined {
+  const fd = openSync(image, 'r');
+  try {
+    const head = Buffer.alloc(128);
+    const n = readSync(fd, head, 0, head.length, 0);
+    const nl = head.subarray(0, n).indexOf(10);
+    const m = /^VFIOTS-GUEST ([0-9a-f]+) (\d+) (\d+)$/.exec(
+      head.subarray(0, Math.max(nl, 0)).toString('latin1'),
+    );
+    if (nl < 0 || m === null || m[1] !== nonce) return undefined;
+    const len = Number(m[3]);
+    if (len > OUTPUT_DISK_BYTES - nl - 1) return undefined;
+    const body = Buffer.alloc(len);
+    let got = 0;
+    while (got < len) {
+      const r = readSync(fd, body, got, len - got, nl + 1 + got);
+      if (r === 0) break;
+      got += r;
+    }
+    return { output: body.subarray(0, got).toString('utf8').replace(/\r/g, ''), status: Number(m[2]) };
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /** Boots the kernel of `opts.initramfs` and waits for power-off, the timeout, or QEMU's exit. */
 export function bootGuest(p: Provisioned, opts: BootOptions): Promise<BootResult> {
   const timeoutMs = opts.timeoutMs ?? DEFAULT_BOOT_TIMEOUT_MS;
   let work: ChrootWorkDir | undefined;
   let ownWork = false;
   let cmd: Command;
-  const common = {
-    ...(opts.append === undefined ? {} : { append: opts.append }),
-    ...(opts.memoryMiB === undefined ? {} : { memoryMiB: opts.memoryMiB }),
-    args: opts.args ?? [],
-  };
+  // The output disk's image: in the chroot work directory for QEMU 11, else a temporary one.
+  let disk: { host: string; guest: string; cleanup(): void } | undefined;
+  const diskArgs = (path: string): string[] => [
+    '-drive',
+    `file=${path},format=raw,if=none,id=vfiotsout`,
+    '-device',
+    `virtio-blk-pci,drive=vfiotsout,serial=${OUTPUT_DISK_SERIAL}`,
+  ];
   if (opts.qemu === 'trixie') {
     work = opts.workDir ?? chrootWorkDir(p);
     ownWork = opts.workDir === undefined;
+  }
+  if (opts.initramfs.outputDisk) {
+    const name = `out-${opts.initramfs.nonce}.img`;
+    if (work !== undefined) {
+      const at = work.path(name);
+      disk = { host: at.host, guest: at.chroot, cleanup: () => rmSync(at.host, { force: true }) };
+    } else {
+      const dir = mkdtempSync(join(tmpdir(), 'vfio-ts-out-'));
+      const host = join(dir, name);
+      disk = { host, guest: host, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+    }
+    writeFileSync(disk.host, '');
+    truncateSync(disk.host, OUTPUT_DISK_BYTES);
+  }
+  const common = {
+    ...(opts.append === undefined ? {} : { append: opts.append }),
+    ...(opts.memoryMiB === undefined ? {} : { memoryMiB: opts.memoryMiB }),
+    args: [...(opts.args ?? []), ...(disk === undefined ? [] : diskArgs(disk.guest))],
+  };
+  if (opts.qemu === 'trixie' && work !== undefined) {
     const vmlinuz = work.bring(opts.initramfs.kernel.vmlinuz, `vmlinuz-${opts.initramfs.kernel.label}`);
     const initrd = work.bring(opts.initramfs.path, `initrd-${opts.initramfs.nonce}.gz`);
     cmd = trixieQemuCommand(p, guestQemuArgs({ vmlinuz, initrd, ...common }));
@@ -345,18 +416,22 @@ export function bootGuest(p: Provisioned, opts: BootOptions): Promise<BootResult
     child.once('error', (err) => {
       clearTimeout(timer);
       if (graceTimer !== undefined) clearTimeout(graceTimer);
+      disk?.cleanup();
       if (ownWork) work?.cleanup();
       reject(err);
     });
     child.once('close', (exitCode, signal) => {
       clearTimeout(timer);
       if (graceTimer !== undefined) clearTimeout(graceTimer);
+      const fromDisk = disk === undefined ? undefined : readOutputDisk(disk.host, opts.initramfs.nonce);
+      disk?.cleanup();
       if (ownWork) work?.cleanup();
       const consoleText = text.replace(/\r/g, '');
-      const parsed = parseMarkers(consoleText, opts.initramfs.nonce);
+      const parsed = fromDisk ?? parseMarkers(consoleText, opts.initramfs.nonce);
       resolvePromise({
         console: consoleText,
         output: parsed.output,
+        outputFrom: fromDisk === undefined ? 'console' : 'disk',
         status: parsed.status,
         stderr,
         exitCode,
@@ -387,7 +462,7 @@ export function describeBoot(r: BootResult, tailLines = 60): string {
   const lines = r.console.split('\n');
   const tail = lines.slice(-tailLines).join('\n');
   return [
-    `status=${r.status} exitCode=${r.exitCode} signal=${r.signal} timedOut=${r.timedOut} ${r.durationMs} ms`,
+    `status=${r.status} (from the ${r.outputFrom}) exitCode=${r.exitCode} signal=${r.signal} timedOut=${r.timedOut} ${r.durationMs} ms`,
     `argv: ${r.argv.join(' ')}`,
     r.stderr === '' ? '' : `stderr:\n${r.stderr.slice(-4000)}`,
     `console (last ${tailLines} lines):\n${tail}`,

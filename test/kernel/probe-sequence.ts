@@ -308,6 +308,16 @@ export class Prober {
     putU64(ioe2, 16, 0n);
     new DataView(ioe2.buffer).setInt32(24, -1, true); // fd -1: delete (none exists)
     await this.io('ioctl IOEVENTFD delete nonexistent', VFIO_DEVICE_IOEVENTFD, ioe2);
+    // minsz is offsetofend(fd), 28: the trailing reserved word is not needed.
+    const ioe28 = ioe2.slice(0, 28);
+    putU32(ioe28, 0, 28);
+    await this.io('ioctl IOEVENTFD argsz=28 delete nonexistent', VFIO_DEVICE_IOEVENTFD, ioe28);
+    const ioe3 = ioe2.slice();
+    putU32(ioe3, 4, 3); // size 3: hweight8 != 1
+    await this.io('ioctl IOEVENTFD size 3', VFIO_DEVICE_IOEVENTFD, ioe3);
+    const ioeNeg = ioe2.slice();
+    new DataView(ioeNeg.buffer).setInt32(24, -2, true); // fd < -1
+    await this.io('ioctl IOEVENTFD fd -2', VFIO_DEVICE_IOEVENTFD, ioeNeg);
   }
 
   private async features(): Promise<void> {

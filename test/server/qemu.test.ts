@@ -320,6 +320,8 @@ async function bootWithDevices(
     script: GUEST_SCRIPT,
     modules: ['uio', 'uio_pci_generic'],
     hostFiles: HOST_LSPCI,
+    // lspci -vv is long: read it from the output disk, not the console (which drops bytes).
+    outputDisk: true,
   });
   try {
     return await bootGuest(p, {
@@ -361,6 +363,7 @@ for (const kernel of ['6.1', '7.3'] as const) {
     try {
       const r = await bootWithDevices(p, kernel, work, [eduSock.chroot, ivSock.chroot]);
       const why = `${describeBoot(r)}\nserver:\n${log.join('\n')}`;
+      assert.equal(r.outputFrom, 'disk', why);
       assert.match(r.output, /EDU-AT 0000:/, why);
       // pciutils' lspci in the guest: edu's IDs, class, BAR0 (1 MiB, 32-bit memory) and INTx.
       const eduLspci = lspciBlock(r.output, '1234:11e8');

@@ -99,6 +99,7 @@ export async function bootNvmeGuest(
     kernel: p.kernels[o.kernel],
     script: o.script,
     modules: NVME_GUEST_MODULES,
+    outputDisk: true,
   });
   try {
     return await bootGuest(p, {
