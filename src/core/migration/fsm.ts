@@ -108,9 +108,12 @@ export function nextState(flags: number, cur: MigState, target: number): MigStat
     fail(Errno.EINVAL, op, `${migStateName(target)} is not a state this device has`);
   let next = NEXT[cur]![target]!;
   // vfio_main.c's loop skips states the device lacks with `while (flags of next unsupported)`.
-  // ERROR's flags (~0U) are never supported, and its row leads only to ERROR, so as written the
-  // loop never ends for the arcs the table blocks (STOP_COPY -> PRE_COPY / PRE_COPY_P2P, as read
-  // in gregkh/linux 05e1afc5). vfio.h says those arcs "return error": we stop at ERROR, EINVAL.
+  // ERROR's flags (~0U) are never supported, and its row leads only to ERROR, so as written since
+  // 4db52602a607 ("vfio: Extend the device migration protocol with PRE_COPY") the loop never
+  // ends for the arcs the table blocks (STOP_COPY -> PRE_COPY / PRE_COPY_P2P). The stable fix
+  // posted in 2026 ("Terminate the skip loop on the ERROR sentinel so a blocked transition falls
+  // through to the existing return and reports -EINVAL") does what vfio.h says those arcs do,
+  // "return error": we stop at ERROR, EINVAL.
   while (next !== ERROR && !supports(flags, next)) next = NEXT[next]![target]!;
   if (next === ERROR) fail(Errno.EINVAL, op, `no arc from ${migStateName(cur)} to ${migStateName(target)}`);
   return next;
