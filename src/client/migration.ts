@@ -122,15 +122,18 @@ export async function dirtyReport(
   const flags = new DataView(arg.buffer, arg.byteOffset).getUint32(4, true);
   for (const p of reportPieces(r.iova, r.length, r.page_size, reportLimit(negotiated))) {
     const n = Number(bitmapBytes(p.length, r.page_size));
-    const req = new Uint8Array(first + n);
+    // The request is the struct alone, argsz naming the room for the bitmap the reply brings
+    // (libvfio-user handle_dma_device_feature_get: argsz >= header + report + bitmap, the reply
+    // that long): a large bitmap does not ride on the request.
+    const req = new Uint8Array(first);
     const v = new DataView(req.buffer);
-    v.setUint32(0, req.length, true);
+    v.setUint32(0, first + n, true);
     v.setUint32(4, flags, true);
     REPORT.write(req, { iova: p.iova, length: p.length, page_size: r.page_size }, base);
-    const reply = await conn.request(C.DEVICE_FEATURE, [req], [], { maxReply: req.length });
+    const reply = await conn.request(C.DEVICE_FEATURE, [req], [], { maxReply: first + n });
     const got = reply.payload;
-    if (got.length !== req.length)
-      fail(Errno.EPROTO, cmd, `a report of ${got.length} bytes, ${req.length} expected`);
+    if (got.length !== first + n)
+      fail(Errno.EPROTO, cmd, `a report of ${got.length} bytes, ${first + n} expected`);
     const echo = REPORT.read(got, base);
     if (echo.iova !== p.iova || echo.length !== p.length || echo.page_size !== r.page_size)
       fail(Errno.EPROTO, cmd, 'the report is of another range');

@@ -15,10 +15,12 @@ import {
 import { VfioUserCommand as C } from '../../src/abi/vfio-user.js';
 import { VfioUserClient } from '../../src/client/index.js';
 import { reportPieces } from '../../src/client/migration.js';
+import { dirtyLoggingStart, dirtyReport } from '../../src/driver/migrate.js';
 import { VfioError } from '../../src/errors.js';
 import { encodeVfioDeviceFeature } from '../../src/wire/vfio.js';
 import type { CapabilitiesInput } from '../../src/wire/vfio-user.js';
 import { FakeServer } from './fake.js';
+import { servedClient } from './rig.js';
 
 async function connected(t: TestContext, caps: CapabilitiesInput) {
   const fake = new FakeServer(caps);
@@ -41,12 +43,13 @@ function report(iova: bigint, length: bigint): Uint8Array {
   return encodeVfioDeviceFeature(VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT, d);
 }
 
-/** The server's answer to a REPORT: its request with the bits of `dirty` (page IOVAs) set. */
+/** The server's answer to a REPORT: its struct, then a bitmap of argsz's room with `dirty` set. */
 function answerWith(req: Uint8Array, dirty: readonly bigint[]): Uint8Array {
-  const out = req.slice();
-  const v = new DataView(out.buffer);
-  const iova = v.getBigUint64(8, true);
-  const length = v.getBigUint64(16, true);
+  const rv = new DataView(req.buffer, req.byteOffset, req.byteLength);
+  const out = new Uint8Array(rv.getUint32(0, true));
+  out.set(req.subarray(0, 32));
+  const iova = rv.getBigUint64(8, true);
+  const length = rv.getBigUint64(16, true);
   for (const p of dirty)
     if (p >= iova && p < iova + length) {
       const bit = Number((p - iova) / 4096n);
@@ -83,7 +86,9 @@ test('a REPORT larger than max_bitmap_size goes in pieces and comes back whole',
   const reqs = fake.seen.filter((s) => s.command === C.DEVICE_FEATURE);
   assert.equal(reqs.length, 4, 'four pieces of 64 pages');
   for (const [i, r] of reqs.entries()) {
-    assert.equal(r.payload.length, 8 + 24 + 8);
+    // The struct alone, argsz with room for the piece's 8 bytes of bitmap (libvfio-user's form).
+    assert.equal(r.payload.length, 8 + 24);
+    assert.equal(new DataView(r.payload.buffer).getUint32(0, true), 8 + 24 + 8);
     assert.equal(new DataView(r.payload.buffer).getBigUint64(8, true), base + BigInt(i) * 64n * 4096n);
   }
   const bits: bigint[] = [];
@@ -100,12 +105,12 @@ test('replies that do not answer the request: EPROTO', async (t) => {
   });
   // A REPORT of another range; one of another length.
   fake.answer = (s) => {
-    const out = s.payload.slice();
+    const out = answerWith(s.payload, []);
     new DataView(out.buffer).setBigUint64(8, 0x200000n, true);
     return { payload: out };
   };
   await assert.rejects(client.ioctl(VFIO_DEVICE_FEATURE, report(0x100000n, 0x10000n)), isErrno(Errno.EPROTO));
-  fake.answer = (s) => ({ payload: s.payload.subarray(0, s.payload.length - 8) });
+  fake.answer = (s) => ({ payload: answerWith(s.payload, []).subarray(0, 32 + 4) });
   await assert.rejects(client.ioctl(VFIO_DEVICE_FEATURE, report(0x100000n, 0x10000n)), isErrno(Errno.EPROTO));
   // MIG_DATA_READ: more than asked (the reply is bounded to 8 + size: the connection refuses it);
   // size within the reply but an argsz that does not add up; padded past size (libvfio-user) is fine.
@@ -133,4 +138,19 @@ test('replies that do not answer the request: EPROTO', async (t) => {
     writes.map((w) => w.payload.length - 8),
     [4096, 4096, 1808],
   );
+});
+
+test('over our server: a REPORT whose bitmap is larger than a DEVICE_FEATURE request may be (4 GiB: 128 KiB)', async () => {
+  const s = await servedClient('edu');
+  try {
+    const pages = [0n, 0x12345000n, 0xfffff000n];
+    for (const iova of pages)
+      s.device.dma.map(iova, 4096n, { bytes: new Uint8Array(4096), readable: true, writable: true });
+    await dirtyLoggingStart(s.client, 4096n, [{ iova: 0n, length: 1n << 32n }]);
+    for (const iova of pages) await s.device.dma.write(iova + 7n, new Uint8Array(3));
+    assert.deepEqual(await dirtyReport(s.client, 0n, 1n << 32n, 4096n), pages);
+    assert.deepEqual(await dirtyReport(s.client, 0n, 1n << 32n, 4096n), [], 'a report clears');
+  } finally {
+    await s.close();
+  }
 });
