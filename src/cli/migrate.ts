@@ -18,9 +18,13 @@ import {
   flagValue,
   hasFlag,
   type Output,
+  positiveNumber,
   runCommand,
   UsageError,
 } from './args.js';
+
+/** Each request's reply must come within this (ClientOptions.timeoutMs); --timeout sets it. */
+export const DEFAULT_MIGRATE_TIMEOUT_S = 10;
 
 export const MIGRATE: CommandSpec = {
   name: 'migrate',
@@ -43,6 +47,11 @@ lasts is what the device keeps across clients (ivshmem's shared memory). An NVMe
       value: 'N',
       help: `most pre-copy rounds (default ${MIGRATE_MAX_ROUNDS}; 0: stop-and-copy only)`,
     },
+    {
+      name: '--timeout',
+      value: 'SECONDS',
+      help: `give up when a server does not answer a request within SECONDS (default\n${DEFAULT_MIGRATE_TIMEOUT_S}; a state change gets a longer limit of its own), failing with ETIMEDOUT;\na server busy with another client never answers VERSION, so this too`,
+    },
     { name: '--json', help: 'print the result as one JSON object' },
   ],
 };
@@ -62,10 +71,11 @@ export function runMigrate(args: string[], out: Output): Promise<number> {
     const rounds = r === undefined ? MIGRATE_MAX_ROUNDS : Number(r);
     if (!Number.isSafeInteger(rounds) || rounds < 0)
       throw new UsageError('migrate', `--rounds needs a whole number of 0 or more, not '${r}'`);
-    const source = await VfioUserClient.connect(from);
+    const timeoutMs = positiveNumber(MIGRATE, p, '--timeout', DEFAULT_MIGRATE_TIMEOUT_S) * 1000;
+    const source = await VfioUserClient.connect(from, { timeoutMs });
     let target: VfioUserClient | undefined;
     try {
-      target = await VfioUserClient.connect(to);
+      target = await VfioUserClient.connect(to, { timeoutMs });
       const res = await migrate(source, target, { maxRounds: rounds });
       if (hasFlag(p, '--json')) out.log(JSON.stringify({ from, to, ...res }));
       else

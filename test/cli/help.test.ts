@@ -119,6 +119,10 @@ test('a wrong command line: one line naming the problem and where help is, exit 
       ['migrate', '--from', '/x', '--to', '/y', '--rounds', 'many'],
       "vfio-ts migrate: --rounds needs a whole number of 0 or more, not 'many' (vfio-ts migrate --help)",
     ],
+    [
+      ['migrate', '--from', '/x', '--to', '/y', '--timeout', 'soon'],
+      "vfio-ts migrate: --timeout needs a positive number, not 'soon' (vfio-ts migrate --help)",
+    ],
     [['demo', 'now'], "vfio-ts demo: takes no operand, not 'now' (vfio-ts demo --help)"],
     [
       ['serve', '--socket', '/tmp/x'],

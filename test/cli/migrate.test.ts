@@ -65,3 +65,25 @@ test('migrate: bad arguments exit 2 with the usage; --help exits 0', async () =>
   assert.equal(await h.exit, 0);
   assert.match(h.out(), /--from SOCKET/);
 });
+
+test('migrate: a source busy with another client times out (--timeout) with ETIMEDOUT, exit 1', async () => {
+  const a = await servedProcess('edu', join(dir, 'busy-a.sock'));
+  const b = await servedProcess('edu', join(dir, 'busy-b.sock'));
+  const holder = await VfioUserClient.connect(join(dir, 'busy-a.sock'));
+  try {
+    const m = cli(
+      'migrate',
+      '--from',
+      join(dir, 'busy-a.sock'),
+      '--to',
+      join(dir, 'busy-b.sock'),
+      '--timeout',
+      '1',
+    );
+    assert.equal(await m.exit, 1, m.out());
+    assert.match(m.out(), /^vfio-ts migrate: .*ETIMEDOUT/);
+  } finally {
+    await holder.close();
+    await stop(a, b);
+  }
+});
