@@ -137,6 +137,7 @@ export class VfioUserServer {
         {
           onFrame: (f) => session!.onFrame(f),
           onClose: (reason) => this.#closed(id, reason),
+          onBytes: (b, v, at, size) => session!.onBytes(b, v, at, size),
         },
         this.limits,
       );
