@@ -1,0 +1,19 @@
+/**
+ * The device module the ThreadedServer tests name (a DeviceModule): the worker imports it and
+ * calls `device` with a structured-clone argument to make the device it serves.
+ */
+import type { VfioPciDevice } from '../../src/core/device.js';
+import { createDevice, type DeviceName } from '../../src/devices/index.js';
+import { nativeEnvironment } from '../../src/runtime.js';
+
+export interface ThreadDeviceArg {
+  readonly name: DeviceName;
+  readonly profile?: '6.1' | '7.3';
+}
+
+export function device(arg: ThreadDeviceArg): VfioPciDevice {
+  return createDevice(arg.name, {
+    env: nativeEnvironment(),
+    ...(arg.profile ? { profile: arg.profile } : {}),
+  });
+}
