@@ -151,12 +151,14 @@ export class Session implements ClientContext, FastPathOwner {
       }
       reply = entry.handle(this, f);
     } catch (e) {
+      this.#closeFds(f.fds);
       this.#fail(h, e);
       return;
-    } finally {
-      // No handler keeps a received fd (mappings and the core's dups outlive them).
-      this.#closeFds(f.fds);
     }
+    // No handler keeps a received fd (mappings and the core's dups outlive them). They are
+    // closed before the reply goes out: a send that fails closes the connection, and a client's
+    // fds must be gone by the time the server says it has.
+    this.#closeFds(f.fds);
     this.#trace(h, reply.fds.length > 0 ? `ok +${reply.fds.length} fd` : 'ok');
     if (h.flags & VfioUserFlags.NO_REPLY) {
       reply.after?.();
