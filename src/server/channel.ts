@@ -247,7 +247,8 @@ export class SocketChannel {
     const io = this.#io;
     let n: number;
     try {
-      n = io.recv(this.#bufAddress + this.#pos, room, wait);
+      // At position 0 (the usual case) the stored address itself: no number boxed per call.
+      n = io.recv(this.#pos === 0 ? this.#bufAddress : this.#bufAddress + this.#pos, room, wait);
     } catch (e) {
       this.close({ kind: 'error', error: e });
       return 0;

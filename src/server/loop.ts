@@ -112,8 +112,11 @@ export class ThreadLoop implements ChannelDriver {
   async #run(ch: SocketChannel): Promise<void> {
     const spinMs = this.pollIdleMs;
     const turnMs = Math.min(TURN_INTERVAL_MS, this.tickMs);
-    let lastData = performance.now();
-    let lastTurn = lastData;
+    // One clock reading per pass, taken after its wait: when the last message came, when the
+    // event loop last turned.
+    let now = performance.now();
+    let lastData = now;
+    let lastTurn = now;
     let seen = activity;
     try {
       while (!ch.closed) {
@@ -129,16 +132,18 @@ export class ThreadLoop implements ChannelDriver {
           // An error or hang-up shows in the sendmsg or recvmsg it makes fail.
           if (ev & (POLLOUT | POLLERR | POLLHUP)) ch.flush();
           if (ev & (POLLIN | POLLERR | POLLHUP)) ch.receive(false);
+          now = performance.now();
         } else {
-          const now = performance.now();
           const spin = spinMs > 0 && now - lastData < spinMs;
           const n = ch.receive(!spin);
+          now = performance.now();
           if (n > 0) lastData = now;
           else if (!spin) slept = true;
         }
-        if (activity !== seen || slept || performance.now() - lastTurn >= turnMs) {
+        if (activity !== seen || slept || now - lastTurn >= turnMs) {
           await turn();
-          lastTurn = performance.now();
+          now = performance.now();
+          lastTurn = now;
           seen = activity;
         }
       }
