@@ -17,9 +17,9 @@
  * framer holds is overwritten; when the room left is small a fresh buffer is started (the
  * framer keeps the old one until it is consumed).
  *
- * Writing: `sendMessage` puts the 16-byte header before the payload chunks (the one place a
- * message header is built, server or client, reply or command); `sendReplyBuffer` sends a reply
- * the fast path wrote whole into `replyBuffer`. Both try sendmsg at once (the usual case: no
+ * Writing: `sendMessage` puts the 16-byte header before the payload chunks (where every message
+ * header is built, server or client, reply or command, but one: `sendReplyBuffer` writes the
+ * header of a success reply whose payload the fast path wrote into `replyBuffer`). Both try sendmsg at once (the usual case: no
  * copy, no allocation); what the kernel does not take is copied into the outbox and written when
  * the socket is writable again. Fds travel with the first byte of their message (spec, "Socket
  * Transport": fds ride on the message's sendmsg).
@@ -97,6 +97,7 @@ export class SocketChannel {
   readonly framer: MessageFramer;
   #fd: number;
   #io: SocketIo;
+  readonly #replyView: DataView;
   #driver: ChannelDriver | undefined;
   #watch: FdWatch | undefined;
   #watchWritable = false;
@@ -133,6 +134,7 @@ export class SocketChannel {
       ...(limits.maxMsgFds === undefined ? {} : { maxFds: limits.maxMsgFds }),
     });
     this.#io = new SocketIo(fd, REPLY_BUFFER_BYTES, MAX_FDS_PER_MSG);
+    this.#replyView = new DataView(this.#io.out.buffer);
   }
 
   get fd(): number {
@@ -143,7 +145,7 @@ export class SocketChannel {
     return this.#closed;
   }
 
-  /** Where a fast-path reply is written whole before `sendReplyBuffer` (REPLY_BUFFER_BYTES). */
+  /** Where a fast-path reply's payload is written (from byte 16) before `sendReplyBuffer`. */
   get replyBuffer(): Uint8Array {
     return this.#io.out;
   }
@@ -396,11 +398,20 @@ export class SocketChannel {
   }
 
   /**
-   * Sends the first `length` bytes of `replyBuffer`: a whole message the caller wrote there,
-   * header included (the fast path's replies). What the socket does not take is queued.
+   * Sends a success reply whose payload the caller wrote into `replyBuffer` after the 16-byte
+   * header (from byte 16, `payload` bytes): the header is written here, the one other place
+   * besides `sendMessage` where one is built. The fast path's replies; nothing allocated unless
+   * the socket does not take it all (the rest is queued).
    */
-  sendReplyBuffer(length: number): void {
+  sendReplyBuffer(msgId: number, command: number, payload: number): void {
     if (this.#closed) return;
+    const length = VFIO_USER_HEADER_SIZE + payload;
+    const h = this.#replyView;
+    h.setUint16(0, msgId, true);
+    h.setUint16(2, command, true);
+    h.setUint32(4, length, true);
+    h.setUint32(8, VfioUserFlags.TYPE_REPLY, true);
+    h.setUint32(12, 0, true);
     let sent = 0;
     if (this.#out.length === 0) {
       try {

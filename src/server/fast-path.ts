@@ -41,10 +41,10 @@ export interface FastPathOwner {
   failAt(bytes: Uint8Array, at: number, e: unknown): void;
 }
 
-/** Sends what the fast path wrote (the channel's reply buffer). */
+/** Sends what the fast path wrote (the channel's reply buffer; the channel writes the header). */
 export interface FastPathOut {
   readonly replyBuffer: Uint8Array;
-  sendReplyBuffer(length: number): void;
+  sendReplyBuffer(msgId: number, command: number, payload: number): void;
 }
 
 export class FastPath {
@@ -105,17 +105,12 @@ export class FastPath {
       return true;
     }
     if (flags & VfioUserFlags.NO_REPLY) return true;
-    // The reply: header, the request's access header echoed, and for a read the data.
+    // The reply's payload: the request's access header echoed, and for a read the data; the
+    // channel writes the header.
     const out = this.#outView;
-    const length = H + ACCESS + (data?.length ?? 0);
-    out.setUint16(0, v.getUint16(at, true), true);
-    out.setUint16(2, command, true);
-    out.setUint32(4, length, true);
-    out.setUint32(8, VfioUserFlags.TYPE_REPLY, true);
-    out.setUint32(12, 0, true);
     for (let i = 0; i < ACCESS; i += 4) out.setUint32(H + i, v.getUint32(at + H + i, true), true);
     if (data) this.#out.set(data, H + ACCESS);
-    this.channel.sendReplyBuffer(length);
+    this.channel.sendReplyBuffer(v.getUint16(at, true), command, ACCESS + (data?.length ?? 0));
     return true;
   }
 }
