@@ -8,6 +8,7 @@
  *             in recvmsg, so that it does not hold a CPU while other servers are measured).
  * Run by bench/vfio-user.ts: `node dist/bench/echo.js MODE SOCKET`. One client at a time.
  */
+import { VfioUserCommand as C, VfioUserFlags } from '../src/abi/vfio-user.js';
 import {
   addressNumber,
   closeFd,
@@ -21,11 +22,8 @@ import {
   watchFd,
 } from '../src/native/index.js';
 
-const REGION_READ = 9;
-const REGION_WRITE = 10;
-const VERSION = 1;
-const NO_REPLY = 0x10;
-const REPLY = 0x1;
+const { REGION_READ, REGION_WRITE, VERSION } = C;
+const { NO_REPLY, TYPE_REPLY: REPLY } = VfioUserFlags;
 const POLL_IDLE_MS = 1;
 
 const buf = new Uint8Array(1 << 20);

@@ -17,6 +17,10 @@ import { Errno } from '../abi/errno.js';
 import { fail } from '../errors.js';
 import {
   CMSGHDR_SIZE,
+  MSG_CMSG_CLOEXEC,
+  MSG_CTRUNC,
+  MSG_DONTWAIT,
+  MSG_NOSIGNAL,
   MSGHDR_CONTROL,
   MSGHDR_CONTROLLEN,
   MSGHDR_FLAGS,
@@ -29,10 +33,6 @@ import {
 import { addressOf, failErrno, lastErrno, libc } from './libc.js';
 import { MAX_FDS_PER_MSG } from './socket.js';
 
-const MSG_CTRUNC = 0x8;
-const MSG_DONTWAIT = 0x40;
-const MSG_NOSIGNAL = 0x4000;
-const MSG_CMSG_CLOEXEC = 0x40000000;
 const SO_RCVTIMEO = 20; // SO_RCVTIMEO_OLD: struct timeval of two longs on x86_64
 
 const RECV_MSG = 0;
