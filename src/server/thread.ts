@@ -19,7 +19,7 @@
  * worker, so the worker only ever blocks in its own loop (src/server/loop.ts), and only the
  * thread loops are offered here. `stop()` sets a shared flag the worker's loop sees within a
  * tick (LOOP_TICK_MS), then asks it to close the device and exit. An error the worker cannot
- * handle is rethrown here, as an uncaught error of this thread.
+ * handle, or its exiting on its own, goes to `onError`: by default this thread's uncaught error.
  */
 import { Worker } from 'node:worker_threads';
 import { Errno } from '../abi/errno.js';
@@ -51,6 +51,12 @@ export interface ThreadedServerOptions
   > {
   /** The worker's loop: 'blocking' (default) or 'poll'. */
   readonly loop?: ThreadLoopMode;
+  /**
+   * The worker failed (an uncaught error there, or it exited on its own): the server is gone.
+   * Default: the error is thrown as this thread's uncaught error (exit status 1), as it would
+   * have been with the server in this thread.
+   */
+  readonly onError?: (e: Error) => void;
 }
 
 /** How a client's connection ended, as the worker reports it. */
@@ -120,10 +126,13 @@ export class ThreadedServer {
   #stopping: Promise<void> | undefined;
   #listenFd: number | undefined;
   #listenWatch: FdWatch | undefined;
+  /** The worker has exited. */
+  #gone = false;
   readonly #log: ((line: string) => void) | undefined;
 
   private constructor(
     worker: Worker,
+    exited: Promise<number>,
     stop: Int32Array,
     limits: ServerLimits,
     loop: ThreadLoopMode,
@@ -134,16 +143,27 @@ export class ThreadedServer {
     this.#stop = stop;
     this.limits = limits;
     this.loop = loop;
-    this.#exited = new Promise((resolve) => worker.once('exit', () => resolve()));
-    worker.on('message', (m: WorkerEvent) => this.#event(m, options));
-    worker.on('error', (e) => {
+    let failed = false;
+    const fail = (e: Error) => {
+      failed = true;
       for (const p of this.#pending.values()) p.reject(e);
       this.#pending.clear();
-      // Nothing here can handle it: it is this thread's uncaught error now (exit status 1).
-      queueMicrotask(() => {
-        throw e;
-      });
+      if (options.onError) options.onError(e);
+      else
+        queueMicrotask(() => {
+          throw e;
+        });
+    };
+    this.#exited = exited.then((code) => {
+      this.#gone = true;
+      // A request the worker did not answer never will.
+      const gone = new VfioError(Errno.EIO, 'ThreadedServer', `the server's worker exited (code ${code})`);
+      for (const p of this.#pending.values()) p.reject(gone);
+      this.#pending.clear();
+      if (!failed && !this.#stopping) fail(gone);
     });
+    worker.on('message', (m: WorkerEvent) => this.#event(m, options));
+    worker.on('error', fail);
   }
 
   /** Starts the worker and makes the device there; resolves once it is ready to serve. */
@@ -172,6 +192,8 @@ export class ThreadedServer {
       stop,
     };
     const worker = new Worker(new URL('./thread-worker.js', import.meta.url), { workerData: data });
+    // Listened for from the start: a worker that dies before the server object exists is seen.
+    const exited = new Promise<number>((resolve) => worker.once('exit', resolve));
     const ready = new Promise<void>((resolve, reject) => {
       const onMessage = (m: WorkerEvent) => {
         if (m.ev === 'log') options.log?.(m.line);
@@ -190,7 +212,7 @@ export class ThreadedServer {
       await worker.terminate();
       throw e;
     }
-    return new ThreadedServer(worker, new Int32Array(stop), limits, loop, options);
+    return new ThreadedServer(worker, exited, new Int32Array(stop), limits, loop, options);
   }
 
   #event(m: WorkerEvent, options: ThreadedServerOptions): void {
@@ -223,6 +245,8 @@ export class ThreadedServer {
   }
 
   #request(r: RequestBody): Promise<void> {
+    if (this.#gone)
+      return Promise.reject(new VfioError(Errno.EIO, 'ThreadedServer', "the server's worker is gone"));
     const seq = ++this.#seq;
     return new Promise<void>((resolve, reject) => {
       this.#pending.set(seq, { resolve, reject });
@@ -303,7 +327,11 @@ export class ThreadedServer {
       if (this.#listenFd !== undefined) closeFd(this.#listenFd);
       this.#listenFd = undefined;
       try {
-        await this.#request({ op: 'stop' });
+        // A worker gone (it failed, or exited as it answered) has nothing left to stop.
+        if (!this.#gone)
+          await this.#request({ op: 'stop' }).catch((e: unknown) => {
+            if (!this.#gone) throw e;
+          });
       } finally {
         // The worker ends once its event loop is empty; a handle left open must not hold us.
         const grace = setTimeout(() => void this.#worker.terminate(), STOP_GRACE_MS);

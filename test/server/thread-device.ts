@@ -17,3 +17,9 @@ export function device(arg: ThreadDeviceArg): VfioPciDevice {
     ...(arg.profile ? { profile: arg.profile } : {}),
   });
 }
+
+/** A device whose worker then exits on its own (process.exit in a worker ends the thread). */
+export function exitSoon(arg: ThreadDeviceArg): VfioPciDevice {
+  setTimeout(() => process.exit(3), 50);
+  return device(arg);
+}

@@ -270,3 +270,22 @@ test('ThreadedServer: a device module that fails rejects start with its errno; t
     (e: unknown) => e instanceof VfioError && e.errno === Errno.EINVAL,
   );
 });
+
+test('ThreadedServer: a worker that exits on its own is reported (onError; by default an uncaught error)', async () => {
+  let report: (e: unknown) => void = () => {};
+  const caught = new Promise<unknown>((resolve) => {
+    report = resolve;
+  });
+  const server = await ThreadedServer.start(
+    { module: MODULE, export: 'exitSoon', arg: { name: 'edu' } },
+    { onError: (e) => report(e) },
+  );
+  // A worker's teardown after process.exit can take a while, with nothing of this thread's
+  // holding its event loop open meanwhile: a timer does.
+  const keepAlive = setInterval(() => {}, 1000);
+  const e = await caught;
+  clearInterval(keepAlive);
+  assert.ok(e instanceof VfioError && e.errno === Errno.EIO, String(e));
+  assert.match((e as Error).message, /worker exited \(code 3\)/);
+  await server.stop(); // nothing left to stop; resolves
+});
