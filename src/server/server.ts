@@ -43,7 +43,8 @@ export interface ServerOptions {
    * the event loop, shared with everything else in the thread), or a loop of its own,
    * 'blocking' (sleeping in recvmsg) or 'poll' (spinning on it). The last two hold the thread
    * while a client is connected and turn its event loop only when work is pending: use them in
-   * a thread that serves nothing else (ThreadedServer, src/server/thread.ts).
+   * a thread that serves nothing else. In a worker, use ThreadedServer (src/server/thread.ts),
+   * which keeps libuv's poll out of it (listen() here watches the socket with it).
    */
   readonly loop?: LoopMode;
   /** 'poll': how long it spins after the last message before it sleeps (DEFAULT_POLL_IDLE_MS). */

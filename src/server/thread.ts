@@ -28,11 +28,10 @@ import { closeFd, type FdWatch, type PeerCred, unixAccept, unixListen, watchFd }
 import type { CloseReason } from './channel.js';
 import { resolveLimits, type ServerLimits } from './limits.js';
 import type { LoopMode } from './loop.js';
+import type { ServerOptions } from './server.js';
 
 /** The loops a worker can run (not libuv's: see above). */
 export type ThreadLoopMode = Exclude<LoopMode, 'libuv'>;
-
-import type { ServerOptions } from './server.js';
 
 /** Where the worker gets its device: `(await import(module))[export](arg)`, a DevicePort. */
 export interface DeviceModule {
