@@ -1,28 +1,41 @@
 /**
  * `vfio-ts serve --device <edu|ivshmem|nvme> --socket <path> [--verbose] [--profile 6.1|7.3] [--allow-uid U] [--max-*]
- *  [--dma-layout auto|spec|qemu] [--disk PATH [--size BYTES] [--cmb-size BYTES]]`
+ *  [--dma-layout auto|spec|qemu] [--disk PATH [--size BYTES] [--cmb-size BYTES]]
+ *  [--loop blocking|poll|libuv] [--poll] [--poll-idle-ms N]`
  *
  * Serves one emulated device over vfio-user until SIGINT/SIGTERM (docs/vfio-user-server.md).
+ * The device and its server run in a worker thread with a message loop of their own (blocking in
+ * recvmsg, or busy-polling with --poll); --loop libuv serves from this thread's event loop
+ * instead (docs/performance.md). This thread keeps the signals and the log either way.
  * The socket is created 0600; a live socket at the path is never replaced (we connect to it
  * first: if something answers, we stop with an error), a stale one is removed. Our own socket is
  * removed on every exit that runs JavaScript (SIGINT/SIGTERM, an uncaught error, process.exit),
  * and only while the path still holds it: the device and inode recorded after listen must match.
+ * The device itself is made in one place, src/cli/served-device.ts, by whichever thread serves it.
  */
 import { lstatSync, unlinkSync } from 'node:fs';
 import { Errno } from '../abi/errno.js';
 import type { KernelProfile } from '../core/description.js';
-import { createDevice, DEVICE_NAMES, isDeviceName } from '../devices/index.js';
-import { openNvmeDevice } from '../devices/nvme.js';
+import { DEVICE_NAMES, isDeviceName } from '../devices/index.js';
 import { VfioError } from '../errors.js';
 import { closeFd, getuid, unixConnect } from '../native/index.js';
-import { nativeEnvironment } from '../runtime.js';
-import { resolveLimits, type ServerLimits, VfioUserServer } from '../server/index.js';
+import {
+  type LoopMode,
+  resolveLimits,
+  type ServerLimits,
+  ThreadedServer,
+  type ThreadedServerOptions,
+  type ThreadLoopMode,
+  VfioUserServer,
+} from '../server/index.js';
+import { type ServedDevice, servedDevice, servedDeviceModule } from './served-device.js';
 
 const USAGE = `usage: vfio-ts serve --device <${DEVICE_NAMES.join('|')}> --socket <path> [--verbose] [--profile 6.1|7.3] [--dma-layout auto|spec|qemu]
   [--allow-uid <uid|self>]... [--max-message-size N] [--max-data-xfer-size N] [--max-msg-fds N]
   [--max-dma-maps N] [--max-pending-bytes N] [--max-pending-requests N] [--message-stall-ms N] [--max-mmap-cookies N]
+  [--loop blocking|poll|libuv] [--poll] [--poll-idle-ms N]
   nvme: --disk <file> [--size <bytes>] [--cmb-size <bytes>]  (sizes take K, M, G; docs/nvme-device.md)
-  (limits: docs/robustness.md)`;
+  (limits: docs/robustness.md; loops: docs/performance.md)`;
 
 /** The --max-* options and the ServerLimits field each sets, with the smallest value that works. */
 const LIMIT_OPTIONS: Record<string, [keyof ServerLimits, number]> = {
@@ -48,6 +61,8 @@ interface Args {
   disk?: string;
   size?: number;
   cmbSize?: number;
+  loop: LoopMode;
+  pollIdleMs?: number;
 }
 
 /** A byte count with an optional binary suffix (K, M, G, T): `16M` is 16 MiB. */
@@ -59,7 +74,13 @@ function parseBytes(v: string): number | undefined {
 }
 
 function parse(args: string[]): Args | string {
-  const out: Partial<Args> = { verbose: false, profile: '7.3', dmaLayout: 'auto', limits: {} };
+  const out: Partial<Args> = {
+    verbose: false,
+    profile: '7.3',
+    dmaLayout: 'auto',
+    limits: {},
+    loop: 'blocking',
+  };
   for (let i = 0; i < args.length; i++) {
     const a = args[i]!;
     const value = () => {
@@ -116,6 +137,24 @@ function parse(args: string[]): Args | string {
         if (a === '--size') out.size = n;
         else if (n < 4096 || (n & (n - 1)) !== 0) return '--cmb-size must be a power of two, 4K or more';
         else out.cmbSize = n;
+        break;
+      }
+      case '--loop': {
+        const l = value();
+        if (l !== 'blocking' && l !== 'poll' && l !== 'libuv')
+          return `--loop must be blocking, poll or libuv`;
+        out.loop = l;
+        break;
+      }
+      case '--poll':
+        out.loop = 'poll';
+        break;
+      case '--poll-idle-ms': {
+        const v = value();
+        const n = v === 'never' ? Number.POSITIVE_INFINITY : Number(v);
+        if (n !== Number.POSITIVE_INFINITY && (!Number.isSafeInteger(n) || n < 0))
+          return `--poll-idle-ms needs an integer >= 0 or never, not ${v}`;
+        out.pollIdleMs = n;
         break;
       }
       case '-h':
@@ -185,22 +224,22 @@ export async function run(args: string[]): Promise<number> {
   }
   claimSocketPath(a.socket);
   const log = (line: string) => console.log(`${new Date().toISOString()} ${line}`);
-  const options = {
-    env: nativeEnvironment(),
+  const served: ServedDevice = {
+    device: a.device,
     profile: a.profile,
     ...(a.maxMmapCookies !== undefined ? { maxMmapCookies: a.maxMmapCookies } : {}),
+    ...(a.disk !== undefined ? { disk: a.disk } : {}),
+    ...(a.size !== undefined ? { size: a.size } : {}),
+    ...(a.cmbSize !== undefined ? { cmbSize: a.cmbSize } : {}),
   };
-  const device =
-    a.disk !== undefined
-      ? (await openNvmeDevice({ disk: a.disk, size: a.size, cmbSize: a.cmbSize, log }, options)).device
-      : createDevice(a.device, options);
-  const server = new VfioUserServer(device, {
+  const options = {
     log,
     verbose: a.verbose,
     dmaLayout: a.dmaLayout,
     limits: a.limits,
     ...(a.allowUids ? { allowUids: a.allowUids } : {}),
-  });
+    ...(a.pollIdleMs !== undefined ? { pollIdleMs: a.pollIdleMs } : {}),
+  };
   // The signal handlers go in before the socket exists and before the "serving" line: a
   // supervisor that signals us as soon as it reads that line must find them in place, or the
   // signal's default action kills us without removing the socket.
@@ -223,35 +262,70 @@ export async function run(args: string[]): Promise<number> {
   const exited = new Promise<number>((resolve) => {
     resolveExit = resolve;
   });
-  const shutdown = (signal: string) => {
+  let server: Served | undefined;
+  // Making the server (a worker thread, unless --loop libuv) and listening; a signal meanwhile
+  // waits for it, then undoes it.
+  const starting = (async () => {
+    server =
+      a.loop === 'libuv' ? await inThisThread(served, options) : await inWorker(served, a.loop, options);
+    server.listen(a.socket);
+    const st = lstatSync(a.socket);
+    ours = { dev: st.dev, ino: st.ino };
+    // 'exit' runs for an uncaught exception or rejection too (exit status 1), not only for a
+    // clean return: the socket goes with us either way. (SIGKILL leaves it: the next start
+    // finds it stale and replaces it.)
+    process.once('exit', removeSocket);
+  })();
+  const shutdown = async (signal: string) => {
     if (stopped) return;
     stopped = true;
     process.off('SIGINT', onInt);
     process.off('SIGTERM', onTerm);
     log(`${signal}: shutting down`);
-    server.stop();
-    device.close();
+    await starting.catch(() => {});
+    await server?.stop();
     removeSocket();
     resolveExit(0);
   };
-  const onInt = () => shutdown('SIGINT');
-  const onTerm = () => shutdown('SIGTERM');
+  const onInt = () => void shutdown('SIGINT');
+  const onTerm = () => void shutdown('SIGTERM');
   process.on('SIGINT', onInt);
   process.on('SIGTERM', onTerm);
   try {
-    server.listen(a.socket);
+    await starting;
   } catch (e) {
     process.off('SIGINT', onInt);
     process.off('SIGTERM', onTerm);
-    device.close();
+    await server?.stop();
     throw e;
   }
-  const st = lstatSync(a.socket);
-  ours = { dev: st.dev, ino: st.ino };
-  // 'exit' runs for an uncaught exception or rejection too (exit status 1), not only for a
-  // clean return: the socket goes with us either way. (SIGKILL leaves it: the next start finds
-  // it stale and replaces it.)
-  process.once('exit', removeSocket);
-  log(`serving ${a.device} (profile ${a.profile}) on ${a.socket}`);
+  if (!stopped) log(`serving ${a.device} (profile ${a.profile}, ${a.loop} loop) on ${a.socket}`);
   return exited;
+}
+
+interface Served {
+  listen(path: string): void;
+  /** Disconnects the client, stops listening, closes the device. */
+  stop(): Promise<void>;
+}
+
+type ServeOptions = ThreadedServerOptions;
+
+/** --loop libuv: the server and the device on this thread's event loop. */
+async function inThisThread(d: ServedDevice, options: ServeOptions): Promise<Served> {
+  const device = await servedDevice(d, options.log ? { log: options.log } : {});
+  const server = new VfioUserServer(device, options);
+  return {
+    listen: (path) => server.listen(path),
+    stop: async () => {
+      server.stop();
+      await device.close();
+    },
+  };
+}
+
+/** The server and the device in a worker thread with a loop of their own. */
+async function inWorker(d: ServedDevice, loop: ThreadLoopMode, options: ServeOptions): Promise<Served> {
+  const server = await ThreadedServer.start(servedDeviceModule(d), { ...options, loop });
+  return { listen: (path) => server.listen(path), stop: () => server.stop() };
 }

@@ -38,5 +38,6 @@ export interface DeviceBehaviour {
   barRead64?(bar: number, offset: number): bigint;
   barWrite64?(bar: number, offset: number, value: bigint): void;
   reset?(): void;
-  close?(): void;
+  /** The device closes; a promise (a file flushed and closed) is what VfioPciDevice.close() waits for. */
+  close?(): void | Promise<void>;
 }

@@ -328,15 +328,19 @@ export class VfioPciDevice {
     };
   }
 
-  /** Closes the device: drops interrupts, mappings, dma-bufs, DMA ranges and BAR memory. */
-  close(): void {
-    if (this.closed) return;
+  /**
+   * Closes the device: drops interrupts, mappings, dma-bufs, DMA ranges and BAR memory at once;
+   * resolves when the behaviour's own close has finished (an nvme namespace flushed and closed).
+   */
+  close(): Promise<void> {
+    if (this.closed) return Promise.resolve();
     this.closed = true;
     this.irqs.close();
     this.table.close();
     this.dma.unmapAll();
-    this.behaviour.close?.();
+    const done = this.behaviour.close?.();
     this.regions.close();
+    return Promise.resolve(done);
   }
 
   private assertOpen(op: string): void {

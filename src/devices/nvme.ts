@@ -170,8 +170,11 @@ export class NvmeBehaviour implements DeviceBehaviour {
     this.ctl?.reset();
   }
 
-  close(): void {
-    this.ctl?.close().catch((e: unknown) => this.options.log?.(`nvme: closing the namespace: ${e}`));
+  /** Flushes (fdatasync) and closes the namespace; never rejects (a failure is logged). */
+  close(): Promise<void> {
+    return (this.ctl?.close() ?? Promise.resolve()).catch((e: unknown) =>
+      this.options.log?.(`nvme: closing the namespace: ${e}`),
+    );
   }
 }
 

@@ -117,3 +117,15 @@ export {
   unixConnect,
   unixListen,
 } from './socket.js';
+export {
+  addressNumber,
+  MAX_SOCKET_IO_OUT,
+  POLLERR,
+  POLLHUP,
+  POLLIN,
+  POLLNVAL,
+  POLLOUT,
+  pollOne,
+  SocketIo,
+  setReceiveTimeout,
+} from './socket-io.js';

@@ -31,5 +31,15 @@ export {
   SERVER_MAX_PENDING_BYTES,
   type ServerLimits,
 } from './limits.js';
-export { type ClientInfo, type ServerOptions, VfioUserServer } from './server.js';
+export { DEFAULT_POLL_IDLE_MS, LOOP_TICK_MS, type LoopMode, TURN_INTERVAL_MS } from './loop.js';
+export { type ClientInfo, type ServerEvents, type ServerOptions, VfioUserServer } from './server.js';
 export { DMA_REQUEST_TIMEOUT_MS, Session, type SessionOptions } from './session.js';
+export {
+  type CloseSummary,
+  type DeviceModule,
+  type DeviceModuleContext,
+  STOP_GRACE_MS,
+  ThreadedServer,
+  type ThreadedServerOptions,
+  type ThreadLoopMode,
+} from './thread.js';

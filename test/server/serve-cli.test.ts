@@ -1,6 +1,7 @@
 /**
  * `vfio-ts serve` as a process: socket mode, refusing a live socket, replacing a stale one,
- * connect/disconnect log lines with the peer's pid and uid, clean shutdown on SIGINT/SIGTERM.
+ * connect/disconnect log lines with the peer's pid and uid, clean shutdown on SIGINT/SIGTERM,
+ * each message loop (a worker blocking or polling, or this thread's libuv).
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -9,9 +10,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { VfioUserCommand as C } from '../../src/abi/vfio-user.js';
+import { EDU_ID } from '../../src/devices/edu.js';
 import { closeFd, unixConnect, unixListen } from '../../src/native/index.js';
 import { repoRoot } from '../harness/index.js';
-import { errnoOf, qemuVersionPayload, rawPeer } from './raw.js';
+import { access, errnoOf, le, qemuVersionPayload, rawPeer } from './raw.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'vfio-ts-serve-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -211,4 +213,43 @@ test('serve: bad arguments exit 2 with the usage', async () => {
   const code = await new Promise<number | null>((r) => s.once('exit', (c) => r(c)));
   assert.equal(code, 2);
   assert.match(err, /unknown device nope/);
+});
+
+test('serve --loop: blocking (the default), --poll and libuv all serve; verbose traces come from the worker too', async () => {
+  const runs: [string, string[]][] = [
+    ['blocking', []],
+    ['poll', ['--poll', '--poll-idle-ms', '5']],
+    ['libuv', ['--loop', 'libuv']],
+    ['blocking', ['--loop', 'blocking', '--verbose']],
+  ];
+  for (const [label, extra] of runs) {
+    const sock = join(dir, `loop-${label}-${extra.length}.sock`);
+    const s = serve(sock, ...extra);
+    try {
+      await until(() => /serving edu/.test(s.out()), `the ${label} server to start`);
+      assert.match(s.out(), new RegExp(`${label} loop`));
+      const p = rawPeer(unixConnect(sock));
+      assert.equal(errnoOf(await p.call(C.VERSION, qemuVersionPayload())), 0);
+      const id = await p.call(C.REGION_READ, access(0, 0n, 4));
+      assert.equal(le(id.payload).getUint32(16, true), EDU_ID, label);
+      p.close();
+      await until(() => /disconnected/.test(s.out()), 'the disconnect line');
+    } finally {
+      s.child.kill('SIGTERM');
+    }
+    assert.equal(await s.exit, 0, s.out());
+    if (extra.includes('--verbose')) assert.match(s.out(), /msg \d+ cmd VFIO_USER_REGION_READ 32B: ok/);
+    assert.throws(() => statSync(sock), 'socket removed');
+  }
+});
+
+test('serve: bad loop options exit 2', async () => {
+  for (const [args, why] of [
+    [['--loop', 'spin'], /--loop must be blocking, poll or libuv/],
+    [['--poll-idle-ms', '-1'], /--poll-idle-ms needs an integer >= 0 or never/],
+  ] as const) {
+    const s = serve(join(dir, 'bad-loop.sock'), ...args);
+    assert.equal(await s.exit, 2);
+    assert.match(s.out(), why);
+  }
 });

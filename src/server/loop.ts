@@ -1,0 +1,155 @@
+/**
+ * The server's message loops off libuv (docs/performance.md): a `ThreadLoop` drives the client's
+ * SocketChannel itself instead of waiting in libuv's epoll, for a thread that serves nothing
+ * else (a worker: src/server/thread.ts).
+ *
+ * - 'blocking': the socket is put in blocking mode and the loop sleeps in recvmsg itself, so a
+ *   request costs one recvmsg and one sendmsg, and the wake-up is the socket's own (measured
+ *   faster than epoll's or poll's, which add a syscall and, across CPUs, a slower wake-up).
+ * - 'poll': recvmsg with MSG_DONTWAIT in a busy loop, as SPDK's reactors poll: no sleep and no
+ *   wake-up on the server's side, at the cost of a core. After `pollIdleMs` without a message
+ *   it sleeps as 'blocking' does until the next one.
+ *
+ * The rest of JavaScript still runs. A thread sleeping in recvmsg cannot run timers, promise
+ * continuations or messages from its parent, so the loop returns to the event loop (one
+ * setImmediate turn, which runs them all) whenever:
+ *   - a promise was created or settled while it handled the messages (v8 promise hooks count
+ *     them): a device's DMA continuing after `await`, a DMA_READ reply resolving the session's
+ *     request, the session arming a request timer — so device work never waits for the next
+ *     message;
+ *   - a sleep ran out (SO_RCVTIMEO: LOOP_TICK_MS): timers (the stall limit, DMA request
+ *     timeouts) and the parent's messages are served within a tick;
+ *   - TURN_INTERVAL_MS passed while busy (a client that never stops sending cannot starve them).
+ * Work scheduled with queueMicrotask, process.nextTick, setImmediate or setTimeout alone, with
+ * no promise, waits for the next of these turns (a tick at most).
+ *
+ * Back-pressure (replies queued because the client does not read) is the slow path: poll(2) on
+ * the socket for room (and for requests, unless reading is paused), a tick at most.
+ *
+ * Stop: another thread sets `stop[0]` (Atomics); the loop sees it within a tick and closes the
+ * channel as `close()` would ('local'). A blocking recvmsg cannot also watch an eventfd, and
+ * poll(2) before every recvmsg would cost the syscall and the slower wake-up this loop avoids.
+ */
+import { promiseHooks } from 'node:v8';
+import {
+  POLLERR,
+  POLLHUP,
+  POLLIN,
+  POLLOUT,
+  pollOne,
+  setNonBlocking,
+  setReceiveTimeout,
+} from '../native/index.js';
+import type { ChannelDriver, SocketChannel } from './channel.js';
+
+/** How a server waits for its client: libuv's epoll (the default), or a ThreadLoop mode. */
+export type LoopMode = 'libuv' | 'blocking' | 'poll';
+
+/** Longest sleep in recvmsg (SO_RCVTIMEO) or poll(2) before the loop turns the event loop. */
+export const LOOP_TICK_MS = 10;
+/** A loop that never sleeps (busy, or polling) still turns the event loop this often. */
+export const TURN_INTERVAL_MS = 10;
+/** 'poll' spins this long after the last message before it sleeps like 'blocking'. */
+export const DEFAULT_POLL_IDLE_MS = 1000;
+
+export interface ThreadLoopOptions {
+  readonly mode: 'blocking' | 'poll';
+  /** 'poll': spin this long without a message, then sleep until the next (Infinity: never sleep). */
+  readonly pollIdleMs?: number;
+  /** Set to non-zero (Atomics.store) by another thread to close the channel ('local'). */
+  readonly stop?: Int32Array;
+  /** Longest sleep before a turn of the event loop (LOOP_TICK_MS): how late a timer may run. */
+  readonly tickMs?: number;
+}
+
+/** Promises created or settled in this thread since the hooks went in. */
+let activity = 0;
+let hooked = false;
+
+function countPromises(): void {
+  if (hooked) return;
+  hooked = true;
+  const bump = () => {
+    activity++;
+  };
+  promiseHooks.onInit(bump);
+  promiseHooks.onSettled(bump);
+}
+
+/** One turn of the event loop: every queued microtask, due timer and parent message runs. */
+const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+export class ThreadLoop implements ChannelDriver {
+  readonly mode: 'blocking' | 'poll';
+  readonly pollIdleMs: number;
+  readonly tickMs: number;
+  readonly #stop: Int32Array | undefined;
+
+  constructor(o: ThreadLoopOptions) {
+    this.mode = o.mode;
+    this.tickMs = o.tickMs ?? LOOP_TICK_MS;
+    this.pollIdleMs = o.mode === 'poll' ? (o.pollIdleMs ?? DEFAULT_POLL_IDLE_MS) : 0;
+    this.#stop = o.stop;
+  }
+
+  /** True once another thread asked the loop to stop. */
+  get stopping(): boolean {
+    return this.#stop !== undefined && Atomics.load(this.#stop, 0) !== 0;
+  }
+
+  attach(ch: SocketChannel): void {
+    countPromises();
+    try {
+      setNonBlocking(ch.fd, false);
+      setReceiveTimeout(ch.fd, this.tickMs);
+    } catch (e) {
+      ch.close({ kind: 'error', error: e });
+      return;
+    }
+    void this.#run(ch);
+  }
+
+  async #run(ch: SocketChannel): Promise<void> {
+    const spinMs = this.pollIdleMs;
+    const turnMs = Math.min(TURN_INTERVAL_MS, this.tickMs);
+    // One clock reading per pass, taken after its wait: when the last message came, when the
+    // event loop last turned.
+    let now = performance.now();
+    let lastData = now;
+    let lastTurn = now;
+    let seen = activity;
+    try {
+      while (!ch.closed) {
+        if (this.stopping) {
+          ch.close({ kind: 'local' });
+          break;
+        }
+        let slept = false;
+        if (ch.wantsWrite || !ch.wantsRead) {
+          const want = (ch.wantsRead ? POLLIN : 0) | (ch.wantsWrite ? POLLOUT : 0);
+          const ev = pollOne(ch.fd, want, this.tickMs);
+          slept = ev === 0;
+          // An error or hang-up shows in the sendmsg or recvmsg it makes fail.
+          if (ev & (POLLOUT | POLLERR | POLLHUP)) ch.flush();
+          if (ev & (POLLIN | POLLERR | POLLHUP)) ch.receive(false);
+          now = performance.now();
+        } else {
+          const spin = spinMs > 0 && now - lastData < spinMs;
+          const n = ch.receive(!spin);
+          now = performance.now();
+          if (n > 0) lastData = now;
+          else if (!spin) slept = true;
+        }
+        if (activity !== seen || slept || now - lastTurn >= turnMs) {
+          await turn();
+          now = performance.now();
+          lastTurn = now;
+          seen = activity;
+        }
+      }
+    } catch (e) {
+      // receive and flush close the channel on their own errors; this is a bug's way out.
+      ch.close({ kind: 'error', error: e });
+    }
+  }
+}
