@@ -20,6 +20,7 @@ export {
   writeMsghdr,
   writeRights,
 } from './cmsg.js';
+export { type EventLoopProbe, eventLoop } from './event-loop.js';
 export {
   EFD_CLOEXEC,
   EFD_NONBLOCK,
@@ -120,6 +121,7 @@ export {
 export {
   addressNumber,
   MAX_SOCKET_IO_OUT,
+  POLL_WAKE,
   POLLERR,
   POLLHUP,
   POLLIN,

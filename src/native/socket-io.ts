@@ -164,21 +164,29 @@ export const POLLOUT = 0x4;
 export const POLLERR = 0x8;
 export const POLLHUP = 0x10;
 export const POLLNVAL = 0x20;
-const pollfd = new Uint8Array(new ArrayBuffer(8));
+/** pollOne's result bit for its `wakeFd` being readable (above every revents bit). */
+export const POLL_WAKE = 0x10000;
+const pollfd = new Uint8Array(new ArrayBuffer(16));
 const pollView = new DataView(pollfd.buffer);
 
 /**
  * poll(2) of one fd for `events` (POLLIN, POLLOUT), up to `timeoutMs` (-1: for ever). Returns
- * the revents (0 when the time ran out; POLLERR, POLLHUP or POLLNVAL may come unasked).
+ * the revents (0 when the time ran out; POLLERR, POLLHUP or POLLNVAL may come unasked), plus
+ * POLL_WAKE when `wakeFd` (watched for POLLIN beside it, if given) is readable or in error.
  */
-export function pollOne(fd: number, events: number, timeoutMs: number): number {
+export function pollOne(fd: number, events: number, timeoutMs: number, wakeFd = -1): number {
   pollView.setInt32(0, fd, true);
   pollView.setInt16(4, events, true);
+  pollView.setInt32(8, wakeFd, true);
+  pollView.setInt16(12, POLLIN, true);
+  const nfds = wakeFd >= 0 ? 2 : 1;
   const c = libc();
   for (;;) {
     pollView.setInt16(6, 0, true);
-    const r = c.poll(pollfd, 1, timeoutMs);
-    if (r >= 0) return r === 0 ? 0 : pollView.getUint16(6, true);
+    pollView.setInt16(14, 0, true);
+    const r = c.poll(pollfd, nfds, timeoutMs);
+    if (r === 0) return 0;
+    if (r > 0) return pollView.getUint16(6, true) | (pollView.getUint16(14, true) !== 0 ? POLL_WAKE : 0);
     const e = lastErrno();
     if (e !== Errno.EINTR) fail(e, 'poll');
   }

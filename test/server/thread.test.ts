@@ -24,6 +24,7 @@ import {
 import { EDU_ID } from '../../src/devices/edu.js';
 import { VfioDevice } from '../../src/driver/device.js';
 import type { DmaMemory } from '../../src/driver/file.js';
+import { NvmeController } from '../../src/driver/nvme/index.js';
 import { VfioError } from '../../src/errors.js';
 import {
   closeFd,
@@ -154,6 +155,78 @@ for (const loop of ['blocking', 'poll'] as const) {
         }
       });
     }
+
+    test('device work on the thread pool (a disk write and fdatasync): its interrupt comes with no further message', {
+      timeout: 30_000,
+    }, async () => {
+      // A tick of a minute, and the client sends nothing after its write: the loop must wake
+      // when the disk write and the fdatasync finish in the thread pool, not at the next tick.
+      const file = join(dir, `echo-${loop}.bin`);
+      const server = await ThreadedServer.start(
+        { module: MODULE, export: 'diskEcho', arg: { file } },
+        { loop, pollIdleMs: 20, loopTickMs: 60_000 },
+      );
+      const d = await device(server);
+      const irq = new Eventfd();
+      try {
+        await d.setIrqEventfds(VFIO_PCI_MSI_IRQ_INDEX, 0, [irq.fd]);
+        for (const [offset, value] of [
+          [8, 0x1234_5678],
+          [12, 0xcafe_f00d],
+        ] as const) {
+          await d.write32(0, offset, value);
+          assert.ok((await irq.wait(20_000)) !== null, `interrupt after the write at ${offset}`);
+          assert.equal(readFileSync(file).readUInt32LE(offset), value);
+        }
+        await d.disableIrqs(VFIO_PCI_MSI_IRQ_INDEX);
+      } finally {
+        irq.close();
+        await d.close();
+        await server.idle();
+        await server.stop();
+      }
+    });
+
+    test('nvme on a disk file, a tick of a minute: the thread pool and the engine wake the loop; stop flushes', {
+      timeout: 60_000,
+    }, async () => {
+      // A loop that slept until a tick to see a disk write finish, or the controller's fetch
+      // (deferred behind the doorbell), would take a minute per command.
+      const disk = join(dir, `nvme-${loop}.img`);
+      const log: string[] = [];
+      const server = await ThreadedServer.start(
+        { module: MODULE, export: 'nvmeDisk', arg: { disk, size: 4 << 20 } },
+        { loop, pollIdleMs: 20, loopTickMs: 60_000, log: (l) => log.push(l) },
+      );
+      const dev = await device(server);
+      const ctrl = await NvmeController.open(dev, { completions: 'interrupt', ioQueues: 1 });
+      const pattern = Uint8Array.from({ length: 64 << 10 }, (_, i) => (i * 13 + (i >> 9)) & 0xff);
+      try {
+        const qp = await ctrl.createQueuePair({ depth: 32 });
+        const buf = await ctrl.alloc(pattern.length);
+        buf.bytes.set(pattern);
+        // 16 writes of 4 KiB in flight together (8 blocks of 512 bytes each), from one buffer.
+        await Promise.all(
+          Array.from({ length: 16 }, (_, i) =>
+            qp.write(1, BigInt(i * 8), 8, {
+              iova: buf.iova + BigInt(i * 4096),
+              bytes: buf.bytes.subarray(i * 4096),
+            }),
+          ),
+        );
+        await qp.flush(1);
+        buf.bytes.fill(0);
+        await qp.read(1, 0n, 128, buf);
+        assert.deepEqual(buf.bytes.subarray(0, pattern.length), pattern);
+      } finally {
+        await ctrl.close();
+        await dev.close();
+        await server.idle();
+        await server.stop();
+      }
+      assert.deepEqual(new Uint8Array(readFileSync(disk).subarray(0, pattern.length)), pattern);
+      assert.ok(!log.some((l) => /internal error|fatal/.test(l)), log.join('\n'));
+    });
 
     test("ivshmem BAR2 through the worker's mmap fd: a write in the mapping is what REGION_READ sees", async () => {
       const { server } = await start('ivshmem', loop);
