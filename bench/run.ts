@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** The sections, in order (helpers such as lib, c and echo are not sections). */
-const SECTIONS = ['native', 'core', 'cookies', 'dma-maps', 'dma-mapped', 'dma', 'vfio-user'];
+const SECTIONS = ['native', 'core', 'cookies', 'dma-maps', 'dma-mapped', 'dma', 'fast-path', 'vfio-user'];
 
 const failed: string[] = [];
 for (const name of SECTIONS) {

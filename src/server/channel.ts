@@ -39,7 +39,13 @@ import {
   sendMsg,
   watchFd,
 } from '../native/index.js';
-import { type Frame, MessageFramer, type MessageHead, writeHeader } from '../wire/vfio-user.js';
+import {
+  type Frame,
+  headerFields as HF,
+  MessageFramer,
+  type MessageHead,
+  writeHeader,
+} from '../wire/vfio-user.js';
 import { SERVER_MAX_PENDING_BYTES, SERVER_MAX_PENDING_REQUESTS, SERVER_MESSAGE_STALL_MS } from './limits.js';
 import { Outbox } from './outbox.js';
 
@@ -290,7 +296,7 @@ export class SocketChannel {
     const max = this.framer.maxMessageSize;
     const v = this.#view;
     while (end - at >= VFIO_USER_HEADER_SIZE && !this.#closed && !this.#overLimit()) {
-      const size = v.getUint32(at + 4, true);
+      const size = HF.msgSize.get(v, at);
       if (size < VFIO_USER_HEADER_SIZE || size > max || size > end - at) break;
       if (!onBytes(this.#buf, v, at, size)) {
         // This one message through the framer (it is whole: the framer hands it out and is
@@ -407,11 +413,11 @@ export class SocketChannel {
     if (this.#closed) return;
     const length = VFIO_USER_HEADER_SIZE + payload;
     const h = this.#replyView;
-    h.setUint16(0, msgId, true);
-    h.setUint16(2, command, true);
-    h.setUint32(4, length, true);
-    h.setUint32(8, VfioUserFlags.TYPE_REPLY, true);
-    h.setUint32(12, 0, true);
+    HF.msgId.set(h, 0, msgId);
+    HF.command.set(h, 0, command);
+    HF.msgSize.set(h, 0, length);
+    HF.flags.set(h, 0, VfioUserFlags.TYPE_REPLY);
+    HF.error.set(h, 0, 0);
     let sent = 0;
     if (this.#out.length === 0) {
       try {

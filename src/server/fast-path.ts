@@ -11,25 +11,25 @@
  * full path gives it the errno it always gave. A device that throws once the access has
  * started is answered here, through the session's one error path.
  *
- * What is still allocated per message is the device's: `DevicePort.readRegion` returns a fresh
- * array and takes its position as a bigint, and `writeRegion` takes a view of the data
- * (docs/performance.md).
+ * Fields are read and written through the codecs' accessors (headerFields, regionAccessFields:
+ * the layouts the ABI probe checks, nothing allocated). A read goes straight into the reply
+ * buffer (`DevicePort.readRegionInto`, a number position); what is still allocated per message
+ * is a write's: `writeRegion` takes a view of the data and a bigint position (docs/performance.md).
  */
 import { Errno } from '../abi/errno.js';
 import { VfioUserCommand as C, VFIO_USER_HEADER_SIZE, VfioUserFlags } from '../abi/vfio-user.js';
 import { fail } from '../errors.js';
+import { headerFields as HF, regionAccessFields as RA } from '../wire/vfio-user.js';
 import { regionOf } from './commands/region.js';
 import type { Negotiated } from './context.js';
 import type { DevicePort } from './device-port.js';
 import { MAX_FIXED_PAYLOAD } from './dispatch.js';
 
-/** struct vfio_user_region_access: u64 offset, u32 region, u32 count (spec, "Read and Write Operations"). */
-const ACCESS = 16;
+/** struct vfio_user_region_access before its data (spec, "Read and Write Operations"). */
+const ACCESS = RA.data;
 const H = VFIO_USER_HEADER_SIZE;
-/** 2^32, to build a u64 offset from its halves without BigInt. */
-const HI = 0x1_0000_0000;
-/** Offsets from 2^53 up are not exact as numbers: the full path takes them. */
-const MAX_EXACT_HI = 0x20_0000;
+/** Reads up to this many bytes (config space, registers) reuse a view of the reply buffer. */
+const CACHED_VIEWS = 64;
 
 /** What the fast path needs of the session that owns it. */
 export interface FastPathOwner {
@@ -52,6 +52,8 @@ export class FastPath {
   readonly #outView: DataView;
   /** Largest read answered here: what fits the reply buffer after the two headers. */
   readonly #maxRead: number;
+  /** Views of the reply's data area by length, up to CACHED_VIEWS bytes (made once each). */
+  readonly #views: Uint8Array[] = [];
 
   constructor(
     private readonly owner: FastPathOwner,
@@ -62,25 +64,37 @@ export class FastPath {
     this.#maxRead = this.#out.length - H - ACCESS;
   }
 
+  /** The reply's data area, `count` bytes from after its access struct. */
+  #dataView(count: number): Uint8Array {
+    const at = H + ACCESS;
+    if (count > CACHED_VIEWS) return this.#out.subarray(at, at + count);
+    let v = this.#views[count];
+    if (v === undefined) {
+      v = this.#out.subarray(at, at + count);
+      this.#views[count] = v;
+    }
+    return v;
+  }
+
   /**
    * The message of `size` bytes at `at` (the channel has checked msg_size against its limit):
    * true once handled, false (nothing done) for the full path.
    */
   handle(bytes: Uint8Array, v: DataView, at: number, size: number): boolean {
-    const command = v.getUint16(at + 2, true);
+    const command = HF.command.get(v, at);
     if (command !== C.REGION_READ && command !== C.REGION_WRITE) return false;
     // A command, expecting a reply or posted (NO_REPLY); any other bit is the full path's.
-    const flags = v.getUint32(at + 8, true);
+    const flags = HF.flags.get(v, at);
     if ((flags & ~VfioUserFlags.NO_REPLY) !== 0) return false;
     const negotiated = this.owner.negotiated;
     if (negotiated === undefined) return false;
     const payload = size - H;
     if (payload < ACCESS) return false;
-    const hi = v.getUint32(at + H + 4, true);
-    if (hi >= MAX_EXACT_HI) return false;
-    const offset = hi * HI + v.getUint32(at + H, true);
-    const region = v.getUint32(at + H + 8, true);
-    const count = v.getUint32(at + H + 12, true);
+    // -1 from 2^53 up (not exact as a number): the full path takes it.
+    const offset = RA.offset.get(v, at + H);
+    if (offset < 0) return false;
+    const region = RA.region.get(v, at + H);
+    const count = RA.count.get(v, at + H);
     if (count === 0 || count > negotiated.maxDataXferSize) return false;
     const read = command === C.REGION_READ;
     // The payload caps of dispatch.ts: a fixed struct for a read, the data after it for a write.
@@ -91,11 +105,11 @@ export class FastPath {
     if (r === undefined || offset + count > r.size) return false;
 
     this.owner.messages++;
-    let data: Uint8Array | undefined;
     try {
       if (read) {
-        data = device.readRegion(region, BigInt(offset), count);
-        if (data.length !== count) fail(Errno.EINVAL, 'VFIO_USER_REGION_READ', 'short read');
+        // Straight into the reply, after its header and access struct.
+        if (device.readRegionInto(region, offset, this.#dataView(count)) !== count)
+          fail(Errno.EINVAL, 'VFIO_USER_REGION_READ', 'short read');
       } else {
         const n = device.writeRegion(region, BigInt(offset), bytes.subarray(at + H + ACCESS, at + size));
         if (n !== count) fail(Errno.EINVAL, 'VFIO_USER_REGION_WRITE', 'short write');
@@ -105,12 +119,13 @@ export class FastPath {
       return true;
     }
     if (flags & VfioUserFlags.NO_REPLY) return true;
-    // The reply's payload: the request's access header echoed, and for a read the data; the
-    // channel writes the header.
-    const out = this.#outView;
-    for (let i = 0; i < ACCESS; i += 4) out.setUint32(H + i, v.getUint32(at + H + i, true), true);
-    if (data) this.#out.set(data, H + ACCESS);
-    this.channel.sendReplyBuffer(v.getUint16(at, true), command, ACCESS + (data?.length ?? 0));
+    // The reply's payload: the request's access struct echoed, and for a read the data (already
+    // in place); the channel writes the header.
+    const o = this.#outView;
+    RA.offset.set(o, H, offset);
+    RA.region.set(o, H, region);
+    RA.count.set(o, H, count);
+    this.channel.sendReplyBuffer(HF.msgId.get(v, at), command, ACCESS + (read ? count : 0));
     return true;
   }
 }
