@@ -23,6 +23,10 @@ export async function runCoreBench(): Promise<BenchRow[]> {
   const bar0 = dev.regionOffset(0);
   rows.push(measure('model pread 4 B (ivshmem BAR0, memory)', () => dev.pread(bar0, 4)));
   rows.push(measure('model pread 4 B (edu BAR0, trapped)', () => edu.pread(0n, 4)));
+  // Register handlers take and return a bigint at every width (src/core/define.ts).
+  rows.push(measure('model pread 8 B (edu BAR0 0x80, trapped)', () => edu.pread(0x80n, 8)));
+  const four = new Uint8Array([1, 0, 0, 0]);
+  rows.push(measure('model pwrite 4 B (edu BAR0 0x04, trapped)', () => edu.pwrite(4n, four)));
   rows.push(measure('model pread 4 B (config space)', () => dev.pread(dev.regionOffset(7), 4)));
   const info = new Uint8Array(32);
   rows.push(

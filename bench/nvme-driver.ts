@@ -2,20 +2,21 @@
  * The userspace NVMe driver: 4 KiB random reads and writes at queue depth 1 and 16, with the
  * I/O submission queue in host memory and in the controller's CMB mapped write-combining, and the
  * CMB/host IOPS ratio measured in the same run. Both queue pairs live on one controller and take
- * turns in short slices (host first, then CMB first, and so on), so the load of a shared machine
- * falls on both alike; IOPS are totals over the slices, latencies the median of the slices'.
+ * turns in short slices (host first, then CMB first, and so on), after one slice each to warm up,
+ * so the load of a shared machine falls on both alike; each figure is the median of the slices'.
  *
  *  1. The store fence itself (barrier.ts: Atomics.store, a locked XCHG) against a plain store.
- *  2. The test fixture controller (test/driver/nvme/fake-nvme.ts) in-process and over our
- *     vfio-user server: the driver's own cost per I/O, without a disk (issue 12's NVMe device
- *     takes its place once it exists).
+ *  2. Our NVMe device (src/devices/nvme) on an image file, in-process (LocalDeviceFile over the
+ *     core) and over vfio-user from `vfio-ts serve --device nvme` as a child process.
  *  3. QEMU's nvme (cmb_size_mb=16) bound to vfio-pci inside a Linux 6.1 guest (TCG, intel-iommu,
  *     type1 DMA), on the kernel backend: this file runs in the guest with `--in-guest`. Needs
  *     scripts/provision.sh; `--no-guest` leaves it out.
  *
- * Emulated hardware has no write-combining buffers: under TCG every store to the CMB is an MMIO
- * access QEMU handles one by one (docs/nvme-driver.md says what real hardware gains and how to
- * measure it). Run: `node dist/bench/nvme-driver.js`.
+ * None of these has write-combining buffers between the driver and the CMB: in-process and over
+ * vfio-user the CMB is a memfd mapped into this process (a WC mapping of ordinary memory), and
+ * under TCG every store to the CMB is an MMIO access QEMU handles one by one. The ratios are the
+ * noise of the machine (docs/nvme-driver.md says what real hardware gains and how to measure it
+ * there). Run: `node dist/bench/nvme-driver.js`.
  */
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -25,7 +26,7 @@ import type { VfioDevice } from '../src/driver/device.js';
 import { type IoQueuePair, NvmeController, storeFence } from '../src/driver/nvme/index.js';
 import { type PerfMode, runPerf } from '../src/driver/nvme/perf.js';
 import { bindVfioPci } from '../src/kernel/sysfs.js';
-import { openRig, type RigTransport } from '../test/driver/nvme/rig.js';
+import { type Backend, openOurNvme } from '../test/driver/nvme/device-rig.js';
 import { nvme, projectTrees, provisioned, runGuest, VFIO_MODULES } from '../test/harness/index.js';
 import { readOut } from '../test/kernel/guest.js';
 import { isMain, measure, printTable } from './lib.js';
@@ -35,6 +36,7 @@ const DEPTHS = [1, 16] as const;
 const PLACEMENTS = ['host', 'cmb'] as const;
 type Placement = (typeof PLACEMENTS)[number];
 const GUEST_IMAGE_MIB = 64;
+const ROUNDS = 10;
 
 interface Row {
   rw: PerfMode;
@@ -73,7 +75,7 @@ const median = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor(xs.length /
 
 /**
  * Host and CMB queue pairs of one controller (opened with sq: 'cmb') take turns: `rounds`
- * slices of `slice` seconds each per configuration and placement.
+ * slices of `slice` seconds each per configuration and placement; medians of the slices.
  */
 async function slices(c: NvmeController, rounds: number, slice: number): Promise<Row[]> {
   const qps: Record<Placement, IoQueuePair> = {
@@ -84,13 +86,15 @@ async function slices(c: NvmeController, rounds: number, slice: number): Promise
   for (const rw of MODES)
     for (const qd of DEPTHS) {
       const acc = Object.fromEntries(
-        PLACEMENTS.map((sq) => [sq, { ios: 0, seconds: 0, p50: [] as number[], p99: [] as number[] }]),
-      ) as Record<Placement, { ios: number; seconds: number; p50: number[]; p99: number[] }>;
+        PLACEMENTS.map((sq) => [sq, { iops: [] as number[], p50: [] as number[], p99: [] as number[] }]),
+      ) as Record<Placement, { iops: number[]; p50: number[]; p99: number[] }>;
+      // One slice each first, not counted: both processes' JIT and the image's page cache warm.
+      for (const sq of PLACEMENTS)
+        await runPerf(c, qps[sq], { rw, bs: 4096, qd, seconds: slice, force: true });
       for (let r = 0; r < rounds; r++)
         for (const sq of r % 2 ? [...PLACEMENTS].reverse() : PLACEMENTS) {
           const p = await runPerf(c, qps[sq], { rw, bs: 4096, qd, seconds: slice, force: true, seed: r + 1 });
-          acc[sq].ios += p.ios;
-          acc[sq].seconds += p.seconds;
+          acc[sq].iops.push(p.iops);
           acc[sq].p50.push(p.latencyUs.p50);
           acc[sq].p99.push(p.latencyUs.p99);
         }
@@ -99,7 +103,7 @@ async function slices(c: NvmeController, rounds: number, slice: number): Promise
           rw,
           qd,
           sq,
-          iops: acc[sq].ios / acc[sq].seconds,
+          iops: median(acc[sq].iops),
           p50: median(acc[sq].p50),
           p99: median(acc[sq].p99),
         });
@@ -116,10 +120,11 @@ async function onController(dev: VfioDevice, rounds: number, slice: number): Pro
   }
 }
 
-async function fakeBench(transport: RigTransport): Promise<Row[]> {
-  const rig = await openRig(transport, { blocks: 64 << 11, blockBytes: 512 });
+/** Our NVMe device on an 8 MiB image with a 2 MiB CMB, in-process or served by a child. */
+async function deviceBench(backend: Backend): Promise<Row[]> {
+  const rig = await openOurNvme(backend);
   try {
-    return await onController(rig.dev, 10, 0.2);
+    return await onController(rig.dev, ROUNDS, 0.2);
   } finally {
     await rig.close();
   }
@@ -136,7 +141,7 @@ async function inGuest(): Promise<void> {
   bindVfioPci(bdf);
   const dev = await openTarget(bdf, 'cmb');
   try {
-    console.log(JSON.stringify(await onController(dev, 10, 0.5)));
+    console.log(JSON.stringify(await onController(dev, ROUNDS, 0.5)));
   } finally {
     await dev.close();
   }
@@ -184,17 +189,20 @@ if (isMain(import.meta.url)) {
   if (process.argv.includes('--in-guest')) await inGuest();
   else {
     fenceBench();
-    for (const t of ['in-process', 'vfio-user'] as const)
+    for (const [b, what] of [
+      ['in-process', 'in-process (LocalDeviceFile over the core)'],
+      ['vfio-user', 'over vfio-user from `vfio-ts serve --device nvme` (a child process)'],
+    ] as const)
       printRows(
-        `fake controller (test fixture), ${t}: 4 KiB, 10 alternating slices of 0.2 s`,
-        await fakeBench(t),
+        `our NVMe device, ${what}: 4 KiB, ${ROUNDS} alternating slices of 0.2 s, medians`,
+        await deviceBench(b),
       );
     if (!process.argv.includes('--no-guest')) {
       const g = await guestBench();
       if (typeof g === 'string') console.log(`\nkernel backend, Linux 6.1 guest: ${g}`);
       else
         printRows(
-          'kernel backend, QEMU nvme (cmb_size_mb=16), Linux 6.1 TCG guest: 4 KiB, 10 alternating slices of 0.5 s',
+          `kernel backend, QEMU nvme (cmb_size_mb=16), Linux 6.1 TCG guest: 4 KiB, ${ROUNDS} alternating slices of 0.5 s, medians`,
           g,
         );
     }

@@ -285,3 +285,70 @@ export const PCI_EXT_CAP_ID_DVSEC = 0x23;
 export const PCI_HEADER_VALUES: Readonly<Record<string, Readonly<Partial<Record<'6.1' | '7.3', number>>>>> = {
   PCI_CAP_EXP_ENDPOINT_SIZEOF_V2: { '6.1': 0x32 },
 };
+
+// ---------------------------------------------------------------------------------------------
+// Bits `vfio-ts info` decodes the way lspci -vv prints them (src/driver/pci-config.ts,
+// src/driver/lspci.ts); pci_regs.h names, checked against the headers like every PCI_ above.
+// ---------------------------------------------------------------------------------------------
+export const PCI_STATUS_UDF = 0x40;
+export const PCI_STATUS_DEVSEL_FAST = 0x000;
+export const PCI_STATUS_DEVSEL_MEDIUM = 0x200;
+export const PCI_STATUS_DEVSEL_SLOW = 0x400;
+export const PCI_HEADER_TYPE_MASK = 0x7f;
+export const PCI_HEADER_TYPE_BRIDGE = 1;
+export const PCI_HEADER_TYPE_CARDBUS = 2;
+export const PCI_BIST_CODE_MASK = 0x0f;
+export const PCI_BIST_START = 0x40;
+export const PCI_BIST_CAPABLE = 0x80;
+export const PCI_BASE_ADDRESS_MEM_TYPE_1M = 0x02;
+export const PCI_PM_CAP_PME_CLOCK = 0x0008;
+export const PCI_PM_CAP_PME_D0 = 0x0800;
+export const PCI_PM_CAP_PME_D1 = 0x1000;
+export const PCI_PM_CAP_PME_D2 = 0x2000;
+export const PCI_PM_CAP_PME_D3hot = 0x4000;
+export const PCI_PM_CAP_PME_D3cold = 0x8000;
+export const PCI_PM_PPB_B2_B3 = 0x40;
+export const PCI_PM_BPCC_ENABLE = 0x80;
+export const PCI_EXP_TYPE_ROOT_PORT = 0x4;
+export const PCI_EXP_TYPE_UPSTREAM = 0x5;
+export const PCI_EXP_TYPE_DOWNSTREAM = 0x6;
+export const PCI_EXP_TYPE_PCI_BRIDGE = 0x7;
+export const PCI_EXP_TYPE_PCIE_BRIDGE = 0x8;
+export const PCI_EXP_TYPE_RC_EC = 0xa;
+export const PCI_EXP_DEVCAP_ATN_BUT = 0x00001000;
+export const PCI_EXP_DEVCAP_ATN_IND = 0x00002000;
+export const PCI_EXP_DEVCAP_PWR_IND = 0x00004000;
+export const PCI_EXP_DEVCAP_PWR_VAL = 0x03fc0000;
+export const PCI_EXP_DEVCAP_PWR_SCL = 0x0c000000;
+export const PCI_EXP_DEVSTA_AUXPD = 0x0010;
+export const PCI_EXP_LNKCAP_ASPMS = 0x00000c00;
+export const PCI_EXP_LNKCAP_L0SEL = 0x00007000;
+export const PCI_EXP_LNKCAP_L1EL = 0x00038000;
+export const PCI_EXP_LNKCAP_CLKPM = 0x00040000;
+export const PCI_EXP_LNKCAP_SDERC = 0x00080000;
+export const PCI_EXP_LNKCAP_DLLLARC = 0x00100000;
+export const PCI_EXP_LNKCAP_LBNC = 0x00200000;
+export const PCI_EXP_LNKCAP_PN = 0xff000000;
+export const PCI_EXP_LNKCTL_ASPMC = 0x0003;
+export const PCI_EXP_LNKCTL_RCB = 0x0008;
+export const PCI_EXP_LNKCTL_LD = 0x0010;
+export const PCI_EXP_LNKCTL_CCC = 0x0040;
+export const PCI_EXP_LNKCTL_ES = 0x0080;
+export const PCI_EXP_LNKCTL_CLKREQ_EN = 0x0100;
+export const PCI_EXP_LNKCTL_HAWD = 0x0200;
+export const PCI_EXP_LNKCTL_LBMIE = 0x0400;
+export const PCI_EXP_LNKCTL_LABIE = 0x0800;
+export const PCI_EXP_LNKSTA_LT = 0x0800;
+export const PCI_EXP_LNKSTA_SLC = 0x1000;
+export const PCI_EXP_LNKSTA_DLLLA = 0x2000;
+export const PCI_EXP_LNKSTA_LBMS = 0x4000;
+export const PCI_EXP_LNKSTA_LABS = 0x8000;
+export const PCI_VNDR_HEADER = 4;
+export const PCI_EXT_CAP_DSN_SIZEOF = 12;
+/**
+ * Bits the PCIe Base Specification defines that pci_regs.h does not name (so outside the header
+ * probe): Link Capabilities bit 22, ASPM Optionality Compliance (r3.0 §7.8.6); Link Status bit 10,
+ * Link Training Error (PCIe 1.1 §7.8.8, reserved since 2.0). lspci prints both.
+ */
+export const SPEC_EXP_LNKCAP_ASPM_OPT_COMPLIANCE = 0x00400000;
+export const SPEC_EXP_LNKSTA_TRAINING_ERROR = 0x0400;

@@ -1,18 +1,19 @@
 /**
  * `vfio-ts demo` (npm start): builds the example devices in-process on memfd-backed memory,
- * prints them like `lspci -v`, then asks for a write-combining mapping of ivshmem's BAR2 through
+ * prints them as `vfio-ts info` does, then asks for a write-combining mapping of ivshmem's BAR2 through
  * every request path of the seed thread, writes through each mapping, reads the bytes back
  * through a region read, and exercises edu's registers, MSI and DMA. Exits 1 if anything fails.
  */
 import { VFIO_PCI_MSI_IRQ_INDEX } from '../abi/vfio.js';
-import { VfioPciDevice } from '../core/device.js';
 import { createDevice } from '../devices/index.js';
-import { NvmeBehaviour, nvmeDescription } from '../devices/nvme.js';
 import { describeDevice, formatReport } from '../driver/describe.js';
 import { VfioDevice, type WcPath } from '../driver/device.js';
+import { hex } from '../driver/format.js';
 import { LocalDeviceFile } from '../driver/local.js';
+import { PciIdDatabase } from '../driver/pci-ids.js';
 import { closeFd, eventfdCreate, eventfdRead, waitReadable } from '../native/index.js';
 import { allocateShared, nativeEnvironment } from '../runtime.js';
+import { CONSOLE, type CommandSpec, runCommand } from './args.js';
 
 interface Check {
   readonly what: string;
@@ -20,8 +21,27 @@ interface Check {
   readonly detail: string;
 }
 
-export async function run(_args: string[]): Promise<number> {
+export const DEMO: CommandSpec = {
+  name: 'demo',
+  operands: '',
+  minOperands: 0,
+  maxOperands: 0,
+  description: `Builds edu and ivshmem (and the nvme model, whose MSI-X table sits inside BAR0) in-process on
+memfd-backed memory and prints each the way vfio-ts info does; maps ivshmem's BAR2
+write-combining through each of the four request paths (RFC region flags, mmap cookie, alias
+region, DMA_BUF), writes through each mapping and reads the bytes back; then drives edu's
+registers, an MSI through an eventfd, and a DMA round trip. npm start runs it.`,
+  flags: [],
+  notes: 'Exit status: 0 when every check passes, 1 when one fails (the FAIL lines name it), 2 usage.',
+};
+
+export function run(args: string[]): Promise<number> {
+  return runCommand(DEMO, args, CONSOLE, () => demo());
+}
+
+async function demo(): Promise<number> {
   const env = nativeEnvironment();
+  const names = systemNames();
   const checks: Check[] = [];
   const check = (what: string, ok: boolean, detail: string) => {
     checks.push({ what, ok, detail });
@@ -32,18 +52,17 @@ export async function run(_args: string[]): Promise<number> {
   const edu = new VfioDevice(new LocalDeviceFile(createDevice('edu', { env })));
   // Neither example device has MSI-X; the nvme model (the differential test's) keeps its MSI-X
   // table inside BAR0, so its BAR0 shows how mmap areas exclude the table.
-  const nvme = new VfioDevice(
-    // Its registers are trapped; mmapTrappedBars reports BAR0 mappable as the kernel does.
-    new LocalDeviceFile(
-      new VfioPciDevice(nvmeDescription(), new NvmeBehaviour(), { env, mmapTrappedBars: true }),
-    ),
-  );
+  // Its registers are trapped; mmapTrappedBars reports BAR0 mappable as the kernel does.
+  const nvme = new VfioDevice(new LocalDeviceFile(createDevice('nvme', { env, mmapTrappedBars: true })));
   try {
-    console.log(formatReport(await describeDevice(ivshmem), 'ivshmem'));
-    console.log(formatReport(await describeDevice(edu), 'edu'));
-    console.log(formatReport(await describeDevice(nvme), 'nvme model (MSI-X table inside BAR0)'));
+    for (const [title, dev] of [
+      ['ivshmem', ivshmem],
+      ['edu', edu],
+      ['nvme-model', nvme],
+    ] as const)
+      console.log(`${formatReport(await describeDevice(dev), { title, ...(names ? { names } : {}) })}\n`);
 
-    console.log('\nWrite-combining mappings of ivshmem BAR2, one per request path:');
+    console.log('Write-combining mappings of ivshmem BAR2, one per request path:');
     const paths: WcPath[] = ['rfc-region-flags', 'cookie', 'alias-region', 'dma-buf'];
     for (const [i, path] of paths.entries()) {
       const offset = BigInt(i) * 4096n;
@@ -81,11 +100,8 @@ export async function run(_args: string[]): Promise<number> {
     }
 
     console.log('\nedu through region reads and writes:');
-    check(
-      'identification',
-      (await edu.read32(0, 0)) === 0x010000ed,
-      `0x${(await edu.read32(0, 0)).toString(16)}`,
-    );
+    const id = await edu.read32(0, 0);
+    check('identification register', id === 0x010000ed, hex(id, 8));
     await edu.write32(0, 8, 10);
     check('factorial of 10', (await edu.read32(0, 8)) === 3628800, `${await edu.read32(0, 8)}`);
 
@@ -133,6 +149,15 @@ export async function run(_args: string[]): Promise<number> {
   console.log(`\ndemo: ${checks.length - failed.length} of ${checks.length} checks passed`);
   if (failed.length) console.error(`demo FAILED: ${failed.map((c) => c.what).join(', ')}`);
   return failed.length ? 1 : 0;
+}
+
+/** The system's pci.ids, or none (numbers only) when it is missing or unreadable. */
+function systemNames(): PciIdDatabase | undefined {
+  try {
+    return PciIdDatabase.load();
+  } catch {
+    return undefined;
+  }
 }
 
 /** Waits until edu's DMA command register shows the transfer done. */

@@ -1,39 +1,78 @@
 /**
- * `vfio-ts info <socket-path | pci-address> [--json]`: a device described the way `lspci -vv`
- * describes one, from the VFIO uAPI alone, over any backend: a vfio-user server's socket
- * (src/client) or a PCI device bound to vfio-pci (src/kernel, `0000:00:03.0` or `00:03.0`).
- *
- * Identity comes from config space (PCI spec, "Configuration Space Header": vendor 0x00,
- * device 0x02, revision 0x08, class 0x09, subsystem 0x2c/0x2e), everything else from
- * GET_INFO / GET_REGION_INFO (with the argsz exchange, capabilities decoded) / GET_IRQ_INFO, and
- * the write-combining paths from VfioDevice.wcPaths (which asks the device, docs/vfio-user-wc.md).
+ * `vfio-ts info <socket-path | pci-address>`: a device described the way `lspci -nn -vv`
+ * describes one, from its config space read through VFIO, then what VFIO says of it, over any
+ * backend: a vfio-user server's socket (src/client) or a PCI device bound to vfio-pci
+ * (src/kernel). The text is src/driver/describe.ts formatReport, the JSON its reportJson.
  */
 
-import {
-  aliasRegionBar,
-  PCI_STD_NUM_BARS,
-  VFIO_PCI_CONFIG_REGION_INDEX,
-  VFIO_PCI_ROM_REGION_INDEX,
-  VFIO_PCI_VGA_REGION_INDEX,
-} from '../abi/vfio.js';
+import { Errno } from '../abi/errno.js';
 import { VfioUserClient } from '../client/client.js';
-import { type DeviceReport, describeDevice } from '../driver/describe.js';
+import { type DeviceReport, describeDevice, formatReport } from '../driver/describe.js';
 import { VfioDevice } from '../driver/device.js';
-import type { VfioDeviceFile } from '../driver/file.js';
-import { MalformedError, VfioError } from '../errors.js';
-import type { KernelDeviceFile, KernelOpened } from '../kernel/device.js';
-import type { VfioRegionCap } from '../wire/vfio.js';
+import { sizeText } from '../driver/format.js';
+import type { KernelFacts } from '../driver/lspci.js';
+import { PCI_IDS_PATHS, PciIdDatabase } from '../driver/pci-ids.js';
+import { reportJson } from '../driver/report-json.js';
+import { fail, MalformedError } from '../errors.js';
+import { KernelDeviceFile, type KernelOpened } from '../kernel/device.js';
+import { isBdf, normalizeBdf } from '../kernel/sysfs.js';
+import {
+  CONSOLE,
+  type CommandSpec,
+  flagValue,
+  hasFlag,
+  type Output,
+  positiveNumber,
+  runCommand,
+} from './args.js';
+import { kernelFacts, openTarget, type TargetOptions } from './target.js';
 
-export interface Output {
-  log(line: string): void;
-  error(line: string): void;
-}
+/** A vfio-user request's reply must come within this (ClientOptions.timeoutMs); --timeout sets it. */
+export const DEFAULT_INFO_TIMEOUT_S = 10;
+
+export const INFO: CommandSpec = {
+  name: 'info',
+  operands: 'SOCKET|PCI-ADDRESS',
+  minOperands: 1,
+  maxOperands: 1,
+  description: `Describes a device the way lspci -nn -vv does, from its config space read through VFIO:
+names from the system's pci.ids (numbers alone without it), Control and Status, the BARs (type,
+prefetchable, size), Capabilities (PM, MSI, MSI-X, PCI Express, vendor-specific; extended ones by
+name). Then what VFIO says: the transport (for a PCI address, how the device was opened: through
+its group in a container, or its device cdev bound to /dev/iommu), every region (offset in the device fd, size, flags,
+capabilities, write-combining paths for BARs) and every IRQ index.
+SOCKET is a vfio-user server's UNIX socket (vfio-ts serve); PCI-ADDRESS (0000:00:03.0, or 00:03.0)
+a device bound to vfio-pci (vfio-ts bind). Numbers follow lspci: hex without 0x for addresses,
+offsets and registers, sizes in binary units ([size=4M]), counts in decimal.`,
+  flags: [
+    {
+      name: '--json',
+      help: 'one JSON object instead of text. Every integer is a JSON number (IDs, registers,\naddresses, sizes: decimal, exact); names and flags are strings',
+    },
+    {
+      name: '--pci-ids',
+      value: 'FILE',
+      help: `read names from FILE (pci.ids format) instead of the system's\n(${PCI_IDS_PATHS.slice(0, 2).join(', ')})`,
+    },
+    {
+      name: '--timeout',
+      value: 'SECONDS',
+      help: `give up when a vfio-user server does not answer a request within SECONDS\n(default ${DEFAULT_INFO_TIMEOUT_S}); the command then fails with ETIMEDOUT`,
+    },
+  ],
+  notes: `The VFIO line of a vfio-user device shows the protocol version VFIO_USER_VERSION settled on
+(QEMU docs/interop/vfio-user.rst, "Version"): the client proposes major.minor (this client 0.1,
+QEMU 0.0), the server answers the same major and a minor no higher (this project's server: 0).
+0.0 is the version QEMU speaks; features are negotiated as capabilities beside it
+(max_data_xfer_size, max_msg_fds), shown on the same line.
+Exit status: 0 described, 1 the device could not be opened or stopped answering, 2 usage.`,
+};
 
 /** What `info` learned: the device report plus how it was reached. */
 export interface InfoReport extends DeviceReport {
   readonly target: string;
-  readonly numRegions: number;
-  readonly numIrqs: number;
+  /** A PCI address: what lspci reads from sysfs beside config space. */
+  readonly kernel?: KernelFacts;
   /** Kernel backend only: the group and container, or the device cdev and its iommufd IOAS. */
   readonly opened?: KernelOpened;
   /** vfio-user only: what VERSION settled. */
@@ -45,86 +84,63 @@ export interface InfoReport extends DeviceReport {
   };
 }
 
-const PCI_ADDRESS = /^(?:([0-9a-f]{4}):)?([0-9a-f]{2}):([0-9a-f]{2})\.([0-7])$/i;
-
-/** `00:03.0` → `0000:00:03.0`; undefined when `s` is not a PCI address. */
-export function pciAddress(s: string): string | undefined {
-  const m = PCI_ADDRESS.exec(s);
-  if (!m) return undefined;
-  return `${(m[1] ?? '0000').toLowerCase()}:${m[2]!.toLowerCase()}:${m[3]!.toLowerCase()}.${m[4]}`;
+export interface InfoOptions extends TargetOptions {
+  /** pci.ids files to try (tests); the system's by default. */
+  readonly pciIds?: readonly string[];
 }
 
-const USAGE = 'usage: vfio-ts info <socket-path | pci-address> [--json]';
-
-export async function run(args: string[]): Promise<number> {
-  return runWith(args, { log: (l) => console.log(l), error: (l) => console.error(l) });
+export function run(args: string[]): Promise<number> {
+  return runWith(args, CONSOLE);
 }
 
-export async function runWith(args: string[], out: Output): Promise<number> {
-  const json = args.includes('--json');
-  const rest = args.filter((a) => a !== '--json');
-  if (rest.length !== 1 || rest[0]!.startsWith('-')) {
-    out.error(USAGE);
-    return 2;
-  }
-  const target = rest[0]!;
-  let file: VfioDeviceFile;
-  try {
-    file = await open(target);
-  } catch (e) {
-    if (e instanceof InfoError) {
-      out.error(`vfio-ts info: ${e.message}`);
-      return 1;
-    }
-    if (e instanceof VfioError) {
-      out.error(`vfio-ts info: ${target}: ${e.message}`);
-      return 1;
-    }
-    throw e;
-  }
-  const dev = new VfioDevice(file);
-  try {
-    const report = await collectInfo(dev, target);
-    out.log(json ? JSON.stringify(infoJson(report), null, 2) : formatInfo(report));
-    return 0;
-  } catch (e) {
-    if (e instanceof VfioError || e instanceof MalformedError) {
-      out.error(`vfio-ts info: ${target}: ${e.message}`);
-      return 1;
-    }
-    throw e;
-  } finally {
-    await dev.close();
-  }
-}
-
-class InfoError extends Error {}
-
-async function open(target: string): Promise<VfioDeviceFile> {
-  const bdf = pciAddress(target);
-  if (bdf === undefined) return VfioUserClient.connect(target);
-  // The kernel backend is loaded only when asked for (it needs /dev/vfio and root). Its entry
-  // point is src/kernel/index.ts, or src/kernel/device.ts where no index exists yet.
-  let mod: { openKernelDevice?: (bdf: string) => Promise<VfioDeviceFile> } = {};
-  let why = '';
-  for (const path of ['../kernel/index.js', '../kernel/device.js']) {
+export function runWith(args: string[], out: Output, opts: InfoOptions = {}): Promise<number> {
+  return runCommand(INFO, args, out, async (p) => {
+    const target = p.operands[0]!;
+    const timeoutMs = positiveNumber(INFO, p, '--timeout', DEFAULT_INFO_TIMEOUT_S) * 1000;
+    const idsFile = flagValue(p, '--pci-ids');
+    const names = loadNames(idsFile ? [idsFile] : (opts.pciIds ?? PCI_IDS_PATHS), idsFile !== undefined, out);
+    const dev = new VfioDevice(await openTarget('info', target, { ...opts, timeoutMs }));
     try {
-      mod = (await import(path)) as typeof mod;
-      if (typeof mod.openKernelDevice === 'function') break;
-      why = `${path} exports no openKernelDevice()`;
-    } catch (e) {
-      why = e instanceof Error ? (e.message.split('\n')[0] ?? '') : String(e);
+      const report = await collectInfo(dev, target);
+      const fmt = { names, title: target };
+      out.log(
+        hasFlag(p, '--json')
+          ? reportJson(report, {
+              ...fmt,
+              target,
+              ...(report.negotiated ? { protocol: report.negotiated } : {}),
+              ...(report.opened ? { opened: report.opened } : {}),
+            })
+          : formatInfo(report, names),
+      );
+      return 0;
+    } finally {
+      await dev.close();
     }
-  }
-  if (typeof mod.openKernelDevice !== 'function')
-    throw new InfoError(
-      `${bdf} is a PCI address, but the kernel backend (src/kernel) is not available in this build (${why})`,
-    );
-  return mod.openKernelDevice(bdf);
+  });
 }
 
-export async function collectInfo(dev: VfioDevice, target: string): Promise<InfoReport> {
-  const info = await dev.info();
+/**
+ * The names database, or undefined (numbers only). A file named on the command line must load;
+ * the system's may be missing, and one that cannot be parsed is a warning, not a failure.
+ */
+function loadNames(paths: readonly string[], required: boolean, out: Output): PciIdDatabase | undefined {
+  try {
+    const db = PciIdDatabase.load(paths);
+    if (!db && required) fail(Errno.ENOENT, paths[0]!, 'cannot read this pci.ids file');
+    return db;
+  } catch (e) {
+    if (required || !(e instanceof MalformedError)) throw e;
+    out.error(`vfio-ts info: warning: ${e.message}; IDs shown as numbers`);
+    return undefined;
+  }
+}
+
+export async function collectInfo(
+  dev: VfioDevice,
+  target: string,
+  opts: TargetOptions = {},
+): Promise<InfoReport> {
   const base = await describeDevice(dev);
   const file = dev.file;
   const negotiated =
@@ -136,144 +152,39 @@ export async function collectInfo(dev: VfioDevice, target: string): Promise<Info
           dmaLayout: file.negotiated.dmaLayout,
         }
       : undefined;
-  const opened = file.transport === 'kernel' ? (file as KernelDeviceFile).opened : undefined;
+  const opened = file instanceof KernelDeviceFile ? file.opened : undefined;
+  const kernel = isBdf(target) ? kernelFacts(normalizeBdf(target), opts.sysfs) : undefined;
   return {
     ...base,
     target,
-    numRegions: info.numRegions,
-    numIrqs: info.numIrqs,
-    ...(opened ? { opened } : {}),
     ...(negotiated ? { negotiated } : {}),
+    ...(opened ? { opened } : {}),
+    ...(kernel ? { kernel } : {}),
   };
 }
 
-/** BAR0..5, ROM, CONFIG, VGA; a WC alias region by the BAR its type capability names. */
-export function regionLabel(index: number, caps: readonly VfioRegionCap[]): string {
-  if (index < PCI_STD_NUM_BARS) return `BAR${index}`;
-  if (index === VFIO_PCI_ROM_REGION_INDEX) return 'ROM';
-  if (index === VFIO_PCI_CONFIG_REGION_INDEX) return 'CONFIG';
-  if (index === VFIO_PCI_VGA_REGION_INDEX) return 'VGA';
-  const t = caps.find((c) => c.kind === 'type');
-  const bar = t?.kind === 'type' ? aliasRegionBar(t.type, t.subtype) : undefined;
-  if (bar !== undefined) return `BAR${bar} WC alias`;
-  return `device-specific ${index}`;
-}
-
-/** PCI base class names (PCI Code and ID Assignment Specification, section 1), the common ones. */
-const CLASS_NAMES: Record<number, string> = {
-  0: 'Unclassified device',
-  1: 'Mass storage controller',
-  2: 'Network controller',
-  3: 'Display controller',
-  4: 'Multimedia controller',
-  5: 'Memory controller',
-  6: 'Bridge',
-  7: 'Communication controller',
-  8: 'Generic system peripheral',
-  12: 'Serial bus controller',
-  18: 'Processing accelerators',
-  255: 'Unassigned class',
-};
-
-const hex = (n: number | bigint, w = 0) => n.toString(16).padStart(w, '0');
-
-/** lspci's size notation: 256, 4K, 1M, 2G. */
-export function sizeText(size: bigint): string {
-  for (const [unit, shift] of [
-    ['G', 30n],
-    ['M', 20n],
-    ['K', 10n],
-  ] as const)
-    if (size >= 1n << shift && size % (1n << shift) === 0n) return `${size >> shift}${unit}`;
-  return size.toString();
-}
-
-function capLines(c: VfioRegionCap): string[] {
-  switch (c.kind) {
-    case 'sparse-mmap':
-      return [
-        `Sparse mmap: ${c.areas.length} area${c.areas.length === 1 ? '' : 's'}`,
-        ...c.areas.map(
-          (a) => `\tmmap [0x${hex(a.offset)}-0x${hex(a.offset + a.size - 1n)}] size=${sizeText(a.size)}`,
-        ),
-      ];
-    case 'type':
-      return [`Type: 0x${hex(c.type)} subtype 0x${hex(c.subtype)}`];
-    case 'msix-mappable':
-      return ['MSI-X table mappable'];
-    case 'unknown':
-      return [`Capability ${c.id} version ${c.version} (${c.body.length} bytes)`];
-  }
-}
-
-function openedText(o: KernelOpened): string {
+/** How a kernel device was opened (src/kernel/device.ts openKernelDevice), for the VFIO line. */
+export function openedText(o: KernelOpened): string {
   return o.path === 'group'
     ? `group ${o.node} in container /dev/vfio/vfio`
     : `device cdev ${o.node} bound to /dev/iommu (devid ${o.devid}, IOAS ${o.ioas})`;
 }
 
-/** Text in the manner of `lspci -vv`: a title line, then tab-indented facts. */
-export function formatInfo(r: InfoReport): string {
-  const cls = CLASS_NAMES[r.classCode >> 16] ?? 'Class';
-  const lines = [
-    `${r.target}: ${cls} [${hex(r.classCode >> 8, 4)}]: Device ${hex(r.vendorId, 4)}:${hex(r.deviceId, 4)} (rev ${hex(r.revision, 2)}) (prog-if ${hex(r.classCode & 0xff, 2)})`,
-    `\tSubsystem: Device ${hex(r.subsystemVendorId, 4)}:${hex(r.subsystemId, 4)}`,
-    `\tVFIO: ${r.transport}${r.opened ? `, ${openedText(r.opened)}` : ''}${r.negotiated ? ` ${r.negotiated.version}, max_data_xfer_size ${r.negotiated.maxDataXferSize}, max_msg_fds ${r.negotiated.maxMsgFds}, DMA_READ/WRITE layout ${r.negotiated.dmaLayout}` : ''}`,
-    `\tDevice: ${r.numRegions} regions, ${r.numIrqs} IRQs, reset ${r.reset ? '+' : '-'}`,
-  ];
-  for (const g of r.regions) {
-    lines.push(
-      `\tRegion ${g.index} (${regionLabel(g.index, g.caps)}): size=${sizeText(g.size)} offset=0x${hex(g.offset)} [${g.flags.join(' ')}]`,
-    );
-    for (const c of g.caps) for (const l of capLines(c)) lines.push(`\t\t${l}`);
-    if (g.index < PCI_STD_NUM_BARS && g.flags.includes('MMAP'))
-      lines.push(`\t\tWrite-combining: ${g.wcPaths.length ? g.wcPaths.join(', ') : 'none'}`);
-    if (g.wcNote) lines.push(`\t\t\t${g.wcNote}`);
-  }
-  for (const q of r.irqs)
-    lines.push(
-      'errno' in q
-        ? `\tIRQ ${q.index} (${q.name}): ${q.errno}`
-        : `\tIRQ ${q.index} (${q.name}): count=${q.count} [${q.flags.join(' ')}]`,
-    );
-  return lines.join('\n');
+/** What the VFIO line says after the transport: the vfio-user protocol, or how the kernel's device was opened. */
+function transportDetail(r: InfoReport): string | undefined {
+  const n = r.negotiated;
+  if (n)
+    return `protocol ${n.version}, max_data_xfer_size ${sizeText(n.maxDataXferSize)}, max_msg_fds ${n.maxMsgFds}, DMA_READ/WRITE layout ${n.dmaLayout}`;
+  return r.opened ? openedText(r.opened) : undefined;
 }
 
-/** One JSON object with the same facts; 64-bit values as hex strings, ids as numbers. */
-export function infoJson(r: InfoReport): Record<string, unknown> {
-  return {
-    target: r.target,
-    transport: r.transport,
-    ...(r.opened ? { opened: r.opened } : {}),
-    ...(r.negotiated ? { negotiated: r.negotiated } : {}),
-    vendorId: r.vendorId,
-    deviceId: r.deviceId,
-    subsystemVendorId: r.subsystemVendorId,
-    subsystemId: r.subsystemId,
-    classCode: r.classCode,
-    revision: r.revision,
-    reset: r.reset,
-    numRegions: r.numRegions,
-    numIrqs: r.numIrqs,
-    regions: r.regions.map((g) => ({
-      index: g.index,
-      name: regionLabel(g.index, g.caps),
-      size: `0x${hex(g.size)}`,
-      offset: `0x${hex(g.offset)}`,
-      flags: g.flags,
-      caps: g.caps.map((c) =>
-        c.kind === 'sparse-mmap'
-          ? {
-              kind: c.kind,
-              areas: c.areas.map((a) => ({ offset: `0x${hex(a.offset)}`, size: `0x${hex(a.size)}` })),
-            }
-          : c.kind === 'unknown'
-            ? { kind: c.kind, id: c.id, version: c.version, bytes: c.body.length }
-            : c,
-      ),
-      wcPaths: g.wcPaths,
-      ...(g.wcNote === undefined ? {} : { wcNote: g.wcNote }),
-    })),
-    irqs: r.irqs,
-  };
+/** The text: formatReport with the vfio-user protocol or the kernel's open path on the VFIO line. */
+export function formatInfo(r: InfoReport, names?: PciIdDatabase): string {
+  const detail = transportDetail(r);
+  return formatReport(r, {
+    title: r.target,
+    ...(names ? { names } : {}),
+    ...(r.kernel ? { kernel: r.kernel } : {}),
+    ...(detail ? { transportDetail: detail } : {}),
+  });
 }

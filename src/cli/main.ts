@@ -1,9 +1,12 @@
 #!/usr/bin/env node
 /**
  * vfio-ts command line. Each command lives in its own module exporting
- * `run(args: string[]): Promise<number>` (the exit status), loaded only when used.
+ * `run(args: string[]): Promise<number>` (the exit status), loaded only when used; each parses
+ * its arguments from a declared flag table (src/cli/args.ts), so `vfio-ts <command> --help`
+ * explains every flag it takes.
  */
-import { MalformedError, VfioError } from '../errors.js';
+import { readFileSync } from 'node:fs';
+import { CONSOLE, reportFailure } from './args.js';
 
 type Runner = (args: string[]) => Promise<number>;
 interface CommandModule {
@@ -16,56 +19,68 @@ const COMMANDS: Record<string, [module: string, fn: keyof CommandModule, summary
   demo: [
     'demo',
     'run',
-    'build the example devices in-process and map BARs write-combining through every path',
+    'build edu, ivshmem and nvme in-process, map a BAR write-combining through every path',
   ],
   serve: [
     'serve',
     'run',
-    'serve a device over vfio-user: serve --device <edu|ivshmem|nvme> --socket <path> [--disk <file>] [--verbose]',
+    'serve a device over vfio-user on a UNIX socket: edu, ivshmem, nvme on a disk file, or a module',
   ],
-  info: ['info', 'run', 'describe a device like lspci -vv: info <socket-path | pci-address> [--json]'],
-  bind: ['bind', 'run', 'bind a PCI device to vfio-pci: bind <pci-address>'],
-  unbind: ['bind', 'runUnbind', 'give a PCI device back to the kernel: unbind <pci-address>'],
-  nvme: [
-    'nvme',
-    'run',
-    'userspace NVMe driver: nvme identify|perf <socket-path | pci-address> (nvme --help)',
-  ],
+  info: ['info', 'run', 'describe a device like lspci -vv, then its VFIO regions, IRQs and WC paths'],
+  bind: ['bind', 'run', 'hand a PCI device to vfio-pci'],
+  unbind: ['bind', 'runUnbind', 'give a PCI device back to the kernel'],
+  nvme: ['nvme', 'run', 'the userspace NVMe driver: identify, and perf (a small fio)'],
 };
 
-async function load(module: string, fn: keyof CommandModule): Promise<Runner> {
-  const m = (await import(`./${module}.js`)) as CommandModule;
-  const runner = m[fn];
-  if (!runner) throw new Error(`src/cli/${module}.ts exports no ${fn}()`);
-  return runner;
+/** package.json's version: dist/src/cli/main.js → ../../../package.json, in the repo and installed. */
+export function packageVersion(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as {
+    version?: unknown;
+  };
+  return typeof pkg.version === 'string' ? pkg.version : 'unknown';
 }
 
 function usage(): string {
-  const lines = ['usage: vfio-ts <command> [options]', '', 'commands:'];
+  const lines = [
+    'usage: vfio-ts <command> [options]     (vfio-ts <command> --help explains each)',
+    '       vfio-ts --version',
+    '',
+    'commands:',
+  ];
   for (const [name, [, , summary]] of Object.entries(COMMANDS)) lines.push(`  ${name.padEnd(8)} ${summary}`);
+  lines.push('', 'Exit status: 0 success, 1 failure (one line on stderr says why), 2 bad command line.');
   return lines.join('\n');
 }
 
 async function main(argv: string[]): Promise<number> {
-  const [cmd, ...rest] = argv;
-  if (!cmd || cmd === '-h' || cmd === '--help' || cmd === 'help') {
-    console.log(usage());
-    return cmd ? 0 : 2;
+  let [cmd, ...rest] = argv;
+  if (cmd === '--version' || cmd === '-V') {
+    console.log(`vfio-ts ${packageVersion()}`);
+    return 0;
+  }
+  if (cmd === 'help' && rest[0] && COMMANDS[rest[0]]) [cmd, rest] = [rest[0], ['--help']];
+  if (cmd === undefined || cmd === '-h' || cmd === '--help' || cmd === 'help') {
+    (cmd === undefined ? console.error : console.log)(usage());
+    return cmd === undefined ? 2 : 0;
   }
   const c = COMMANDS[cmd];
   if (!c) {
-    console.error(`vfio-ts: unknown command '${cmd}'\n${usage()}`);
+    console.error(
+      `vfio-ts: ${cmd.startsWith('-') ? 'unknown option' : 'unknown command'} '${cmd}' (vfio-ts --help lists the commands)`,
+    );
     return 2;
   }
   try {
-    return await (await load(c[0], c[1]))(rest);
+    const m = (await import(`./${c[0]}.js`)) as CommandModule;
+    return await m[c[1]]!(rest);
   } catch (e) {
-    if (e instanceof VfioError || e instanceof MalformedError) {
-      console.error(`vfio-ts ${cmd}: ${e.message}`);
-      return 1;
-    }
-    throw e;
+    return reportFailure(cmd, e, CONSOLE);
   }
 }
 
+// `vfio-ts info ... | head`: a reader that goes away ends the output, not with a stack trace.
+process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+  if (e.code !== 'EPIPE') throw e;
+  process.exit(process.exitCode ?? 0);
+});
 process.exitCode = await main(process.argv.slice(2));

@@ -6,17 +6,18 @@
  * mode that fails loudly on the first block that does not read back as written.
  */
 import { Errno } from '../abi/errno.js';
-import { VfioUserClient } from '../client/client.js';
 import { VfioDevice } from '../driver/device.js';
 import type { VfioDeviceFile } from '../driver/file.js';
 import { probeCmbBar } from '../driver/nvme/cmb.js';
 import { NvmeController, versionText } from '../driver/nvme/index.js';
 import { PERF_MODES, type PerfMode, type PerfResult, runPerf } from '../driver/nvme/perf.js';
 import { cap, cmbsz } from '../driver/nvme/spec.js';
+import { jsonText } from '../driver/report-json.js';
 import { fail, MalformedError, VfioError } from '../errors.js';
 import { openKernelDevice } from '../kernel/device.js';
 import { iomemRelaxed, isBdf, normalizeBdf } from '../kernel/sysfs.js';
-import type { Output } from './info.js';
+import type { Output } from './args.js';
+import { connectSocket } from './target.js';
 
 const TARGET = `<target> is a vfio-user socket path, or a PCI address (0000:00:04.0) bound to vfio-pci (vfio-ts bind).`;
 const USAGE = `usage: vfio-ts nvme identify <target> [--json]
@@ -151,12 +152,12 @@ export async function runWith(args: string[], out: Output): Promise<number> {
   try {
     if (cmd === 'identify') {
       const report = await identify(target);
-      out.log(flags.has('--json') ? JSON.stringify(report, bigintJson, 2) : identifyText(report));
+      out.log(flags.has('--json') ? jsonText(report) : identifyText(report));
       return 0;
     }
     const p = parsePerf(flags);
     const r = await perf(target, p);
-    out.log(flags.has('--json') ? JSON.stringify(r, bigintJson, 2) : perfText(r));
+    out.log(flags.has('--json') ? jsonText(r) : perfText(r));
     return 0;
   } catch (e) {
     if (e instanceof VfioError || e instanceof MalformedError) {
@@ -168,12 +169,8 @@ export async function runWith(args: string[], out: Output): Promise<number> {
 }
 
 function usage(out: Output, why: string): number {
-  out.error(`vfio-ts nvme: ${why}\n${USAGE}`);
+  out.error(`vfio-ts nvme: ${why} (vfio-ts nvme --help)`);
   return 2;
-}
-
-function bigintJson(_k: string, v: unknown): unknown {
-  return typeof v === 'bigint' ? `0x${v.toString(16)}` : v;
 }
 
 /**
@@ -183,7 +180,7 @@ function bigintJson(_k: string, v: unknown): unknown {
  * BARs at open); which BAR that is, a first open asks the controller (CMBLOC.BIR).
  */
 export async function openTarget(target: string, sq: 'host' | 'cmb' = 'host'): Promise<VfioDevice> {
-  if (!isBdf(target)) return new VfioDevice(await VfioUserClient.connect(target));
+  if (!isBdf(target)) return new VfioDevice(await connectSocket(target));
   const bdf = normalizeBdf(target);
   let wcBars: number[] = [];
   if (sq === 'cmb' && iomemRelaxed()) {

@@ -22,9 +22,20 @@ export interface BarDescription {
   readonly mmappable?: boolean;
   /**
    * 'memory' (default): plain memory in shared memory (memfd), mappable and handed to peers.
-   * 'trapped': every access goes to the device behaviour's barRead/barWrite (registers; barRead64/barWrite64 for the 7.3 profile's 8-byte accesses).
+   * 'trapped': every access goes to the behaviour's handler for the BAR (registers).
    */
   readonly backing?: 'memory' | 'trapped';
+  /**
+   * What a device reset does to the BAR's memory: 'keep' it (the default for memory BARs: device
+   * memory, a host memory backend) or 'zero' it (the default for the page behind a trapped BAR).
+   */
+  readonly reset?: 'keep' | 'zero';
+  /**
+   * The widest access the handler of a trapped BAR takes: 8 (default) or 4, when an 8-byte
+   * access (7.3 profile) becomes two 4-byte ones, low half first (QEMU's
+   * `.impl.max_access_size = 4`).
+   */
+  readonly maxAccessSize?: 4 | 8;
 }
 
 export interface MsiDescription {

@@ -14,7 +14,7 @@
  */
 import { Errno } from '../abi/errno.js';
 import { fail, VfioError } from '../errors.js';
-import type { DeviceBehaviour, DeviceContext } from './behaviour.js';
+import type { BehaviourContext, BehaviourFactory, DeviceBehaviour } from './behaviour.js';
 import { ConfigSpace } from './config.js';
 import type { BarDescription, DeviceDescription, KernelProfile } from './description.js';
 import { DmaSpace } from './dma.js';
@@ -29,7 +29,13 @@ import { RegionAccess } from './rdwr.js';
 import { type DeviceRegion, RegionTable } from './regions.js';
 import { ALL_EXTENSIONS, type Extensions, MAX_MMAP_COOKIES, WriteCombining } from './wc.js';
 
-export type { DeviceBehaviour, DeviceContext } from './behaviour.js';
+export type {
+  AccessSize,
+  BehaviourContext,
+  BehaviourFactory,
+  DeviceBehaviour,
+  RegisterHandlers,
+} from './behaviour.js';
 export type { MappingPath, MemoryAttribute } from './handles.js';
 export type { DeviceMapping, MappingSource } from './mmap.js';
 export type { DeviceRegion } from './regions.js';
@@ -75,6 +81,8 @@ export interface DeviceOptions {
    * (src/core/ioctl.ts hotReset), and only in the 7.3 profile: 6.1 has no device cdev.
    */
   readonly opened?: 'group' | 'cdev';
+  /** Where the device's notable events go (the device context's log); nowhere by default. */
+  readonly log?: (line: string) => void;
 }
 
 /** Kept as a name for device files; `backing` lives in BarDescription. */
@@ -91,11 +99,17 @@ export class VfioPciDevice {
   private readonly access: RegionAccess;
   private readonly ioctls: CoreIoctls;
   private readonly intx: IntxLine;
+  private readonly behaviour: DeviceBehaviour;
   private closed = false;
 
+  /**
+   * `behaviour` is the device side: an object, or a factory the core calls once with the
+   * device's context (interrupts, DMA, BAR memory) before the device is used. Every register
+   * BAR (`backing: 'trapped'`, and every I/O BAR) must have a handler in its `bars`.
+   */
   constructor(
     readonly description: DeviceDescription,
-    private readonly behaviour: DeviceBehaviour,
+    behaviour: DeviceBehaviour | BehaviourFactory,
     options: DeviceOptions,
   ) {
     const { env } = options;
@@ -125,6 +139,10 @@ export class VfioPciDevice {
       configSize: this.config.size,
     });
     this.table = new MappingTable(this.regions, env);
+    this.behaviour = typeof behaviour === 'function' ? behaviour(this.context(options.log)) : behaviour;
+    for (const [i, b] of description.bars.entries())
+      if (b && (b.backing === 'trapped' || b.kind === 'io') && !this.behaviour.bars?.[i])
+        fail(Errno.EINVAL, 'VfioPciDevice', `${description.name}: BAR${i} is trapped but has no handler`);
     const wc = new WriteCombining(this.regions, this.table, {
       extensions: this.extensions,
       wcRequiresPrefetch: options.wcRequiresPrefetch ?? true,
@@ -133,7 +151,7 @@ export class VfioPciDevice {
     this.access = new RegionAccess(
       this.regions,
       this.config,
-      behaviour,
+      this.behaviour,
       description.msix,
       this.profile !== '6.1',
     );
@@ -147,9 +165,8 @@ export class VfioPciDevice {
       irqs: this.irqs,
       intx: this.intx,
       wc,
-      behaviour,
+      behaviour: this.behaviour,
     });
-    behaviour.attach?.(this.context());
   }
 
   // -------------------------------------------------------------------------------------------
@@ -202,9 +219,17 @@ export class VfioPciDevice {
     return this.ioctls.inLowPower;
   }
 
-  /** Device reset (DEVICE_RESET's effect): BAR memory and device state; config and interrupts stay. */
+  /**
+   * Device reset (DEVICE_RESET's effect; the vfio-user server's when a client leaves): the
+   * device's state and the BAR memory it declares `reset: 'zero'`; config and interrupts stay.
+   */
   reset(): void {
     this.ioctls.reset();
+  }
+
+  /** Resolves when no work the device started (a DMA, a command) is still running. */
+  settled(): Promise<void> {
+    return this.behaviour.settled?.() ?? Promise.resolve();
   }
 
   // -------------------------------------------------------------------------------------------
@@ -326,7 +351,7 @@ export class VfioPciDevice {
   // -------------------------------------------------------------------------------------------
   // Device side
   // -------------------------------------------------------------------------------------------
-  private context(): DeviceContext {
+  private context(log: ((line: string) => void) | undefined): BehaviourContext {
     const { irqs, intx, regions } = this;
     return {
       config: this.config,
@@ -337,22 +362,22 @@ export class VfioPciDevice {
       get irqType() {
         return irqs.type;
       },
+      log: log ?? (() => {}),
     };
   }
 
   /**
-   * Closes the device: drops interrupts, mappings, dma-bufs, DMA ranges and BAR memory at once;
-   * resolves when the behaviour's own close has finished (an nvme namespace flushed and closed).
+   * Closes the device: drops interrupts, mappings, dma-bufs, DMA ranges and BAR memory. What the
+   * device's own close started (an nvme namespace flushed and closed) is work `settled()` waits for.
    */
-  close(): Promise<void> {
-    if (this.closed) return Promise.resolve();
+  close(): void {
+    if (this.closed) return;
     this.closed = true;
     this.irqs.close();
     this.table.close();
     this.dma.unmapAll();
-    const done = this.behaviour.close?.();
+    this.behaviour.close?.();
     this.regions.close();
-    return Promise.resolve(done);
   }
 
   private assertOpen(op: string): void {

@@ -1,4 +1,28 @@
-/** The device core: build a vfio-pci device from a description and a behaviour. */
+/**
+ * The device core: the device authoring API (defineDevice), and the vfio-pci model it builds
+ * (VfioPciDevice, from a description and a behaviour).
+ */
+
+export {
+  type BarIndex,
+  type BarSpec,
+  type DeviceContext,
+  type DeviceDefinition,
+  type DeviceDma,
+  type DeviceInstance,
+  type DeviceIrq,
+  type DeviceModel,
+  type DeviceSpec,
+  defineDevice,
+  type IdentitySpec,
+  isDeviceDefinition,
+  type MemoryBarSpec,
+  type MsiSpec,
+  type MsixSpec,
+  type RegisterBarSpec,
+  registerRead,
+  registerWrite,
+} from './define.js';
 export type {
   BarDescription,
   BarKind,
@@ -9,9 +33,11 @@ export type {
   PciIdentity,
 } from './description.js';
 export {
+  type AccessSize,
   ALL_EXTENSIONS,
+  type BehaviourContext,
+  type BehaviourFactory,
   type DeviceBehaviour,
-  type DeviceContext,
   type DeviceMapping,
   type DeviceOptions,
   type Extensions,
@@ -19,6 +45,7 @@ export {
   type MappingSource,
   type MemoryAttribute,
   NO_EXTENSIONS,
+  type RegisterHandlers,
   VfioPciDevice,
 } from './device.js';
 export { DmaSpace, type DmaTarget, type RemoteMemory } from './dma.js';
@@ -30,3 +57,4 @@ export {
   type SharedMemory,
 } from './env.js';
 export { DEFAULT_OFFSET_BITS, OffsetSpace, PAGE_SIZE, PGOFF32_OFFSET_BITS } from './offsets.js';
+export { type DeviceState, MAX_STATE_DEPTH, type StateValue } from './state.js';

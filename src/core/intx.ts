@@ -16,7 +16,7 @@ export class IntxLine {
     private readonly irqs: IrqState,
   ) {}
 
-  /** DeviceContext.raise: interrupt `vector` of whatever type the driver enabled (INTx: 0). */
+  /** BehaviourContext.raise: interrupt `vector` of whatever type the driver enabled (INTx: 0). */
   raise(vector: number): boolean {
     if (this.irqs.type !== 'intx') return this.irqs.raise(vector);
     this.level = true;
@@ -25,7 +25,7 @@ export class IntxLine {
     return this.irqs.raise(vector);
   }
 
-  /** DeviceContext.lower: the device deasserts its line (QEMU's pci_set_irq(dev, 0)). */
+  /** BehaviourContext.lower: the device deasserts its line (QEMU's pci_set_irq(dev, 0)). */
   lower(): void {
     if (!this.level) return;
     this.level = false;

@@ -136,9 +136,12 @@ export class CoreIoctls {
    * function's config space and restores it after the reset, and vfio's virtual config (vconfig)
    * is not touched, so what a user reads from the config region is unchanged (seen on 6.1 and 7.3:
    * the command register reads back what was written before DEVICE_RESET). Interrupts stay.
+   * What the device itself clears is its own decision (BarDescription.reset, the behaviour's
+   * reset): a function reset need not touch a memory BAR's contents (ivshmem's shared memory is
+   * a host memory backend; it outlives resets, guests and clients).
    */
   reset(): void {
-    this.d.regions.clearMemory();
+    this.d.regions.resetMemory();
     this.d.behaviour.reset?.();
   }
 

@@ -129,9 +129,17 @@ export class RegionTable {
     return holes.sort((a, b) => (a[0] < b[0] ? -1 : 1));
   }
 
-  /** Zeroes every BAR's memory (a function reset). */
-  clearMemory(): void {
-    for (const m of this.memory) m?.bytes.fill(0);
+  /**
+   * A function reset: zeroes the memory of BARs that declare `reset: 'zero'`, and the page
+   * behind a trapped BAR (plain memory an mmap of it shows, not device memory); memory BARs
+   * keep their bytes by default.
+   */
+  resetMemory(): void {
+    for (const [i, m] of this.memory.entries()) {
+      const b = this.bars[i];
+      if (m && b && (b.reset === 'zero' || (b.reset === undefined && b.backing === 'trapped')))
+        m.bytes.fill(0);
+    }
   }
 
   close(): void {

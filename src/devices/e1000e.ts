@@ -4,13 +4,14 @@
  * 0x020000, BAR0 128 KiB MMIO, BAR1 128 KiB flash, BAR2 32 bytes of I/O, BAR3 16 KiB holding the
  * MSI-X table (5 vectors at 0) and PBA (0x2000), a 256 KiB expansion ROM (efi-e1000e.rom), one
  * 64-bit MSI vector, PCI Express endpoint (AER and DSN extended capabilities in QEMU), power
- * management, INTx pin A; vfio-pci reports RESET. A description only, without NIC behaviour.
+ * management, INTx pin A; vfio-pci reports RESET. A description only, without NIC behaviour:
+ * the memory BARs are plain memory (zeroed by a reset), and the I/O window (IOADDR/IODATA) is
+ * not decoded: it reads all-ones and drops writes.
  */
-import type { DeviceDescription } from '../core/description.js';
-import type { DeviceBehaviour } from '../core/device.js';
+import { type DeviceDefinition, defineDevice } from '../core/define.js';
 
-export function e1000eDescription(): DeviceDescription {
-  return {
+export function e1000eModel(): DeviceDefinition {
+  return defineDevice({
     name: 'e1000e',
     identity: {
       vendorId: 0x8086,
@@ -19,17 +20,17 @@ export function e1000eDescription(): DeviceDescription {
       subsystemId: 0x0000,
       classCode: 0x020000,
       revision: 0x00,
-      interruptPin: 1,
     },
     bars: [
-      { size: 128 << 10, kind: 'mem32', backing: 'memory' },
-      { size: 128 << 10, kind: 'mem32', backing: 'memory' },
-      { size: 32, kind: 'io' },
-      { size: 16 << 10, kind: 'mem32', backing: 'memory' },
+      { index: 0, kind: 'mem32', size: 128 << 10, backing: 'memory', reset: 'zero' },
+      { index: 1, kind: 'mem32', size: 128 << 10, backing: 'memory', reset: 'zero' },
+      { index: 2, kind: 'io', size: 32, backing: 'registers' },
+      { index: 3, kind: 'mem32', size: 16 << 10, backing: 'memory', reset: 'zero' },
     ],
     rom: { size: 256 << 10 },
-    msi: { vectors: 1, addr64: true, perVectorMask: false },
-    msix: { tableSize: 5, tableBar: 3, tableOffset: 0, pbaBar: 3, pbaOffset: 0x2000 },
+    msi: { vectors: 1 },
+    msix: { vectors: 5, table: { bar: 3, offset: 0 }, pba: { bar: 3, offset: 0x2000 } },
+    intx: true,
     pcie: true,
     pm: true,
     resettable: true,
@@ -43,8 +44,6 @@ export function e1000eDescription(): DeviceDescription {
       { cap: 'pcie', offset: 0xe0, pcieVersion: 1, pcieType: 9, pcieStyle: 'qemu', pcieFlr: false },
       { cap: 'msix', offset: 0xa0 },
     ],
-  };
+    create: () => ({ bars: { 2: { read: () => -1n, write() {} } } }),
+  });
 }
-
-/** No register behaviour: the differential needs the uAPI answers, not a NIC. */
-export class E1000eBehaviour implements DeviceBehaviour {}

@@ -27,11 +27,10 @@
  *   (edu_check_range) and copies anyway;
  * - the factorial is ready at once (QEMU computes it in a thread), and a DMA runs at once
  *   (QEMU: a timer 100 ms later) — both still set and clear their busy bits and interrupt;
- * - `reset()` (VFIO_DEVICE_RESET on a resettable copy, vfio-user reset) clears the registers;
- *   QEMU's edu has no reset handler.
+ * - a reset (a vfio-user client leaving, vfio-user DEVICE_RESET) restores the registers and the
+ *   DMA buffer to their initial values (its `state`); QEMU's edu has no reset handler.
  */
-import type { DeviceDescription } from '../core/description.js';
-import type { DeviceBehaviour, DeviceContext } from '../core/device.js';
+import { type DeviceContext, type DeviceDefinition, type DeviceModel, defineDevice } from '../core/define.js';
 
 export const EDU_ID = 0x010000ed;
 export const EDU_DMA_BUFFER = 0x40000n;
@@ -59,9 +58,38 @@ const DMA_IRQ = 4n;
 const IRQ_FACT = 0x1;
 const IRQ_DMA = 0x100;
 const ALL_ONES = 0xffff_ffff_ffff_ffffn;
+const EDU_DMA_BUFFER_NUM = Number(EDU_DMA_BUFFER);
 
-export function eduDescription(): DeviceDescription {
+export interface EduOptions {
+  /** QEMU's `dma_mask` property: RAM addresses of a DMA are ANDed with it (default 28 bits). */
+  readonly dmaMask?: bigint;
+}
+
+/** edu's registers (EduState) in their reset values, and the DMA buffer. */
+function eduState() {
   return {
+    addr4: 0,
+    fact: 0,
+    status: 0,
+    irqStatus: 0,
+    dmaSrc: 0n,
+    dmaDst: 0n,
+    dmaCount: 0n,
+    dmaCmd: 0n,
+    dmaBuffer: new Uint8Array(EDU_DMA_SIZE),
+  };
+}
+export type EduState = ReturnType<typeof eduState>;
+
+/** What an edu instance exposes besides its registers (tests read it). */
+export interface EduModel extends DeviceModel {
+  /** The last DMA's error (EFAULT when the driver pointed it at unmapped memory), or undefined. */
+  readonly dmaError: unknown;
+}
+
+export function eduDevice(options: EduOptions = {}): DeviceDefinition<EduModel, EduState> {
+  const dmaMask = options.dmaMask ?? EDU_DEFAULT_DMA_MASK;
+  return defineDevice({
     name: 'edu',
     identity: {
       vendorId: 0x1234,
@@ -70,122 +98,98 @@ export function eduDescription(): DeviceDescription {
       subsystemId: 0x1100,
       classCode: 0x00ff00,
       revision: 0x10,
-      interruptPin: 1,
     },
-    bars: [{ size: 1 << 20, kind: 'mem32', backing: 'trapped' }],
-    msi: { vectors: 1, addr64: true, perVectorMask: false },
-    resettable: false,
-  };
+    bars: [{ index: 0, kind: 'mem32', size: 1 << 20, backing: 'registers' }],
+    msi: { vectors: 1 },
+    intx: true,
+    state: eduState,
+    create: (dev) => new Edu(dev, dmaMask),
+  });
 }
 
-export interface EduOptions {
-  /** QEMU's `dma_mask` property: RAM addresses of a DMA are ANDed with it (default 28 bits). */
-  readonly dmaMask?: bigint;
-}
-
-export class EduBehaviour implements DeviceBehaviour {
-  private ctx!: DeviceContext;
-  private addr4 = 0;
-  private fact = 0;
-  private status = 0;
-  private irqStatus = 0;
-  private dmaSrc = 0n;
-  private dmaDst = 0n;
-  private dmaCount = 0n;
-  private dmaCmd = 0n;
-  readonly dmaMask: bigint;
-  readonly dmaBuffer = new Uint8Array(EDU_DMA_SIZE);
-  /** Resolves when the DMA in flight finishes (tests and the demo wait on it). */
-  dmaDone: Promise<void> = Promise.resolve();
-  /** The last DMA error (EFAULT when the driver pointed it at unmapped memory). */
+class Edu implements EduModel {
   dmaError: unknown;
+  readonly bars = {
+    0: {
+      read: (offset: number, size: number): bigint => {
+        // 1/2 bytes: below .valid.min_access_size; memory_region_dispatch_read gives unassigned 0.
+        if (size < 4) return 0n;
+        if (inWindow(offset)) return this.window(offset, size);
+        return this.read(offset, size);
+      },
+      write: (offset: number, size: number, value: bigint): void => {
+        if (size < 4) return; // invalid size: dropped
+        if (inWindow(offset)) {
+          const dv = new DataView(this.s.dmaBuffer.buffer);
+          if (size === 8) dv.setBigUint64(offset - EDU_DMA_BUFFER_NUM, value, true);
+          else dv.setUint32(offset - EDU_DMA_BUFFER_NUM, Number(value), true);
+        } else this.write(offset, size, value);
+      },
+    },
+  };
 
-  constructor(options: EduOptions = {}) {
-    this.dmaMask = options.dmaMask ?? EDU_DEFAULT_DMA_MASK;
+  constructor(
+    private readonly dev: DeviceContext<EduState>,
+    private readonly dmaMask: bigint,
+  ) {}
+
+  private get s(): EduState {
+    return this.dev.state;
   }
 
-  attach(ctx: DeviceContext): void {
-    this.ctx = ctx;
+  private window(offset: number, size: number): bigint {
+    const dv = new DataView(this.s.dmaBuffer.buffer);
+    const o = offset - EDU_DMA_BUFFER_NUM;
+    return size === 8 ? dv.getBigUint64(o, true) : BigInt(dv.getUint32(o, true));
   }
 
-  barRead(bar: number, offset: number, size: 1 | 2 | 4): number {
-    // 1/2 bytes: below .valid.min_access_size; memory_region_dispatch_read gives unassigned 0.
-    if (bar !== 0 || size !== 4) return 0;
-    if (inWindow(offset)) {
-      const o = offset - EDU_DMA_BUFFER_NUM;
-      return new DataView(this.dmaBuffer.buffer).getUint32(o, true);
-    }
-    return Number(this.read(offset, 4) & 0xffff_ffffn);
-  }
-
-  barRead64(bar: number, offset: number): bigint {
-    if (bar !== 0) return 0n;
-    if (inWindow(offset))
-      return new DataView(this.dmaBuffer.buffer).getBigUint64(offset - EDU_DMA_BUFFER_NUM, true);
-    return this.read(offset, 8);
-  }
-
-  barWrite(bar: number, offset: number, size: 1 | 2 | 4, value: number): void {
-    if (bar !== 0 || size !== 4) return; // invalid size: dropped
-    if (inWindow(offset)) {
-      new DataView(this.dmaBuffer.buffer).setUint32(offset - EDU_DMA_BUFFER_NUM, value, true);
-      return;
-    }
-    this.write(offset, 4, BigInt(value >>> 0));
-  }
-
-  barWrite64(bar: number, offset: number, value: bigint): void {
-    if (bar !== 0) return;
-    if (inWindow(offset))
-      new DataView(this.dmaBuffer.buffer).setBigUint64(offset - EDU_DMA_BUFFER_NUM, value, true);
-    else this.write(offset, 8, value);
-  }
-
-  /** edu_mmio_read */
-  private read(addr: number, size: 4 | 8): bigint {
+  /** edu_mmio_read; a 4-byte read of an 8-byte register is its low half (the core keeps 4 bytes). */
+  private read(addr: number, size: number): bigint {
+    const s = this.s;
     if (addr < 0x80 && size !== 4) return ALL_ONES;
     switch (addr) {
       case REG.ID:
         return BigInt(EDU_ID);
       case REG.LIVENESS:
-        return BigInt(this.addr4);
+        return BigInt(s.addr4);
       case REG.FACTORIAL:
-        return BigInt(this.fact);
+        return BigInt(s.fact);
       case REG.STATUS:
-        return BigInt(this.status);
+        return BigInt(s.status);
       case REG.IRQ_STATUS:
-        return BigInt(this.irqStatus);
+        return BigInt(s.irqStatus);
       case REG.DMA_SRC:
-        return this.dmaSrc;
+        return s.dmaSrc;
       case REG.DMA_DST:
-        return this.dmaDst;
+        return s.dmaDst;
       case REG.DMA_COUNT:
-        return this.dmaCount;
+        return s.dmaCount;
       case REG.DMA_CMD:
-        return this.dmaCmd;
+        return s.dmaCmd;
     }
     return ALL_ONES;
   }
 
   /** edu_mmio_write; `val` is what the access carried (4 bytes: zero-extended). */
-  private write(addr: number, size: 4 | 8, val: bigint): void {
+  private write(addr: number, size: number, val: bigint): void {
+    const s = this.s;
     if (addr < 0x80 && size !== 4) return;
     const v32 = Number(val & 0xffff_ffffn);
     // dma_rw: "if (write && (edu->dma.cmd & EDU_DMA_RUN)) return;" — the DMA registers ignore
     // writes while a transfer is pending.
-    const dmaIdle = !(this.dmaCmd & DMA_START);
+    const dmaIdle = !(s.dmaCmd & DMA_START);
     switch (addr) {
       case REG.LIVENESS:
-        this.addr4 = ~v32 >>> 0;
+        s.addr4 = ~v32 >>> 0;
         break;
       case REG.FACTORIAL:
-        if (this.status & STATUS_COMPUTING) break;
-        this.fact = factorial(v32);
+        if (s.status & STATUS_COMPUTING) break;
+        s.fact = factorial(v32);
         // QEMU computes in a thread; the result is ready at once here, the interrupt still fires.
-        if (this.status & STATUS_IRQFACT) this.raise(IRQ_FACT);
+        if (s.status & STATUS_IRQFACT) this.raise(IRQ_FACT);
         break;
       case REG.STATUS:
-        this.status = (this.status & STATUS_COMPUTING) | (v32 & STATUS_IRQFACT);
+        s.status = (s.status & STATUS_COMPUTING) | (v32 & STATUS_IRQFACT);
         break;
       case REG.IRQ_RAISE:
         this.raise(v32);
@@ -194,19 +198,19 @@ export class EduBehaviour implements DeviceBehaviour {
         this.lower(v32);
         break;
       case REG.DMA_SRC:
-        if (dmaIdle) this.dmaSrc = val;
+        if (dmaIdle) s.dmaSrc = val;
         break;
       case REG.DMA_DST:
-        if (dmaIdle) this.dmaDst = val;
+        if (dmaIdle) s.dmaDst = val;
         break;
       case REG.DMA_COUNT:
-        if (dmaIdle) this.dmaCount = val;
+        if (dmaIdle) s.dmaCount = val;
         break;
       case REG.DMA_CMD:
         // "if (!(val & EDU_DMA_RUN)) break;": a command without START is not stored.
         if (!(val & DMA_START) || !dmaIdle) break;
-        this.dmaCmd = val;
-        this.dmaDone = this.runDma();
+        s.dmaCmd = val;
+        void this.dev.work(this.runDma());
         break;
     }
   }
@@ -216,51 +220,45 @@ export class EduBehaviour implements DeviceBehaviour {
    * message each time, or INTx asserted (a level; pci_set_irq(1)).
    */
   private raise(bits: number): void {
-    this.irqStatus = (this.irqStatus | bits) >>> 0;
-    if (this.irqStatus) this.ctx.raise(0);
+    const s = this.s;
+    s.irqStatus = (s.irqStatus | bits) >>> 0;
+    if (s.irqStatus) this.dev.irq.raise(0);
   }
 
   /** edu_lower_irq: clears status bits; INTx is deasserted once none is left (not with MSI). */
   private lower(bits: number): void {
-    this.irqStatus = (this.irqStatus & ~bits) >>> 0;
-    if (!this.irqStatus && this.ctx.irqType !== 'msi') this.ctx.lower();
+    const s = this.s;
+    s.irqStatus = (s.irqStatus & ~bits) >>> 0;
+    if (!s.irqStatus && this.dev.irq.type !== 'msi') this.dev.irq.lower();
   }
 
   /** edu_dma_timer: copies between guest RAM (IOVA) and the DMA buffer, then maybe interrupts. */
   private async runDma(): Promise<void> {
-    const cmd = this.dmaCmd;
-    const count = this.dmaCount;
+    const s = this.s;
+    const cmd = s.dmaCmd;
+    const count = s.dmaCount;
     this.dmaError = undefined;
     try {
       if (count > BigInt(EDU_DMA_SIZE)) throw new RangeError(`DMA count ${count} > ${EDU_DMA_SIZE}`);
       const n = Number(count);
       if (cmd & DMA_TO_RAM) {
-        const from = checkBuffer(this.dmaSrc, n);
+        const from = checkBuffer(s.dmaSrc, n);
         // edu_clamp_addr: the RAM side is ANDed with dma_mask.
-        await this.ctx.dma.write(this.dmaDst & this.dmaMask, this.dmaBuffer.slice(from, from + n));
+        await this.dev.dma.write(s.dmaDst & this.dmaMask, s.dmaBuffer.slice(from, from + n));
       } else {
-        const to = checkBuffer(this.dmaDst, n);
-        // Straight into the DMA buffer: no copy allocated per transfer (DmaSpace.readInto).
-        await this.ctx.dma.readInto(this.dmaSrc & this.dmaMask, this.dmaBuffer.subarray(to, to + n));
+        const to = checkBuffer(s.dmaDst, n);
+        // Straight into the DMA buffer: no copy allocated per transfer (readInto).
+        await this.dev.dma.readInto(s.dmaSrc & this.dmaMask, s.dmaBuffer.subarray(to, to + n));
       }
     } catch (e) {
       // QEMU's edu logs a bad range and copies anyway; a server must not die (or scribble) for it.
       this.dmaError = e;
     } finally {
-      this.dmaCmd &= ~DMA_START;
+      s.dmaCmd &= ~DMA_START;
       if (cmd & DMA_IRQ) this.raise(IRQ_DMA);
     }
   }
-
-  reset(): void {
-    this.addr4 = this.fact = this.status = this.irqStatus = 0;
-    this.dmaCmd = 0n;
-    this.dmaSrc = this.dmaDst = this.dmaCount = 0n;
-    this.dmaBuffer.fill(0);
-  }
 }
-
-const EDU_DMA_BUFFER_NUM = Number(EDU_DMA_BUFFER);
 
 /** The model's window onto the DMA buffer (not in QEMU's edu; see the header). */
 function inWindow(offset: number): boolean {

@@ -14,7 +14,10 @@
  * - write: `addr &= 0xfc` first, so any byte of a register writes the whole register with the
  *   (zero-extended) value; IntrMask and IntrStatus take the value, IVPosition is read-only,
  *   Doorbell is write-only and rings nothing (`dest >= s->nb_peers`: no peers), the rest ignored.
- * - reset (ivshmem_reset): IntrStatus and IntrMask 0.
+ * - reset (ivshmem_reset): IntrStatus and IntrMask 0. BAR2 keeps its bytes: QEMU's ivshmem
+ *   memory is a host memory backend (`-object memory-backend-*`), untouched by a device reset,
+ *   by the guest that wrote it leaving, and here by one vfio-user client leaving and the next
+ *   one arriving (the server resets the device between clients).
  *
  * REGION_INFO keeps what the kernel reports for ivshmem-plain's BAR0 ([READ WRITE MMAP]: in the
  * guest it is real MMIO, mappable even though smaller than a page). An mmap of it succeeds with
@@ -22,16 +25,23 @@
  * NOT the registers: the model cannot trap loads and stores in a mapping, so neither side sees the
  * other (what a vfio-user client that maps BAR0 gets, too). Use pread/pwrite for the registers.
  */
-import type { DeviceDescription } from '../core/description.js';
-import type { DeviceBehaviour } from '../core/device.js';
+import { type DeviceDefinition, type DeviceModel, defineDevice } from '../core/define.js';
 
 /** ivshmem-pci.c `enum ivshmem_registers`. */
 export const IVSHMEM_REG = { INTRMASK: 0x0, INTRSTATUS: 0x4, IVPOSITION: 0x8, DOORBELL: 0xc } as const;
 
 export const IVSHMEM_DEFAULT_SIZE = 4 << 20;
+/** The shared memory's BAR. */
+export const IVSHMEM_SHM_BAR = 2;
 
-export function ivshmemDescription(shmSize = IVSHMEM_DEFAULT_SIZE): DeviceDescription {
-  return {
+function ivshmemState() {
+  return { intrMask: 0, intrStatus: 0 };
+}
+export type IvshmemState = ReturnType<typeof ivshmemState>;
+
+/** BAR0's registers (see the header); BAR2 is the shared memory, kept across resets. */
+export function ivshmemDevice(shmSize = IVSHMEM_DEFAULT_SIZE): DeviceDefinition<DeviceModel, IvshmemState> {
+  return defineDevice({
     name: 'ivshmem',
     identity: {
       vendorId: 0x1af4,
@@ -40,59 +50,50 @@ export function ivshmemDescription(shmSize = IVSHMEM_DEFAULT_SIZE): DeviceDescri
       subsystemId: 0x1100,
       classCode: 0x050000,
       revision: 1,
-      interruptPin: 0,
     },
     bars: [
-      // Registers (trapped), but mappable as the kernel reports it: see the header.
-      { size: 256, kind: 'mem32', backing: 'trapped', mmappable: true },
-      undefined,
-      { size: shmSize, kind: 'mem64', prefetchable: true, backing: 'memory' },
-      undefined,
+      // Registers, but mappable as the kernel reports it (see the header); `.impl` 4 bytes.
+      { index: 0, kind: 'mem32', size: 256, backing: 'registers', mmappable: true, maxAccessSize: 4 },
+      {
+        index: IVSHMEM_SHM_BAR,
+        kind: 'mem64',
+        size: shmSize,
+        prefetchable: true,
+        backing: 'memory',
+        reset: 'keep',
+      },
     ],
-    resettable: false,
-  };
-}
-
-/** BAR0's registers (see the header); BAR2 is plain memory. */
-export class IvshmemBehaviour implements DeviceBehaviour {
-  intrMask = 0;
-  intrStatus = 0;
-  /** s->vm_id: set only by an ivshmem server's setup message, which ivshmem-plain has not. */
-  readonly ivPosition = 0;
-
-  barRead(bar: number, offset: number, size: 1 | 2 | 4): number {
-    if (bar !== 0) return 0xffffffff;
-    let v = 0;
-    switch (offset) {
-      case IVSHMEM_REG.INTRMASK:
-        v = this.intrMask;
-        break;
-      case IVSHMEM_REG.INTRSTATUS:
-        v = this.intrStatus;
-        this.intrStatus = 0; // "reading ISR clears all interrupts"
-        break;
-      case IVSHMEM_REG.IVPOSITION:
-        v = this.ivPosition;
-        break;
-    }
-    return size === 4 ? v >>> 0 : v & (size === 2 ? 0xffff : 0xff);
-  }
-
-  barWrite(bar: number, offset: number, _size: 1 | 2 | 4, value: number): void {
-    if (bar !== 0) return;
-    switch (offset & 0xfc) {
-      case IVSHMEM_REG.INTRMASK:
-        this.intrMask = value >>> 0;
-        break;
-      case IVSHMEM_REG.INTRSTATUS:
-        this.intrStatus = value >>> 0;
-        break;
-      // IVPOSITION is read-only; DOORBELL targets peer `value >> 16`, and there are none.
-    }
-  }
-
-  reset(): void {
-    this.intrMask = 0;
-    this.intrStatus = 0;
-  }
+    state: ivshmemState,
+    create: ({ state }) => ({
+      bars: {
+        0: {
+          read(offset) {
+            switch (offset) {
+              case IVSHMEM_REG.INTRMASK:
+                return BigInt(state.intrMask);
+              case IVSHMEM_REG.INTRSTATUS: {
+                const v = state.intrStatus;
+                state.intrStatus = 0; // "reading ISR clears all interrupts"
+                return BigInt(v);
+              }
+            }
+            // IVPOSITION is s->vm_id, set only by an ivshmem server's setup message, which
+            // ivshmem-plain has not: 0, like every other address.
+            return 0n;
+          },
+          write(offset, _size, value) {
+            switch (offset & 0xfc) {
+              case IVSHMEM_REG.INTRMASK:
+                state.intrMask = Number(value);
+                break;
+              case IVSHMEM_REG.INTRSTATUS:
+                state.intrStatus = Number(value);
+                break;
+              // IVPOSITION is read-only; DOORBELL targets peer `value >> 16`, and there are none.
+            }
+          },
+        },
+      },
+    }),
+  });
 }

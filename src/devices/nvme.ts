@@ -8,19 +8,13 @@
  * nvme does with `cmb_size_mb`.
  *
  * Behind it runs a real controller (src/devices/nvme/): BAR0 is trapped, every register read
- * and doorbell write reaches it, except the MSI-X table, which the core owns. This file is the
- * one adapter between the controller's own interface (NvmeHost) and the device core's
- * DeviceBehaviour / DeviceContext.
+ * and doorbell write reaches it, except the MSI-X table, which the core owns. This file defines
+ * the function with defineDevice and is the one adapter between the controller's own interface
+ * (NvmeHost) and the device's context.
  */
 import { createHash } from 'node:crypto';
 import { realpathSync } from 'node:fs';
-import type { DeviceDescription } from '../core/description.js';
-import {
-  type DeviceBehaviour,
-  type DeviceContext,
-  type DeviceOptions,
-  VfioPciDevice,
-} from '../core/device.js';
+import { type DeviceDefinition, type DeviceModel, defineDevice, type MemoryBarSpec } from '../core/define.js';
 import { NvmeController } from './nvme/controller.js';
 import type { NamespaceBackend, NvmeHost } from './nvme/host.js';
 import { FileNamespace, MemoryNamespace } from './nvme/namespace.js';
@@ -33,61 +27,36 @@ export const NVME_MSIX_PBA = 0x3000;
 export const NVME_CMB_BAR = 2;
 /** Namespace of a controller built without one: memory, 16 MiB (the differential's image size). */
 export const NVME_DEFAULT_MEMORY_NAMESPACE = 16 << 20;
+/** QEMU's nvme function: Red Hat's 1b36:0010, class NVMe I/O controller. */
+export const NVME_IDENTITY = {
+  vendorId: 0x1b36,
+  deviceId: 0x0010,
+  subsystemVendorId: 0x1af4,
+  subsystemId: 0x1100,
+  classCode: 0x010802,
+  revision: 0x02,
+} as const;
 
-export interface NvmeDescriptionOptions {
+export interface NvmeOptions {
   /**
    * Bytes of Controller Memory Buffer in BAR2 (a power of two; Linux maps it for P2PDMA only
    * when it is a multiple of 2 MiB, nvme_map_cmb / memremap_compat_align). 0: none.
    */
   readonly cmbSize?: number | undefined;
-}
-
-export function nvmeDescription(options: NvmeDescriptionOptions = {}): DeviceDescription {
-  const cmb = options.cmbSize ?? 0;
-  return {
-    name: 'nvme',
-    identity: {
-      vendorId: 0x1b36,
-      deviceId: 0x0010,
-      subsystemVendorId: 0x1af4,
-      subsystemId: 0x1100,
-      classCode: 0x010802,
-      revision: 0x02,
-      interruptPin: 1,
-    },
-    bars: [
-      { size: 16 << 10, kind: 'mem64', backing: 'trapped' },
-      undefined,
-      cmb ? { size: cmb, kind: 'mem64', prefetchable: true, backing: 'memory' } : undefined,
-      undefined,
-    ],
-    msix: {
-      tableSize: NVME_MSIX_VECTORS,
-      tableBar: 0,
-      tableOffset: NVME_MSIX_TABLE,
-      pbaBar: 0,
-      pbaOffset: NVME_MSIX_PBA,
-    },
-    pcie: true,
-    pm: true,
-    resettable: true,
-    capabilityLayout: [
-      { cap: 'msix', offset: 0x40 },
-      { cap: 'pcie', offset: 0x80, pcieType: 9, pcieStyle: 'qemu' },
-      { cap: 'pm', offset: 0x60 },
-    ],
-  };
-}
-
-export interface NvmeBehaviourOptions {
-  /** The namespace's storage (default: NVME_DEFAULT_MEMORY_NAMESPACE bytes of memory). */
+  /**
+   * The namespace's storage. Default: NVME_DEFAULT_MEMORY_NAMESPACE bytes of memory, a new one
+   * per device built; a namespace given here belongs to the one device built with it.
+   */
   readonly namespace?: NamespaceBackend;
-  /** Must match the description's (nvmeDescription's cmbSize). */
-  readonly cmbSize?: number;
   readonly serial?: string;
   readonly blockSize?: 512 | 4096;
-  /** Notable controller events (fatal status, unsupported commands). */
-  readonly log?: (line: string) => void;
+  /** Identify Controller MDTS, 1..MAX_MDTS (default MDTS = 7: 512 KiB per command). */
+  readonly mdts?: number | undefined;
+}
+
+/** What an nvme instance exposes: its controller (stats, options). */
+export interface NvmeModel extends DeviceModel {
+  readonly controller: NvmeController;
 }
 
 /** Controller log lines per LOG_WINDOW_MS: a guest that rings bad doorbells in a loop cannot flood the log. */
@@ -101,7 +70,7 @@ function rateLimited(log: (line: string) => void): (line: string) => void {
   return (line) => {
     const now = performance.now();
     if (now - start >= LOG_WINDOW_MS) {
-      if (dropped) log(`nvme: ${dropped} more log lines suppressed`);
+      if (dropped) log(`${dropped} more log lines suppressed`);
       start = now;
       lines = dropped = 0;
     }
@@ -110,79 +79,98 @@ function rateLimited(log: (line: string) => void): (line: string) => void {
   };
 }
 
-/** The adapter: DeviceBehaviour calls → NvmeController; NvmeHost calls → DeviceContext. */
-export class NvmeBehaviour implements DeviceBehaviour {
-  private ctl: NvmeController | undefined;
-
-  constructor(private readonly options: NvmeBehaviourOptions = {}) {}
-
-  /** The controller (after the core attached the behaviour). */
-  get controller(): NvmeController {
-    return this.ctl!;
-  }
-
-  attach(ctx: DeviceContext): void {
-    const o = this.options;
-    const host: NvmeHost = {
-      dmaRead: (addr, dst) => ctx.dma.readInto(addr, dst),
-      dmaWrite: (addr, data) => ctx.dma.write(addr, data),
-      get interruptMode() {
-        return ctx.irqType;
-      },
-      raise: (vector) => {
-        ctx.raise(vector);
-      },
-      lower: () => ctx.lower(),
-      cmb: () => (o.cmbSize ? ctx.barMemory(NVME_CMB_BAR) : undefined),
-      now: () => performance.now(),
-      ...(o.log ? { log: rateLimited(o.log) } : {}),
-    };
-    this.ctl = new NvmeController(host, o.namespace ?? new MemoryNamespace(NVME_DEFAULT_MEMORY_NAMESPACE), {
+/** The NVMe function and its controller; the context's log gets the controller's lines. */
+export function nvmeDevice(o: NvmeOptions = {}): DeviceDefinition<NvmeModel> {
+  const cmbSize = o.cmbSize ?? 0;
+  const cmb: MemoryBarSpec[] = cmbSize
+    ? [
+        {
+          index: NVME_CMB_BAR,
+          kind: 'mem64',
+          size: cmbSize,
+          prefetchable: true,
+          backing: 'memory',
+          reset: 'zero',
+        },
+      ]
+    : [];
+  return defineDevice({
+    name: 'nvme',
+    identity: NVME_IDENTITY,
+    bars: [{ index: 0, kind: 'mem64', size: 16 << 10, backing: 'registers' }, ...cmb],
+    msix: {
       vectors: NVME_MSIX_VECTORS,
-      doorbellsEnd: NVME_MSIX_TABLE,
-      ...(o.serial ? { serial: o.serial } : {}),
-      ...(o.blockSize ? { blockSize: o.blockSize } : {}),
-      ...(o.cmbSize ? { cmb: { bar: NVME_CMB_BAR, size: o.cmbSize } } : {}),
-    });
-  }
-
-  barRead(bar: number, offset: number, size: 1 | 2 | 4): number {
-    return bar === 0 ? this.controller.read(offset, size) : 0xffffffff;
-  }
-
-  barRead64(bar: number, offset: number): bigint {
-    return bar === 0 ? this.controller.read64(offset) : 0xffff_ffff_ffff_ffffn;
-  }
-
-  barWrite(bar: number, offset: number, size: 1 | 2 | 4, value: number): void {
-    if (bar === 0) this.controller.write(offset, size, value);
-  }
-
-  /** A qword write is two dword writes, low half first (§3.1: 64-bit registers, lo-hi). */
-  barWrite64(bar: number, offset: number, value: bigint): void {
-    if (bar !== 0) return;
-    this.controller.write(offset, 4, Number(value & 0xffff_ffffn));
-    this.controller.write(offset + 4, 4, Number(value >> 32n));
-  }
-
-  /** FLR / VFIO_DEVICE_RESET / a vfio-user client leaving. */
-  reset(): void {
-    this.ctl?.reset();
-  }
-
-  /** Flushes (fdatasync) and closes the namespace; never rejects (a failure is logged). */
-  close(): Promise<void> {
-    return (this.ctl?.close() ?? Promise.resolve()).catch((e: unknown) =>
-      this.options.log?.(`nvme: closing the namespace: ${e}`),
-    );
-  }
+      table: { bar: 0, offset: NVME_MSIX_TABLE },
+      pba: { bar: 0, offset: NVME_MSIX_PBA },
+    },
+    intx: true,
+    pcie: true,
+    pm: true,
+    resettable: true,
+    capabilityLayout: [
+      { cap: 'msix', offset: 0x40 },
+      { cap: 'pcie', offset: 0x80, pcieType: 9, pcieStyle: 'qemu' },
+      { cap: 'pm', offset: 0x60 },
+    ],
+    create(dev) {
+      const cmbBytes = cmbSize ? dev.memory(NVME_CMB_BAR) : undefined;
+      // The controller's lines say "nvme: ..." themselves; the context's log names the device.
+      const log = rateLimited((line) => dev.log(line.replace(/^nvme: /, '')));
+      const host: NvmeHost = {
+        dmaRead: (addr, dst) => dev.dma.readInto(addr, dst),
+        dmaWrite: (addr, data) => dev.dma.write(addr, data),
+        get interruptMode() {
+          return dev.irq.type;
+        },
+        raise: (vector) => {
+          dev.irq.raise(vector);
+        },
+        lower: () => dev.irq.lower(),
+        cmb: () => cmbBytes,
+        now: () => performance.now(),
+        log,
+      };
+      const controller = new NvmeController(
+        host,
+        o.namespace ?? new MemoryNamespace(NVME_DEFAULT_MEMORY_NAMESPACE),
+        {
+          vectors: NVME_MSIX_VECTORS,
+          doorbellsEnd: NVME_MSIX_TABLE,
+          ...(o.serial ? { serial: o.serial } : {}),
+          ...(o.blockSize ? { blockSize: o.blockSize } : {}),
+          ...(o.mdts !== undefined ? { mdts: o.mdts } : {}),
+          ...(cmbSize ? { cmb: { bar: NVME_CMB_BAR, size: cmbSize } } : {}),
+        },
+      );
+      return {
+        controller,
+        bars: {
+          0: {
+            read: (offset, size) =>
+              size === 8 ? controller.read64(offset) : BigInt(controller.read(offset, size)),
+            write: (offset, size, value) => {
+              if (size !== 8) return controller.write(offset, size, Number(value));
+              // A qword write is two dword writes, low half first (§3.1: 64-bit registers, lo-hi).
+              controller.write(offset, 4, Number(value & 0xffff_ffffn));
+              controller.write(offset + 4, 4, Number(value >> 32n));
+            },
+          },
+        },
+        /** FLR / VFIO_DEVICE_RESET / a vfio-user client leaving. */
+        reset: () => controller.reset(),
+        /** Flushes and closes the namespace; the device's settled() waits for it. */
+        close: () => controller.close(),
+      };
+    },
+  });
 }
 
-export interface NvmeDiskOptions extends NvmeDescriptionOptions {
+export interface NvmeDiskOptions {
   /** The namespace's file (created sparse with `size` bytes when missing). */
   readonly disk: string;
   readonly size?: number | undefined;
-  readonly log?: (line: string) => void;
+  readonly cmbSize?: number | undefined;
+  readonly mdts?: number | undefined;
 }
 
 /**
@@ -190,13 +178,8 @@ export interface NvmeDiskOptions extends NvmeDescriptionOptions {
  * namespace, its serial number derived from the file's real path (stable across restarts,
  * distinct between images, so a guest never takes two disks for paths to one subsystem).
  */
-export async function openNvmeDevice(
-  o: NvmeDiskOptions,
-  device: DeviceOptions,
-): Promise<{ device: VfioPciDevice; behaviour: NvmeBehaviour }> {
+export async function nvmeDiskDevice(o: NvmeDiskOptions): Promise<DeviceDefinition<NvmeModel>> {
   const namespace = await FileNamespace.open(o.disk, { blockSize: 512, ...(o.size ? { size: o.size } : {}) });
   const serial = `vfiots-${createHash('sha256').update(realpathSync(o.disk)).digest('hex').slice(0, 12)}`;
-  const cmbSize = o.cmbSize ?? 0;
-  const behaviour = new NvmeBehaviour({ namespace, serial, cmbSize, ...(o.log ? { log: o.log } : {}) });
-  return { device: new VfioPciDevice(nvmeDescription({ cmbSize }), behaviour, device), behaviour };
+  return nvmeDevice({ namespace, serial, cmbSize: o.cmbSize, mdts: o.mdts });
 }

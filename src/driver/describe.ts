@@ -1,17 +1,13 @@
 /**
- * A device, described the way `lspci -v` would, from the uAPI alone: config-space identity,
- * regions with their flags and capabilities, IRQs, and the write-combining paths per BAR.
- * Works over any backend (it only uses VfioDevice).
+ * A device described from the VFIO uAPI alone, over any backend (it only uses VfioDevice): its
+ * config space decoded the way `lspci -vv` reads it (pci-config.ts, lspci.ts), then what VFIO
+ * says of it (GET_INFO, GET_REGION_INFO with capabilities, GET_IRQ_INFO) and the
+ * write-combining paths per BAR (VfioDevice.wcPaths). `formatReport` is the one text form
+ * (`vfio-ts info`, the demo), `reportJson` the one JSON form (conventions in its comment).
  */
+import { Errno } from '../abi/errno.js';
 import {
-  PCI_CLASS_REVISION,
-  PCI_DEVICE_ID,
-  PCI_REVISION_ID,
-  PCI_SUBSYSTEM_ID,
-  PCI_SUBSYSTEM_VENDOR_ID,
-  PCI_VENDOR_ID,
-} from '../abi/pci.js';
-import {
+  aliasRegionBar,
   PCI_STD_NUM_BARS,
   VFIO_DEVICE_FLAGS_RESET,
   VFIO_IRQ_INFO_AUTOMASKED,
@@ -28,11 +24,17 @@ import {
   VFIO_REGION_INFO_FLAG_READ,
   VFIO_REGION_INFO_FLAG_WRITE,
 } from '../abi/vfio.js';
-import { VfioError } from '../errors.js';
+import { fail, VfioError } from '../errors.js';
 import type { VfioRegionCap } from '../wire/vfio.js';
 import type { VfioDevice, WcPath } from './device.js';
+import { hex, rangeText, sizeTag } from './format.js';
+import { type KernelFacts, lspciLines } from './lspci.js';
+import { decodeConfig, type PciConfig } from './pci-config.js';
+import type { PciIdDatabase } from './pci-ids.js';
 
 const IRQ_NAMES = ['INTx', 'MSI', 'MSI-X', 'ERR', 'REQ'];
+/** Config space is at least its 64-byte header (PCI 3.0 §6.1). */
+const MIN_CONFIG_BYTES = 64;
 
 export interface RegionReport {
   readonly index: number;
@@ -59,17 +61,25 @@ export interface DeviceReport {
   readonly subsystemId: number;
   readonly classCode: number;
   readonly revision: number;
+  /** Config space, decoded. */
+  readonly config: PciConfig;
   readonly reset: boolean;
+  readonly numRegions: number;
+  readonly numIrqs: number;
   readonly regions: readonly RegionReport[];
+  /** One per IRQ index; an index the device does not have answers EINVAL (vfio_pci_ioctl_get_irq_info). */
   readonly irqs: readonly (IrqReport | { index: number; name: string; errno: string })[];
 }
 
-export function regionName(index: number): string {
+/** BAR0..5, ROM, CONFIG, VGA; a WC alias region by the BAR its type capability names; DEVn after. */
+export function regionName(index: number, caps: readonly VfioRegionCap[] = []): string {
   if (index < PCI_STD_NUM_BARS) return `BAR${index}`;
   if (index === VFIO_PCI_ROM_REGION_INDEX) return 'ROM';
   if (index === VFIO_PCI_CONFIG_REGION_INDEX) return 'CONFIG';
   if (index === VFIO_PCI_VGA_REGION_INDEX) return 'VGA';
-  return `DEV${index - VFIO_PCI_NUM_REGIONS}`;
+  const t = caps.find((c) => c.kind === 'type');
+  const bar = t?.kind === 'type' ? aliasRegionBar(t.type, t.subtype) : undefined;
+  return bar !== undefined ? `BAR${bar} WC alias` : `DEV${index - VFIO_PCI_NUM_REGIONS}`;
 }
 
 function flagNames(flags: number, table: [number, string][]): string[] {
@@ -89,10 +99,12 @@ const IRQ_FLAGS: [number, string][] = [
   [VFIO_IRQ_INFO_NORESIZE, 'NORESIZE'],
 ];
 
+/**
+ * Asks the device everything the report holds. Any failure but an IRQ index's EINVAL fails the
+ * whole report (a server that stops answering is ETIMEDOUT here, not a line of the report).
+ */
 export async function describeDevice(dev: VfioDevice): Promise<DeviceReport> {
   const info = await dev.info();
-  const cfg = await dev.readConfig(0, 0x30);
-  const v = new DataView(cfg.buffer, cfg.byteOffset, cfg.byteLength);
   const regions: RegionReport[] = [];
   for (const r of await dev.regions()) {
     if (r.size === 0n && r.flags === 0) continue;
@@ -101,7 +113,7 @@ export async function describeDevice(dev: VfioDevice): Promise<DeviceReport> {
     const wcNote = route?.note;
     regions.push({
       index: r.index,
-      name: regionName(r.index),
+      name: regionName(r.index, r.caps),
       size: r.size,
       offset: r.offset,
       flags: flagNames(r.flags, REGION_FLAGS),
@@ -110,6 +122,13 @@ export async function describeDevice(dev: VfioDevice): Promise<DeviceReport> {
       ...(wcNote === undefined ? {} : { wcNote }),
     });
   }
+  const configRegion = regions.find((g) => g.index === VFIO_PCI_CONFIG_REGION_INDEX);
+  if (!configRegion) fail(Errno.ENODEV, 'config space', 'the device reports no config region');
+  const want = Number(configRegion.size);
+  const bytes = await dev.readConfig(0, want);
+  if (bytes.length < Math.min(want, MIN_CONFIG_BYTES) || bytes.length > want)
+    fail(Errno.EIO, 'read config space', `the device returned ${bytes.length} of ${want} bytes`);
+  const config = decodeConfig(bytes);
   const irqs: DeviceReport['irqs'][number][] = [];
   for (let i = 0; i < info.numIrqs; i++) {
     const name = IRQ_NAMES[i] ?? `IRQ${i}`;
@@ -117,85 +136,84 @@ export async function describeDevice(dev: VfioDevice): Promise<DeviceReport> {
       const q = await dev.irqInfo(i);
       irqs.push({ index: i, name, count: q.count, flags: flagNames(q.flags, IRQ_FLAGS) });
     } catch (e) {
-      if (!(e instanceof VfioError)) throw e;
+      if (!(e instanceof VfioError && e.errno === Errno.EINVAL)) throw e;
       irqs.push({ index: i, name, errno: e.code });
     }
   }
   return {
     transport: dev.transport,
-    vendorId: v.getUint16(PCI_VENDOR_ID, true),
-    deviceId: v.getUint16(PCI_DEVICE_ID, true),
-    revision: v.getUint8(PCI_REVISION_ID),
-    classCode: v.getUint32(PCI_CLASS_REVISION, true) >>> 8,
-    subsystemVendorId: v.getUint16(PCI_SUBSYSTEM_VENDOR_ID, true),
-    subsystemId: v.getUint16(PCI_SUBSYSTEM_ID, true),
+    vendorId: config.vendorId,
+    deviceId: config.deviceId,
+    revision: config.revision,
+    classCode: config.classCode,
+    subsystemVendorId: config.subsystemVendorId,
+    subsystemId: config.subsystemId,
+    config,
     reset: !!(info.flags & VFIO_DEVICE_FLAGS_RESET),
+    numRegions: info.numRegions,
+    numIrqs: info.numIrqs,
     regions,
     irqs,
   };
 }
 
-const hex = (n: number | bigint, w = 0) => `0x${n.toString(16).padStart(w, '0')}`;
-
 export function formatCap(c: VfioRegionCap): string {
   switch (c.kind) {
     case 'sparse-mmap':
-      return `sparse mmap: ${c.areas.map((a) => `[${hex(a.offset)}+${hex(a.size)}]`).join(' ')}`;
+      return `Sparse mmap: ${c.areas.length ? c.areas.map((a) => rangeText(a.offset, a.size)).join(', ') : 'no areas'}`;
     case 'type':
-      return `type ${hex(c.type)} subtype ${c.subtype}`;
+      return `Type: ${hex(c.type, 8)} subtype ${c.subtype}`;
     case 'msix-mappable':
       return 'MSI-X table mappable';
     case 'unknown':
-      return `capability id ${c.id} v${c.version} (${c.body.length} bytes)`;
+      return `Capability ${c.id} version ${c.version} (${c.body.length} bytes)`;
   }
 }
 
-/**
- * The parts of a region mmap can reach: the sparse-mmap capability's areas when there is one
- * (vfio.h: "the sparse mmap capability ... describes the areas that may be mmap'd"), else the
- * whole region when it has the MMAP flag, else none.
- */
-export function mmapAreas(
-  r: Pick<RegionReport, 'size' | 'flags' | 'caps'>,
-): { offset: bigint; size: bigint }[] {
-  if (!r.flags.includes('MMAP')) return [];
-  for (const c of r.caps) if (c.kind === 'sparse-mmap') return c.areas.filter((a) => a.size > 0n);
-  return r.size > 0n ? [{ offset: 0n, size: r.size }] : [];
+export interface FormatOptions {
+  /** Where lspci prints the slot: the socket path or PCI address (default `device`). */
+  readonly title?: string;
+  /** Names for the IDs (lspci -nn); numbers alone without. */
+  readonly names?: PciIdDatabase;
+  /**
+   * What follows `VFIO: <transport>, ` on its line (vfio-user: the protocol version and limits;
+   * the kernel: its group and container, or its device cdev and IOAS).
+   */
+  readonly transportDetail?: string;
+  /** For a device the kernel knows: what lspci adds from sysfs. */
+  readonly kernel?: KernelFacts;
 }
 
-/** Text in the spirit of `lspci -v`. */
-export function formatReport(r: DeviceReport, title = ''): string {
-  const out = [
-    `${title ? `${title}: ` : ''}[${hex(r.vendorId, 4).slice(2)}:${hex(r.deviceId, 4).slice(2)}] class ${hex(r.classCode, 6)} rev ${hex(r.revision, 2)} (${r.transport})`,
-    `\tSubsystem: [${hex(r.subsystemVendorId, 4).slice(2)}:${hex(r.subsystemId, 4).slice(2)}]${r.reset ? ', reset supported' : ''}`,
-  ];
+/** The sizes lspci takes from sysfs, here from the BAR and ROM regions. */
+function regionSizes(r: DeviceReport): { bars: bigint[]; rom: bigint } {
+  const size = (i: number) => r.regions.find((g) => g.index === i)?.size ?? 0n;
+  return { bars: [0, 1, 2, 3, 4, 5].map(size), rom: size(VFIO_PCI_ROM_REGION_INDEX) };
+}
+
+/** `lspci -nn -vv` text for the device, then its VFIO regions, IRQs and write-combining paths. */
+export function formatReport(r: DeviceReport, opts: FormatOptions | string = {}): string {
+  const o: FormatOptions = typeof opts === 'string' ? { title: opts } : opts;
+  const out = lspciLines(r.config, o.title ?? 'device', regionSizes(r), o.names, o.kernel);
+  out.push(
+    `\tVFIO: ${r.transport}${o.transportDetail ? `, ${o.transportDetail}` : ''}`,
+    `\tVFIO device: ${r.numRegions} regions, ${r.numIrqs} IRQ indexes, ${r.reset ? 'reset supported' : 'no reset'}`,
+  );
   for (const g of r.regions) {
     out.push(
-      `\tRegion ${g.index} (${g.name}): size ${hex(g.size)} at offset ${hex(g.offset)} [${g.flags.join(' ')}]`,
+      `\tVFIO region ${g.index} (${g.name}): offset ${hex(g.offset)}${sizeTag(g.size)} [${g.flags.join(' ')}]`,
     );
-    for (const c of g.caps) out.push(`\t\tCapability: ${formatCap(c)}`);
-    const areas = mmapAreas(g);
-    if (areas.length)
-      out.push(
-        `\t\tmmap areas: ${areas.map((a) => `[${hex(a.offset)}-${hex(a.offset + a.size - 1n)}]`).join(' ')}`,
-      );
-    if (g.wcPaths.length) out.push(`\t\tWrite-combining paths: ${g.wcPaths.join(', ')}`);
-    if (g.wcNote) out.push(`\t\t  (${g.wcNote})`);
+    for (const c of g.caps) out.push(`\t\t${formatCap(c)}`);
+    if (g.index < PCI_STD_NUM_BARS && g.flags.includes('MMAP'))
+      out.push(`\t\tWrite-combining: ${g.wcPaths.length ? g.wcPaths.join(', ') : 'none'}`);
+    if (g.wcNote) out.push(`\t\t\t${g.wcNote}`);
   }
   for (const q of r.irqs)
     out.push(
       'errno' in q
-        ? `\tIRQ ${q.index} (${q.name}): ${q.errno}`
-        : `\tIRQ ${q.index} (${q.name}): count ${q.count} [${q.flags.join(' ')}]`,
+        ? `\tVFIO IRQ ${q.index} (${q.name}): ${q.errno}`
+        : `\tVFIO IRQ ${q.index} (${q.name}): count ${q.count} [${q.flags.join(' ')}]`,
     );
   return out.join('\n');
 }
 
-/** JSON with bigints as hex strings. */
-export function reportJson(r: DeviceReport): string {
-  return JSON.stringify(
-    r,
-    (_k, v) => (typeof v === 'bigint' ? hex(v) : v instanceof Uint8Array ? [...v] : v),
-    2,
-  );
-}
+export { reportJson } from './report-json.js';

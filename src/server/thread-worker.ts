@@ -8,12 +8,9 @@ import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { Errno } from '../abi/errno.js';
 import { VfioError } from '../errors.js';
 import type { CloseReason } from './channel.js';
-import type { DevicePort } from './device-port.js';
+import { loadDevice, type ServableDevice } from './device-module.js';
 import { VfioUserServer } from './server.js';
-import type { DeviceModuleContext, ThreadRequest, ThreadWorkerData, WorkerEvent } from './thread.js';
-
-/** A device the server can close when it stops (VfioPciDevice has close(), a promise). */
-type OwnedDevice = DevicePort & { close?(): void | Promise<void> };
+import type { ThreadRequest, ThreadWorkerData, WorkerEvent } from './thread.js';
 
 /** An error as it crosses to the parent: errno, op and message of a VfioError, else EINVAL. */
 export function wireError(e: unknown): { errno: number; op: string; message: string } {
@@ -35,18 +32,10 @@ async function main(data: ThreadWorkerData): Promise<void> {
   const port = parentPort!;
   const post = (ev: WorkerEvent) => port.postMessage(ev);
   const log = (line: string) => post({ ev: 'log', line });
-  let device: OwnedDevice;
+  let device: ServableDevice;
+  let name: string;
   try {
-    const mod = (await import(data.device.module)) as Record<string, unknown>;
-    const make = mod[data.device.export];
-    if (typeof make !== 'function')
-      throw new VfioError(
-        Errno.EINVAL,
-        'ThreadedServer',
-        `${data.device.module} has no function ${data.device.export}`,
-      );
-    const context: DeviceModuleContext = { log };
-    device = (await make(data.device.arg, context)) as OwnedDevice;
+    ({ device, name } = await loadDevice(data.device, data.deviceOptions, { log }));
   } catch (e) {
     post({ ev: 'failed', error: wireError(e) });
     return;
@@ -64,13 +53,14 @@ async function main(data: ThreadWorkerData): Promise<void> {
         post({ ev: 'closed', id, reason: closeSummary(reason), messages }),
     },
   });
-  // Stop: the client goes, then the device closes, and only once its close has finished (an
-  // nvme namespace flushed by fdatasync) is the stop answered and the port closed, so the
-  // worker can end.
+  // Stop: the client goes, then the device closes, and only once its work has settled (an
+  // nvme namespace flushed by fdatasync and closed) is the stop answered and the port closed,
+  // so the worker can end.
   const stop = async (seq: number) => {
     try {
       server.stop();
-      await device.close?.();
+      device.close();
+      await device.settled?.();
       post({ ev: 'done', seq });
     } catch (e) {
       post({ ev: 'done', seq, error: wireError(e) });
@@ -89,7 +79,7 @@ async function main(data: ThreadWorkerData): Promise<void> {
       post({ ev: 'done', seq: m.seq, error: wireError(e) });
     }
   });
-  post({ ev: 'ready' });
+  post({ ev: 'ready', name });
 }
 
 if (!isMainThread && (workerData as ThreadWorkerData | undefined)?.vfioTsServer === true) {

@@ -5,9 +5,11 @@
  * recvmsg and one sendmsg and the socket's own wake-up, not a turn of libuv's event loop.
  *
  * The device lives in the worker (a device is JavaScript objects: it cannot be shared across
- * threads), so it is named by a module and one of its exports, called there with `arg` (copied by
- * structured clone) to make a DevicePort; `close()` on it, if it has one, runs when the server
- * stops. Everything else is the VfioUserServer's own: limits, allowed uids, DMA layout, logging.
+ * threads), so it is named by a module and one of its exports (a DeviceModule,
+ * src/server/device-module.ts): the worker imports the module and builds the device there, from a
+ * definition (`device` options) or by calling a function with `arg` (copied by structured clone).
+ * When the server stops the device is closed and its work (a disk's flush) settles before
+ * `stop()` resolves. Everything else is the VfioUserServer's own: limits, allowed uids, DMA layout, logging.
  * Fds cross freely (one process, one fd table): `adopt` hands the worker an fd, the interrupt
  * eventfds, DMA memfds and BAR fds of its clients are the process's.
  *
@@ -26,32 +28,13 @@ import { Errno } from '../abi/errno.js';
 import { VfioError } from '../errors.js';
 import { closeFd, type FdWatch, type PeerCred, unixAccept, unixListen, watchFd } from '../native/index.js';
 import type { CloseReason } from './channel.js';
+import { type DeviceModule, moduleLocation, type PlainDeviceOptions } from './device-module.js';
 import { resolveLimits, type ServerLimits } from './limits.js';
 import type { LoopMode } from './loop.js';
 import type { ServerOptions } from './server.js';
 
 /** The loops a worker can run (not libuv's: see above). */
 export type ThreadLoopMode = Exclude<LoopMode, 'libuv'>;
-
-/**
- * Where the worker gets its device: `(await import(module))[export](arg, context)`, a DevicePort.
- * Its `close()`, if it has one, runs when the server stops; a promise it returns (a disk flushed
- * and closed) is waited for before `stop()` resolves.
- */
-export interface DeviceModule {
-  /** An ES module the worker can import: a file: URL (string or URL) or an absolute path. */
-  readonly module: string | URL;
-  /** The function to call (default 'default'); it may return a promise. */
-  readonly export?: string;
-  /** Its argument, copied into the worker (structured clone: no functions). */
-  readonly arg?: unknown;
-}
-
-/** What the worker gives a DeviceModule's function besides its argument. */
-export interface DeviceModuleContext {
-  /** The server's log: in a worker, relayed to ThreadedServerOptions.log in order with the server's lines. */
-  readonly log?: (line: string) => void;
-}
 
 export interface ThreadedServerOptions
   extends Pick<
@@ -60,6 +43,8 @@ export interface ThreadedServerOptions
   > {
   /** The worker's loop: 'blocking' (default) or 'poll'. */
   readonly loop?: ThreadLoopMode;
+  /** How the worker builds a definition the module exports (profile, cookies, ...). */
+  readonly device?: PlainDeviceOptions;
   /**
    * The worker failed (an uncaught error there, or it exited on its own): the server is gone.
    * Default: the error is thrown as this thread's uncaught error (exit status 1), as it would
@@ -79,6 +64,7 @@ export interface CloseSummary {
 export interface ThreadWorkerData {
   readonly vfioTsServer: true;
   readonly device: { module: string; export: string; arg: unknown };
+  readonly deviceOptions: PlainDeviceOptions;
   readonly options: Pick<
     ServerOptions,
     'verbose' | 'dmaLayout' | 'limits' | 'allowUids' | 'pollIdleMs' | 'loopTickMs'
@@ -95,7 +81,7 @@ type WireError = { errno: number; op: string; message: string };
 
 /** @internal What the worker reports. */
 export type WorkerEvent =
-  | { readonly ev: 'ready' }
+  | { readonly ev: 'ready'; readonly name: string }
   | { readonly ev: 'failed'; readonly error: WireError }
   | { readonly ev: 'done'; readonly seq: number; readonly error?: WireError }
   | { readonly ev: 'log'; readonly line: string }
@@ -113,6 +99,8 @@ const asError = (e: WireError) => {
 };
 
 export class ThreadedServer {
+  /** The device's name (its definition's; 'device' for a module function that built it). */
+  readonly deviceName: string;
   readonly limits: ServerLimits;
   readonly loop: ThreadLoopMode;
   /** Clients served so far (connected ones included). */
@@ -141,6 +129,7 @@ export class ThreadedServer {
 
   private constructor(
     worker: Worker,
+    deviceName: string,
     exited: Promise<number>,
     stop: Int32Array,
     limits: ServerLimits,
@@ -149,6 +138,7 @@ export class ThreadedServer {
   ) {
     this.#log = options.log;
     this.#worker = worker;
+    this.deviceName = deviceName;
     this.#stop = stop;
     this.limits = limits;
     this.loop = loop;
@@ -184,11 +174,8 @@ export class ThreadedServer {
     const stop = new SharedArrayBuffer(4);
     const data: ThreadWorkerData = {
       vfioTsServer: true,
-      device: {
-        module: device.module instanceof URL ? device.module.href : device.module,
-        export: device.export ?? 'default',
-        arg: device.arg,
-      },
+      device: { module: moduleLocation(device).url, export: device.export ?? 'default', arg: device.arg },
+      deviceOptions: options.device ?? {},
       options: {
         ...(options.verbose !== undefined ? { verbose: options.verbose } : {}),
         ...(options.dmaLayout !== undefined ? { dmaLayout: options.dmaLayout } : {}),
@@ -203,25 +190,26 @@ export class ThreadedServer {
     const worker = new Worker(new URL('./thread-worker.js', import.meta.url), { workerData: data });
     // Listened for from the start: a worker that dies before the server object exists is seen.
     const exited = new Promise<number>((resolve) => worker.once('exit', resolve));
-    const ready = new Promise<void>((resolve, reject) => {
+    const ready = new Promise<string>((resolve, reject) => {
       const onMessage = (m: WorkerEvent) => {
         if (m.ev === 'log') options.log?.(m.line);
         if (m.ev !== 'ready' && m.ev !== 'failed') return;
         worker.off('message', onMessage);
         worker.off('error', reject);
-        if (m.ev === 'ready') resolve();
+        if (m.ev === 'ready') resolve(m.name);
         else reject(asError(m.error));
       };
       worker.on('message', onMessage);
       worker.once('error', reject);
     });
+    let name: string;
     try {
-      await ready;
+      name = await ready;
     } catch (e) {
       await worker.terminate();
       throw e;
     }
-    return new ThreadedServer(worker, exited, new Int32Array(stop), limits, loop, options);
+    return new ThreadedServer(worker, name, exited, new Int32Array(stop), limits, loop, options);
   }
 
   #event(m: WorkerEvent, options: ThreadedServerOptions): void {

@@ -13,8 +13,8 @@ import { Errno } from '../../src/abi/errno.js';
 import * as P from '../../src/abi/pci.js';
 import { CONFIG_RANGE_ERRNO, ConfigSpace, MAX_CAP_WALK, ROM_BAR_INDEX } from '../../src/core/config.js';
 import type { DeviceDescription } from '../../src/core/description.js';
-import { eduDescription } from '../../src/devices/edu.js';
-import { ivshmemDescription } from '../../src/devices/ivshmem.js';
+import { eduDevice } from '../../src/devices/edu.js';
+import { ivshmemDevice } from '../../src/devices/ivshmem.js';
 import { VfioError } from '../../src/errors.js';
 import { requireOrSkip } from '../helpers/env.js';
 import { errnoOf } from '../helpers/errno.js';
@@ -23,8 +23,8 @@ import { errnoOf } from '../helpers/errno.js';
 
 /** The example devices themselves (src/devices): QEMU's edu (1 MiB BAR0, one 64-bit MSI vector
  * at 0x40, hw/misc/edu.c) and ivshmem-plain (256-byte BAR0, 64-bit prefetchable 4 MiB BAR2). */
-const EDU: DeviceDescription = eduDescription();
-const IVSHMEM: DeviceDescription = ivshmemDescription();
+const EDU: DeviceDescription = eduDevice().description;
+const IVSHMEM: DeviceDescription = ivshmemDevice().description;
 
 /** Every feature: PM, 32-bit maskable MSI x8, PCIe endpoint, MSI-X, an I/O BAR and a ROM. */
 const FULL: DeviceDescription = {

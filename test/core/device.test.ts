@@ -9,10 +9,10 @@ import { Errno, errnoName } from '../../src/abi/errno.js';
 import * as A from '../../src/abi/vfio.js';
 import { NO_EXTENSIONS, VfioPciDevice } from '../../src/core/device.js';
 import { heapEnvironment } from '../../src/core/env.js';
-import { E1000eBehaviour, e1000eDescription } from '../../src/devices/e1000e.js';
-import { EduBehaviour, eduDescription } from '../../src/devices/edu.js';
-import { IvshmemBehaviour, ivshmemDescription } from '../../src/devices/ivshmem.js';
-import { NvmeBehaviour, nvmeDescription } from '../../src/devices/nvme.js';
+import { e1000eModel } from '../../src/devices/e1000e.js';
+import { eduDevice } from '../../src/devices/edu.js';
+import { ivshmemDevice } from '../../src/devices/ivshmem.js';
+import { nvmeDevice } from '../../src/devices/nvme.js';
 import {
   decodeVfioRegionInfo,
   encodeDmaBuf,
@@ -26,22 +26,22 @@ import { errnoOf } from '../helpers/errno.js';
 
 function edu(profile: '6.1' | '7.3' = '6.1', extensions = NO_EXTENSIONS) {
   const env = heapEnvironment();
-  const dev = new VfioPciDevice(eduDescription(), new EduBehaviour(), {
+  const dev = eduDevice().instantiate({
     env,
     profile,
     extensions,
     mmapTrappedBars: true,
-  });
+  }).device;
   return { env, dev };
 }
 function ivshmem(profile: '6.1' | '7.3' = '7.3', extensions = {}, opts = {}) {
   const env = heapEnvironment();
-  const dev = new VfioPciDevice(ivshmemDescription(), new IvshmemBehaviour(), {
+  const dev = ivshmemDevice().instantiate({
     env,
     profile,
     extensions,
     ...opts,
-  });
+  }).device;
   return { env, dev };
 }
 
@@ -112,7 +112,7 @@ describe('capabilities and the argsz exchange', () => {
   const nvmeLike = () => {
     const env = heapEnvironment();
     const d = {
-      ...ivshmemDescription(),
+      ...ivshmemDevice().description,
       name: 'msix-dev',
       bars: [{ size: 0x4000, kind: 'mem64' as const }],
       msix: { tableSize: 64, tableBar: 0, tableOffset: 0x2000, pbaBar: 0, pbaOffset: 0x3000 },
@@ -716,11 +716,7 @@ describe('PCI_HOT_RESET (vfio_pci_ioctl_pci_hot_reset): the group list against h
   ];
   for (const [profile, opened, count, flags, errno] of cases)
     test(`${profile} ${opened} fd, count ${count}, flags ${flags}: ${errnoName(errno)}`, () => {
-      const dev = new VfioPciDevice(eduDescription(), new EduBehaviour(), {
-        env: heapEnvironment(),
-        profile,
-        opened,
-      });
+      const { device: dev } = eduDevice().instantiate({ env: heapEnvironment(), profile, opened });
       const arg = hotResetStruct.encode({ argsz: hotResetStruct.size + 4, flags, count }, 4);
       assert.equal(
         errnoOf(() => dev.ioctl(A.VFIO_DEVICE_PCI_HOT_RESET, arg)),
@@ -729,7 +725,7 @@ describe('PCI_HOT_RESET (vfio_pci_ioctl_pci_hot_reset): the group list against h
     });
   test('argsz below the count field is EINVAL on either path', () => {
     for (const opened of ['group', 'cdev'] as const) {
-      const dev = new VfioPciDevice(eduDescription(), new EduBehaviour(), { env: heapEnvironment(), opened });
+      const { device: dev } = eduDevice().instantiate({ env: heapEnvironment(), opened });
       const arg = hotResetStruct.encode({ argsz: hotResetStruct.endOf('count') - 1 });
       assert.equal(
         errnoOf(() => dev.ioctl(A.VFIO_DEVICE_PCI_HOT_RESET, arg)),
@@ -757,14 +753,14 @@ describe('offset space: cookies vs the fixed index << 40 encoding', () => {
     return { ...env, allocate: (name: string, size: number) => ({ ...env.allocate(name, 4096), size }) };
   }
   function device(bits: number, scheme: 'kernel' | 'dense', barSize: number) {
-    return new VfioPciDevice(ivshmemDescription(barSize), new IvshmemBehaviour(), {
+    return ivshmemDevice(barSize).instantiate({
       env: thinEnv(),
       profile: '7.3',
       offsetBits: bits,
       regionOffsets: scheme,
       wcRequiresPrefetch: false,
       maxMmapCookies: Number.MAX_SAFE_INTEGER, // counting to ENOSPC: lift the live-cookie limit
-    });
+    }).device;
   }
   function getCookie(dev: VfioPciDevice, bar = 2): bigint | number {
     const data = new Uint8Array(24);
@@ -889,12 +885,12 @@ describe('offset space: cookies vs the fixed index << 40 encoding', () => {
 describe("regionOffsets: 'dense' (offsets found through the offset space)", () => {
   function both(scheme: 'kernel' | 'dense') {
     const env = heapEnvironment();
-    const dev = new VfioPciDevice(eduDescription(), new EduBehaviour(), {
+    const dev = eduDevice().instantiate({
       env,
       profile: '7.3',
       regionOffsets: scheme,
       mmapTrappedBars: true,
-    });
+    }).device;
     const iv = ivshmem('7.3', {}, { regionOffsets: scheme }).dev;
     const off = (d: VfioPciDevice, i: number) => {
       const b = regionInfoBytes(i);
@@ -984,12 +980,12 @@ describe('write combining: edge cases of each path', () => {
   const UC = A.VFIO_DEVICE_FEATURE_DMA_BUF_ATTR_UC;
   function e1000e(opts = {}) {
     const env = heapEnvironment();
-    const dev = new VfioPciDevice(e1000eDescription(), new E1000eBehaviour(), {
+    const dev = e1000eModel().instantiate({
       env,
       profile: '7.3',
       wcRequiresPrefetch: false,
       ...opts,
-    });
+    }).device;
     return { env, dev };
   }
   function cookie(dev: VfioPciDevice, bar: number, flags: number): bigint | number {
@@ -1132,8 +1128,8 @@ describe('memory decode gating (vfio_pci_core_do_io_rw test_mem, __vfio_pci_memo
   const devices = {
     edu: () => edu('7.3').dev,
     ivshmem: () => ivshmem('7.3').dev,
-    nvme: () => new VfioPciDevice(nvmeDescription(), new NvmeBehaviour(), { env: heapEnvironment() }),
-    e1000e: () => new VfioPciDevice(e1000eDescription(), new E1000eBehaviour(), { env: heapEnvironment() }),
+    nvme: () => nvmeDevice().instantiate({ env: heapEnvironment() }).device,
+    e1000e: () => e1000eModel().instantiate({ env: heapEnvironment() }).device,
   };
   // [what, device, access, errno with memory decode off (undefined: it works)]
   type Access = (d: VfioPciDevice) => unknown;
@@ -1181,8 +1177,8 @@ describe('memory decode gating (vfio_pci_core_do_io_rw test_mem, __vfio_pci_memo
   test('I/O decode off: an I/O BAR reads all-ones (the device stops decoding), memory BARs still work', () => {
     const writes: number[] = [];
     const dev = new VfioPciDevice(
-      e1000eDescription(),
-      { barRead: () => 0x12345678, barWrite: (_b, _o, _s, v) => void writes.push(v) },
+      e1000eModel().description,
+      { bars: { 2: { read: () => 0x12345678n, write: (_o, _s, v) => void writes.push(Number(v)) } } },
       { env: heapEnvironment() },
     );
     assert.equal(hex(dev.pread(bar(2), 4)), '78563412', 'I/O decode on: the device answers');
@@ -1250,8 +1246,7 @@ describe('trapped BAR access widths (vfio_pci_core_do_io_rw) and edu (hw/misc/ed
     assert.equal(hex(dev.pread(bar(0, 8n), 4)), '00000000');
   });
   test('edu: a DMA command without START is not stored; DMA registers ignore writes while running', async () => {
-    const beh = new EduBehaviour();
-    const dev = new VfioPciDevice(eduDescription(), beh, { env: heapEnvironment(), profile: '7.3' });
+    const { device: dev, state } = eduDevice().instantiate({ env: heapEnvironment(), profile: '7.3' });
     const w32 = (o: bigint, v: number) => dev.pwrite(bar(0, o), new Uint8Array(new Uint32Array([v]).buffer));
     const r32 = (o: bigint) => new DataView(dev.pread(bar(0, o), 4).buffer).getUint32(0, true);
     w32(0x98n, 2 | 4);
@@ -1267,22 +1262,21 @@ describe('trapped BAR access widths (vfio_pci_core_do_io_rw) and edu (hw/misc/ed
     w32(0x98n, 1 | 2);
     assert.equal(r32(0x90n), 16, 'count write ignored while running');
     assert.equal(r32(0x98n), 1, 'command write ignored while running');
-    await beh.dmaDone;
+    await dev.settled();
     assert.equal(r32(0x98n), 0);
-    assert.equal(hex(beh.dmaBuffer.subarray(0, 17)), `${'5a'.repeat(16)}00`);
+    assert.equal(hex(state.dmaBuffer.subarray(0, 17)), `${'5a'.repeat(16)}00`);
   });
   test('edu: the RAM address is clamped to dma_mask (28 bits by default)', async () => {
-    const beh = new EduBehaviour();
-    const dev = new VfioPciDevice(eduDescription(), beh, { env: heapEnvironment(), profile: '7.3' });
+    const { device: dev, model, state } = eduDevice().instantiate({ env: heapEnvironment(), profile: '7.3' });
     const ram = new Uint8Array(0x1000).fill(0x77);
     dev.dma.map(0x2000n, 0x1000n, { bytes: ram, readable: true, writable: true });
     dev.pwrite(bar(0, 0x80n), le64(0x1_1000_2000n)); // bits 28+ dropped: 0x2000
     dev.pwrite(bar(0, 0x88n), le64(0x40000n));
     dev.pwrite(bar(0, 0x90n), le64(4n));
     dev.pwrite(bar(0, 0x98n), le64(1n));
-    await beh.dmaDone;
-    assert.equal(beh.dmaError, undefined);
-    assert.equal(hex(beh.dmaBuffer.subarray(0, 4)), '77777777');
+    await dev.settled();
+    assert.equal(model.dmaError, undefined);
+    assert.equal(hex(state.dmaBuffer.subarray(0, 4)), '77777777');
   });
   test('edu INTx is a level: asserted while the status is non-zero, lowered by the last ack', () => {
     const { env, dev } = edu('7.3');
@@ -1350,7 +1344,7 @@ describe('region access by index (readRegion/writeRegion, for transports)', () =
     dev.writeRegion(2, 0x10n, Uint8Array.of(1, 2, 3, 4, 5, 6, 7, 8));
     const trapped = edu('7.3').dev; // 7.3: 8-byte trapped accesses too
     trapped.writeRegion(0, 4n, Uint8Array.of(0x78, 0x56, 0x34, 0x12)); // liveness: reads back inverted
-    const nvme = new VfioPciDevice(nvmeDescription(), new NvmeBehaviour(), { env: heapEnvironment() });
+    const nvme = nvmeDevice().instantiate({ env: heapEnvironment() }).device;
     const cases: [VfioPciDevice, number, bigint, number][] = [
       [dev, A.VFIO_PCI_CONFIG_REGION_INDEX, 0n, 64],
       [dev, A.VFIO_PCI_CONFIG_REGION_INDEX, 0x3dn, 3],

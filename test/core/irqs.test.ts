@@ -7,10 +7,10 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { Errno } from '../../src/abi/errno.js';
 import * as A from '../../src/abi/vfio.js';
-import { VfioPciDevice } from '../../src/core/device.js';
+import type { VfioPciDevice } from '../../src/core/device.js';
 import { heapEnvironment } from '../../src/core/env.js';
-import { E1000eBehaviour, e1000eDescription } from '../../src/devices/e1000e.js';
-import { EduBehaviour, eduDescription } from '../../src/devices/edu.js';
+import { e1000eModel } from '../../src/devices/e1000e.js';
+import { eduDevice } from '../../src/devices/edu.js';
 import {
   activeWatchCount,
   closeFd,
@@ -41,7 +41,7 @@ function setIrqs(dev: VfioPciDevice, flags: number, index: number, start: number
 describe('INTx unmask eventfd (vfio_pci_set_intx_unmask → vfio_virqfd_enable)', () => {
   function eduIntx() {
     const env = heapEnvironment();
-    const dev = new VfioPciDevice(eduDescription(), new EduBehaviour(), { env, profile: '7.3' });
+    const dev = eduDevice().instantiate({ env, profile: '7.3' }).device;
     const trigger = env.createEventfd();
     const unmask = env.createEventfd();
     setIrqs(dev, EVENTFD | TRIGGER, 0, 0, [trigger.fd]);
@@ -127,7 +127,7 @@ describe('INTx unmask eventfd (vfio_pci_set_intx_unmask → vfio_virqfd_enable)'
 
   test('UNMASK eventfd while INTx is not enabled: EINVAL', () => {
     const env = heapEnvironment();
-    const dev = new VfioPciDevice(eduDescription(), new EduBehaviour(), { env, profile: '6.1' });
+    const dev = eduDevice().instantiate({ env, profile: '6.1' }).device;
     const e = env.createEventfd();
     assert.equal(
       errnoOf(() => setIrqs(dev, U, 0, 0, [e.fd])),
@@ -138,10 +138,10 @@ describe('INTx unmask eventfd (vfio_pci_set_intx_unmask → vfio_virqfd_enable)'
   test('native eventfds: the resample fd unmasks from the event loop; no fd or watch leaks', async () => {
     const fdsBefore = openFdCount();
     const watchesBefore = activeWatchCount();
-    const dev = new VfioPciDevice(eduDescription(), new EduBehaviour(), {
+    const dev = eduDevice().instantiate({
       env: nativeEnvironment(),
       profile: '7.3',
-    });
+    }).device;
     const trigger = eventfdCreate();
     const unmask = eventfdCreate();
     const tick = () => new Promise((r) => setImmediate(r));
@@ -176,7 +176,7 @@ describe('INTx unmask eventfd (vfio_pci_set_intx_unmask → vfio_virqfd_enable)'
 describe('MSI-X blocks that fail part way (vfio_msi_set_block)', () => {
   function e1000e(profile: '6.1' | '7.3') {
     const env = heapEnvironment();
-    const dev = new VfioPciDevice(e1000eDescription(), new E1000eBehaviour(), { env, profile });
+    const dev = e1000eModel().instantiate({ env, profile }).device;
     const efds = Array.from({ length: 5 }, () => env.createEventfd());
     return { env, dev, efds };
   }

@@ -10,10 +10,10 @@ import { Errno } from '../../src/abi/errno.js';
 import * as A from '../../src/abi/vfio.js';
 import { type DeviceOptions, VfioPciDevice } from '../../src/core/device.js';
 import { heapEnvironment } from '../../src/core/env.js';
-import { E1000eBehaviour, e1000eDescription } from '../../src/devices/e1000e.js';
-import { EduBehaviour, eduDescription } from '../../src/devices/edu.js';
-import { IvshmemBehaviour, ivshmemDescription } from '../../src/devices/ivshmem.js';
-import { nvmeDescription } from '../../src/devices/nvme.js';
+import { e1000eModel } from '../../src/devices/e1000e.js';
+import { eduDevice } from '../../src/devices/edu.js';
+import { ivshmemDevice } from '../../src/devices/ivshmem.js';
+import { nvmeDevice } from '../../src/devices/nvme.js';
 import { VfioDevice } from '../../src/driver/device.js';
 import { LocalDeviceFile } from '../../src/driver/local.js';
 import { VfioError } from '../../src/errors.js';
@@ -51,18 +51,18 @@ function options(wcRequiresPrefetch: boolean): DeviceOptions {
 }
 /** nvme's layout with BAR0 as plain memory (the controller behind it traps its registers). */
 function nvme(strict: boolean) {
-  const d = nvmeDescription();
+  const d = nvmeDevice().description;
   const bars = [{ ...d.bars[0]!, backing: 'memory' as const }, ...d.bars.slice(1)];
   return new VfioPciDevice({ ...d, bars }, {}, options(strict));
 }
 function ivshmem(strict: boolean) {
-  return new VfioPciDevice(ivshmemDescription(), new IvshmemBehaviour(), options(strict));
+  return ivshmemDevice().instantiate(options(strict)).device;
 }
 function e1000e(strict: boolean) {
-  return new VfioPciDevice(e1000eDescription(), new E1000eBehaviour(), options(strict));
+  return e1000eModel().instantiate(options(strict)).device;
 }
 function edu(strict: boolean) {
-  return new VfioPciDevice(eduDescription(), new EduBehaviour(), options(strict));
+  return eduDevice().instantiate(options(strict)).device;
 }
 
 /** Asks for WC on `bar` through `path`, then maps a page through what it granted. */
@@ -154,10 +154,10 @@ describe("the gate is for WC; UC keeps each path's own rules", () => {
     assert.ok(fd > 0);
     assert.throws(() => dev.mmapDmaBuf(fd, 0n, PAGE), { errno: Errno.EINVAL });
     // mmapTrappedBars (the kernel's view of real MMIO) makes the same BAR mappable, UC and WC.
-    const kernelLike = new VfioPciDevice(eduDescription(), new EduBehaviour(), {
+    const kernelLike = eduDevice().instantiate({
       ...options(false),
       mmapTrappedBars: true,
-    });
+    }).device;
     assert.equal(request(kernelLike, 0, 'dma-buf'), 'wc via dma-buf');
     dev.close();
     kernelLike.close();

@@ -1,19 +1,23 @@
 /**
  * ivshmem-plain's BAR0 registers through the device fd (pread/pwrite), as QEMU's
- * hw/misc/ivshmem-pci.c answers them, and what an mmap of BAR0 shows (a page that is not them).
+ * hw/misc/ivshmem-pci.c answers them, what an mmap of BAR0 shows (a page that is not them), and
+ * BAR2's shared memory surviving a reset and the vfio-user client that wrote it.
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import * as A from '../../src/abi/vfio.js';
-import { VfioPciDevice } from '../../src/core/device.js';
+import { VfioUserClient } from '../../src/client/index.js';
 import { heapEnvironment } from '../../src/core/env.js';
-import { IvshmemBehaviour, ivshmemDescription } from '../../src/devices/ivshmem.js';
+import { ivshmemDevice } from '../../src/devices/ivshmem.js';
+import { VfioDevice } from '../../src/driver/device.js';
+import { socketPair } from '../../src/native/index.js';
+import { nativeEnvironment } from '../../src/runtime.js';
+import { VfioUserServer } from '../../src/server/index.js';
 import { decodeVfioRegionInfo, putU32 } from '../../src/wire/vfio.js';
 
 function ivshmem() {
-  const behaviour = new IvshmemBehaviour();
-  const dev = new VfioPciDevice(ivshmemDescription(), behaviour, { env: heapEnvironment(), profile: '7.3' });
-  return { dev, behaviour };
+  const { device: dev, state } = ivshmemDevice().instantiate({ env: heapEnvironment(), profile: '7.3' });
+  return { dev, state };
 }
 const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
 const le32 = (v: number) => {
@@ -87,14 +91,52 @@ describe('ivshmem-plain BAR0 registers (ivshmem_io_read / ivshmem_io_write)', ()
   });
 
   test('an mmap of BAR0 maps one page of plain memory that is not the registers', () => {
-    const { dev, behaviour } = ivshmem();
+    const { dev, state } = ivshmem();
     const m = dev.mmap(0n, 4096);
     assert.equal(m.bytes.length, 4096);
     m.bytes[0] = 0x5a;
-    assert.equal(behaviour.intrMask, 0, 'a store in the mapping is not a register write');
+    assert.equal(state.intrMask, 0, 'a store in the mapping is not a register write');
     dev.pwrite(0x0n, le32(0x77));
     assert.equal(m.bytes[0], 0x5a, 'a register write does not show in the mapping');
     assert.equal(hex(dev.pread(0x0n, 4)), '77000000');
     m.unmap();
+  });
+});
+
+describe('ivshmem BAR2 is a host memory backend: it outlives resets and clients', () => {
+  test('a reset restores the registers and keeps the shared memory', () => {
+    const { dev, state } = ivshmem();
+    dev.pwrite(0x0n, le32(0x77));
+    dev.pwrite(2n << 40n, new Uint8Array([1, 2, 3, 4]));
+    dev.reset();
+    assert.equal(state.intrMask, 0);
+    assert.equal(hex(dev.pread(2n << 40n, 4)), '01020304');
+  });
+
+  test('over vfio-user: what one client wrote through its mapping, the next client reads', async () => {
+    const device = ivshmemDevice().instantiate({ env: nativeEnvironment() }).device;
+    const server = new VfioUserServer(device);
+    const connect = async () => {
+      const [a, b] = socketPair();
+      server.adopt(a);
+      return new VfioDevice(await VfioUserClient.fromFd(b));
+    };
+    try {
+      const first = await connect();
+      const m = await first.map(2); // QEMU maps BAR2 from the region's fd, as a guest's RAM-like BAR
+      m.bytes.set([0xde, 0xad, 0xbe, 0xef], 0x1000);
+      await first.write32(0, 0, 0x5a);
+      m.unmap();
+      await first.close();
+      await server.idle(); // the server reset the device for the next client
+      const second = await connect();
+      assert.equal(hex(await second.read(2, 0x1000, 4)), 'deadbeef');
+      assert.equal(await second.read32(0, 0), 0, 'the registers were reset');
+      await second.close();
+      await server.idle();
+    } finally {
+      server.stop();
+      device.close();
+    }
   });
 });

@@ -26,7 +26,7 @@ import {
 } from '../../src/client/index.js';
 import { VfioPciDevice } from '../../src/core/device.js';
 import { createDevice, type DeviceName } from '../../src/devices/index.js';
-import { nvmeDescription } from '../../src/devices/nvme.js';
+import { nvmeDevice } from '../../src/devices/nvme.js';
 import { VfioDevice, type WcPath } from '../../src/driver/device.js';
 import type { DmaMemory, Transport } from '../../src/driver/file.js';
 import { LocalDeviceFile } from '../../src/driver/local.js';
@@ -62,7 +62,7 @@ export function makeDevice(name: CaseDevice): VfioPciDevice {
   if (name === 'nvme') {
     // The layout is what these cases look at (an MSI-X table inside BAR0), not the controller
     // behind it, whose registers are trapped: BAR0 as plain memory here.
-    const d = nvmeDescription();
+    const d = nvmeDevice().description;
     const bars = [{ ...d.bars[0]!, backing: 'memory' as const }, ...d.bars.slice(1)];
     return new VfioPciDevice({ ...d, bars }, {}, { env });
   }

@@ -5,11 +5,11 @@
  * kernel lets userspace map).
  */
 import type { KernelProfile } from '../../src/core/description.js';
-import { NO_EXTENSIONS, VfioPciDevice } from '../../src/core/device.js';
-import { E1000eBehaviour, e1000eDescription } from '../../src/devices/e1000e.js';
-import { EduBehaviour, eduDescription } from '../../src/devices/edu.js';
-import { IvshmemBehaviour, ivshmemDescription } from '../../src/devices/ivshmem.js';
-import { NvmeBehaviour, nvmeDescription } from '../../src/devices/nvme.js';
+import { NO_EXTENSIONS, type VfioPciDevice } from '../../src/core/device.js';
+import { e1000eModel } from '../../src/devices/e1000e.js';
+import { eduDevice } from '../../src/devices/edu.js';
+import { ivshmemDevice } from '../../src/devices/ivshmem.js';
+import { nvmeDevice } from '../../src/devices/nvme.js';
 import { LocalDeviceFile } from '../../src/driver/local.js';
 import { nativeEnvironment } from '../../src/runtime.js';
 import type { ProbeTarget } from './probe-sequence.js';
@@ -33,13 +33,13 @@ export function modelDevice(
   };
   switch (name) {
     case 'edu':
-      return new VfioPciDevice(eduDescription(), new EduBehaviour(), options);
+      return eduDevice().instantiate(options).device;
     case 'ivshmem':
-      return new VfioPciDevice(ivshmemDescription(), new IvshmemBehaviour(), options);
+      return ivshmemDevice().instantiate(options).device;
     case 'nvme':
-      return new VfioPciDevice(nvmeDescription(), new NvmeBehaviour(), options);
+      return nvmeDevice().instantiate(options).device;
     case 'e1000e':
-      return new VfioPciDevice(e1000eDescription(), new E1000eBehaviour(), options);
+      return e1000eModel().instantiate(options).device;
   }
 }
 

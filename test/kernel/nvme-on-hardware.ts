@@ -91,7 +91,7 @@ describe('the NVMe driver on real vfio-pci and QEMU nvme (in a QEMU guest)', {
     assert.equal(j.model, 'QEMU NVMe Ctrl');
     assert.equal(j.version, '1.4.0');
     assert.equal(j.registers, 'mmap', 'BAR0 mapped (MSIX_MAPPABLE)');
-    assert.deepEqual([j.cmb.bar, j.cmb.offset, j.cmb.size, j.cmb.sqs], [2, '0x0', '0x1000000', true]);
+    assert.deepEqual([j.cmb.bar, j.cmb.offset, j.cmb.size, j.cmb.sqs], [2, 0, 0x1000000, true]);
     assert.ok(j.cmb.wcPaths.includes('sysfs-resource-wc'), j.cmb.wcPaths);
     assert.deepEqual(
       j.namespaces.map((n: { nsid: number; blockBytes: number }) => [n.nsid, n.blockBytes]),

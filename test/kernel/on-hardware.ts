@@ -461,10 +461,10 @@ describe('the driver on real vfio-pci (in a QEMU guest)', {
       assert.deepEqual({ ...q, name: undefined }, { ...got, name: undefined }, `IRQ ${q.index}`);
     }
     // The text says the same: one line per region and IRQ, WC only on BAR2, with where it works.
-    assert.match(text.out, /Region 2 \(BAR2\): size=4M offset=0x20000000000 \[READ WRITE MMAP\]/);
+    assert.match(text.out, /VFIO region 2 \(BAR2\): offset 20000000000 \[size=4M\] \[READ WRITE MMAP\]/);
     assert.match(
       text.out,
-      /Region 0 \(BAR0\): size=256 offset=0x0 \[READ WRITE MMAP\]\n\t\tWrite-combining: none/,
+      /VFIO region 0 \(BAR0\): offset 0 \[size=256\] \[READ WRITE MMAP\]\n\t\tWrite-combining: none/,
     );
     assert.equal(text.out.match(/Write-combining: sysfs-resource-wc/g)?.length, 1, text.out);
     assert.match(text.out, /Write-combining: sysfs-resource-wc\n\t\t\tsysfs resourceN_wc: .*iomem=relaxed/);
@@ -472,8 +472,8 @@ describe('the driver on real vfio-pci (in a QEMU guest)', {
       assert.match(
         text.out,
         'errno' in q
-          ? new RegExp(`IRQ ${q.index} \\(\\S+\\): ${q.errno}`)
-          : new RegExp(`IRQ ${q.index} \\(\\S+\\): count=${q.count} \\[${q.flags.join(' ')}\\]`),
+          ? new RegExp(`VFIO IRQ ${q.index} \\(\\S+\\): ${q.errno}`)
+          : new RegExp(`VFIO IRQ ${q.index} \\(\\S+\\): count ${q.count} \\[${q.flags.join(' ')}\\]`),
       );
   });
 

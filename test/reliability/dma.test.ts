@@ -8,8 +8,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Errno } from '../../src/abi/errno.js';
 import { VfioUserCommand as C, VfioUserFlags } from '../../src/abi/vfio-user.js';
-import { VfioPciDevice } from '../../src/core/device.js';
-import { EduBehaviour, eduDescription } from '../../src/devices/edu.js';
+import { type EduModel, eduDevice } from '../../src/devices/edu.js';
 import { VfioError } from '../../src/errors.js';
 import {
   closeFd,
@@ -27,14 +26,15 @@ import { RawClient } from '../fuzz/client.js';
 import { concat, message, u32, u64 } from '../fuzz/server.js';
 
 function rig() {
-  const edu = new EduBehaviour();
-  const device = new VfioPciDevice(eduDescription(), edu, { env: nativeEnvironment() });
+  const { device, model: edu, state } = eduDevice().instantiate({ env: nativeEnvironment() });
   const server = new VfioUserServer(device);
   const [a, b] = socketPair();
   server.adopt(b);
   const c = new RawClient(a);
   return {
     edu,
+    state,
+    device,
     c,
     async close() {
       c.close();
@@ -46,7 +46,7 @@ function rig() {
 }
 
 /** The device's last DMA error, read through a call so that assertions do not narrow it. */
-const dmaError = (edu: EduBehaviour): unknown => edu.dmaError;
+const dmaError = (edu: EduModel): unknown => edu.dmaError;
 const isErrno = (e: unknown, errno: number) => e instanceof VfioError && e.errno === errno;
 
 const write = (offset: bigint, data: Uint8Array) => concat(u64(offset), u32(0, data.length), data);
@@ -66,7 +66,7 @@ describe('DMA faults', () => {
     const r = rig();
     await r.c.negotiate();
     await startDma(r.c, 0xdead0000n, 64);
-    await r.edu.dmaDone;
+    await r.device.settled();
     assert.ok(
       r.edu.dmaError instanceof VfioError && r.edu.dmaError.errno === Errno.EFAULT,
       String(r.edu.dmaError),
@@ -104,11 +104,11 @@ describe('DMA faults', () => {
         VfioUserFlags.TYPE_REPLY,
       ),
     );
-    await r.edu.dmaDone;
+    await r.device.settled();
     assert.equal(dmaError(r.edu), undefined);
-    assert.deepEqual(r.edu.dmaBuffer.subarray(0, 16), data);
+    assert.deepEqual(r.state.dmaBuffer.subarray(0, 16), data);
     await startDma(r.c, 0x200000n, 16);
-    await r.edu.dmaDone;
+    await r.device.settled();
     assert.ok(isErrno(dmaError(r.edu), Errno.EFAULT), String(dmaError(r.edu)));
     await r.close();
   });
@@ -120,7 +120,7 @@ describe('DMA faults', () => {
     await startDma(r.c, 0x200000n, 16);
     assert.equal((await r.c.next())?.header.command, C.DMA_READ);
     await r.close();
-    await r.edu.dmaDone;
+    await r.device.settled();
     assert.ok(isErrno(dmaError(r.edu), Errno.ECONNRESET), String(dmaError(r.edu)));
   });
 
@@ -143,13 +143,13 @@ describe('DMA faults', () => {
     assert.equal((await r.c.call(C.DMA_MAP, map, [mfd]))?.errno, 0);
     // Still whole: the device reads through the fd.
     await startDma(r.c, 0x108000n, 64);
-    await r.edu.dmaDone;
+    await r.device.settled();
     assert.equal(dmaError(r.edu), undefined);
-    assert.deepEqual(r.edu.dmaBuffer.subarray(0, 64), new Uint8Array(64).fill(0x5a));
+    assert.deepEqual(r.state.dmaBuffer.subarray(0, 64), new Uint8Array(64).fill(0x5a));
     // Truncated under the server: a mapping would now SIGBUS the whole process.
     ftruncate(mfd, 0);
     await startDma(r.c, 0x108000n, 64);
-    await r.edu.dmaDone;
+    await r.device.settled();
     assert.ok(isErrno(dmaError(r.edu), Errno.EFAULT), String(dmaError(r.edu)));
     assert.equal((await r.c.call(C.DEVICE_GET_INFO, u32(16, 0, 0, 0)))?.errno, 0, 'server answers on');
     closeFd(mfd);
@@ -169,8 +169,8 @@ describe('DMA faults', () => {
     const map = concat(u32(32, 3), u64(0n), u64(0x100000n), u64(0x10000n));
     assert.equal((await r.c.call(C.DMA_MAP, map, [mem.fd!]))?.errno, 0);
     await startDma(r.c, 0x102000n, 64);
-    await r.edu.dmaDone;
-    assert.deepEqual(r.edu.dmaBuffer.subarray(0, 64), new Uint8Array(64).fill(0x3c));
+    await r.device.settled();
+    assert.deepEqual(r.state.dmaBuffer.subarray(0, 64), new Uint8Array(64).fill(0x3c));
     mem.close();
     await r.close();
   });

@@ -250,8 +250,9 @@ describe('vfio-ts serve: limit options', () => {
       assert.ok(r.stderr.includes(message), r.stderr);
     });
   }
-  it('the usage names every limit option', () => {
+  it('the usage (--help: exit 0, on stdout) names every limit option', () => {
     const r = serve('--help');
+    assert.equal(r.status, 0, r.stderr);
     for (const o of [
       '--allow-uid',
       '--max-message-size',
@@ -260,6 +261,6 @@ describe('vfio-ts serve: limit options', () => {
       '--max-dma-maps',
       '--max-pending-bytes',
     ])
-      assert.ok(r.stderr.includes(o), o);
+      assert.ok(r.stdout.includes(o), o);
   });
 });

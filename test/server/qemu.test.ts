@@ -11,7 +11,9 @@ import { spawn } from 'node:child_process';
 import { statSync } from 'node:fs';
 import { test } from 'node:test';
 import { Errno } from '../../src/abi/errno.js';
+import { VfioUserClient } from '../../src/client/index.js';
 import { createDevice, type DeviceName } from '../../src/devices/index.js';
+import { VfioDevice } from '../../src/driver/device.js';
 import { VfioError } from '../../src/errors.js';
 import { nativeEnvironment } from '../../src/runtime.js';
 import {
@@ -229,7 +231,7 @@ for (const where of ['in-process', 'blocking'] as const) {
   });
 }
 
-test('QEMU 11 qtest against `vfio-ts serve` (the command line), ivshmem BAR2 through the mmap fd', async (t) => {
+test('QEMU 11 qtest against `vfio-ts serve` (the command line), ivshmem BAR2 through the mmap fd, kept for the next client', async (t) => {
   const p = provisionedOrSkip(t, { chroot: true });
   if (!p) return;
   const work = chrootWorkDir(p);
@@ -277,6 +279,13 @@ test('QEMU 11 qtest against `vfio-ts serve` (the command line), ivshmem BAR2 thr
     });
     // QEMU got BAR2's fd with its region info (and maps it rather than trapping accesses).
     assert.match(out, /DEVICE_GET_REGION_INFO .*ok \+1 fd/);
+    // QEMU has exited and the server reset the device for the next client: the shared memory
+    // QEMU wrote is still there (a host memory backend outlives its guest), as the next client sees.
+    for (let i = 0; i < 100 && !/client 1 disconnected/.test(out); i++)
+      await new Promise((r) => setTimeout(r, 50));
+    const next = new VfioDevice(await VfioUserClient.connect(sock.host));
+    assert.equal(await next.read32(2, 0x100), 0xcafef00d, 'BAR2 kept what QEMU wrote');
+    await next.close();
   } finally {
     child.kill('SIGTERM');
     const code = await exited;

@@ -1,15 +1,14 @@
 /**
  * The device module the ThreadedServer tests name (a DeviceModule): the worker imports it and
- * calls `device` with a structured-clone argument to make the device it serves.
+ * calls an export with a structured-clone argument; it returns a device or a definition, which
+ * the worker builds there.
  */
 import { writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
-import { type DeviceBehaviour, type DeviceContext, VfioPciDevice } from '../../src/core/device.js';
-import { eduDescription } from '../../src/devices/edu.js';
-import { createDevice, type DeviceName } from '../../src/devices/index.js';
-import { openNvmeDevice } from '../../src/devices/nvme.js';
+import { type DeviceDefinition, defineDevice } from '../../src/core/define.js';
+import type { VfioPciDevice } from '../../src/core/device.js';
+import { createDevice, type DeviceName, nvmeDiskDevice } from '../../src/devices/index.js';
 import { nativeEnvironment } from '../../src/runtime.js';
-import type { DeviceModuleContext } from '../../src/server/index.js';
 
 export interface ThreadDeviceArg {
   readonly name: DeviceName;
@@ -34,29 +33,29 @@ export interface NvmeDiskArg {
   readonly size: number;
 }
 
-/** The nvme device on a file namespace, as `vfio-ts serve --device nvme --disk` makes it. */
-export async function nvmeDisk(arg: NvmeDiskArg, context: DeviceModuleContext = {}): Promise<VfioPciDevice> {
-  const o = { disk: arg.disk, size: arg.size, ...(context.log ? { log: context.log } : {}) };
-  return (await openNvmeDevice(o, { env: nativeEnvironment() })).device;
+/** The nvme device on a file namespace, as `vfio-ts serve --device nvme --disk` makes it (a definition). */
+export function nvmeDisk(arg: NvmeDiskArg): Promise<DeviceDefinition> {
+  return nvmeDiskDevice({ disk: arg.disk, size: arg.size });
 }
 
 export interface SlowCloseArg {
-  readonly name: DeviceName;
-  /** How long close() takes before it writes `marker`. */
+  /** How long the device's close takes before it writes `marker`. */
   readonly ms: number;
   readonly marker: string;
 }
 
-/** A device whose close() takes `ms` (a disk's flush), then leaves a marker file. */
-export function slowClose(arg: SlowCloseArg): VfioPciDevice & { close(): Promise<void> } {
-  const d = device({ name: arg.name });
-  const close = d.close.bind(d);
-  return Object.assign(d, {
-    async close() {
-      await close();
-      await new Promise((r) => setTimeout(r, arg.ms));
-      writeFileSync(arg.marker, 'closed');
-    },
+/** A device whose close takes `ms` (a disk's flush), then leaves a marker file. */
+export function slowClose(arg: SlowCloseArg): DeviceDefinition {
+  return defineDevice({
+    name: 'slow-close',
+    identity: { vendorId: 0x1b36, deviceId: 0x7e58, classCode: 0xff0000 },
+    bars: [{ index: 0, kind: 'mem32', size: 4096, backing: 'memory' }],
+    create: () => ({
+      close: async () => {
+        await new Promise((r) => setTimeout(r, arg.ms));
+        writeFileSync(arg.marker, 'closed');
+      },
+    }),
   });
 }
 
@@ -65,26 +64,27 @@ export function slowClose(arg: SlowCloseArg): VfioPciDevice & { close(): Promise
  * a promise, as nvme's doorbell does) a pwrite and an fdatasync of the value to `file` through
  * the thread pool, then raises MSI vector 0. Nothing of it needs another message from the client.
  */
-export async function diskEcho(arg: { readonly file: string }): Promise<VfioPciDevice> {
+export async function diskEcho(arg: { readonly file: string }): Promise<DeviceDefinition> {
   const fh = await open(arg.file, 'w');
-  let ctx: DeviceContext | undefined;
-  const behaviour: DeviceBehaviour = {
-    attach: (c) => {
-      ctx = c;
-    },
-    barRead: () => 0,
-    barWrite: (_bar, offset, _size, value) => {
-      const word = new Uint8Array(new Uint32Array([value]).buffer);
-      void Promise.resolve()
-        .then(() => fh.write(word, 0, 4, offset))
-        .then(() => fh.datasync())
-        .then(() => ctx?.raise(0));
-    },
-    close: () => fh.close(),
-  };
-  return new VfioPciDevice(
-    { ...eduDescription(), name: 'disk-echo', bars: [{ size: 4096, kind: 'mem32', backing: 'trapped' }] },
-    behaviour,
-    { env: nativeEnvironment() },
-  );
+  return defineDevice({
+    name: 'disk-echo',
+    identity: { vendorId: 0x1b36, deviceId: 0x7e59, classCode: 0xff0000 },
+    bars: [{ index: 0, kind: 'mem32', size: 4096, backing: 'registers', maxAccessSize: 4 }],
+    msi: { vectors: 1 },
+    create: (dev) => ({
+      bars: {
+        0: {
+          read: () => 0n,
+          write: (offset, _size, value) => {
+            const word = new Uint8Array(new Uint32Array([Number(value)]).buffer);
+            void Promise.resolve()
+              .then(() => fh.write(word, 0, 4, offset))
+              .then(() => fh.datasync())
+              .then(() => dev.irq.raise(0));
+          },
+        },
+      },
+      close: () => fh.close(),
+    }),
+  });
 }

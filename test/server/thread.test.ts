@@ -349,14 +349,15 @@ test('ThreadedServer: a device module that fails rejects start with its errno; t
   );
 });
 
-test("ThreadedServer: stop() resolves once the device's close() has finished, past STOP_GRACE_MS", async () => {
+test("ThreadedServer: stop() resolves once the device's close has settled, past STOP_GRACE_MS", async () => {
   // A close that takes longer than the grace a stopped worker gets to exit: stop() waits for
-  // it (a namespace's fdatasync) before the worker is asked to go, so it is never cut short.
+  // it (a namespace's fdatasync: the device's settled()) before the worker is asked to go, so
+  // it is never cut short.
   const marker = join(dir, 'slow-close.done');
   const server = await ThreadedServer.start({
     module: MODULE,
     export: 'slowClose',
-    arg: { name: 'edu', ms: STOP_GRACE_MS + 500, marker },
+    arg: { ms: STOP_GRACE_MS + 500, marker },
   });
   await server.stop();
   assert.equal(readFileSync(marker, 'utf8'), 'closed');

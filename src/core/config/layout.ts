@@ -105,15 +105,24 @@ function checkU(n: number, bits: number, what: string): void {
   if (!Number.isInteger(n) || n < 0 || n >= 2 ** bits) bad(`${what} ${n} is not a ${bits}-bit value`);
 }
 
-/** Validates the parts of a description config space depends on; throws VfioError(EINVAL). */
-export function validateDescription(desc: DeviceDescription): void {
+/**
+ * Validates the parts of a description config space depends on; throws VfioError(EINVAL) with
+ * `op` (defineDevice names the device there).
+ */
+export function validateDescription(desc: DeviceDescription, op = OP): void {
+  const bad: (detail: string) => never = (detail) => {
+    throw new VfioError(Errno.EINVAL, op, detail);
+  };
+  const checkBits = (n: number, bits: number, what: string): void => {
+    if (!Number.isInteger(n) || n < 0 || n >= 2 ** bits) bad(`${what} ${n} is not a ${bits}-bit value`);
+  };
   const id = desc.identity;
-  checkU(id.vendorId, 16, 'vendorId');
-  checkU(id.deviceId, 16, 'deviceId');
-  checkU(id.subsystemVendorId, 16, 'subsystemVendorId');
-  checkU(id.subsystemId, 16, 'subsystemId');
-  checkU(id.classCode, 24, 'classCode');
-  checkU(id.revision, 8, 'revision');
+  checkBits(id.vendorId, 16, 'vendorId');
+  checkBits(id.deviceId, 16, 'deviceId');
+  checkBits(id.subsystemVendorId, 16, 'subsystemVendorId');
+  checkBits(id.subsystemId, 16, 'subsystemId');
+  checkBits(id.classCode, 24, 'classCode');
+  checkBits(id.revision, 8, 'revision');
   if (!Number.isInteger(id.interruptPin) || id.interruptPin < 0 || id.interruptPin > 4) {
     bad(`interruptPin ${id.interruptPin} is not 0..4`);
   }
@@ -166,6 +175,15 @@ export function validateDescription(desc: DeviceDescription): void {
         bad(`MSI-X ${what} offset ${off} is not 8-byte aligned`);
       }
       if (off + len > bar.size) bad(`MSI-X ${what} (${len} bytes at ${off}) does not fit in BAR${bir}`);
+    }
+    // hw/pci/msix.c msix_init refuses a table and PBA that overlap in one BAR (-EINVAL,
+    // "table & pba overlap, or they don't fit in BARs, or don't align").
+    const tableEnd = x.tableOffset + x.tableSize * P.PCI_MSIX_ENTRY_SIZE;
+    if (x.tableBar === x.pbaBar && x.tableOffset < x.pbaOffset + pbaBytes && x.pbaOffset < tableEnd) {
+      bad(
+        `MSI-X table (0x${x.tableOffset.toString(16)}..0x${tableEnd.toString(16)}) and PBA ` +
+          `(0x${x.pbaOffset.toString(16)}..0x${(x.pbaOffset + pbaBytes).toString(16)}) overlap in BAR${x.tableBar}`,
+      );
     }
   }
 }

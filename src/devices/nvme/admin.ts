@@ -12,7 +12,6 @@ import {
   activeNamespaces,
   identifyController,
   identifyNamespace,
-  MAX_TRANSFER,
   NSID,
   namespaceDescriptors,
   TEMPERATURE_K,
@@ -109,6 +108,7 @@ export class AdminCommands {
       firmware: o.firmware ?? FIRMWARE,
       blockSize: this.ctl.blockSize,
       size: this.ctl.namespace.size,
+      mdts: this.ctl.mdts,
     };
   }
 
@@ -223,7 +223,7 @@ export class AdminCommands {
     }
     // The offset must be dword aligned and inside the log (§5.14); the transfer obeys MDTS.
     if (offset % 4n || offset >= BigInt(page.length)) failCommand(SC.INVALID_FIELD, `offset ${offset}`);
-    if (length > MAX_TRANSFER) failCommand(SC.INVALID_FIELD, `${length} bytes > MDTS`);
+    if (length > this.ctl.maxTransfer) failCommand(SC.INVALID_FIELD, `${length} bytes > MDTS`);
     const out = new Uint8Array(length);
     out.set(page.subarray(Number(offset), Number(offset) + length));
     await this.send(cmd, out);

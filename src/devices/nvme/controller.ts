@@ -10,12 +10,15 @@
  * posts nothing. CC.EN 1 → 0 lets DMA already under way finish before CSTS.RDY clears, so no
  * transfer lands in host memory after the host saw the reset complete.
  */
+import { Errno } from '../../abi/errno.js';
+import { fail } from '../../errors.js';
 import { AdminCommands } from './admin.js';
 import { ControllerMemoryBuffer } from './cmb.js';
 import { QueueEngine } from './engine.js';
 import { AsyncEvents } from './events.js';
 import type { Features } from './features.js';
 import type { NamespaceBackend, NvmeHost } from './host.js';
+import { MAX_MDTS, MDTS, maxTransfer } from './identify.js';
 import { IoCommands, type IoStats } from './io.js';
 import type { DataPort } from './prp.js';
 import { CompletionQueue, SubmissionQueue } from './queues.js';
@@ -57,6 +60,8 @@ export interface NvmeControllerOptions {
   readonly firmware?: string;
   /** Logical block size (LBA data size): 512 or 4096. */
   readonly blockSize?: 512 | 4096;
+  /** Identify Controller MDTS, 1..MAX_MDTS (default MDTS: 512 KiB per command). */
+  readonly mdts?: number;
   /** The Controller Memory Buffer: in BAR `bar` at offset 0, `size` bytes (a multiple of 4 KiB). */
   readonly cmb?: { readonly bar: number; readonly size: number };
   /**
@@ -80,6 +85,9 @@ export interface NvmeStats {
 export class NvmeController {
   readonly cap: bigint;
   readonly blockSize: 512 | 4096;
+  /** Identify Controller MDTS, and the bytes one command may move under it. */
+  readonly mdts: number;
+  readonly maxTransfer: number;
   readonly stats: NvmeStats = {
     doorbells: 0,
     commands: 0,
@@ -114,6 +122,10 @@ export class NvmeController {
     readonly options: NvmeControllerOptions,
   ) {
     this.blockSize = options.blockSize ?? 512;
+    this.mdts = options.mdts ?? MDTS;
+    if (!Number.isInteger(this.mdts) || this.mdts < 1 || this.mdts > MAX_MDTS)
+      fail(Errno.EINVAL, 'nvme', `MDTS ${options.mdts}: 1..${MAX_MDTS}`);
+    this.maxTransfer = maxTransfer(this.mdts);
     // §3.1.1 CAP: MQES, CQR (contiguous queues required), TO, DSTRD 0, CSS bit 0 (NVM command
     // set), MPSMIN 0 (4 KiB), MPSMAX, CMBS (CMBMSC present).
     this.cap =
@@ -361,6 +373,13 @@ export class NvmeController {
       this.host.log?.(`nvme: flush at shutdown failed: ${e}`);
     }
     if (epoch !== this.epoch) return;
+    // What the session did, once per shutdown (a host shuts the controller down once per boot):
+    // cumulative counts, so a supervisor can tell where I/O submission queues lived.
+    const s = this.stats;
+    const io = this.io.stats;
+    this.host.log?.(
+      `nvme: shutdown complete: ${s.commands} commands (${s.sqesFromCmb} fetched from the CMB), ${io.reads} reads, ${io.writes} writes, ${s.interrupts} interrupts`,
+    );
     this.csts = (this.csts & ~(3 << CSTS.SHST_SHIFT)) | (CSTS.SHST_COMPLETE << CSTS.SHST_SHIFT);
   }
 

@@ -11,7 +11,15 @@ import { CQES_LOG2, SQES_LOG2 } from './spec.js';
 export const IDENTIFY_SIZE = 4096;
 /** MDTS: transfers up to 2^7 pages of CAP.MPSMIN (4 KiB): 512 KiB, like QEMU's default. */
 export const MDTS = 7;
-export const MAX_TRANSFER = 4096 << MDTS;
+/**
+ * The largest MDTS the controller can be built with (NvmeControllerOptions.mdts): 4 MiB, so the
+ * commands in flight (MAX_INFLIGHT, engine.ts) hold at most 128 x 4 MiB of data buffers.
+ */
+export const MAX_MDTS = 10;
+/** Bytes one command may transfer under `mdts` (§5.15.2.1: 2^MDTS units of CAP.MPSMIN). */
+export function maxTransfer(mdts: number): number {
+  return 4096 * 2 ** mdts;
+}
 /** The one namespace this controller has (NN = 1). */
 export const NSID = 1;
 /** Composite temperature the controller reports, in kelvins (SMART log, §5.14.1.2). */
@@ -34,6 +42,8 @@ export interface IdentityOptions {
   readonly blockSize: 512 | 4096;
   /** Namespace size in bytes. */
   readonly size: number;
+  /** Identify Controller MDTS. */
+  readonly mdts: number;
 }
 
 /** An ASCII field: `pad` after the text (spaces for SN/MN/FR, NUL for SUBNQN). */
@@ -56,7 +66,7 @@ export function identifyController(o: IdentityOptions): Uint8Array {
   ascii(b, 24, 40, o.model);
   ascii(b, 64, 8, o.firmware);
   b[72] = 6; // RAB: arbitration burst 2^6
-  b[77] = MDTS;
+  b[77] = o.mdts;
   v.setUint16(78, 0, true); // CNTLID
   v.setUint32(80, 0x0001_0400, true); // VER = VS
   b[111] = 1; // CNTRLTYPE: I/O controller

@@ -8,7 +8,7 @@
  * write while the Volatile Write Cache feature is off wait for fdatasync(2) before completing.
  */
 import type { NvmeController } from './controller.js';
-import { MAX_TRANSFER, NSID } from './identify.js';
+import { NSID } from './identify.js';
 import { writeZeroes } from './namespace.js';
 import { copyFromHost, copyToHost, prpSegments } from './prp.js';
 import type { Command } from './queues.js';
@@ -71,7 +71,7 @@ export class IoCommands {
     const slba = BigInt(cmd.cdw10) | (BigInt(cmd.cdw11) << 32n);
     const nlb = (cmd.cdw12 & 0xffff) + 1;
     const length = nlb * this.ctl.blockSize;
-    if (transfers && length > MAX_TRANSFER) failCommand(SC.INVALID_FIELD, `${length} bytes > MDTS`);
+    if (transfers && length > this.ctl.maxTransfer) failCommand(SC.INVALID_FIELD, `${length} bytes > MDTS`);
     if (slba + BigInt(nlb) > this.blocks) failCommand(SC.LBA_OUT_OF_RANGE, `LBA ${slba}+${nlb}`);
     return { offset: Number(slba) * this.ctl.blockSize, length };
   }

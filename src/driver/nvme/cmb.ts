@@ -15,7 +15,7 @@
 import { Errno } from '../../abi/errno.js';
 import { PCI_BASE_ADDRESS_0, PCI_BASE_ADDRESS_MEM_TYPE_MASK } from '../../abi/pci.js';
 import { fail, VfioError } from '../../errors.js';
-import type { VfioDevice } from '../device.js';
+import type { VfioDevice, WcPath } from '../device.js';
 import type { Mapping } from '../file.js';
 import { ControllerRegisters } from './regs.js';
 import { CMBMSC_CBA_MASK, CMBMSC_CMSE, CMBMSC_CRE, CMBSTS_CBAI, cap, cmbloc, cmbsz, REG } from './spec.js';
@@ -104,12 +104,18 @@ export async function mapCmb(
   regs: ControllerRegisters,
   capReg: bigint,
   cmb: CmbInfo,
-  maxBytes = MAX_CMB_MAP_BYTES,
+  opts: { readonly maxBytes?: number; readonly path?: WcPath } = {},
 ): Promise<MappedCmb> {
-  const mappedBytes = Number(cmb.size < BigInt(maxBytes) ? cmb.size : BigInt(maxBytes));
+  const maxBytes = BigInt(opts.maxBytes ?? MAX_CMB_MAP_BYTES);
+  const mappedBytes = Number(cmb.size < maxBytes ? cmb.size : maxBytes);
   let mapping: Mapping;
   try {
-    mapping = await dev.map(cmb.bar, { attribute: 'wc', offset: cmb.offset, length: mappedBytes });
+    mapping = await dev.map(cmb.bar, {
+      attribute: 'wc',
+      offset: cmb.offset,
+      length: mappedBytes,
+      ...(opts.path && { path: opts.path }),
+    });
   } catch (e) {
     if (e instanceof VfioError)
       fail(
@@ -143,12 +149,22 @@ export async function mapCmb(
   return { ...cmb, mapping, mappedBytes };
 }
 
-/** Turns CMB decoding off again (CMBMSC = 0), as a controller reset would. */
-export async function unmapCmb(regs: ControllerRegisters, capReg: bigint, cmb: MappedCmb): Promise<void> {
+/**
+ * Turns CMB decoding off again (CMBMSC = 0), as a controller reset would, and unmaps the CMB. A
+ * BAR switched to WC with the RFC's SET_REGION_FLAGS goes back to UC, so later mappings of it
+ * get what they would have got before the driver came.
+ */
+export async function unmapCmb(
+  dev: VfioDevice,
+  regs: ControllerRegisters,
+  capReg: bigint,
+  cmb: MappedCmb,
+): Promise<void> {
   try {
     if (cap.cmbs(capReg)) await regs.write64(REG.CMBMSC, 0n, 'hi-lo');
   } finally {
     cmb.mapping.unmap();
+    if (cmb.mapping.via === 'rfc-region-flags') await dev.setRegionFlags(cmb.bar, false);
   }
 }
 

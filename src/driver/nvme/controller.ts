@@ -10,7 +10,7 @@
 import { Errno } from '../../abi/errno.js';
 import { PCI_COMMAND, PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY } from '../../abi/pci.js';
 import { fail, VfioError } from '../../errors.js';
-import type { VfioDevice } from '../device.js';
+import type { VfioDevice, WcPath } from '../device.js';
 import { type Fence, storeFence } from './barrier.js';
 import { type CmbInfo, findCmb, type MappedCmb, mapCmb, unmapCmb } from './cmb.js';
 import { type DmaBuffer, DmaPool, PAGE } from './dma.js';
@@ -23,6 +23,7 @@ import {
   type NamespaceIdentity,
 } from './identify.js';
 import { IoQueuePair } from './io.js';
+import { MAX_TRANSFER_BYTES } from './prp.js';
 import { type QueueHost, QueuePair, type SqMemory } from './queue.js';
 import { ControllerRegisters, type RegisterRoute } from './regs.js';
 import {
@@ -80,6 +81,8 @@ export interface NvmeOptions {
   readonly fence?: Fence;
   /** Most CMB bytes to map (default MAX_CMB_MAP_BYTES). */
   readonly cmbMapBytes?: number;
+  /** The WC path to map the CMB through (default: the first the backend offers, WC_PATH_ORDER). */
+  readonly wcPath?: WcPath;
 }
 
 export class NvmeController implements QueueHost {
@@ -204,7 +207,10 @@ export class NvmeController implements QueueHost {
       fail(Errno.EOPNOTSUPP, 'nvme CMB', 'the controller has no Controller Memory Buffer (CMBSZ is 0)');
     if (!cmbsz.sqs(found.cmbsz))
       fail(Errno.EOPNOTSUPP, 'nvme CMB', 'the CMB does not support submission queues (CMBSZ.SQS is 0)');
-    this.cmb = await mapCmb(this.dev, this.regs, this.cap, found, this.options.cmbMapBytes);
+    this.cmb = await mapCmb(this.dev, this.regs, this.cap, found, {
+      ...(this.options.cmbMapBytes === undefined ? {} : { maxBytes: this.options.cmbMapBytes }),
+      ...(this.options.wcPath === undefined ? {} : { path: this.options.wcPath }),
+    });
     this.pool.reserve({ start: found.controllerAddress, end: found.controllerAddress + found.size });
   }
 
@@ -246,10 +252,13 @@ export class NvmeController implements QueueHost {
     return ns;
   }
 
-  /** Largest transfer of one command: MDTS pages (§5.15.2.1), 0 meaning no limit of its own. */
+  /**
+   * Largest transfer of one command: 2^MDTS units of CAP.MPSMIN (§5.15.2.1; the driver runs with
+   * 4 KiB pages only), MDTS 0 meaning no limit of the controller's own; at most the driver's.
+   */
   get maxTransferBytes(): number {
     const mdts = this.identity.mdts;
-    return mdts === 0 ? (PAGE / 8 + 1) * PAGE : Math.min(PAGE << mdts, (PAGE / 8 + 1) * PAGE);
+    return mdts === 0 ? MAX_TRANSFER_BYTES : Math.min(PAGE * 2 ** mdts, MAX_TRANSFER_BYTES);
   }
 
   /** Creates I/O CQ then SQ (§5.3, §5.4) with the next free queue identifier. */
@@ -313,13 +322,20 @@ export class NvmeController implements QueueHost {
     return io;
   }
 
-  /** Deletes the I/O SQ, then its CQ (§5.6 before §5.5: a CQ outlives its SQs). */
+  /**
+   * Deletes the I/O SQ, then its CQ (§5.6 before §5.5: a CQ outlives its SQs). Between the two
+   * the CQ is reaped once more: Delete I/O SQ completes after the commands it had fetched, and
+   * posts the ones it had not as Command Aborted due to SQ Deletion (§5.6), so every command
+   * still out has its completion there, as Linux reaps them before letting go of a queue
+   * (drivers/nvme/host/pci.c: nvme_reap_pending_cqes in nvme_dev_disable).
+   */
   async deleteQueuePair(io: IoQueuePair): Promise<void> {
     if (this.queues.get(io.qid) !== io) return;
     this.queues.delete(io.qid);
     try {
       if (!this.failed) {
         await this.deleteQueue(ADMIN.DELETE_IO_SQ, io.qid);
+        await io.queue.reap();
         await this.deleteQueue(ADMIN.DELETE_IO_CQ, io.qid);
       }
     } finally {
@@ -454,7 +470,7 @@ export class NvmeController implements QueueHost {
     this.admin?.close();
     try {
       await this.vectors.close();
-      if (this.cmb) await unmapCmb(this.regs, this.cap, this.cmb).catch(() => {});
+      if (this.cmb) await unmapCmb(this.dev, this.regs, this.cap, this.cmb).catch(() => {});
       await this.pool.close();
     } finally {
       this.regs.close();

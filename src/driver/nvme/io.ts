@@ -1,14 +1,15 @@
 /**
  * An I/O queue pair as a block device sees it: Read, Write and Flush (NVMe 1.4 §6.9, §6.15,
  * §6.8) of a namespace, with data in DMA buffers described by PRPs (prp.ts). Each command slot
- * owns one PRP List page, so a command never waits for list memory.
+ * owns the PRP List pages its largest transfer (MDTS) needs, chained when there is more than
+ * one, so a command never waits for list memory.
  */
 import { Errno } from '../../abi/errno.js';
 import { fail } from '../../errors.js';
 import type { NvmeController } from './controller.js';
 import { setAddress } from './controller.js';
 import { type DmaBuffer, PAGE } from './dma.js';
-import { buildPrps } from './prp.js';
+import { buildPrps, prpListPages } from './prp.js';
 import type { QueuePair } from './queue.js';
 import { NVM, SQE } from './spec.js';
 
@@ -21,16 +22,20 @@ export class IoQueuePair {
     readonly queue: QueuePair,
     private readonly prpLists: DmaBuffer,
     private readonly prpEntries: BigUint64Array,
+    /** PRP List pages per command slot. */
+    readonly listPages: number,
   ) {}
 
   static async create(controller: NvmeController, queue: QueuePair): Promise<IoQueuePair> {
-    const lists = await controller.alloc((queue.depth - 1) * PAGE);
+    // The largest transfer, from a buffer that starts inside a page: one page more.
+    const listPages = Math.max(1, prpListPages(controller.maxTransferBytes / PAGE + 1));
+    const lists = await controller.alloc((queue.depth - 1) * listPages * PAGE);
     const entries = new BigUint64Array(
       lists.bytes.buffer,
       lists.bytes.byteOffset,
       lists.bytes.byteLength / 8,
     );
-    return new IoQueuePair(controller, queue, lists, entries);
+    return new IoQueuePair(controller, queue, lists, entries, listPages);
   }
 
   get qid(): number {
@@ -93,8 +98,9 @@ export class IoQueuePair {
         `${bytes} bytes exceed the controller's largest transfer, ${this.controller.maxTransferBytes} (MDTS)`,
       );
     await this.queue.submit(op, opcode, (sqe, cid) => {
-      const prps = buildPrps(buf.iova, bytes, this.prpLists.iova + BigInt(cid * PAGE));
-      const first = (cid * PAGE) / 8;
+      const at = cid * this.listPages * PAGE;
+      const prps = buildPrps(buf.iova, bytes, this.prpLists.iova + BigInt(at), this.listPages);
+      const first = at / 8;
       for (let i = 0; i < prps.list.length; i++) this.prpEntries[first + i] = prps.list[i]!;
       sqe[SQE.NSID] = nsid;
       setAddress(sqe, SQE.PRP1, prps.prp1);

@@ -135,6 +135,11 @@ describe('reset and shutdown (§7.3.2, §7.6.2)', () => {
     assert.equal((rd(r, 0x1c) >> 2) & 3, 2, 'shutdown complete');
     assert.equal(ns.flushes, 1, 'the namespace was flushed');
     assert.equal((await r.driver.reap(1)).status, 0, 'the command in flight completed');
+    // One line says what the session did (Create CQ, Create SQ, the Read; the SQ in host memory).
+    assert.match(
+      r.host.lines.at(-1)!,
+      /^nvme: shutdown complete: 3 commands \(0 fetched from the CMB\), 1 reads, 0 writes, \d+ interrupts$/,
+    );
   });
 
   test('FLR (reset()) returns every register to its power-on value', async () => {

@@ -9,9 +9,8 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { VFIO_PCI_MSIX_IRQ_INDEX, VFIO_REGION_INFO_FLAG_MMAP } from '../../../src/abi/vfio.js';
 import { createDmaMemory, createMessageOnlyDmaMemory, Eventfd } from '../../../src/client/memory.js';
-import { VfioPciDevice } from '../../../src/core/device.js';
 import { MemoryNamespace } from '../../../src/devices/nvme/namespace.js';
-import { NvmeBehaviour, nvmeDescription } from '../../../src/devices/nvme.js';
+import { type NvmeModel, nvmeDevice as nvmeDefinition } from '../../../src/devices/nvme.js';
 import { VfioDevice } from '../../../src/driver/device.js';
 import type { DmaMemory } from '../../../src/driver/file.js';
 import { LocalDeviceFile } from '../../../src/driver/local.js';
@@ -148,9 +147,9 @@ async function roundTrip(n: VfioNvme): Promise<void> {
 }
 
 function nvmeDevice(cmbSize = 0) {
-  const behaviour = new NvmeBehaviour({ namespace: new MemoryNamespace(8 << 20), cmbSize });
-  const device = new VfioPciDevice(nvmeDescription({ cmbSize }), behaviour, { env: nativeEnvironment() });
-  return { behaviour, device };
+  const definition = nvmeDefinition({ namespace: new MemoryNamespace(8 << 20), cmbSize });
+  const { device, model } = definition.instantiate({ env: nativeEnvironment() });
+  return { behaviour: model, device };
 }
 
 describe('NVMe through the core, in-process', () => {
@@ -172,7 +171,7 @@ describe('NVMe through the core, in-process', () => {
   });
 
   /** The device in-process behind the driver API, a VfioNvme started on memfd memory. */
-  async function inProcess(cmbSize: number, run: (n: VfioNvme, behaviour: NvmeBehaviour) => Promise<void>) {
+  async function inProcess(cmbSize: number, run: (n: VfioNvme, behaviour: NvmeModel) => Promise<void>) {
     const { device, behaviour } = nvmeDevice(cmbSize);
     const dev = new VfioDevice(new LocalDeviceFile(device));
     const mem = createDmaMemory(MEM);

@@ -7,7 +7,7 @@
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import type { VfioPciDevice } from '../../../src/core/device.js';
-import { type NvmeBehaviour, openNvmeDevice } from '../../../src/devices/nvme.js';
+import { type NvmeModel, nvmeDiskDevice } from '../../../src/devices/nvme.js';
 import { nativeEnvironment } from '../../../src/runtime.js';
 import { ThreadedServer, type ThreadLoopMode, VfioUserServer } from '../../../src/server/index.js';
 import {
@@ -42,7 +42,8 @@ echo "@@NVME-MODEL $(cat /sys/class/nvme/nvme0/model)"
 
 export interface ServedNvme {
   readonly device: VfioPciDevice;
-  readonly behaviour: NvmeBehaviour;
+  /** The device's model: its controller. */
+  readonly behaviour: NvmeModel;
   readonly log: string[];
   close(): void;
 }
@@ -56,10 +57,10 @@ export async function serveNvme(
   verbose = false,
 ): Promise<ServedNvme> {
   const log: string[] = [];
-  const { device, behaviour } = await openNvmeDevice(
-    { disk, size, cmbSize, log: (l) => log.push(l) },
-    { env: nativeEnvironment() },
-  );
+  const { device, model: behaviour } = (await nvmeDiskDevice({ disk, size, cmbSize })).instantiate({
+    env: nativeEnvironment(),
+    log: (l) => log.push(l),
+  });
   const server = new VfioUserServer(device, {
     log: (l) => log.push(verbose ? `${performance.now().toFixed(1)} ${l}` : l),
     verbose,
@@ -149,9 +150,7 @@ export async function bootNvmeGuest(
         ...o.sockets.flatMap((s) => vfioUserPci(s)),
         ...(o.args ?? []),
       ],
-      // no_timer_check: a loaded host makes TCG miss the IO-APIC timer test at boot ("timer doesn't
-      // work through Interrupt-remapped IO-APIC", a panic; seen in test/server/qemu.test.ts too).
-      append: `no_timer_check${o.append ? ` ${o.append}` : ''}`,
+      ...(o.append ? { append: o.append } : {}),
       ...(o.onConsole ? { onConsole: o.onConsole } : {}),
       timeoutMs: o.timeoutMs ?? NVME_BOOT_TIMEOUT_MS,
     });

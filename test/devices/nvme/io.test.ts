@@ -95,6 +95,32 @@ describe('Read and Write through PRPs (§4.3)', () => {
     assert.ok(r.host.dmaCount - before < 200, `${r.host.dmaCount - before} DMAs`);
   });
 
+  test('a controller built with a larger MDTS: Identify says so, 4 MiB through a chained PRP list, one block more is Invalid Field', async () => {
+    const ns = new MemoryNamespace(8 << 20);
+    const r = await ready({ ns, controller: { mdts: 10 } });
+    assert.equal((await r.driver.admin({ opcode: 0x06, prp1: DATA, cdw10: 1 })).status, 0);
+    assert.equal(r.host.bytes(DATA, 4096)[77], 10, 'MDTS 10: 4 MiB');
+    // 1024 pages: PRP1, then 1023 entries over two list pages (511 and the chain pointer, 512),
+    // the data pages taking turns among 16 so that the transfer fits the host's memory.
+    const data = (i: number) => DATA + BigInt((i % 16) * PAGE);
+    const list1 = DATA + 0x10_0000n;
+    const list2 = DATA + 0x20_0000n;
+    prpList(r, list1, [...Array.from({ length: 511 }, (_, i) => data(i + 1)), list2]);
+    prpList(
+      r,
+      list2,
+      Array.from({ length: 512 }, (_, i) => data(i + 512)),
+    );
+    for (let p = 0; p < 16; p++) r.host.bytes(data(p), PAGE).fill(p + 1);
+    const c = await r.driver.submit(1, rw(0x01, 0, 8192, data(0), list1));
+    assert.equal(c.status, 0, 'write 4 MiB');
+    const disk = (ns as MemoryNamespace).bytes;
+    for (let p = 0; p < 1024; p++) assert.equal(disk[p * PAGE + 7], (p % 16) + 1, `page ${p}`);
+    const over = await r.driver.submit(1, rw(0x02, 0, 8193, data(0), list1));
+    assert.deepEqual([over.status, over.dnr], [0x002, true], 'more than MDTS');
+    assert.throws(() => rig({ controller: { mdts: 11 } }), /EINVAL.*MDTS 11/);
+  });
+
   // [name, command, status]
   const refused: [string, Sqe, number][] = [
     ['LBA past the end', rw(0x02, 2047, 2, DATA), 0x080],

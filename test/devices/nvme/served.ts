@@ -7,7 +7,7 @@
 import type { VfioPciDevice } from '../../../src/core/device.js';
 import type { NvmeStats } from '../../../src/devices/nvme/controller.js';
 import type { IoStats } from '../../../src/devices/nvme/io.js';
-import { openNvmeDevice } from '../../../src/devices/nvme.js';
+import { nvmeDiskDevice } from '../../../src/devices/nvme.js';
 import { nativeEnvironment } from '../../../src/runtime.js';
 import type { DeviceModuleContext } from '../../../src/server/index.js';
 
@@ -33,14 +33,12 @@ export async function nvmeWithCounters(
   context: DeviceModuleContext,
 ): Promise<VfioPciDevice> {
   const log = context.log ?? (() => {});
-  const { device, behaviour } = await openNvmeDevice(
-    { disk: arg.disk, size: arg.size, cmbSize: arg.cmbSize, log },
-    { env: nativeEnvironment() },
-  );
+  const definition = await nvmeDiskDevice({ disk: arg.disk, size: arg.size, cmbSize: arg.cmbSize });
+  const { device, model } = definition.instantiate({ env: nativeEnvironment(), log });
   const close = device.close.bind(device);
   return Object.assign(device, {
-    close(): Promise<void> {
-      const ctl = behaviour.controller;
+    close(): void {
+      const ctl = model.controller;
       const counters: NvmeCounters = {
         stats: { ...ctl.stats },
         ioStats: { ...ctl.ioStats },
@@ -48,7 +46,7 @@ export async function nvmeWithCounters(
         serial: ctl.options.serial ?? '',
       };
       log(`${NVME_COUNTERS}${JSON.stringify(counters)}`);
-      return close();
+      close();
     },
   });
 }

@@ -1,21 +1,20 @@
 /**
- * A small NVMe controller on the vfio-ts core, for testing the driver on the host without QEMU
- * (a test fixture, not the project's NVMe device: that is issue 12's). BAR0 holds the registers
- * (trapped, so every register and doorbell access reaches this code in order), BAR2 a 1 MiB
- * prefetchable CMB (memory-backed, so the WC paths map it), BAR4 the MSI-X table.
+ * A small NVMe controller on the vfio-ts core: a test fixture for what our NVMe device
+ * (src/devices/nvme, which the driver is otherwise tested against) never does. BAR0 holds the
+ * registers (trapped), BAR2 a 1 MiB prefetchable CMB, BAR4 the MSI-X table.
  *
  * It does what the driver needs, with QEMU's hw/nvme/ctrl.c as the model of behaviour:
  * CC/CSTS (RDY after EN, SHST after SHN), the 1.4 CMB scheme (CMBLOC/CMBSZ read 0 until
- * CMBMSC.CRE; SQs at CBA + n are read from the CMB) or the legacy one, Identify, Number of
- * Queues, queue creation and deletion with QEMU's checks, Read/Write/Flush through PRPs and PRP
- * lists over a RAM disk, MSI-X per CQ. Faults: a stalled I/O path, a fatal status, a one-time
- * error status, a vanished device (registers read all ones).
+ * CMBMSC.CRE; SQs at CBA + n are read from the CMB) or the legacy one (no CAP.CMBS: the BAR's
+ * address), Identify, Number of Queues, queue creation and deletion with QEMU's checks,
+ * Read/Write/Flush through PRPs and chained PRP lists over a RAM disk, MSI-X per CQ. Faults our
+ * device has no way to show: a stalled I/O path, a fatal status (CSTS.CFS), any error status
+ * once, a vanished device (registers read all ones), CSTS.RDY late.
  */
 
-import type { DeviceBehaviour, DeviceContext } from '../../../src/core/device.js';
-import { VfioPciDevice } from '../../../src/core/device.js';
-import type { Extensions } from '../../../src/core/wc.js';
-import { nvmeDescription } from '../../../src/devices/nvme.js';
+import { type DeviceContext, defineDevice } from '../../../src/core/define.js';
+import type { VfioPciDevice } from '../../../src/core/device.js';
+import { NVME_IDENTITY } from '../../../src/devices/nvme.js';
 import { VfioDevice } from '../../../src/driver/device.js';
 import { LocalDeviceFile } from '../../../src/driver/local.js';
 import { nativeEnvironment } from '../../../src/runtime.js';
@@ -28,16 +27,12 @@ export const FAKE_MQES = 1024;
 
 export interface FakeNvmeOptions {
   readonly blocks?: number;
-  readonly blockBytes?: 512 | 4096;
-  /** A CMB in BAR2 (default true), under the NVMe 1.4 scheme (CAP.CMBS, default) or not. */
-  readonly cmb?: boolean;
+  /** The CMB in BAR2 under the NVMe 1.4 scheme (CAP.CMBS, default) or not. */
   readonly cmbs?: boolean;
   /** Identify MDTS (default 5: 128 KiB). */
   readonly mdts?: number;
   /** CSTS.RDY follows CC.EN after this long (default at once). */
   readonly readyDelayMs?: number;
-  /** The core's write-combining extensions (default all: cookie, dma-buf WC, alias, RFC). */
-  readonly extensions?: Partial<Extensions>;
 }
 
 interface Sq {
@@ -58,10 +53,9 @@ interface Cq {
   iv: number;
 }
 
-export class FakeNvme implements DeviceBehaviour {
-  private ctx!: DeviceContext;
+export class FakeNvme {
   readonly disk: Uint8Array;
-  readonly blockBytes: number;
+  readonly blockBytes = 512;
   private cc = 0;
   private csts = 0;
   private aqa = 0;
@@ -76,27 +70,27 @@ export class FakeNvme implements DeviceBehaviour {
   fatalOnIo = false;
   gone = false;
   statusOnce: { sct: number; sc: number } | undefined;
-  /** A Write covering this LBA stores its first byte inverted (a controller that corrupts data). */
-  corruptLba: number | undefined;
-  /** Called for every doorbell write, before anything else happens (the fence test). */
-  onDoorbell: ((qid: number, sq: boolean, value: number) => void) | undefined;
   readonly commands: { qid: number; opcode: number; fromCmb: boolean }[] = [];
-  cqOverflows = 0;
+  /** PRP List pages the last command's walk read (2 or more: the list chained). */
+  listPagesRead = 0;
 
-  constructor(readonly options: FakeNvmeOptions = {}) {
-    this.blockBytes = options.blockBytes ?? 512;
+  /** BAR0's registers (4-byte accesses: the BAR is declared `maxAccessSize: 4`). */
+  readonly bars = {
+    0: {
+      read: (offset: number, size: number) => BigInt(this.barRead(offset, size)),
+      write: (offset: number, size: number, value: bigint) => this.barWrite(offset, size, Number(value)),
+    },
+  };
+
+  constructor(
+    private readonly ctx: DeviceContext,
+    readonly options: FakeNvmeOptions = {},
+  ) {
     this.disk = new Uint8Array((options.blocks ?? 2048) * this.blockBytes);
   }
 
-  attach(ctx: DeviceContext): void {
-    this.ctx = ctx;
-  }
-
-  private get hasCmb(): boolean {
-    return this.options.cmb ?? true;
-  }
   private get cmbs(): boolean {
-    return this.hasCmb && (this.options.cmbs ?? true);
+    return this.options.cmbs ?? true;
   }
 
   private cap(): bigint {
@@ -113,22 +107,21 @@ export class FakeNvme implements DeviceBehaviour {
 
   /** CMBLOC/CMBSZ read 0 on a 1.4 controller until CMBMSC.CRE (QEMU: nvme_cmb_enable_regs). */
   private cmbRegsOn(): boolean {
-    return this.hasCmb && (!this.cmbs || (this.cmbmsc & 1n) === 1n);
+    return !this.cmbs || (this.cmbmsc & 1n) === 1n;
   }
 
   /** The CMB's controller address, when the controller decodes one. */
   private cmbBase(): bigint | undefined {
-    if (!this.hasCmb) return undefined;
     if (!this.cmbs) return this.barAddress();
     return this.cmbmsc & 2n ? this.cmbmsc & ~0xfffn : undefined;
   }
 
   private barAddress(): bigint {
-    return this.ctx.config.barAddress(2) ?? 0n;
+    return this.ctx.barAddress(2) ?? 0n;
   }
 
-  barRead(bar: number, offset: number, size: 1 | 2 | 4): number {
-    if (bar !== 0 || size !== 4) return 0;
+  private barRead(offset: number, size: number): number {
+    if (size !== 4) return 0;
     if (this.gone) return 0xffffffff;
     const cap = this.cap();
     switch (offset) {
@@ -158,8 +151,8 @@ export class FakeNvme implements DeviceBehaviour {
     }
   }
 
-  barWrite(bar: number, offset: number, size: 1 | 2 | 4, value: number): void {
-    if (bar !== 0 || size !== 4) return;
+  private barWrite(offset: number, size: number, value: number): void {
+    if (size !== 4) return;
     const v = value >>> 0;
     if (offset >= 0x1000) {
       this.doorbell(offset, v);
@@ -226,7 +219,6 @@ export class FakeNvme implements DeviceBehaviour {
     const n = (offset - 0x1000) >> 2;
     const qid = n >> 1;
     const isSq = (n & 1) === 0;
-    this.onDoorbell?.(qid, isSq, v);
     if (!isSq) {
       const cq = this.cqs.get(qid);
       if (cq) cq.head = v;
@@ -267,21 +259,15 @@ export class FakeNvme implements DeviceBehaviour {
     }
   }
 
-  /** The CMB as the controller sees it (BAR2's memory). */
-  cmb(): Uint8Array {
-    return this.ctx.barMemory(2)!;
-  }
-
   private cmbBytes(addr: bigint, n: number): Uint8Array {
     const off = Number(addr - this.cmbBase()!);
-    return this.ctx.barMemory(2)!.slice(off, off + n);
+    return this.ctx.memory(2).slice(off, off + n);
   }
 
   /** Posts a completion (§4.6) with the queue's phase, then the MSI-X vector if enabled. */
   private async post(cqid: number, dw0: number, sqhd: number, sqid: number, cid: number, status: number) {
     const cq = this.cqs.get(cqid);
     if (!cq) return;
-    if ((cq.tail + 1) % cq.depth === cq.head) this.cqOverflows++;
     const e = new Uint8Array(16);
     const dv = new DataView(e.buffer);
     dv.setUint32(0, dw0, true);
@@ -293,7 +279,7 @@ export class FakeNvme implements DeviceBehaviour {
       cq.tail = 0;
       cq.phase ^= 1;
     }
-    if (cq.ien) this.ctx.raise(cq.iv);
+    if (cq.ien) this.ctx.irq.raise(cq.iv);
   }
 
   private async admin(opcode: number, dv: DataView): Promise<[number, number]> {
@@ -386,23 +372,32 @@ export class FakeNvme implements DeviceBehaviour {
       else await this.ctx.dma.write(addr, window);
       diskAt += len;
     }
-    const bad = this.corruptLba;
-    if (opcode === 0x01 && bad !== undefined && bad >= Number(slba) && bad < Number(slba) + nlb)
-      this.disk[bad * this.blockBytes]! ^= 0xff;
     return [0, 0];
   }
 
-  /** PRP1 (with its offset), then PRP2 as a page or as a PRP List (nvme_map_prp). */
+  /**
+   * PRP1 (with its offset), then PRP2 as a page or as a PRP List whose full pages end in a
+   * pointer to the next (nvme_map_prp).
+   */
   private async prps(prp1: bigint, prp2: bigint, bytes: number): Promise<[bigint, number][]> {
     const first = Math.min(bytes, PAGE - Number(prp1 % BigInt(PAGE)));
     const out: [bigint, number][] = [[prp1, first]];
     let left = bytes - first;
     if (left === 0) return out;
     if (left <= PAGE) return [...out, [prp2, left]];
-    const n = Math.ceil(left / PAGE);
-    const list = await this.ctx.dma.read(prp2, n * 8);
-    const lv = new DataView(list.buffer, list.byteOffset, list.byteLength);
-    for (let i = 0; i < n; i++, left -= PAGE) out.push([lv.getBigUint64(i * 8, true), Math.min(PAGE, left)]);
+    let list = prp2;
+    this.listPagesRead = 0;
+    for (let n = Math.ceil(left / PAGE); n > 0; ) {
+      const slots = (PAGE - Number(list % BigInt(PAGE))) / 8;
+      const entries = await this.ctx.dma.read(list, Math.min(n, slots) * 8);
+      const lv = new DataView(entries.buffer, entries.byteOffset, entries.byteLength);
+      this.listPagesRead++;
+      const data = n <= slots ? n : slots - 1;
+      for (let i = 0; i < data; i++, left -= PAGE)
+        out.push([lv.getBigUint64(i * 8, true), Math.min(PAGE, left)]);
+      n -= data;
+      if (n > 0) list = lv.getBigUint64(data * 8, true);
+    }
     return out;
   }
 }
@@ -421,25 +416,20 @@ export function fakeNvmeDevice(options: FakeNvmeOptions = {}): {
   core: VfioPciDevice;
   dev: VfioDevice;
 } {
-  const fake = new FakeNvme(options);
-  const core = new VfioPciDevice(
-    {
-      name: 'fake-nvme',
-      // QEMU's nvme, as the differential test's description has it.
-      identity: nvmeDescription().identity,
-      bars: [
-        { size: 16 << 10, kind: 'mem64', backing: 'trapped' },
-        undefined,
-        { size: FAKE_CMB_BYTES, kind: 'mem64', prefetchable: true, backing: 'memory' },
-        undefined,
-        { size: PAGE, kind: 'mem32', backing: 'memory' },
-      ],
-      msix: { tableSize: FAKE_VECTORS, tableBar: 4, tableOffset: 0, pbaBar: 4, pbaOffset: 2048 },
-      pcie: true,
-      resettable: true,
-    },
-    fake,
-    { env: nativeEnvironment(), ...(options.extensions && { extensions: options.extensions }) },
-  );
+  const definition = defineDevice({
+    name: 'fake-nvme',
+    identity: NVME_IDENTITY, // QEMU's nvme
+    bars: [
+      { index: 0, kind: 'mem64', size: 16 << 10, backing: 'registers', maxAccessSize: 4 },
+      { index: 2, kind: 'mem64', size: FAKE_CMB_BYTES, prefetchable: true, backing: 'memory', reset: 'zero' },
+      { index: 4, kind: 'mem32', size: PAGE, backing: 'memory', reset: 'zero' },
+    ],
+    msix: { vectors: FAKE_VECTORS, table: { bar: 4, offset: 0 }, pba: { bar: 4, offset: 2048 } },
+    intx: true,
+    pcie: true,
+    resettable: true,
+    create: (ctx) => new FakeNvme(ctx, options),
+  });
+  const { device: core, model: fake } = definition.instantiate({ env: nativeEnvironment() });
   return { fake, core, dev: new VfioDevice(new LocalDeviceFile(core)) };
 }

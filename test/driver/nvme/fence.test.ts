@@ -2,9 +2,9 @@
  * The write-combining rule: when submission queue entries live in WC memory (the CMB), a store
  * fence comes after the last store to every entry a doorbell publishes and before that doorbell
  * (SPDK: spdk_wmb() before nvme_pcie_qpair_ring_sq_doorbell; Intel SDM Vol. 3A "Buffering of
- * Write Combining Memory Locations"). Proved on a recording backend: the fake controller notes
- * every doorbell write as it arrives, with the CMB's bytes at that moment, and the fence the
- * driver calls notes the CMB's bytes when it runs. And what the fence is: V8 compiles it to a
+ * Write Combining Memory Locations"). Proved on our NVMe device in-process, recording: every
+ * doorbell write is noted as it reaches the device, with the CMB's bytes at that moment, and the
+ * fence the driver calls notes the CMB's bytes when it runs. And what the fence is: V8 compiles it to a
  * locked instruction on x64.
  */
 import assert from 'node:assert/strict';
@@ -12,7 +12,13 @@ import { spawnSync } from 'node:child_process';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { NvmeController, storeFence } from '../../../src/driver/nvme/index.js';
-import { openRig } from './rig.js';
+import { openOurNvme } from './device-rig.js';
+
+/** The I/O SQ whose tail doorbell BAR0 `offset` is, if it is one. */
+function sqDoorbell(offset: number): number | undefined {
+  // SQ y Tail doorbells at 0x1000 + 8y (CAP.DSTRD 0, NVMe 1.4 §3.1.24); y 0 is the admin SQ.
+  return offset > 0x1000 && offset < 0x2000 && (offset & 7) === 0 ? (offset - 0x1000) / 8 : undefined;
+}
 
 /** Queue pair n's SQ sits at page n - 1 of the CMB (the driver carves it page aligned). */
 const SNAPSHOT_BYTES = 2 * 4096;
@@ -55,18 +61,21 @@ export function fenceViolations(events: readonly Event[], depth: number): string
 
 describe('store fence before every doorbell of a write-combining submission queue', () => {
   it('CMB submission queues: every published entry was fenced before its doorbell (2 queues, 240 commands)', async () => {
-    const rig = await openRig('in-process', { blocks: 4096 });
     const events: Event[] = [];
-    const snapshot = () => rig.fake.cmb().slice(0, SNAPSHOT_BYTES);
+    const snapshot = () => rig.model!.controller.host.cmb()!.slice(0, SNAPSHOT_BYTES);
+    const rig = await openOurNvme('in-process', {
+      onRegisterWrite: (offset, _size, value) => {
+        const qid = sqDoorbell(offset);
+        if (qid !== undefined) events.push({ kind: 'doorbell', qid, tail: Number(value), snap: snapshot() });
+      },
+    });
     const fence = () => {
       events.push({ kind: 'fence', snap: snapshot() });
       storeFence();
     };
-    rig.fake.onDoorbell = (qid, sq, value) => {
-      if (sq && qid > 0) events.push({ kind: 'doorbell', qid, tail: value, snap: snapshot() });
-    };
     try {
       const c = await NvmeController.open(rig.dev, { sq: 'cmb', fence });
+      const from = rig.model!.controller.stats.sqesFromCmb;
       try {
         const qps = [await c.createQueuePair({ depth: 8 }), await c.createQueuePair({ depth: 8 })];
         assert.ok(qps.every((q) => q.wc));
@@ -82,6 +91,7 @@ describe('store fence before every doorbell of a write-combining submission queu
             }),
           );
         await Promise.all(qps.map((q) => q.flush(1)));
+        assert.equal(rig.model!.controller.stats.sqesFromCmb - from, 282, 'all fetched from the CMB');
       } finally {
         await c.close();
       }
@@ -123,7 +133,7 @@ describe('store fence before every doorbell of a write-combining submission queu
   });
 
   it('host-memory submission queues take no fence (x86 orders ordinary stores before the UC doorbell)', async () => {
-    const rig = await openRig('in-process');
+    const rig = await openOurNvme('in-process');
     let fences = 0;
     try {
       const c = await NvmeController.open(rig.dev, { sq: 'host', fence: () => fences++ });

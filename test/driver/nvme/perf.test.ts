@@ -1,26 +1,34 @@
 /**
- * `runPerf` (the engine of `vfio-ts nvme perf`) on the fake controller: every mode with verify,
- * the figures it reports, a corrupted block failing the run loudly, and the refusal to write over
- * a partition table or filesystem (signatures.ts) unless forced.
+ * `runPerf` (the engine of `vfio-ts nvme perf`) on our NVMe device in-process: every mode with
+ * verify, the figures it reports, a block its disk corrupted failing the run loudly, and the
+ * refusal to write over a partition table or filesystem (signatures.ts) unless forced — an
+ * image mke2fs made.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { Errno } from '../../../src/abi/errno.js';
 import { NvmeController } from '../../../src/driver/nvme/index.js';
 import { Pattern, PERF_MODES, runPerf } from '../../../src/driver/nvme/perf.js';
 import { findSignatures, SIGNATURE_PROBE_BYTES } from '../../../src/driver/nvme/signatures.js';
 import { VfioError } from '../../../src/errors.js';
-import { openRig } from './rig.js';
+import { IMAGE_BYTES, type OurNvme, type OurNvmeOptions, openOurNvme } from './device-rig.js';
+
+/** 1 MiB of the namespace: 256 slots of 4 KiB. */
+const SPAN = 1n << 20n;
 
 async function withQueue(
-  opts: { blocks?: number; sq?: 'host' | 'cmb' },
+  opts: OurNvmeOptions & { sq?: 'host' | 'cmb' },
   fn: (
     c: NvmeController,
     q: Awaited<ReturnType<NvmeController['createQueuePair']>>,
-    rig: Awaited<ReturnType<typeof openRig>>,
+    rig: OurNvme,
   ) => Promise<void>,
 ) {
-  const rig = await openRig('in-process', { blocks: opts.blocks ?? 2048 });
+  const rig = await openOurNvme('in-process', opts);
   try {
     const c = await NvmeController.open(rig.dev, { sq: opts.sq ?? 'host' });
     try {
@@ -37,7 +45,15 @@ describe('nvme perf engine', () => {
   for (const rw of PERF_MODES)
     it(`${rw} with verify, qd 8, 4 KiB, SQ in the CMB: figures and every block checked`, async () => {
       await withQueue({ sq: 'cmb' }, async (c, q) => {
-        const r = await runPerf(c, q, { rw, bs: 4096, qd: 8, seconds: 10, verify: true, maxIos: 300 });
+        const r = await runPerf(c, q, {
+          rw,
+          bs: 4096,
+          qd: 8,
+          seconds: 10,
+          verify: true,
+          size: SPAN,
+          maxIos: 300,
+        });
         assert.equal(r.ios, 300);
         assert.ok(r.iops > 0 && r.mbPerSec > 0);
         assert.ok(
@@ -51,11 +67,11 @@ describe('nvme perf engine', () => {
       });
     });
 
-  it('a block the controller corrupted fails the run: EIO naming the LBA and byte', async () => {
-    await withQueue({}, async (c, q, rig) => {
-      rig.fake.corruptLba = 37;
+  it('a block the disk corrupted fails the run: EIO naming the LBA and byte', async () => {
+    await withQueue({ faults: true }, async (c, q, rig) => {
+      rig.disk!.corruptLba = 37;
       await assert.rejects(
-        runPerf(c, q, { rw: 'write', bs: 4096, qd: 4, seconds: 10, verify: true, maxIos: 64 }),
+        runPerf(c, q, { rw: 'write', bs: 4096, qd: 4, seconds: 10, verify: true, size: SPAN, maxIos: 64 }),
         (e: unknown) => {
           assert.ok(e instanceof VfioError);
           assert.equal(e.errno, Errno.EIO);
@@ -66,45 +82,53 @@ describe('nvme perf engine', () => {
     });
   });
 
-  it('refuses to write over a filesystem (EPERM naming it) unless forced; reads go ahead', async () => {
-    await withQueue({}, async (c, q, rig) => {
-      rig.fake.disk[1080] = 0x53;
-      rig.fake.disk[1081] = 0xef;
-      for (const rw of ['write', 'randwrite'] as const)
+  it('refuses to write over an ext4 mke2fs made (EPERM naming it) unless forced; reads go ahead', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vfio-ts-nvme-perf-'));
+    const image = join(dir, 'ext4.img');
+    try {
+      execFileSync('truncate', ['-s', String(IMAGE_BYTES), image]);
+      execFileSync('mke2fs', ['-q', '-F', '-t', 'ext4', image]);
+      await withQueue({ image }, async (c, q, rig) => {
+        const magic = () => [...rig.readImage(1080, 2)];
+        assert.deepEqual(magic(), [0x53, 0xef], 'the superblock magic');
+        for (const rw of ['write', 'randwrite'] as const)
+          await assert.rejects(
+            runPerf(c, q, { rw, bs: 4096, qd: 1, seconds: 1, maxIos: 4 }),
+            /EPERM.*ext2\/3\/4.*--force/,
+          );
         await assert.rejects(
-          runPerf(c, q, { rw, bs: 4096, qd: 1, seconds: 1, maxIos: 4 }),
-          /EPERM.*ext2\/3\/4.*--force/,
+          runPerf(c, q, { rw: 'randread', bs: 4096, qd: 1, seconds: 1, verify: true, maxIos: 4 }),
+          /EPERM/,
         );
-      await assert.rejects(
-        runPerf(c, q, { rw: 'randread', bs: 4096, qd: 1, seconds: 1, verify: true, maxIos: 4 }),
-        /EPERM/,
-      );
-      assert.equal(rig.fake.disk[1080], 0x53, 'nothing was written');
-      const r = await runPerf(c, q, { rw: 'randread', bs: 4096, qd: 2, seconds: 1, maxIos: 10 });
-      assert.equal(r.ios, 10);
-      const forced = await runPerf(c, q, {
-        rw: 'write',
-        bs: 4096,
-        qd: 1,
-        seconds: 1,
-        maxIos: 1,
-        force: true,
+        assert.equal(rig.model!.controller.ioStats.writes, 0, 'nothing was written');
+        const r = await runPerf(c, q, { rw: 'randread', bs: 4096, qd: 2, seconds: 1, maxIos: 10 });
+        assert.equal(r.ios, 10);
+        const forced = await runPerf(c, q, {
+          rw: 'write',
+          bs: 4096,
+          qd: 1,
+          seconds: 1,
+          maxIos: 1,
+          force: true,
+        });
+        assert.equal(forced.ios, 1);
+        assert.notDeepEqual(magic(), [0x53, 0xef], 'the forced write went over it');
       });
-      assert.equal(forced.ios, 1);
-      assert.equal(rig.fake.disk[1080], 0, 'the forced write went over it');
-    });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('bad options: EINVAL', async () => {
-    await withQueue({ blocks: 64 }, async (c, q) => {
+    await withQueue({}, async (c, q) => {
       const base = { rw: 'read' as const, bs: 4096, qd: 1, seconds: 1 };
       const table: [object, RegExp][] = [
         [{ bs: 1000 }, /multiple of the 512-byte/],
         [{ qd: 9 }, /holds 1\.\.8/],
         [{ qd: 0 }, /queue depth 0/],
         [{ seconds: 0 }, /seconds 0/],
-        [{ size: 1n << 40n }, /the namespace has 32768/],
-        [{ bs: 16384, qd: 4 }, /fewer than the queue depth/],
+        [{ size: 1n << 40n }, new RegExp(`the namespace has ${IMAGE_BYTES}`)],
+        [{ bs: 16384, qd: 4, size: 32768n }, /fewer than the queue depth/],
       ];
       for (const [o, re] of table) await assert.rejects(runPerf(c, q, { ...base, ...o }), re);
     });
