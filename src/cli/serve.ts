@@ -125,7 +125,9 @@ docs/writing-a-device.md). QEMU attaches with
   -device '{"driver":"vfio-user-pci","socket":{"path":"PATH","type":"unix"}}'
 The socket is created 0600 and removed on exit; a stale socket at PATH is replaced, a live one
 (a server answers) or any other file is refused, and so is a directory that does not exist,
-before any device is built (no disk file created, no module run).`,
+before any device is built (no disk file created, no module run). The device, a --module one
+included, is built and served by a worker thread with a message loop of its own (unless --loop
+libuv); this thread keeps the signals and the log.`,
   flags: [
     { name: '--device', value: 'NAME', help: `serve a built-in device: ${DEVICE_NAMES.join(', ')}` },
     {
@@ -179,17 +181,17 @@ before any device is built (no disk file created, no module run).`,
     {
       name: '--loop',
       value: 'blocking|poll|libuv',
-      help: "how the server waits for its client (docs/performance.md): blocking, the\ndefault, a worker thread sleeping in recvmsg; poll, a worker spinning on\nthe socket (a CPU while a client is busy); libuv, this thread's event loop",
+      help: "how the server waits for its client (docs/performance.md): blocking\n(the default), a worker thread asleep in recvmsg; poll, a worker\nspinning on the socket (a CPU while a client is busy); libuv, this\nthread's event loop",
     },
     { name: '--poll', help: 'the same as --loop poll: lowest latency, at the cost of a core' },
     {
       name: '--poll-idle-ms',
       value: 'N|never',
-      help: `poll: spin N ms after the last message, then sleep as blocking does until\nthe next (default ${DEFAULT_POLL_IDLE_MS}; never: spin while a client is connected)`,
+      help: `poll: spin N ms after the last message, then sleep as blocking does\n(default ${DEFAULT_POLL_IDLE_MS}; never: spin while a client is connected)`,
     },
   ],
   notes:
-    'The device, a --module one included, is built in the thread that serves it.\nThe limits and the errno each breach gets: docs/robustness.md.\nExit status: 0 after SIGINT/SIGTERM, 1 failure (e.g. the socket path is taken), 2 usage.',
+    'The limits and the errno each breach gets: docs/robustness.md.\nExit status: 0 after SIGINT/SIGTERM, 1 failure (e.g. the socket path is taken), 2 usage.',
 };
 
 /** What is served: a built-in device, nvme on a file, or a module's default export. */

@@ -53,10 +53,18 @@ export function isDeviceModule(value: unknown): value is DeviceModule {
   return typeof m === 'string' || m instanceof URL;
 }
 
-/** `ref.module` as a file URL string, and as the path errors name. */
+/**
+ * `ref.module` as a URL string, and as the path errors name. A relative path would resolve
+ * against this file, not the caller's: refused.
+ * @throws VfioError EINVAL
+ */
 export function moduleLocation(ref: DeviceModule): { url: string; name: string } {
   const m = ref.module;
-  const url = m instanceof URL ? m.href : m.startsWith('/') ? pathToFileURL(m).href : m;
+  let url: string;
+  if (m instanceof URL) url = m.href;
+  else if (m.startsWith('/')) url = pathToFileURL(m).href;
+  else if (/^[a-z][a-z0-9+.-]*:/i.test(m)) url = m;
+  else return fail(Errno.EINVAL, m, 'a device module is a URL or an absolute path');
   return { url, name: url.startsWith('file:') ? fileURLToPath(url) : url };
 }
 

@@ -161,9 +161,10 @@ describe('serveDevice: where the device runs', () => {
       [ECHO_MODULE, { device: { env: nativeEnvironment() } }, Errno.EINVAL, /native environment/],
       [ECHO_MODULE, { events: {} }, Errno.EINVAL, /events and stopFlag/],
       // Device options reach the worker: these are refused there, by the core.
-      [ECHO_MODULE, { device: { offsetBits: 8 } }, Errno.EINVAL, /./],
+      [ECHO_MODULE, { device: { offsetBits: 8 } }, Errno.EINVAL, /offset space: EINVAL \(width 8 bits\)/],
       [{ module: join(dir, 'missing.js') }, {}, Errno.ENOENT, /missing\.js: ENOENT \(cannot load it/],
       [{ ...ECHO_MODULE, export: 'nope' }, {}, Errno.EINVAL, /no export nope/],
+      [{ module: 'echo-device.js' }, {}, Errno.EINVAL, /a URL or an absolute path/],
     ];
     for (const [device, extra, errno, message] of refusals) {
       await assert.rejects(serveDevice(device, { socket, signals: false, ...extra }), (e: unknown) => {
