@@ -187,7 +187,17 @@ export class ThreadedServer {
       loop,
       stop,
     };
-    const worker = new Worker(new URL('./thread-worker.js', import.meta.url), { workerData: data });
+    let worker: Worker;
+    try {
+      worker = new Worker(new URL('./thread-worker.js', import.meta.url), { workerData: data });
+    } catch (e) {
+      // structuredClone's DataCloneError: a function (or the like) in `arg` or `device`.
+      throw new VfioError(
+        Errno.EINVAL,
+        'ThreadedServer',
+        `the device's arg and options must be plain data to reach the worker: ${e instanceof Error ? e.message : String(e)}`,
+      );
+    }
     // Listened for from the start: a worker that dies before the server object exists is seen.
     const exited = new Promise<number>((resolve) => worker.once('exit', resolve));
     const ready = new Promise<string>((resolve, reject) => {

@@ -165,6 +165,7 @@ describe('serveDevice: where the device runs', () => {
       [{ module: join(dir, 'missing.js') }, {}, Errno.ENOENT, /missing\.js: ENOENT \(cannot load it/],
       [{ ...ECHO_MODULE, export: 'nope' }, {}, Errno.EINVAL, /no export nope/],
       [{ module: 'echo-device.js' }, {}, Errno.EINVAL, /a URL or an absolute path/],
+      [{ ...ECHO_MODULE, export: 'default', arg: () => 0 }, {}, Errno.EINVAL, /must be plain data/],
     ];
     for (const [device, extra, errno, message] of refusals) {
       await assert.rejects(serveDevice(device, { socket, signals: false, ...extra }), (e: unknown) => {
