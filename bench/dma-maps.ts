@@ -42,6 +42,10 @@ export async function runDmaMapsBench(sizes: number[]): Promise<void> {
 }
 
 if (isMain(import.meta.url)) {
-  const args = process.argv.slice(2).map(Number);
+  // Numbers only: `npm run bench -- --peer PATH` hands every section the same arguments.
+  const args = process.argv
+    .slice(2)
+    .filter((a) => /^\d+$/.test(a))
+    .map(Number);
   await runDmaMapsBench(args.length > 0 ? args : [4096, 16384, 65535]);
 }

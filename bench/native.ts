@@ -3,17 +3,20 @@
  * Run: `npx tsc -p . && node dist/bench/native.js`. Prints figures only; asserts nothing.
  */
 import {
+  addressNumber,
   closeFd,
   eventfdCreate,
   eventfdRead,
   eventfdSignal,
   getpid,
+  MAX_FDS_PER_MSG,
   memfdCreate,
   pread,
   preadInto,
   pwrite,
   recvMsg,
   recvMsgInto,
+  SocketIo,
   sendMsg,
   socketPair,
 } from '../src/native/index.js';
@@ -58,6 +61,18 @@ export function runNativeBench(): BenchRow[] {
     measure('sendMsg+recvMsgInto 80 B', () => {
       sendMsg(a, [hdr, payload]);
       recvMsgInto(b, into, 8);
+    }),
+  );
+  // The server's hot path: preallocated msghdrs, addresses as numbers, nothing allocated.
+  const ioA = new SocketIo(a, 4096, 0);
+  const ioB = new SocketIo(b, 4096, MAX_FDS_PER_MSG);
+  const intoAt = addressNumber(into);
+  ioA.out.set(hdr);
+  ioA.out.set(payload, 16);
+  rows.push(
+    measure('SocketIo sendOut+recv 80 B', () => {
+      ioA.sendOut(80);
+      ioB.recv(intoAt, into.length, false);
     }),
   );
   const page = new Uint8Array(4096).fill(3);

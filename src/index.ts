@@ -35,10 +35,7 @@ export { LocalDeviceFile } from './driver/local.js';
 export { MalformedError, VfioError } from './errors.js';
 export { KernelDeviceFile, type OpenKernelOptions, openKernelDevice } from './kernel/device.js';
 export { allocateShared, nativeEnvironment } from './runtime.js';
-export {
-  type ServableDevice,
-  type ServeDeviceOptions,
-  type ServedDevice,
-  serveDevice,
-} from './server/serve-device.js';
+export type { DeviceModule, DeviceModuleContext, ServableDevice } from './server/device-module.js';
+export type { LoopMode } from './server/loop.js';
+export { type ServeDeviceOptions, type ServedDevice, serveDevice } from './server/serve-device.js';
 export { type ServerOptions, VfioUserServer } from './server/server.js';

@@ -8,27 +8,27 @@
  * (docs/writing-a-device.md): the module's default export. `--device nvme --disk FILE` puts the
  * controller's namespace on a file (docs/nvme-device.md).
  *
+ * Every device, built-in or a module, is named by its module and export (a DeviceModule,
+ * src/server/device-module.ts) and built by the thread that serves it: a worker with a loop of
+ * its own, blocking in recvmsg (the default) or busy-polling (--poll), or this thread's libuv
+ * event loop (--loop libuv); docs/performance.md says why. This thread keeps the signals, the
+ * socket's removal and the log.
+ *
  * Three pieces, in order: the flag table (SERVE: the parser, `--help` and the usage errors all
  * come from it, src/cli/args.ts), the checked command line (serveArgs: a ServeArgs or a
- * UsageError, nothing built yet), and what it serves (deviceDefinition, serveOptions).
+ * UsageError, nothing built yet), and what it serves (deviceModule, serveOptions).
  */
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { Errno } from '../abi/errno.js';
-import { type DeviceDefinition, isDeviceDefinition } from '../core/define.js';
 import type { KernelProfile } from '../core/description.js';
 import { MAX_MMAP_COOKIES } from '../core/wc.js';
-import {
-  DEVICE_NAMES,
-  type DeviceName,
-  isDeviceName,
-  namedDevice,
-  nvmeDiskDevice,
-} from '../devices/index.js';
-import { fail, VfioError } from '../errors.js';
+import { DEVICE_NAMES, type DeviceName, isDeviceName, type NvmeDiskOptions } from '../devices/index.js';
 import { getuid } from '../native/index.js';
 import {
   claimSocketPath,
+  DEFAULT_POLL_IDLE_MS,
+  type DeviceModule,
+  type LoopMode,
   resolveLimits,
   type ServeDeviceOptions,
   type ServerLimits,
@@ -125,7 +125,9 @@ docs/writing-a-device.md). QEMU attaches with
   -device '{"driver":"vfio-user-pci","socket":{"path":"PATH","type":"unix"}}'
 The socket is created 0600 and removed on exit; a stale socket at PATH is replaced, a live one
 (a server answers) or any other file is refused, and so is a directory that does not exist,
-before any device is built (no disk file created, no module run).`,
+before any device is built (no disk file created, no module run). The device, a --module one
+included, is built and served by a worker thread with a message loop of its own (unless --loop
+libuv); this thread keeps the signals and the log.`,
   flags: [
     { name: '--device', value: 'NAME', help: `serve a built-in device: ${DEVICE_NAMES.join(', ')}` },
     {
@@ -176,6 +178,17 @@ before any device is built (no disk file created, no module run).`,
       value: 'N',
       help: `WC mmap cookies a client may hold (default ${MAX_MMAP_COOKIES}; a GET past it is\nENOSPC)`,
     },
+    {
+      name: '--loop',
+      value: 'blocking|poll|libuv',
+      help: "how the server waits for its client (docs/performance.md): blocking\n(the default), a worker thread asleep in recvmsg; poll, a worker\nspinning on the socket (a CPU while a client is busy); libuv, this\nthread's event loop",
+    },
+    { name: '--poll', help: 'the same as --loop poll: lowest latency, at the cost of a core' },
+    {
+      name: '--poll-idle-ms',
+      value: 'N|never',
+      help: `poll: spin N ms after the last message, then sleep as blocking does\n(default ${DEFAULT_POLL_IDLE_MS}; never: spin while a client is connected)`,
+    },
   ],
   notes:
     'The limits and the errno each breach gets: docs/robustness.md.\nExit status: 0 after SIGINT/SIGTERM, 1 failure (e.g. the socket path is taken), 2 usage.',
@@ -197,6 +210,8 @@ export interface ServeArgs {
   readonly limits: Partial<Record<keyof ServerLimits, number>>;
   readonly allowUids?: readonly number[];
   readonly maxMmapCookies?: number;
+  readonly loop: LoopMode;
+  readonly pollIdleMs?: number;
 }
 
 const usage = (problem: string) => new UsageError('serve', problem);
@@ -253,6 +268,23 @@ function deviceSource(p: ParsedArgs): DeviceSource {
   return { kind: 'named', name: device as DeviceName };
 }
 
+/** --loop, --poll and --poll-idle-ms, checked together. */
+function loopFlags(p: ParsedArgs): { loop: LoopMode; pollIdleMs?: number } {
+  const given = flagValue(p, '--loop');
+  if (given !== undefined && given !== 'blocking' && given !== 'poll' && given !== 'libuv')
+    throw usage(`--loop must be blocking, poll or libuv, not ${given}`);
+  if (hasFlag(p, '--poll') && given !== undefined && given !== 'poll')
+    throw usage(`--poll is --loop poll, not --loop ${given}`);
+  const loop: LoopMode = hasFlag(p, '--poll') ? 'poll' : (given ?? 'blocking');
+  const idle = flagValue(p, '--poll-idle-ms');
+  if (idle === undefined) return { loop };
+  const n = idle === 'never' ? Number.POSITIVE_INFINITY : Number(idle);
+  if (n !== Number.POSITIVE_INFINITY && (!Number.isSafeInteger(n) || n < 0))
+    throw usage(`--poll-idle-ms needs an integer >= 0 or never, not ${idle}`);
+  if (loop !== 'poll') throw usage('--poll-idle-ms is for --poll (--loop poll) only');
+  return { loop, pollIdleMs: n };
+}
+
 /** The parsed flags, checked: a ServeArgs, or a UsageError naming the first problem. */
 export function serveArgs(p: ParsedArgs): ServeArgs {
   const profile = flagValue(p, '--profile') ?? '7.3';
@@ -277,6 +309,7 @@ export function serveArgs(p: ParsedArgs): ServeArgs {
     throw usage(e instanceof Error ? e.message : String(e));
   }
   const maxMmapCookies = integerFlag(p, '--max-mmap-cookies', 1);
+  const loop = loopFlags(p);
   const source = deviceSource(p);
   const socket = flagValue(p, '--socket');
   if (socket === undefined) throw usage('--socket is required');
@@ -289,41 +322,25 @@ export function serveArgs(p: ParsedArgs): ServeArgs {
     limits,
     ...(allowUids.length ? { allowUids } : {}),
     ...(maxMmapCookies !== undefined ? { maxMmapCookies } : {}),
+    ...loop,
   };
 }
 
-/** The default export of the module at `path` (relative to the working directory). */
-async function loadModule(path: string): Promise<DeviceDefinition> {
-  if (/\.(c|m)?tsx?$/.test(path))
-    fail(Errno.EINVAL, path, 'Node runs JavaScript; compile the module first (tsc)');
-  let mod: { default?: unknown };
-  try {
-    mod = (await import(pathToFileURL(resolve(path)).href)) as { default?: unknown };
-  } catch (e) {
-    if (e instanceof VfioError) throw e; // defineDevice refused the definition: its field is named
-    const code = (e as { code?: string }).code;
-    const errno = code === 'ERR_MODULE_NOT_FOUND' ? Errno.ENOENT : Errno.EINVAL;
-    fail(errno, path, `cannot load it: ${e instanceof Error ? e.message : String(e)}`);
-  }
-  const def = await mod.default;
-  if (!isDeviceDefinition(def))
-    fail(
-      Errno.EINVAL,
-      path,
-      'the default export is not a device definition (export default defineDevice({ ... }))',
-    );
-  return def;
-}
-
-/** The definition `source` names: built (a disk file opened, a module run) only now. */
-export async function deviceDefinition(source: DeviceSource): Promise<DeviceDefinition> {
+/**
+ * Where the device `source` names is made, as a DeviceModule: the thread that serves it imports
+ * that and builds it there (a disk file opened, a module run), nothing before.
+ */
+export function deviceModule(source: DeviceSource): DeviceModule {
+  const devices = new URL('../devices/index.js', import.meta.url);
   switch (source.kind) {
     case 'named':
-      return namedDevice(source.name);
-    case 'nvme-disk':
-      return nvmeDiskDevice(source);
+      return { module: devices, export: 'namedDevice', arg: source.name };
+    case 'nvme-disk': {
+      const { kind: _, ...disk } = source;
+      return { module: devices, export: 'nvmeDiskDevice', arg: disk satisfies NvmeDiskOptions };
+    }
     case 'module':
-      return loadModule(source.path);
+      return { module: pathToFileURL(resolve(source.path)) };
   }
 }
 
@@ -336,6 +353,8 @@ export function serveOptions(a: ServeArgs, log: (line: string) => void): ServeDe
     dmaLayout: a.dmaLayout,
     limits: a.limits,
     ...(a.allowUids ? { allowUids: a.allowUids } : {}),
+    loop: a.loop,
+    ...(a.pollIdleMs !== undefined ? { pollIdleMs: a.pollIdleMs } : {}),
     device: {
       profile: a.profile,
       ...(a.maxMmapCookies !== undefined ? { maxMmapCookies: a.maxMmapCookies } : {}),
@@ -349,10 +368,9 @@ export function run(args: string[]): Promise<number> {
     // The path first: nothing (a disk file, a module's side effects) happens for a server that
     // could not listen. serveDevice claims it again and finds it free.
     claimSocketPath(a.socket);
-    const definition = await deviceDefinition(a.source);
     const log = (line: string) => console.log(`${new Date().toISOString()} ${line}`);
-    const served = await serveDevice(definition, serveOptions(a, log));
-    log(`serving ${definition.name} (profile ${a.profile}) on ${a.socket}`);
+    const served = await serveDevice(deviceModule(a.source), serveOptions(a, log));
+    log(`serving ${served.name} (profile ${a.profile}, ${a.loop} loop) on ${a.socket}`);
     await served.stopped;
     return 0;
   });

@@ -186,13 +186,23 @@ export class ConfigSpace {
   read(offset: number, length: number): Uint8Array {
     this.check('config read', offset, length);
     const out = new Uint8Array(length);
-    let pos = offset;
-    while (pos < offset + length) {
-      const count = this.chunk(pos, offset + length - pos);
+    this.readChunks(offset, out);
+    return out;
+  }
+
+  /** As `read`, into all of `dst`: nothing allocated (the vfio-user server's hot path). */
+  readInto(offset: number, dst: Uint8Array): void {
+    this.check('config read', offset, dst.length);
+    this.readChunks(offset, dst);
+  }
+
+  private readChunks(offset: number, out: Uint8Array): void {
+    const end = offset + out.length;
+    for (let pos = offset; pos < end; ) {
+      const count = this.chunk(pos, end - pos);
       setLE(out, pos - offset, count, this.readChunk(pos, count));
       pos += count;
     }
-    return out;
   }
 
   /**

@@ -329,6 +329,18 @@ export class VfioPciDevice {
     return this.access.rw(region, pos, new Uint8Array(length), false);
   }
 
+  /**
+   * `readRegion` into all of `dst`, the position a number (below 2^53): nothing allocated for
+   * config space or a memory BAR (the vfio-user server answers REGION_READ straight from its
+   * reply buffer). Returns the bytes read, fewer where the region ends.
+   */
+  readRegionInto(index: number, pos: number, dst: Uint8Array): number {
+    this.assertOpen('pread');
+    if (dst.length === 0) return 0;
+    const region = this.regions.get(index) ?? fail(Errno.EINVAL, 'pread', `no region ${index}`);
+    return this.access.readInto(region, pos, dst);
+  }
+
   /** pwrite of region `index` at `pos` (vfio-user REGION_WRITE); returns the bytes written. */
   writeRegion(index: number, pos: bigint, data: Uint8Array): number {
     this.assertOpen('pwrite');
@@ -496,7 +508,10 @@ export class VfioPciDevice {
     );
   }
 
-  /** Closes the device: drops interrupts, mappings, dma-bufs, DMA ranges and BAR memory. */
+  /**
+   * Closes the device: drops interrupts, mappings, dma-bufs, DMA ranges and BAR memory. What the
+   * device's own close started (an nvme namespace flushed and closed) is work `settled()` waits for.
+   */
   close(): void {
     if (this.closed) return;
     this.closed = true;

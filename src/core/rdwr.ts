@@ -14,6 +14,7 @@ import {
 import { fail } from '../errors.js';
 import { view } from '../wire/vfio.js';
 import type { DeviceBehaviour, RegisterHandlers } from './behaviour.js';
+import { getLE, setLE } from './config/map.js';
 import type { ConfigSpace } from './config.js';
 import type { MsixDescription } from './description.js';
 import type { DeviceRegion, RegionTable } from './regions.js';
@@ -37,6 +38,22 @@ export class RegionAccess {
    * count = min(count, end - pos)). Returns the bytes transferred (a view of `buf`).
    */
   rw(region: DeviceRegion, pos: bigint, buf: Uint8Array, write: boolean): Uint8Array {
+    // A position from 2^53 up is past every region's end however it rounds (no region is that
+    // large; the config region's range check refuses it too).
+    const n = this.access(region, Number(pos), buf, write);
+    return n === buf.length ? buf : buf.subarray(0, n);
+  }
+
+  /**
+   * pread into all of `dst` at a position held in a number (the vfio-user server's hot path):
+   * `rw`'s checks and errnos, and nothing allocated for config space or a memory BAR. Returns
+   * the bytes read (fewer where the region ends).
+   */
+  readInto(region: DeviceRegion, pos: number, dst: Uint8Array): number {
+    return this.access(region, pos, dst, false);
+  }
+
+  private access(region: DeviceRegion, pos: number, buf: Uint8Array, write: boolean): number {
     const op = write ? 'pwrite' : 'pread';
     const index = region.index;
     const rwFlag = write ? VFIO_REGION_INFO_FLAG_WRITE : VFIO_REGION_INFO_FLAG_READ;
@@ -44,14 +61,14 @@ export class RegionAccess {
     // The config region has its own range check: the whole access must fit, else EFAULT
     // (vfio_config_do_rw via vfio_pci_config_rw; ConfigSpace throws CONFIG_RANGE_ERRNO).
     if (index === VFIO_PCI_CONFIG_REGION_INDEX) {
-      if (write) this.config.write(Number(pos), buf);
-      else buf.set(this.config.read(Number(pos), buf.length));
-      return buf;
+      if (write) this.config.write(pos, buf);
+      else this.config.readInto(pos, buf);
+      return buf.length;
     }
-    if (pos >= region.size) fail(Errno.EINVAL, op, `region ${index} at 0x${pos.toString(16)}`);
-    const count = Number(BigInt(buf.length) < region.size - pos ? BigInt(buf.length) : region.size - pos);
-    const at = Number(pos);
-    const part = buf.subarray(0, count);
+    const size = Number(region.size);
+    if (pos >= size) fail(Errno.EINVAL, op, `region ${index} at 0x${pos.toString(16)}`);
+    const count = Math.min(buf.length, size - pos);
+    const part = count === buf.length ? buf : buf.subarray(0, count);
     if (index === VFIO_PCI_ROM_REGION_INDEX) {
       if (write) fail(Errno.EINVAL, op, 'ROM is read-only');
       // The memory enable bit is not virtualized (only INTx disable is): a clear bit reaches the
@@ -59,15 +76,15 @@ export class RegionAccess {
       // and returns NULL before any test_mem check: vfio_pci_bar_rw fails ENOMEM (seen on 6.1
       // and 7.3 with e1000e's ROM).
       if (!this.config.memoryEnabled) fail(Errno.ENOMEM, op, 'ROM not readable: memory decode disabled');
-      part.set(this.regions.rom!.subarray(at, at + count));
-      return part;
+      part.set(this.regions.rom!.subarray(pos, pos + count));
+      return count;
     }
     if (index === VFIO_PCI_VGA_REGION_INDEX) {
       if (!write) part.fill(0xff);
-      return part;
+      return count;
     }
-    this.barRw(index, at, part, write);
-    return part;
+    this.barRw(index, pos, part, write);
+    return count;
   }
 
   /**
@@ -90,24 +107,24 @@ export class RegionAccess {
   private barRw(bar: number, at: number, part: Uint8Array, write: boolean): void {
     const b = this.regions.bar(bar)!;
     const mem = this.regions.memoryOf(bar);
-    const holes = this.msixExclusion(bar);
+    // The MSI-X table's byte range in this BAR (not page-rounded), or none. Only the table:
+    // vfio_pci_bar_rw excludes [msix_offset, msix_offset + msix_size); the PBA reads through
+    // (seen on 6.1 and 7.3 with nvme and e1000e).
+    const holeStart = this.msix?.tableBar === bar ? this.msix.tableOffset : Number.POSITIVE_INFINITY;
+    const holeEnd = this.msix?.tableBar === bar ? holeStart + this.msix.tableSize * MSIX_ENTRY_SIZE : 0;
     const testMem = b.kind !== 'io';
     let i = 0;
     while (i < part.length) {
       const pos = at + i;
-      const hole = holes.find(([s, e]) => pos >= s && pos < e);
-      if (hole) {
-        const n = Math.min(part.length - i, hole[1] - pos);
+      if (pos >= holeStart && pos < holeEnd) {
+        const n = Math.min(part.length - i, holeEnd - pos);
         if (!write) part.fill(0xff, i, i + n);
         i += n;
         continue;
       }
       // The first access fails the whole pread/pwrite: do_io_rw returns the error, not a count.
       if (testMem) this.assertMemoryEnabled(write ? 'pwrite' : 'pread', bar);
-      const nextHole = holes
-        .filter(([s]) => s > pos)
-        .reduce((m, [s]) => Math.min(m, s), Number.POSITIVE_INFINITY);
-      const limit = Math.min(part.length - i, nextHole - pos);
+      const limit = Math.min(part.length - i, (holeStart > pos ? holeStart : Number.POSITIVE_INFINITY) - pos);
       if (!testMem && !this.config.ioEnabled) {
         // An I/O BAR with I/O decode off: the command bit reaches the device (only INTx disable
         // is virtualized), which no longer decodes the port: reads all-ones, writes go nowhere
@@ -140,37 +157,35 @@ export class RegionAccess {
   ): number {
     const h =
       this.behaviour.bars?.[bar] ?? fail(Errno.EIO, write ? 'pwrite' : 'pread', `BAR${bar}: no handler`);
-    const dv = view(part);
     if (this.wide && pos % 8 === 0 && limit >= 8) {
       if (this.regions.bar(bar)!.maxAccessSize === 4) {
-        this.access32(h, pos, dv, i, write);
-        this.access32(h, pos + 4, dv, i + 4, write);
-      } else if (write) h.write(pos, 8, dv.getBigUint64(i, true));
-      else dv.setBigUint64(i, BigInt.asUintN(64, h.read(pos, 8)), true);
+        this.register(h, pos, part, i, 4, write);
+        this.register(h, pos + 4, part, i + 4, 4, write);
+      } else {
+        const dv = view(part);
+        if (write) h.write(pos, 8, dv.getBigUint64(i, true));
+        else dv.setBigUint64(i, BigInt.asUintN(64, h.read(pos, 8)), true);
+      }
       return 8;
     }
     const size: 1 | 2 | 4 = pos % 4 === 0 && limit >= 4 ? 4 : pos % 2 === 0 && limit >= 2 ? 2 : 1;
-    if (size === 4) this.access32(h, pos, dv, i, write);
-    else if (write) h.write(pos, size, BigInt(size === 2 ? dv.getUint16(i, true) : part[i]!));
-    else {
-      const v = Number(BigInt.asUintN(size * 8, h.read(pos, size)));
-      if (size === 2) dv.setUint16(i, v, true);
-      else part[i] = v;
-    }
+    this.register(h, pos, part, i, size, write);
     return size;
   }
 
-  private access32(h: RegisterHandlers, pos: number, dv: DataView, i: number, write: boolean): void {
-    if (write) h.write(pos, 4, BigInt(dv.getUint32(i, true)));
-    else dv.setUint32(i, Number(BigInt.asUintN(32, h.read(pos, 4))), true);
-  }
-
-  /** Byte range (not page-rounded) of the MSI-X table in `bar`, which BAR reads and writes skip. */
-  private msixExclusion(bar: number): [number, number][] {
-    const m = this.msix;
-    // Only the table: vfio_pci_bar_rw excludes [msix_offset, msix_offset + msix_size), the table;
-    // the PBA reads through (seen on 6.1 and 7.3 with nvme and e1000e).
-    if (!m || m.tableBar !== bar) return [];
-    return [[m.tableOffset, m.tableOffset + m.tableSize * MSIX_ENTRY_SIZE]];
+  /**
+   * One access of 1, 2 or 4 bytes, little endian as vfio_pci_core_do_io_rw's
+   * le32_to_cpu/cpu_to_le32 give the device (no DataView made: the server's hot path).
+   */
+  private register(
+    h: RegisterHandlers,
+    pos: number,
+    part: Uint8Array,
+    i: number,
+    size: 1 | 2 | 4,
+    write: boolean,
+  ): void {
+    if (write) h.write(pos, size, BigInt(getLE(part, i, size)));
+    else setLE(part, i, size, Number(BigInt.asUintN(size * 8, h.read(pos, size))));
   }
 }

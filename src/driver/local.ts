@@ -47,6 +47,6 @@ export class LocalDeviceFile implements VfioDeviceFile {
     this.device.dma.unmap(iova, size);
   }
   async close(): Promise<void> {
-    this.device.close();
+    await this.device.close();
   }
 }

@@ -24,6 +24,11 @@ export const CMSGHDR_SIZE = 16;
 
 // include/linux/socket.h
 export const SOL_SOCKET = 1;
+/** sendmsg/recvmsg flags (include/linux/socket.h). */
+export const MSG_CTRUNC = 0x8;
+export const MSG_DONTWAIT = 0x40;
+export const MSG_NOSIGNAL = 0x4000;
+export const MSG_CMSG_CLOEXEC = 0x40000000;
 export const SCM_RIGHTS = 1;
 export const SCM_CREDENTIALS = 2;
 

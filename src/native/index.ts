@@ -20,6 +20,7 @@ export {
   writeMsghdr,
   writeRights,
 } from './cmsg.js';
+export { type EventLoopProbe, eventLoop } from './event-loop.js';
 export {
   EFD_CLOEXEC,
   EFD_NONBLOCK,
@@ -117,3 +118,16 @@ export {
   unixConnect,
   unixListen,
 } from './socket.js';
+export {
+  addressNumber,
+  MAX_SOCKET_IO_OUT,
+  POLL_WAKE,
+  POLLERR,
+  POLLHUP,
+  POLLIN,
+  POLLNVAL,
+  POLLOUT,
+  pollOne,
+  SocketIo,
+  setReceiveTimeout,
+} from './socket-io.js';

@@ -44,6 +44,7 @@ export interface Libc {
   eventfd(initval: number, flags: number): number;
   epoll_create1(flags: number): number;
   epoll_ctl(epfd: number, op: number, fd: number, event: Ptr): number;
+  poll(fds: Ptr, nfds: number, timeout: number): number;
   socket(domain: number, type: number, protocol: number): number;
   socketpair(domain: number, type: number, protocol: number, sv: Int32Array): number;
   bind(fd: number, addr: Ptr, addrlen: number): number;
@@ -107,6 +108,7 @@ function load(): Libc {
     eventfd: lib.func('int eventfd(unsigned int initval, int flags)'),
     epoll_create1: lib.func('int epoll_create1(int flags)'),
     epoll_ctl: lib.func('int epoll_ctl(int epfd, int op, int fd, void *event)'),
+    poll: lib.func('int poll(void *fds, unsigned long nfds, int timeout)'),
     socket: lib.func('int socket(int domain, int type, int protocol)'),
     socketpair: lib.func('int socketpair(int domain, int type, int protocol, int *sv)'),
     bind: lib.func('int bind(int fd, const void *addr, uint32_t addrlen)'),

@@ -12,6 +12,10 @@ import { fail } from '../errors.js';
 import {
   CMSGHDR_SIZE,
   IOVEC_SIZE,
+  MSG_CMSG_CLOEXEC,
+  MSG_CTRUNC,
+  MSG_DONTWAIT,
+  MSG_NOSIGNAL,
   MSGHDR_CONTROL,
   MSGHDR_CONTROLLEN,
   MSGHDR_FLAGS,
@@ -35,10 +39,6 @@ const SOCK_NONBLOCK = 0o4000;
 const SOCK_CLOEXEC = 0o2000000;
 const SO_SNDTIMEO = 21; // SO_SNDTIMEO_OLD: struct timeval of two longs on x86_64
 const SO_PEERCRED = 17;
-const MSG_CTRUNC = 0x8;
-const MSG_DONTWAIT = 0x40;
-const MSG_NOSIGNAL = 0x4000;
-const MSG_CMSG_CLOEXEC = 0x40000000;
 
 /** shutdown(2) `how`: stop receiving, stop sending, or both. */
 export const SHUT_RD = 0;

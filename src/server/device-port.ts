@@ -60,8 +60,11 @@ export interface DevicePort {
   readonly numRegions: number;
   /** Region `index`, or undefined past the last one. */
   region(index: number): PortRegion | undefined;
-  /** pread of region `index` at `pos` (vfio_pci_rw's checks and errnos). */
-  readRegion(index: number, pos: bigint, length: number): Uint8Array;
+  /**
+   * pread of region `index` at `pos` (a number below 2^53) into all of `dst` (vfio_pci_rw's
+   * checks and errnos); returns the bytes read. The fast path reads into its reply buffer.
+   */
+  readRegionInto(index: number, pos: number, dst: Uint8Array): number;
   /** pwrite of region `index` at `pos`; returns the bytes written. */
   writeRegion(index: number, pos: bigint, data: Uint8Array): number;
   /** What mmap of the device fd at `offset` would map (vfio_pci_core_mmap's checks). */

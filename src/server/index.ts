@@ -12,6 +12,14 @@ export {
 } from './channel.js';
 export type { ClientContext, HandlerEntry, Negotiated, Reply } from './context.js';
 export { ClientCookies } from './cookies.js';
+export {
+  type DeviceModule,
+  type DeviceModuleContext,
+  isDeviceModule,
+  loadDevice,
+  type PlainDeviceOptions,
+  type ServableDevice,
+} from './device-module.js';
 export type { DevicePort, PortDma, PortMappingSource, PortRegion } from './device-port.js';
 export {
   HANDLERS,
@@ -31,13 +39,20 @@ export {
   SERVER_MAX_PENDING_BYTES,
   type ServerLimits,
 } from './limits.js';
+export { DEFAULT_POLL_IDLE_MS, LOOP_TICK_MS, type LoopMode, TURN_INTERVAL_MS } from './loop.js';
 export {
   CLAIM_CONNECT_TIMEOUT_MS,
   claimSocketPath,
-  type ServableDevice,
   type ServeDeviceOptions,
   type ServedDevice,
   serveDevice,
 } from './serve-device.js';
-export { type ClientInfo, type ServerOptions, VfioUserServer } from './server.js';
+export { type ClientInfo, type ServerEvents, type ServerOptions, VfioUserServer } from './server.js';
 export { DMA_REQUEST_TIMEOUT_MS, Session, type SessionOptions } from './session.js';
+export {
+  type CloseSummary,
+  STOP_GRACE_MS,
+  ThreadedServer,
+  type ThreadedServerOptions,
+  type ThreadLoopMode,
+} from './thread.js';

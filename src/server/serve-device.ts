@@ -5,6 +5,14 @@
  *   const served = await serveDevice(myDevice, { socket: '/run/my-device.sock' });
  *   await served.stopped; // SIGINT/SIGTERM, or served.stop()
  *
+ * Where it runs (docs/performance.md): a device given as an object (a definition, or a built
+ * device) is served in this thread, by `loop` as ServerOptions has it ('libuv' by default). A
+ * device given as a DeviceModule (src/server/device-module.ts: a module and its export, e.g.
+ * `{ module: new URL('./my-device.js', import.meta.url) }`) is imported and built in a worker
+ * thread whose loop is `loop`, 'blocking' by default or 'poll' (ThreadedServer, as `vfio-ts
+ * serve` runs every device), or in this thread with `loop: 'libuv'`. A device cannot cross
+ * threads: only a module can be loaded again in another.
+ *
  * - The path is claimed first: nothing there, or a stale socket (nobody accepts: removed). A live
  *   socket (something answers) is EADDRINUSE, anything that is not a socket EEXIST, a missing
  *   directory ENOENT (ENOTDIR when it is a file), each naming the path.
@@ -26,17 +34,13 @@ import type { DeviceOptions } from '../core/device.js';
 import { fail, VfioError } from '../errors.js';
 import { closeFd, unixConnect } from '../native/index.js';
 import { nativeEnvironment } from '../runtime.js';
-import type { DevicePort } from './device-port.js';
+import { type DeviceModule, isDeviceModule, loadDevice, type ServableDevice } from './device-module.js';
+import type { LoopMode } from './loop.js';
 import { type ServerOptions, VfioUserServer } from './server.js';
+import { ThreadedServer } from './thread.js';
 
 /** How long claiming the path waits for a live server there to accept. */
 export const CLAIM_CONNECT_TIMEOUT_MS = 1000;
-
-/** A device the server can serve and serveDevice can close (VfioPciDevice is one). */
-export interface ServableDevice extends DevicePort {
-  close(): void;
-  settled?(): Promise<void>;
-}
 
 export interface ServeDeviceOptions extends ServerOptions {
   /** Where to listen (a UNIX socket path). */
@@ -44,15 +48,26 @@ export interface ServeDeviceOptions extends ServerOptions {
   /**
    * How to build the device from a definition (profile, extensions, ...). Default: the native
    * environment (memfd memory, eventfds) and the 7.3 profile; `log` defaults to the server's.
+   * A worker builds with the native environment and the server's log: `env` and `log` are
+   * refused there (EINVAL), and the rest must survive structured clone.
    */
   readonly device?: Partial<DeviceOptions>;
+  /**
+   * How the client's socket is waited for (ServerOptions.loop, src/server/loop.ts). Default
+   * 'libuv' for a device given as an object, 'blocking' (in a worker) for a DeviceModule.
+   */
+  readonly loop?: LoopMode;
   /** Stop on SIGINT and SIGTERM (default true). */
   readonly signals?: boolean;
 }
 
 export interface ServedDevice {
-  readonly server: VfioUserServer;
-  readonly device: ServableDevice;
+  /** The server: in this thread, or a worker's (ThreadedServer: the same counts and `idle()`). */
+  readonly server: VfioUserServer | ThreadedServer;
+  /** The device, when it lives in this thread (undefined when a worker serves it). */
+  readonly device: ServableDevice | undefined;
+  /** Its name: the definition's ('device' for one built by the caller or a module function). */
+  readonly name: string;
   readonly socket: string;
   /** Resolves once stopped, with why: 'SIGINT', 'SIGTERM' or stop()'s reason. */
   readonly stopped: Promise<string>;
@@ -104,21 +119,100 @@ function isDefinition(d: DeviceDefinition | ServableDevice): d is DeviceDefiniti
   return 'instantiate' in d;
 }
 
-/** Serves `device` (a definition, built here, or a device) at `options.socket`. */
+/** The server and device serveDevice runs, wherever they run. */
+interface Running {
+  readonly server: VfioUserServer | ThreadedServer;
+  readonly device: ServableDevice | undefined;
+  readonly name: string;
+  listen(path: string): void;
+  /** Disconnects the client, stops listening, closes the device if we built it, and waits for its work. */
+  stop(): Promise<void>;
+}
+
+/** A device object, or a module built in this thread, served by a VfioUserServer here. */
+function inThisThread(
+  dev: ServableDevice,
+  owned: boolean,
+  name: string,
+  options: ServeDeviceOptions,
+): Running {
+  const server = new VfioUserServer(dev, options);
+  return {
+    server,
+    device: dev,
+    name,
+    listen: (path) => server.listen(path),
+    stop: async () => {
+      server.stop();
+      if (owned) dev.close();
+      await dev.settled?.();
+    },
+  };
+}
+
+/** A DeviceModule built and served in a worker with a loop of its own. */
+async function inWorker(
+  ref: DeviceModule,
+  loop: 'blocking' | 'poll',
+  options: ServeDeviceOptions,
+): Promise<Running> {
+  const { env, log, ...device } = options.device ?? {};
+  if (env !== undefined || log !== undefined)
+    fail(
+      Errno.EINVAL,
+      'serveDevice',
+      'a worker builds its device with the native environment and the server log',
+    );
+  if (options.events !== undefined || options.stopFlag !== undefined)
+    fail(
+      Errno.EINVAL,
+      'serveDevice',
+      'events and stopFlag are for a server in this thread; a worker reports to ThreadedServer',
+    );
+  const server = await ThreadedServer.start(ref, { ...options, loop, device });
+  return {
+    server,
+    device: undefined,
+    name: server.deviceName,
+    listen: (path) => server.listen(path),
+    stop: () => server.stop(),
+  };
+}
+
+async function start(
+  device: DeviceDefinition | ServableDevice | DeviceModule,
+  options: ServeDeviceOptions,
+): Promise<Running> {
+  if (isDeviceModule(device)) {
+    const loop = options.loop ?? 'blocking';
+    if (loop !== 'libuv') return inWorker(device, loop, options);
+    const built = await loadDevice(
+      device,
+      { ...(options.log && { log: options.log }), ...options.device },
+      options.log ? { log: options.log } : {},
+    );
+    return inThisThread(built.device, true, built.name, options);
+  }
+  if (!isDefinition(device)) return inThisThread(device, false, 'device', options);
+  const dev = device.instantiate({
+    env: nativeEnvironment(),
+    ...(options.log && { log: options.log }),
+    ...options.device,
+  }).device;
+  return inThisThread(dev, true, device.name, options);
+}
+
+/**
+ * Serves `device` at `options.socket`: a definition (built here), a device (left open when
+ * stopped), or a DeviceModule (built where it is served: a worker, unless `loop` is 'libuv').
+ */
 export async function serveDevice(
-  device: DeviceDefinition | ServableDevice,
+  device: DeviceDefinition | ServableDevice | DeviceModule,
   options: ServeDeviceOptions,
 ): Promise<ServedDevice> {
   const { socket, signals = true } = options;
   claimSocketPath(socket);
-  const dev = isDefinition(device)
-    ? device.instantiate({
-        env: nativeEnvironment(),
-        ...(options.log && { log: options.log }),
-        ...options.device,
-      }).device
-    : device;
-  const server = new VfioUserServer(dev, options);
+  const running = await start(device, options);
   // The socket we created, by device and inode: a path taken over after us is not ours.
   let ours: { dev: number; ino: number } | undefined;
   const removeSocket = () => {
@@ -149,11 +243,10 @@ export async function serveDevice(
   const stop = (reason = 'stopped'): Promise<void> => {
     stopping ??= (async () => {
       detach();
-      server.stop();
-      if (dev !== device) dev.close();
+      const done = running.stop();
       removeSocket();
       try {
-        await dev.settled?.();
+        await done;
       } finally {
         resolveStopped(reason);
       }
@@ -165,17 +258,17 @@ export async function serveDevice(
     process.on('SIGTERM', onSignal);
   }
   try {
-    server.listen(socket);
+    running.listen(socket);
     const st = lstatSync(socket);
     ours = { dev: st.dev, ino: st.ino };
   } catch (e) {
     detach();
-    server.stop();
-    if (dev !== device) dev.close();
+    await running.stop();
     throw e;
   }
   // 'exit' runs for an uncaught exception or rejection too (exit status 1), not only for a
   // clean return: the socket goes with us either way.
   process.once('exit', removeSocket);
-  return { server, device: dev, socket, stopped, stop };
+  const { server, device: dev, name } = running;
+  return { server, device: dev, name, socket, stopped, stop };
 }

@@ -22,6 +22,7 @@ import type { DmaLayout } from '../wire/vfio-user.js';
 import { type CloseReason, SocketChannel } from './channel.js';
 import type { DevicePort } from './device-port.js';
 import { resolveLimits, type ServerLimits } from './limits.js';
+import { type LoopMode, ThreadLoop } from './loop.js';
 import { Session } from './session.js';
 
 export interface ServerOptions {
@@ -37,6 +38,29 @@ export interface ServerOptions {
    * closed at once, before any byte is read. Absent: any peer the socket's 0600 mode lets in.
    */
   readonly allowUids?: readonly number[];
+  /**
+   * How the client's socket is waited for (src/server/loop.ts): 'libuv' (the default: epoll in
+   * the event loop, shared with everything else in the thread), or a loop of its own,
+   * 'blocking' (sleeping in recvmsg) or 'poll' (spinning on it). The last two hold the thread
+   * while a client is connected and turn its event loop only when work is pending: use them in
+   * a thread that serves nothing else. In a worker, use ThreadedServer (src/server/thread.ts),
+   * which keeps libuv's poll out of it (listen() here watches the socket with it).
+   */
+  readonly loop?: LoopMode;
+  /** 'poll': how long it spins after the last message before it sleeps (DEFAULT_POLL_IDLE_MS). */
+  readonly pollIdleMs?: number;
+  /** A thread loop's stop flag, set (Atomics) by another thread: the client is disconnected. */
+  readonly stopFlag?: Int32Array;
+  /** A thread loop's longest sleep before it runs timers and messages (LOOP_TICK_MS). */
+  readonly loopTickMs?: number;
+  /** Told of every client served, refused, and gone (ThreadedServer relays them). */
+  readonly events?: ServerEvents;
+}
+
+export interface ServerEvents {
+  connected?(id: number, peer: PeerCred | undefined): void;
+  refused?(id: number, peer: PeerCred | undefined): void;
+  disconnected?(id: number, reason: CloseReason, messages: number): void;
 }
 
 export interface ClientInfo {
@@ -60,12 +84,24 @@ export class VfioUserServer {
   readonly limits: ServerLimits;
   /** How the last client's connection ended. */
   lastClose: CloseReason | undefined;
+  /** The thread loop that drives each client's channel, when `loop` is not 'libuv'. */
+  readonly #driver: ThreadLoop | undefined;
 
   constructor(
     readonly device: DevicePort,
     readonly options: ServerOptions = {},
   ) {
     this.limits = resolveLimits(options.limits);
+    const mode = options.loop ?? 'libuv';
+    this.#driver =
+      mode === 'libuv'
+        ? undefined
+        : new ThreadLoop({
+            mode,
+            ...(options.pollIdleMs !== undefined ? { pollIdleMs: options.pollIdleMs } : {}),
+            ...(options.stopFlag !== undefined ? { stop: options.stopFlag } : {}),
+            ...(options.loopTickMs !== undefined ? { tickMs: options.loopTickMs } : {}),
+          });
   }
 
   get client(): ClientInfo | undefined {
@@ -81,6 +117,7 @@ export class VfioUserServer {
 
   #watchListen(): void {
     if (this.#listenFd === undefined || this.#listenWatch || this.#client || this.#stopped) return;
+    if (this.#driver?.stopping) return;
     this.#listenWatch = watchFd(this.#listenFd, { readable: true }, () => this.#accept());
   }
 
@@ -125,6 +162,7 @@ export class VfioUserServer {
     if (allow !== undefined && (peer === undefined || !allow.includes(peer.uid))) {
       closeFd(fd);
       this.refused++;
+      this.options.events?.refused?.(id, peer);
       this.#log(`client ${id} refused: uid ${peer?.uid ?? 'unknown'} is not in --allow-uid`);
       throw new VfioError(Errno.EACCES, 'adopt', `uid ${peer?.uid ?? 'unknown'} not allowed`);
     }
@@ -137,8 +175,10 @@ export class VfioUserServer {
         {
           onFrame: (f) => session!.onFrame(f),
           onClose: (reason) => this.#closed(id, reason),
+          onBytes: (b, v, at, size) => session!.onBytes(b, v, at, size),
         },
         this.limits,
+        this.#driver,
       );
     } catch (e) {
       // We own `fd` from the moment adopt is called: a failure before the channel owns it
@@ -161,6 +201,7 @@ export class VfioUserServer {
     this.#client = info;
     this.served++;
     this.#log(`client ${id} connected${peer ? ` (pid ${peer.pid}, uid ${peer.uid})` : ''}`);
+    this.options.events?.connected?.(id, peer);
     try {
       channel.start();
     } catch (e) {
@@ -189,6 +230,7 @@ export class VfioUserServer {
             ? 'disconnected by the server'
             : `connection failed (${reason.error instanceof Error ? reason.error.message : String(reason.error)})`;
     this.#log(`client ${id} disconnected: ${why}; ${c.session.messages} messages`);
+    this.options.events?.disconnected?.(id, reason, c.session.messages);
     for (const w of this.#idleWaiters.splice(0)) w();
     this.#watchListen();
   }

@@ -29,6 +29,7 @@ import {
   type Frame,
   type Header,
   isReply,
+  readHeader,
   replyErrno,
 } from '../wire/vfio-user.js';
 import type { CloseReason, SocketChannel } from './channel.js';
@@ -37,6 +38,7 @@ import { ClientCookies } from './cookies.js';
 import type { DevicePort } from './device-port.js';
 import { HANDLERS } from './dispatch.js';
 import { DMA_CHUNK, DMA_REPLY_OVERHEAD, RequestWindow } from './dma-window.js';
+import { FastPath, type FastPathOwner } from './fast-path.js';
 import { DEFAULT_LIMITS, type ServerLimits } from './limits.js';
 
 /** How long a server-to-client request (DMA_READ/DMA_WRITE) may wait for its reply. */
@@ -60,7 +62,7 @@ interface Pending {
   readonly timer: NodeJS.Timeout;
 }
 
-export class Session implements ClientContext {
+export class Session implements ClientContext, FastPathOwner {
   negotiated: Negotiated | undefined;
   /** mmap cookies this client holds (released when it goes). */
   readonly cookies = new ClientCookies();
@@ -69,13 +71,17 @@ export class Session implements ClientContext {
   readonly dmaWindow = new RequestWindow();
   #nextId = 0;
   #closed = false;
+  /** REGION_READ/WRITE answered in place; none while tracing (every message gets its line). */
+  readonly #fast: FastPath | undefined;
   messages = 0;
 
   constructor(
     readonly device: DevicePort,
     readonly channel: SocketChannel,
     readonly options: SessionOptions = {},
-  ) {}
+  ) {
+    this.#fast = options.trace ? undefined : new FastPath(this, channel);
+  }
 
   get limits(): ServerLimits {
     return this.options.limits ?? DEFAULT_LIMITS;
@@ -84,6 +90,19 @@ export class Session implements ClientContext {
   // -------------------------------------------------------------------------------------------
   // Incoming
   // -------------------------------------------------------------------------------------------
+  /**
+   * A whole message in the receive buffer, offered before framing (SocketChannel's `onBytes`):
+   * true when the fast path answered it, false for `onFrame`. Never throws.
+   */
+  onBytes(bytes: Uint8Array, view: DataView, at: number, size: number): boolean {
+    return this.#fast !== undefined && !this.#closed && this.#fast.handle(bytes, view, at, size);
+  }
+
+  /** The error reply to the message at `at` in `bytes` (the fast path's device errors). */
+  failAt(bytes: Uint8Array, at: number, e: unknown): void {
+    this.#fail(readHeader(bytes, at), e);
+  }
+
   /** One complete message from the client; never throws. */
   onFrame(f: Frame): void {
     this.messages++;
@@ -135,19 +154,23 @@ export class Session implements ClientContext {
       }
       reply = entry.handle(this, f);
     } catch (e) {
+      this.#closeFds(f.fds);
       this.#fail(h, e);
       return;
-    } finally {
-      // No handler keeps a received fd (mappings and the core's dups outlive them).
-      this.#closeFds(f.fds);
     }
+    // No handler keeps a received fd (mappings and the core's dups outlive them). They are
+    // closed before the reply goes out: a send that fails closes the connection, and a client's
+    // fds must be gone by the time the server says it has.
+    this.#closeFds(f.fds);
     if (reply instanceof Promise) {
       // A command that waits (commands/migration.ts): its reply goes when it is ready; the
       // header is copied, the frame's view being the receive buffer's.
       const head = { ...h };
       reply.then(
         (r) => this.#answer(head, r),
-        (e: unknown) => this.#fail(head, e),
+        (e: unknown) => {
+          if (!this.#closed) this.#fail(head, e);
+        },
       );
       return;
     }

@@ -143,6 +143,18 @@ function compile(name: string, size: number, slots: readonly Slot[]): Compiled {
   };
 }
 
+/** One field read and written on a caller's DataView at `base` (`Struct.accessor`). */
+export interface FieldAccessor<T> {
+  /** offsetof(struct, field). */
+  readonly offset: number;
+  get(dv: DataView, base: number): T;
+  set(dv: DataView, base: number, value: T): void;
+}
+
+/** 2^32, and the high half from which a u64 is 2^53 or more (not exact as a number). */
+const U32_SPAN = 0x1_0000_0000;
+const U53_HI = 0x20_0000;
+
 export class Struct<F extends Fields> {
   readonly name: string;
   /** sizeof(struct). */
@@ -229,6 +241,51 @@ export class Struct<F extends Fields> {
     const out = new Uint8Array(this.size + extra);
     this.write(out, value);
     return out;
+  }
+
+  /**
+   * Field `field` as an accessor on a DataView the caller holds, for a hot path that must not
+   * allocate: no view, object or name lookup per call. Bounds are DataView's own (a RangeError):
+   * the caller has made sure the struct is there.
+   */
+  accessor<K extends ScalarField<F>>(field: K): FieldAccessor<FieldValue<F, K>> {
+    const s = this.slot(field);
+    const [getter, setter] = ACCESSOR[s.type]!;
+    const offset = s.offset;
+    return {
+      offset,
+      get: new Function('dv', 'base', `return dv.${getter}(base + ${offset}, true);`) as FieldAccessor<
+        FieldValue<F, K>
+      >['get'],
+      set: new Function('dv', 'base', 'v', `dv.${setter}(base + ${offset}, v, true);`) as FieldAccessor<
+        FieldValue<F, K>
+      >['set'],
+    };
+  }
+
+  /**
+   * A u64 field as a number, without BigInt: `get` gives its value when below 2^53 and -1 when
+   * not (a position no region reaches; the caller takes its slow path); `set` stores a number.
+   */
+  u64AsNumber(field: ScalarField<F>): FieldAccessor<number> {
+    const s = this.slot(field);
+    if (s.type !== 'u64') throw new VfioError(Errno.EINVAL, `struct ${this.name}`, `${field} is not a u64`);
+    const lo = s.offset;
+    const hi = s.offset + 4;
+    return {
+      offset: lo,
+      get: (dv, base) => {
+        const h = dv.getUint32(base + hi, true);
+        const l = dv.getUint32(base + lo, true);
+        // The low half alone when the high one is 0: a small integer stays one for the JIT (a
+        // product is a double, and a double index slows every array access it reaches).
+        return h === 0 ? l : h >= U53_HI ? -1 : h * U32_SPAN + l;
+      },
+      set: (dv, base, v) => {
+        dv.setUint32(base + lo, v >>> 0, true);
+        dv.setUint32(base + hi, Math.floor(v / U32_SPAN) >>> 0, true);
+      },
+    };
   }
 
   private slot(field: string): Slot {

@@ -58,6 +58,7 @@ test('vfio-ts serve: every flag its source reads is in its table, and each is ac
     '--allow-uid': 'self',
     '--size': '64M',
     '--cmb-size': '64K',
+    '--loop': 'poll',
   };
   for (const f of SERVE.flags) {
     // Alone, every accepted flag ends at a usage error about what is missing; an unknown one

@@ -250,11 +250,12 @@ test('info: a server whose device reads config space short: one line, exit 1, no
   const short = (d: VfioPciDevice) =>
     new Proxy(d, {
       get(t, k) {
-        if (k === 'readRegion')
-          return (index: number, pos: bigint, length: number) =>
-            t
-              .readRegion(index, pos, length)
-              .subarray(0, index === VFIO_PCI_CONFIG_REGION_INDEX ? 10 : length);
+        // The server reads regions into its reply (DevicePort.readRegionInto).
+        if (k === 'readRegionInto')
+          return (index: number, pos: number, dst: Uint8Array) => {
+            const n = t.readRegionInto(index, pos, dst);
+            return index === VFIO_PCI_CONFIG_REGION_INDEX ? Math.min(n, 10) : n;
+          };
         const v = Reflect.get(t, k);
         return typeof v === 'function' ? v.bind(t) : v;
       },

@@ -1345,4 +1345,44 @@ describe('region access by index (readRegion/writeRegion, for transports)', () =
     );
     assert.equal(dev.readRegion(99, 0n, 0).length, 0);
   });
+
+  test('readRegionInto: what readRegion reads, into the given bytes, with its errnos', () => {
+    // Config space, a memory BAR, a trapped BAR (edu), a trapped BAR with the MSI-X table in it
+    // (nvme BAR0: the table reads as 0xff), a read cut short at the region's end.
+    const { dev } = ivshmem();
+    dev.writeRegion(2, 0x10n, Uint8Array.of(1, 2, 3, 4, 5, 6, 7, 8));
+    const trapped = edu('7.3').dev; // 7.3: 8-byte trapped accesses too
+    trapped.writeRegion(0, 4n, Uint8Array.of(0x78, 0x56, 0x34, 0x12)); // liveness: reads back inverted
+    const nvme = nvmeDevice().instantiate({ env: heapEnvironment() }).device;
+    const cases: [VfioPciDevice, number, bigint, number][] = [
+      [dev, A.VFIO_PCI_CONFIG_REGION_INDEX, 0n, 64],
+      [dev, A.VFIO_PCI_CONFIG_REGION_INDEX, 0x3dn, 3],
+      [dev, 2, 0x10n, 8],
+      [dev, 2, 0x11n, 3],
+      [trapped, 0, 0n, 8],
+      [trapped, 0, 4n, 4],
+      [trapped, 0, 5n, 2],
+      [nvme, 0, 0x1ff8n, 16],
+      [nvme, 0, 0x3000n, 8],
+    ];
+    for (const [d, index, pos, length] of cases) {
+      const dst = new Uint8Array(length).fill(0xa5);
+      assert.equal(d.readRegionInto(index, Number(pos), dst), length);
+      assert.deepEqual([...dst], [...d.readRegion(index, pos, length)], `region ${index} at ${pos}`);
+    }
+    const end = Number(dev.region(2)!.size);
+    const tail = new Uint8Array(8);
+    assert.equal(dev.readRegionInto(2, end - 2, tail), 2, 'cut short at the end, as pread');
+    for (const [index, pos] of [
+      [99, 0],
+      [2, end],
+      [A.VFIO_PCI_CONFIG_REGION_INDEX, 4094],
+    ] as const)
+      assert.equal(
+        errnoOf(() => dev.readRegionInto(index, pos, new Uint8Array(4))),
+        errnoOf(() => dev.readRegion(index, BigInt(pos), 4)),
+        `region ${index} at ${pos}`,
+      );
+    for (const d of [trapped, nvme]) d.close();
+  });
 });

@@ -18,7 +18,12 @@ import {
   VFIO_PCI_INTX_IRQ_INDEX,
   VFIO_PCI_MSI_IRQ_INDEX,
 } from '../../src/abi/vfio.js';
-import { createDmaMemory, createMessageOnlyDmaMemory, Eventfd } from '../../src/client/index.js';
+import {
+  createDmaMemory,
+  createMessageOnlyDmaMemory,
+  Eventfd,
+  VfioUserClient,
+} from '../../src/client/index.js';
 import { VfioPciDevice } from '../../src/core/device.js';
 import { createDevice, type DeviceName } from '../../src/devices/index.js';
 import { nvmeDevice } from '../../src/devices/nvme.js';
@@ -26,7 +31,9 @@ import { VfioDevice, type WcPath } from '../../src/driver/device.js';
 import type { DmaMemory, Transport } from '../../src/driver/file.js';
 import { LocalDeviceFile } from '../../src/driver/local.js';
 import { VfioError } from '../../src/errors.js';
+import { socketPair } from '../../src/native/index.js';
 import { nativeEnvironment } from '../../src/runtime.js';
+import { ThreadedServer } from '../../src/server/index.js';
 import { putU32, u32 } from '../../src/wire/vfio.js';
 import { servedClient } from '../client/rig.js';
 
@@ -34,19 +41,23 @@ export type Json = null | boolean | number | string | Json[] | { [k: string]: Js
 
 export interface Opened {
   readonly dev: VfioDevice;
-  readonly core: VfioPciDevice;
+  /** The device itself, when it lives in this thread. */
+  readonly core?: VfioPciDevice;
   close(): Promise<void>;
 }
 
 export interface Backend {
   readonly name: Transport;
+  /** What the test calls it, when several backends share a transport. */
+  readonly label?: string;
   open(device: CaseDevice): Promise<Opened>;
 }
 
 /** The example devices, and nvme for a BAR with an MSI-X table in it (sparse mmap). */
 export type CaseDevice = DeviceName | 'nvme';
 
-function makeDevice(name: CaseDevice): VfioPciDevice {
+/** The device of a case (also the DeviceModule export a ThreadedServer's worker calls). */
+export function makeDevice(name: CaseDevice): VfioPciDevice {
   const env = nativeEnvironment();
   if (name === 'nvme') {
     // The layout is what these cases look at (an MSI-X table inside BAR0), not the controller
@@ -72,6 +83,26 @@ export const BACKENDS: readonly Backend[] = [
     async open(name) {
       const s = await servedClient(() => makeDevice(name));
       return { dev: new VfioDevice(s.client), core: s.device, close: () => s.close() };
+    },
+  },
+  {
+    // As `vfio-ts serve` runs it: the device and its server in a worker, asleep in recvmsg.
+    name: 'vfio-user',
+    label: 'vfio-user, server in a worker (blocking loop)',
+    async open(name) {
+      const server = await ThreadedServer.start({ module: import.meta.url, export: 'makeDevice', arg: name });
+      const [a, b] = socketPair();
+      void server.adopt(b).catch(() => {});
+      const client = await VfioUserClient.fromFd(a);
+      const dev = new VfioDevice(client);
+      return {
+        dev,
+        async close() {
+          await dev.close();
+          await server.idle();
+          await server.stop();
+        },
+      };
     },
   },
 ];

@@ -9,7 +9,7 @@ import { openFdCount } from '../../src/native/index.js';
 import { BACKENDS, CASES, expected, type Json } from './cases.js';
 
 for (const backend of BACKENDS) {
-  describe(`driver conformance: ${backend.name}`, () => {
+  describe(`driver conformance: ${backend.label ?? backend.name}`, () => {
     for (const c of CASES) {
       const want = expected(c, backend.name);
       // Every case states what both backends here give; a case without one is a table error.

@@ -9,7 +9,7 @@ import { VfioUserCommand as C } from '../../src/abi/vfio-user.js';
 import { createDevice } from '../../src/devices/index.js';
 import { closeFd, eventfdCreate, openFdCount, socketPair } from '../../src/native/index.js';
 import { nativeEnvironment } from '../../src/runtime.js';
-import { VfioUserServer } from '../../src/server/index.js';
+import { type ServerLimits, type ThreadLoopMode, VfioUserServer } from '../../src/server/index.js';
 import { RawClient } from './client.js';
 import { summary } from './prng.js';
 import { fuzzServer, u32 } from './server.js';
@@ -22,15 +22,29 @@ describe('vfio-user server fuzz', () => {
     maxMsgFds: 2,
     maxDmaMaps: 2,
   };
-  for (const [seed, device, limits] of [
-    [21, 'edu', {}],
-    [22, 'ivshmem', {}],
-    [23, 'edu', {}],
-    [24, 'ivshmem', small],
-  ] as const) {
-    const named = Object.keys(limits).length ? ' with small limits' : '';
+  // Tracing (verbose) turns the fast path off: the non-verbose runs fuzz it. The thread runs put
+  // the server in a worker with its own loop (ThreadedServer), as `vfio-ts serve` does.
+  const runs: [
+    number,
+    'edu' | 'ivshmem',
+    Partial<ServerLimits>,
+    { verbose?: boolean; thread?: ThreadLoopMode },
+  ][] = [
+    [21, 'edu', {}, {}],
+    [22, 'ivshmem', {}, {}],
+    [23, 'edu', {}, { verbose: false }],
+    [24, 'ivshmem', small, {}],
+    [25, 'edu', {}, { verbose: false, thread: 'blocking' }],
+    [26, 'ivshmem', small, { verbose: false, thread: 'poll' }],
+  ];
+  for (const [seed, device, limits, how] of runs) {
+    const named = [
+      Object.keys(limits).length ? ' with small limits' : '',
+      how.verbose === false ? ', fast path' : '',
+      how.thread ? `, in a worker (${how.thread} loop)` : '',
+    ].join('');
     it(`${device}${named}, seed ${seed}: answers good requests after every batch, no fd leaks`, async () => {
-      const s = await fuzzServer({ seed, batches: 150, device, limits });
+      const s = await fuzzServer({ seed, batches: 150, device, limits, ...how });
       console.log(summary(s));
       assert.deepEqual(s.crashes, [], s.crashes.join('\n'));
       assert.deepEqual(s.leaks, []);

@@ -34,7 +34,12 @@ import {
   waitReadable,
 } from '../../src/native/index.js';
 import { nativeEnvironment } from '../../src/runtime.js';
-import { type ServerLimits, VfioUserServer } from '../../src/server/index.js';
+import {
+  type ServerLimits,
+  ThreadedServer,
+  type ThreadLoopMode,
+  VfioUserServer,
+} from '../../src/server/index.js';
 import {
   capabilitiesJson,
   encodeDmaReadReply,
@@ -56,6 +61,58 @@ export interface ServerFuzzOptions {
   readonly deadlineMs?: number;
   /** Server limits (small ones exercise back-pressure and the limit checks). */
   readonly limits?: Partial<ServerLimits>;
+  /**
+   * The server in a worker with this thread loop (ThreadedServer), instead of an in-process
+   * VfioUserServer on libuv.
+   */
+  readonly thread?: ThreadLoopMode;
+  /**
+   * Per-message trace lines (default true). Tracing turns the fast path off (src/server/fast-path.ts):
+   * false fuzzes the fast path.
+   */
+  readonly verbose?: boolean;
+}
+
+/** What the harness uses of a server, in this thread or in a worker. */
+interface Served {
+  adopt(fd: number): void;
+  idle(): Promise<void>;
+  readonly lastClose: { readonly kind: string } | undefined;
+  readonly limits: ServerLimits;
+  stop(): Promise<void>;
+}
+
+async function served(name: DeviceName, o: ServerFuzzOptions, log: (line: string) => void): Promise<Served> {
+  const options = { ...(o.limits ? { limits: o.limits } : {}), verbose: o.verbose ?? true, log };
+  if (o.thread) {
+    const s = await ThreadedServer.start(
+      { module: new URL('../server/thread-device.js', import.meta.url), export: 'device', arg: { name } },
+      { ...options, loop: o.thread, pollIdleMs: 20 },
+    );
+    return {
+      adopt: (fd) => void s.adopt(fd).catch(() => {}),
+      idle: () => s.idle(),
+      get lastClose() {
+        return s.lastClose;
+      },
+      limits: s.limits,
+      stop: () => s.stop(),
+    };
+  }
+  const device: VfioPciDevice = createDevice(name, { env: nativeEnvironment() });
+  const s = new VfioUserServer(device, options);
+  return {
+    adopt: (fd) => void s.adopt(fd),
+    idle: () => s.idle(),
+    get lastClose() {
+      return s.lastClose;
+    },
+    limits: s.limits,
+    stop: async () => {
+      s.stop();
+      device.close();
+    },
+  };
 }
 
 /** How long the harness waits for the answer to a good request before calling the server stuck. */
@@ -210,13 +267,8 @@ export async function fuzzServer(o: ServerFuzzOptions): Promise<FuzzStats> {
   process.on('uncaughtException', onUncaught);
   process.on('unhandledRejection', onUncaught);
 
-  const device: VfioPciDevice = createDevice(name, { env: nativeEnvironment() });
-  const server = new VfioUserServer(device, {
-    ...(o.limits ? { limits: o.limits } : {}),
-    verbose: true,
-    log: (line) => {
-      if (line.includes('internal error')) internal.push(line);
-    },
+  const server = await served(name, o, (line) => {
+    if (line.includes('internal error')) internal.push(line);
   });
   // The harness's own fds: attached to messages (the kernel dups them in transit).
   const memfd = memfdCreate('fuzz-dma', MEMFD_SIZE);
@@ -498,8 +550,7 @@ export async function fuzzServer(o: ServerFuzzOptions): Promise<FuzzStats> {
   } finally {
     process.off('uncaughtException', onUncaught);
     process.off('unhandledRejection', onUncaught);
-    server.stop();
-    device.close();
+    await server.stop();
     closeFd(memfd);
     for (const fd of eventfds) closeFd(fd);
     closeFd(devNull);

@@ -33,7 +33,7 @@ function portOf(d: VfioPciDevice, calls: Map<string, number>): DevicePort {
       return d.numRegions;
     },
     region: counted('region', d.region.bind(d)),
-    readRegion: counted('readRegion', d.readRegion.bind(d)),
+    readRegionInto: counted('readRegionInto', d.readRegionInto.bind(d)),
     writeRegion: counted('writeRegion', d.writeRegion.bind(d)),
     mappingSource: counted('mappingSource', (offset: bigint, length: number) =>
       d.mappingSource(offset, length),
@@ -93,7 +93,7 @@ describe('vfio-user server over a DevicePort that is only the port', () => {
     } finally {
       await s.close();
     }
-    for (const m of ['ioctl', 'region', 'readRegion', 'writeRegion', 'mappingSource', 'closeDmaBuf'])
+    for (const m of ['ioctl', 'region', 'readRegionInto', 'writeRegion', 'mappingSource', 'closeDmaBuf'])
       assert.ok((s.calls.get(m) ?? 0) > 0, `the server used ${m}`);
     // The client left: its interrupts and cookies dropped, the device reset, through the port.
     assert.ok(s.calls.get('irqs.close'), 'interrupts dropped');

@@ -16,7 +16,12 @@ import { createDevice, type DeviceName } from '../../src/devices/index.js';
 import { VfioDevice } from '../../src/driver/device.js';
 import { VfioError } from '../../src/errors.js';
 import { nativeEnvironment } from '../../src/runtime.js';
-import { type ServerOptions, VfioUserServer } from '../../src/server/index.js';
+import {
+  type ServerOptions,
+  ThreadedServer,
+  type ThreadLoopMode,
+  VfioUserServer,
+} from '../../src/server/index.js';
 import {
   bootGuest,
   buildInitramfs,
@@ -53,6 +58,26 @@ function serve(name: DeviceName, path: string, log: string[], opts: ServerOption
   };
 }
 
+/** Where the edu tests' server runs: this thread's libuv loop, or a worker with a thread loop. */
+type Where = 'in-process' | ThreadLoopMode;
+
+/** edu served `where`; `mapped()` is how many DMA regions QEMU mapped, when this thread can see. */
+async function serveEdu(where: Where, path: string, log: string[], opts: { verbose?: boolean } = {}) {
+  if (where === 'in-process') {
+    const s = serve('edu', path, log, opts);
+    return { mapped: () => s.device.dma.count, close: async () => s.close() };
+  }
+  const server = await ThreadedServer.start(
+    { module: new URL('./thread-device.js', import.meta.url), export: 'device', arg: { name: 'edu' } },
+    { loop: where, pollIdleMs: 50, log: (l) => log.push(l), ...opts },
+  );
+  server.listen(path);
+  return { mapped: () => undefined, close: () => server.stop() };
+}
+
+const WHERE: readonly Where[] = ['in-process', 'blocking', 'poll'];
+const named = (where: Where) => (where === 'in-process' ? '' : ` (server in a worker, ${where} loop)`);
+
 async function findDevice(q: QtestSession, vendorDevice: number): Promise<number> {
   for (let dev = 0; dev < 32; dev++) {
     if ((await q.pciConfigRead32(0, dev, 0, 0)) === vendorDevice) return dev;
@@ -60,73 +85,75 @@ async function findDevice(q: QtestSession, vendorDevice: number): Promise<number
   return -1;
 }
 
-test('QEMU 11 qtest: config space, BAR sizing and programming, edu registers, INTx and DMA into guest RAM over vfio-user', async (t) => {
-  const p = provisionedOrSkip(t, { chroot: true });
-  if (!p) return;
-  const work = chrootWorkDir(p);
-  const log: string[] = [];
-  const sock = work.path('edu.sock');
-  const s = serve('edu', sock.host, log);
-  try {
-    await withQtest(p, vfioUserQtest([sock.chroot]), async (q) => {
-      const dev = await findDevice(q, EDU_VENDOR_DEVICE);
-      assert.ok(dev >= 0, `edu not found on bus 0\n${q.stderr}\n${log.join('\n')}`);
-      // Class code: 0x00ff00, revision 0x10.
-      assert.equal(await q.pciConfigRead32(0, dev, 0, 8), 0x00ff0010);
-      // BAR0 sizing: all ones, read back the mask: 1 MiB, 32-bit memory.
-      await q.pciConfigWrite32(0, dev, 0, 0x10, 0xffffffff);
-      const mask = await q.pciConfigRead32(0, dev, 0, 0x10);
-      assert.equal((~(mask & ~0xf) + 1) >>> 0, 1 << 20, `BAR0 mask 0x${mask.toString(16)}`);
-      await q.pciConfigWrite32(0, dev, 0, 0x10, BAR0_ADDR);
-      assert.equal(((await q.pciConfigRead32(0, dev, 0, 0x10)) & ~0xf) >>> 0, BAR0_ADDR);
-      // Command: memory space on.
-      const cmd = await q.pciConfigRead32(0, dev, 0, 4);
-      await q.pciConfigWrite32(0, dev, 0, 4, (cmd & 0xffff) | 0x2);
-      assert.equal(await q.readl(BAR0_ADDR), EDU_ID);
-      await q.writel(BAR0_ADDR + 4, 0x5a5aa5a5);
-      assert.equal(await q.readl(BAR0_ADDR + 4), ~0x5a5aa5a5 >>> 0);
-      await q.writel(BAR0_ADDR + 8, 6);
-      assert.equal(await q.readl(BAR0_ADDR + 8), 720);
-      // INTx: edu raises (BAR0 + 0x60), our eventfd signal becomes QEMU's INTx: an IOAPIC
-      // line goes up; QEMU lowers it at the next BAR access (its EOI) and unmasks us.
-      await q.command('irq_intercept_in ioapic');
-      await q.writel(BAR0_ADDR + 0x60, 1);
-      for (let i = 0; i < 100 && !q.irqEvents.some((e) => e.startsWith('IRQ raise')); i++)
-        await new Promise((r) => setTimeout(r, 20));
-      const raised = q.irqEvents.find((e) => e.startsWith('IRQ raise'));
-      assert.ok(raised, `no INTx seen\n${log.join('\n')}`);
-      assert.equal(await q.readl(BAR0_ADDR + 0x24), 1, 'edu interrupt status');
-      assert.ok(q.irqEvents.includes(raised.replace('raise', 'lower')), q.irqEvents.join(', '));
-      // DMA through QEMU's guest RAM, which QEMU handed us as memfd DMA_MAPs: RAM -> edu.
-      await q.writel(0x10_0000, 0xabcd1234);
-      await q.writel(BAR0_ADDR + 0x80, 0x10_0000);
-      await q.writel(BAR0_ADDR + 0x88, 0x40000);
-      await q.writel(BAR0_ADDR + 0x90, 4);
-      await q.writel(BAR0_ADDR + 0x98, 1);
-      await new Promise((r) => setTimeout(r, 50));
-      assert.equal(await q.readl(BAR0_ADDR + 0x40000), 0xabcd1234, 'edu read guest RAM');
-      // ...and edu -> RAM.
-      await q.writel(BAR0_ADDR + 0x40004, 0x0badcafe);
-      await q.writel(BAR0_ADDR + 0x80, 0x40004);
-      await q.writel(BAR0_ADDR + 0x88, 0x20_0000);
-      await q.writel(BAR0_ADDR + 0x98, 3);
-      await new Promise((r) => setTimeout(r, 50));
-      assert.equal(await q.readl(0x20_0000), 0x0badcafe, 'edu wrote guest RAM');
-      assert.ok(s.device.dma.count > 0, 'QEMU mapped its RAM');
-    });
-  } finally {
-    s.close();
-    work.cleanup();
-  }
-  assert.ok(
-    log.some((l) => /client 1 connected \(pid \d+, uid 0\)/.test(l)),
-    log.join('\n'),
-  );
-  assert.ok(
-    log.some((l) => /client 1 disconnected/.test(l)),
-    log.join('\n'),
-  );
-});
+for (const where of WHERE) {
+  test(`QEMU 11 qtest: config space, BAR sizing and programming, edu registers, INTx and DMA into guest RAM over vfio-user${named(where)}`, async (t) => {
+    const p = provisionedOrSkip(t, { chroot: true });
+    if (!p) return;
+    const work = chrootWorkDir(p);
+    const log: string[] = [];
+    const sock = work.path('edu.sock');
+    const s = await serveEdu(where, sock.host, log);
+    try {
+      await withQtest(p, vfioUserQtest([sock.chroot]), async (q) => {
+        const dev = await findDevice(q, EDU_VENDOR_DEVICE);
+        assert.ok(dev >= 0, `edu not found on bus 0\n${q.stderr}\n${log.join('\n')}`);
+        // Class code: 0x00ff00, revision 0x10.
+        assert.equal(await q.pciConfigRead32(0, dev, 0, 8), 0x00ff0010);
+        // BAR0 sizing: all ones, read back the mask: 1 MiB, 32-bit memory.
+        await q.pciConfigWrite32(0, dev, 0, 0x10, 0xffffffff);
+        const mask = await q.pciConfigRead32(0, dev, 0, 0x10);
+        assert.equal((~(mask & ~0xf) + 1) >>> 0, 1 << 20, `BAR0 mask 0x${mask.toString(16)}`);
+        await q.pciConfigWrite32(0, dev, 0, 0x10, BAR0_ADDR);
+        assert.equal(((await q.pciConfigRead32(0, dev, 0, 0x10)) & ~0xf) >>> 0, BAR0_ADDR);
+        // Command: memory space on.
+        const cmd = await q.pciConfigRead32(0, dev, 0, 4);
+        await q.pciConfigWrite32(0, dev, 0, 4, (cmd & 0xffff) | 0x2);
+        assert.equal(await q.readl(BAR0_ADDR), EDU_ID);
+        await q.writel(BAR0_ADDR + 4, 0x5a5aa5a5);
+        assert.equal(await q.readl(BAR0_ADDR + 4), ~0x5a5aa5a5 >>> 0);
+        await q.writel(BAR0_ADDR + 8, 6);
+        assert.equal(await q.readl(BAR0_ADDR + 8), 720);
+        // INTx: edu raises (BAR0 + 0x60), our eventfd signal becomes QEMU's INTx: an IOAPIC
+        // line goes up; QEMU lowers it at the next BAR access (its EOI) and unmasks us.
+        await q.command('irq_intercept_in ioapic');
+        await q.writel(BAR0_ADDR + 0x60, 1);
+        for (let i = 0; i < 100 && !q.irqEvents.some((e) => e.startsWith('IRQ raise')); i++)
+          await new Promise((r) => setTimeout(r, 20));
+        const raised = q.irqEvents.find((e) => e.startsWith('IRQ raise'));
+        assert.ok(raised, `no INTx seen\n${log.join('\n')}`);
+        assert.equal(await q.readl(BAR0_ADDR + 0x24), 1, 'edu interrupt status');
+        assert.ok(q.irqEvents.includes(raised.replace('raise', 'lower')), q.irqEvents.join(', '));
+        // DMA through QEMU's guest RAM, which QEMU handed us as memfd DMA_MAPs: RAM -> edu.
+        await q.writel(0x10_0000, 0xabcd1234);
+        await q.writel(BAR0_ADDR + 0x80, 0x10_0000);
+        await q.writel(BAR0_ADDR + 0x88, 0x40000);
+        await q.writel(BAR0_ADDR + 0x90, 4);
+        await q.writel(BAR0_ADDR + 0x98, 1);
+        await new Promise((r) => setTimeout(r, 50));
+        assert.equal(await q.readl(BAR0_ADDR + 0x40000), 0xabcd1234, 'edu read guest RAM');
+        // ...and edu -> RAM.
+        await q.writel(BAR0_ADDR + 0x40004, 0x0badcafe);
+        await q.writel(BAR0_ADDR + 0x80, 0x40004);
+        await q.writel(BAR0_ADDR + 0x88, 0x20_0000);
+        await q.writel(BAR0_ADDR + 0x98, 3);
+        await new Promise((r) => setTimeout(r, 50));
+        assert.equal(await q.readl(0x20_0000), 0x0badcafe, 'edu wrote guest RAM');
+        assert.notEqual(s.mapped(), 0, 'QEMU mapped its RAM');
+      });
+    } finally {
+      await s.close();
+      work.cleanup();
+    }
+    assert.ok(
+      log.some((l) => /client 1 connected \(pid \d+, uid 0\)/.test(l)),
+      log.join('\n'),
+    );
+    assert.ok(
+      log.some((l) => /client 1 disconnected/.test(l)),
+      log.join('\n'),
+    );
+  });
+}
 
 /** Polls edu's DMA command register (BAR0 + 0x98) until the start bit clears. */
 async function eduDmaDone(q: QtestSession): Promise<void> {
@@ -137,62 +164,72 @@ async function eduDmaDone(q: QtestSession): Promise<void> {
   assert.fail('edu DMA never finished');
 }
 
-test('QEMU 11 qtest, guest RAM not fd-backed: edu DMA goes through DMA_READ / DMA_WRITE to QEMU', async (t) => {
-  const p = provisionedOrSkip(t, { chroot: true });
-  if (!p) return;
-  const work = chrootWorkDir(p);
-  const log: string[] = [];
-  const sock = work.path('edu.sock');
-  const s = serve('edu', sock.host, log, { verbose: true });
-  try {
-    // Plain -m RAM: QEMU has no fd for it, so its DMA_MAPs carry none.
-    await withQtest(p, vfioUserQtest([sock.chroot], 512, 'anonymous'), async (q) => {
-      const dev = await findDevice(q, EDU_VENDOR_DEVICE);
-      assert.ok(dev >= 0, `edu not found on bus 0\n${q.stderr}\n${log.join('\n')}`);
-      await q.pciConfigWrite32(0, dev, 0, 0x10, BAR0_ADDR);
-      const cmd = await q.pciConfigRead32(0, dev, 0, 4);
-      await q.pciConfigWrite32(0, dev, 0, 4, (cmd & 0xffff) | 0x6); // memory space, bus master
-      assert.equal(await q.readl(BAR0_ADDR), EDU_ID);
-      assert.ok(s.device.dma.count > 0, 'QEMU mapped its RAM');
-      // RAM -> edu: 4 KiB (edu's whole DMA buffer) of a pattern, one DMA_READ to QEMU.
-      const pattern = new Uint8Array(4096).map((_, i) => (i * 7 + 3) & 0xff);
-      const words = new DataView(pattern.buffer);
-      await q.write(0x10_0000, pattern);
-      await q.writel(BAR0_ADDR + 0x80, 0x10_0000);
-      await q.writel(BAR0_ADDR + 0x88, 0x40000);
-      await q.writel(BAR0_ADDR + 0x90, pattern.length);
-      await q.writel(BAR0_ADDR + 0x98, 1);
-      await eduDmaDone(q);
-      const why = () => log.filter((l) => /DMA/.test(l)).join('\n');
-      assert.equal(await q.readl(BAR0_ADDR + 0x40000), words.getUint32(0, true), `edu buffer 0..3\n${why()}`);
-      assert.equal(await q.readl(BAR0_ADDR + 0x40ffc), words.getUint32(4092, true), 'edu buffer 4092..4095');
-      // edu -> RAM: the buffer back to another address, one DMA_WRITE. Where the data sits in the
-      // message (docs/vfio-user-wire.md) decides whether these bytes land shifted or at all.
-      await q.writel(BAR0_ADDR + 0x80, 0x40000);
-      await q.writel(BAR0_ADDR + 0x88, 0x30_0000);
-      await q.writel(BAR0_ADDR + 0x90, pattern.length);
-      await q.writel(BAR0_ADDR + 0x98, 3);
-      await eduDmaDone(q);
-      assert.deepEqual(await q.read(0x30_0000, pattern.length), pattern, `edu wrote guest RAM\n${why()}`);
-      assert.equal(await q.readb(0x30_0000 + pattern.length), 0, 'nothing past the transfer');
-      // One byte to RAM at an odd address: the count is honoured too.
-      await q.writeb(0x40_0000, 0xee);
-      await q.writel(BAR0_ADDR + 0x80, 0x40001);
-      await q.writel(BAR0_ADDR + 0x88, 0x40_0001);
-      await q.writel(BAR0_ADDR + 0x90, 1);
-      await q.writel(BAR0_ADDR + 0x98, 3);
-      await eduDmaDone(q);
-      assert.deepEqual([...(await q.read(0x40_0000, 3))], [0xee, pattern[1], 0]);
-    });
-  } finally {
-    s.close();
-    work.cleanup();
-  }
-  const trace = log.join('\n');
-  assert.match(trace, /reply VFIO_USER_DMA_READ \d+B: reply/, trace);
-  assert.match(trace, /reply VFIO_USER_DMA_WRITE \d+B: reply/, trace);
-  assert.doesNotMatch(trace, /DMA_(READ|WRITE).*E[A-Z]+ \(/, trace);
-});
+for (const where of ['in-process', 'blocking'] as const) {
+  test(`QEMU 11 qtest, guest RAM not fd-backed: edu DMA goes through DMA_READ / DMA_WRITE to QEMU${named(where)}`, async (t) => {
+    const p = provisionedOrSkip(t, { chroot: true });
+    if (!p) return;
+    const work = chrootWorkDir(p);
+    const log: string[] = [];
+    const sock = work.path('edu.sock');
+    const s = await serveEdu(where, sock.host, log, { verbose: true });
+    try {
+      // Plain -m RAM: QEMU has no fd for it, so its DMA_MAPs carry none.
+      await withQtest(p, vfioUserQtest([sock.chroot], 512, 'anonymous'), async (q) => {
+        const dev = await findDevice(q, EDU_VENDOR_DEVICE);
+        assert.ok(dev >= 0, `edu not found on bus 0\n${q.stderr}\n${log.join('\n')}`);
+        await q.pciConfigWrite32(0, dev, 0, 0x10, BAR0_ADDR);
+        const cmd = await q.pciConfigRead32(0, dev, 0, 4);
+        await q.pciConfigWrite32(0, dev, 0, 4, (cmd & 0xffff) | 0x6); // memory space, bus master
+        assert.equal(await q.readl(BAR0_ADDR), EDU_ID);
+        assert.notEqual(s.mapped(), 0, 'QEMU mapped its RAM');
+        // RAM -> edu: 4 KiB (edu's whole DMA buffer) of a pattern, one DMA_READ to QEMU.
+        const pattern = new Uint8Array(4096).map((_, i) => (i * 7 + 3) & 0xff);
+        const words = new DataView(pattern.buffer);
+        await q.write(0x10_0000, pattern);
+        await q.writel(BAR0_ADDR + 0x80, 0x10_0000);
+        await q.writel(BAR0_ADDR + 0x88, 0x40000);
+        await q.writel(BAR0_ADDR + 0x90, pattern.length);
+        await q.writel(BAR0_ADDR + 0x98, 1);
+        await eduDmaDone(q);
+        const why = () => log.filter((l) => /DMA/.test(l)).join('\n');
+        assert.equal(
+          await q.readl(BAR0_ADDR + 0x40000),
+          words.getUint32(0, true),
+          `edu buffer 0..3\n${why()}`,
+        );
+        assert.equal(
+          await q.readl(BAR0_ADDR + 0x40ffc),
+          words.getUint32(4092, true),
+          'edu buffer 4092..4095',
+        );
+        // edu -> RAM: the buffer back to another address, one DMA_WRITE. Where the data sits in the
+        // message (docs/vfio-user-wire.md) decides whether these bytes land shifted or at all.
+        await q.writel(BAR0_ADDR + 0x80, 0x40000);
+        await q.writel(BAR0_ADDR + 0x88, 0x30_0000);
+        await q.writel(BAR0_ADDR + 0x90, pattern.length);
+        await q.writel(BAR0_ADDR + 0x98, 3);
+        await eduDmaDone(q);
+        assert.deepEqual(await q.read(0x30_0000, pattern.length), pattern, `edu wrote guest RAM\n${why()}`);
+        assert.equal(await q.readb(0x30_0000 + pattern.length), 0, 'nothing past the transfer');
+        // One byte to RAM at an odd address: the count is honoured too.
+        await q.writeb(0x40_0000, 0xee);
+        await q.writel(BAR0_ADDR + 0x80, 0x40001);
+        await q.writel(BAR0_ADDR + 0x88, 0x40_0001);
+        await q.writel(BAR0_ADDR + 0x90, 1);
+        await q.writel(BAR0_ADDR + 0x98, 3);
+        await eduDmaDone(q);
+        assert.deepEqual([...(await q.read(0x40_0000, 3))], [0xee, pattern[1], 0]);
+      });
+    } finally {
+      await s.close();
+      work.cleanup();
+    }
+    const trace = log.join('\n');
+    assert.match(trace, /reply VFIO_USER_DMA_READ \d+B: reply/, trace);
+    assert.match(trace, /reply VFIO_USER_DMA_WRITE \d+B: reply/, trace);
+    assert.doesNotMatch(trace, /DMA_(READ|WRITE).*E[A-Z]+ \(/, trace);
+  });
+}
 
 test('QEMU 11 qtest against `vfio-ts serve` (the command line), ivshmem BAR2 through the mmap fd, kept for the next client', async (t) => {
   const p = provisionedOrSkip(t, { chroot: true });

@@ -1,7 +1,8 @@
 /**
  * `vfio-ts serve` as a process: socket mode, refusing a live socket, replacing a stale one,
- * connect/disconnect log lines with the peer's pid and uid, clean shutdown on SIGINT/SIGTERM;
- * a device module (`--module`) and every way loading one can fail; `--help`.
+ * connect/disconnect log lines with the peer's pid and uid, clean shutdown on SIGINT/SIGTERM,
+ * each message loop (a worker blocking or polling, or this thread's libuv); a device module
+ * (`--module`) under each loop and every way loading one can fail; `--help`.
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -12,10 +13,11 @@ import { after, test } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import { VfioUserCommand as C } from '../../src/abi/vfio-user.js';
 import { VfioUserClient } from '../../src/client/index.js';
+import { EDU_ID } from '../../src/devices/edu.js';
 import { VfioDevice } from '../../src/driver/device.js';
 import { closeFd, unixConnect, unixListen } from '../../src/native/index.js';
 import { repoRoot } from '../harness/index.js';
-import { errnoOf, qemuVersionPayload, rawPeer } from './raw.js';
+import { access, errnoOf, le, qemuVersionPayload, rawPeer } from './raw.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'vfio-ts-serve-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -217,6 +219,47 @@ test('serve: bad arguments exit 2 with the usage', async () => {
   assert.match(err, /unknown device nope/);
 });
 
+test('serve --loop: blocking (the default), --poll and libuv all serve; verbose traces come from the worker too', async () => {
+  const runs: [string, string[]][] = [
+    ['blocking', []],
+    ['poll', ['--poll', '--poll-idle-ms', '5']],
+    ['libuv', ['--loop', 'libuv']],
+    ['blocking', ['--loop', 'blocking', '--verbose']],
+  ];
+  for (const [label, extra] of runs) {
+    const sock = join(dir, `loop-${label}-${extra.length}.sock`);
+    const s = serve(sock, ...extra);
+    try {
+      await until(() => /serving edu/.test(s.out()), `the ${label} server to start`);
+      assert.match(s.out(), new RegExp(`${label} loop`));
+      const p = rawPeer(unixConnect(sock));
+      assert.equal(errnoOf(await p.call(C.VERSION, qemuVersionPayload())), 0);
+      const id = await p.call(C.REGION_READ, access(0, 0n, 4));
+      assert.equal(le(id.payload).getUint32(16, true), EDU_ID, label);
+      p.close();
+      await until(() => /disconnected/.test(s.out()), 'the disconnect line');
+    } finally {
+      s.child.kill('SIGTERM');
+    }
+    assert.equal(await s.exit, 0, s.out());
+    if (extra.includes('--verbose')) assert.match(s.out(), /msg \d+ cmd VFIO_USER_REGION_READ 32B: ok/);
+    assert.throws(() => statSync(sock), 'socket removed');
+  }
+});
+
+test('serve: bad loop options exit 2', async () => {
+  for (const [args, why] of [
+    [['--loop', 'spin'], /--loop must be blocking, poll or libuv/],
+    [['--poll', '--poll-idle-ms', '-1'], /--poll-idle-ms needs an integer >= 0 or never/],
+    [['--poll-idle-ms', '5'], /--poll-idle-ms is for --poll \(--loop poll\) only/],
+    [['--poll', '--loop', 'libuv'], /--poll is --loop poll, not --loop libuv/],
+  ] as const) {
+    const s = serve(join(dir, 'bad-loop.sock'), ...args);
+    assert.equal(await s.exit, 2);
+    assert.match(s.out(), why);
+  }
+});
+
 /** Runs `vfio-ts serve ARGS` to its exit; its output. */
 async function serveOnce(...args: string[]): Promise<{ code: number | null; out: string }> {
   const s = spawn(process.execPath, [join(repoRoot(), 'dist/src/cli/main.js'), 'serve', ...args], {
@@ -237,40 +280,79 @@ function deviceModule(name: string, body: string): string {
   return path;
 }
 
-test('serve --module: the default export of a device module, served and driven by the client', async () => {
-  const mod = deviceModule(
-    'answer.mjs',
-    `export default defineDevice({
-      name: 'answer',
-      identity: { vendorId: 0x1b36, deviceId: 0x4242, classCode: 0xff0000 },
-      bars: [{ index: 0, kind: 'mem32', size: 4096, backing: 'registers' }],
-      create: () => ({ bars: { 0: { read: (offset) => BigInt(offset) + 42n, write() {} } } }),
-    });`,
-  );
-  const sock = join(dir, 'module.sock');
-  const s = spawn(
-    process.execPath,
-    [join(repoRoot(), 'dist/src/cli/main.js'), 'serve', '--module', mod, '--socket', sock],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  let out = '';
-  s.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
-  s.stderr.setEncoding('utf8').on('data', (d: string) => (out += d));
-  const exit = new Promise<number | null>((r) => s.once('exit', (c) => r(c)));
-  try {
-    await until(() => /serving answer/.test(out), `the server to start\n${out}`);
-    const dev = new VfioDevice(await VfioUserClient.connect(sock));
-    const info = await dev.info();
-    assert.equal(info.numRegions >= 9, true);
-    assert.equal(await dev.read32(0, 8), 50);
-    assert.equal((await dev.read(7, 0, 4)).join(), [0x36, 0x1b, 0x42, 0x42].join(), 'vendor and device id');
-    await dev.close();
-  } finally {
-    s.kill('SIGTERM');
-  }
-  assert.equal(await exit, 0, out);
-  assert.throws(() => statSync(sock), 'socket removed');
-});
+/** `vfio-ts serve ARGS` started; its output so far, and its exit. */
+function spawnServe(...args: string[]): Served {
+  const child = spawn(process.execPath, [join(repoRoot(), 'dist/src/cli/main.js'), 'serve', ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let text = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (text += d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (text += d));
+  return { child, out: () => text, exit: new Promise((r) => child.once('exit', (c) => r(c))) };
+}
+
+/** The loops `vfio-ts serve` offers, by their flags: a worker blocking (the default) or polling, or this thread. */
+const LOOPS: readonly [string, string[]][] = [
+  ['blocking', []],
+  ['poll', ['--poll', '--poll-idle-ms', '5']],
+  ['libuv', ['--loop', 'libuv']],
+];
+
+for (const [loop, flags] of LOOPS)
+  test(`serve --module (${loop} loop): the default export of a device module, built and served by that loop's thread`, async () => {
+    const mod = deviceModule(
+      `answer-${loop}.mjs`,
+      `import { isMainThread } from 'node:worker_threads';
+      export default defineDevice({
+        name: 'answer',
+        identity: { vendorId: 0x1b36, deviceId: 0x4242, classCode: 0xff0000 },
+        bars: [{ index: 0, kind: 'mem32', size: 4096, backing: 'registers' }],
+        // Offset 0x10 reads 1 when the device was built in the main thread.
+        create: () => ({ bars: { 0: { read: (offset) => offset === 0x10 ? BigInt(isMainThread) : BigInt(offset) + 42n, write() {} } } }),
+      });`,
+    );
+    const sock = join(dir, `module-${loop}.sock`);
+    const s = spawnServe('--module', mod, '--socket', sock, ...flags);
+    try {
+      await until(() => /serving answer/.test(s.out()), `the server to start\n${s.out()}`);
+      assert.match(s.out(), new RegExp(`${loop} loop`));
+      const dev = new VfioDevice(await VfioUserClient.connect(sock));
+      const info = await dev.info();
+      assert.equal(info.numRegions >= 9, true);
+      assert.equal(await dev.read32(0, 8), 50);
+      assert.equal(await dev.read32(0, 0x10), loop === 'libuv' ? 1 : 0, 'built in the thread that serves it');
+      assert.equal((await dev.read(7, 0, 4)).join(), [0x36, 0x1b, 0x42, 0x42].join(), 'vendor and device id');
+      await dev.close();
+    } finally {
+      s.child.kill('SIGTERM');
+    }
+    assert.equal(await s.exit, 0, s.out());
+    assert.throws(() => statSync(sock), 'socket removed');
+  });
+
+for (const [loop, flags] of LOOPS)
+  test(`serve --device ivshmem (${loop} loop): BAR2 keeps what a client wrote for the next client`, async () => {
+    // A client leaving resets the device; ivshmem's shared memory is not the device's to clear.
+    const sock = join(dir, `ivshmem-${loop}.sock`);
+    const s = spawnServe('--device', 'ivshmem', '--socket', sock, ...flags);
+    try {
+      await until(() => /serving ivshmem/.test(s.out()), `the server to start\n${s.out()}`);
+      const first = new VfioDevice(await VfioUserClient.connect(sock));
+      await first.write32(2, 0x100, 0xcafef00d);
+      const m = await first.map(2, { length: 4096 });
+      m.bytes.set([1, 2, 3, 4], 0x200); // through the BAR's fd, as QEMU writes it
+      m.unmap();
+      await first.close();
+      await until(() => /client 1 disconnected/.test(s.out()), 'the first client to go');
+      const next = new VfioDevice(await VfioUserClient.connect(sock));
+      assert.equal(await next.read32(2, 0x100), 0xcafef00d);
+      assert.deepEqual([...(await next.read(2, 0x200, 4))], [1, 2, 3, 4]);
+      await next.close();
+    } finally {
+      s.child.kill('SIGTERM');
+    }
+    assert.equal(await s.exit, 0, s.out());
+  });
 
 test('serve --module: a module that is no device, a definition with a bad field, a missing file, TypeScript', async () => {
   const cases: [string, string, RegExp][] = [
@@ -291,12 +373,15 @@ test('serve --module: a module that is no device, a definition with a bad field,
     [join(dir, 'missing.mjs'), 'z.sock', /ENOENT \(cannot load .*missing\.mjs/],
     [join(dir, 'device.ts'), 'w.sock', /compile the module first/],
   ];
-  for (const [mod, sock, want] of cases) {
-    const r = await serveOnce('--module', mod, '--socket', join(dir, sock));
-    assert.equal(r.code, 1, r.out);
-    assert.match(r.out, want);
-    assert.throws(() => statSync(join(dir, sock)), 'no socket left behind');
-  }
+  // The same one line whether the worker loaded the module (the default) or this thread did.
+  for (const loop of [[], ['--loop', 'libuv']])
+    for (const [mod, sock, want] of cases) {
+      const r = await serveOnce('--module', mod, '--socket', join(dir, sock), ...loop);
+      assert.equal(r.code, 1, r.out);
+      assert.match(r.out, want);
+      assert.equal(r.out.trim().split('\n').length, 1, r.out);
+      assert.throws(() => statSync(join(dir, sock)), 'no socket left behind');
+    }
   const both = await serveOnce('--module', 'a.js', '--device', 'edu', '--socket', join(dir, 'v.sock'));
   assert.equal(both.code, 2);
   assert.match(both.out, /give one of --device and --module/);

@@ -2,8 +2,9 @@
  * serveDevice (src/server/serve-device.ts), the library call under `vfio-ts serve`: a definition
  * served at a path and driven by our client, the path claimed (stale replaced, live, non-socket
  * and missing-directory refused with their errno), stop() removing only our own socket, and a
- * device the caller built left open. Signals are covered through the command line
- * (serve-cli.test.ts), which runs on it.
+ * device the caller built left open; a DeviceModule built and served in a worker with each
+ * thread loop, or in this thread with libuv, and what a worker cannot take refused. Signals are
+ * covered through the command line (serve-cli.test.ts), which runs on it.
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -12,34 +13,24 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { Errno } from '../../src/abi/errno.js';
 import { VfioUserClient } from '../../src/client/index.js';
-import { defineDevice } from '../../src/core/define.js';
 import { createDevice } from '../../src/devices/index.js';
 import { VfioDevice } from '../../src/driver/device.js';
 import { VfioError } from '../../src/errors.js';
 import { closeFd, unixConnect, unixListen } from '../../src/native/index.js';
 import { nativeEnvironment } from '../../src/runtime.js';
-import { claimSocketPath, serveDevice } from '../../src/server/index.js';
+import {
+  claimSocketPath,
+  type LoopMode,
+  serveDevice,
+  ThreadedServer,
+  VfioUserServer,
+} from '../../src/server/index.js';
+import echo from './echo-device.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'vfio-ts-serve-device-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-/** A register that reads back what was written, plus 0x1234 at offset 4. */
-const echo = defineDevice({
-  name: 'echo',
-  identity: { vendorId: 0x1b36, deviceId: 0x7e57, classCode: 0xff0000 },
-  bars: [{ index: 0, kind: 'mem32', size: 4096, backing: 'registers' }],
-  state: () => ({ value: 0n }),
-  create: ({ state }) => ({
-    bars: {
-      0: {
-        read: (offset) => (offset === 0 ? state.value : offset === 4 ? 0x1234n : 0n),
-        write: (offset, _size, v) => {
-          if (offset === 0) state.value = v;
-        },
-      },
-    },
-  }),
-});
+const ECHO_MODULE = { module: new URL('./echo-device.js', import.meta.url) };
 
 function errnoOf(fn: () => unknown): { errno: number; message: string } {
   try {
@@ -68,7 +59,7 @@ describe('serveDevice', () => {
     assert.throws(() => statSync(socket), 'socket removed');
     assert.match(log.join('\n'), /client 1 connected/);
     assert.equal(
-      errnoOf(() => served.device.readRegion(0, 0n, 4)).errno,
+      errnoOf(() => served.device!.readRegionInto(0, 0, new Uint8Array(4))).errno,
       Errno.EBADF,
       'the device serveDevice built is closed',
     );
@@ -104,6 +95,87 @@ describe('serveDevice', () => {
       (e) => e instanceof VfioError,
     );
     assert.throws(() => statSync(socket), 'no socket left behind');
+  });
+});
+
+/** A client writes and reads the echo register; `[value, 0x1234, built in the main thread]`. */
+async function drive(socket: string): Promise<number[]> {
+  const dev = new VfioDevice(await VfioUserClient.connect(socket));
+  try {
+    await dev.write32(0, 0, 0xcafe);
+    return [await dev.read32(0, 0), await dev.read32(0, 4), await dev.read32(0, 8)];
+  } finally {
+    await dev.close();
+  }
+}
+
+describe('serveDevice: where the device runs', () => {
+  const cases: [string, LoopMode | undefined, 'worker' | 'this thread'][] = [
+    ['blocking (the default for a module)', undefined, 'worker'],
+    ['poll', 'poll', 'worker'],
+    ['libuv', 'libuv', 'this thread'],
+  ];
+  for (const [label, loop, where] of cases)
+    test(`a DeviceModule, loop ${label}: built and served in ${where}`, async () => {
+      const socket = join(dir, `module-${label.split(' ')[0]}.sock`);
+      const log: string[] = [];
+      const served = await serveDevice(ECHO_MODULE, {
+        socket,
+        signals: false,
+        log: (l) => log.push(l),
+        ...(loop ? { loop } : {}),
+        pollIdleMs: 20,
+      });
+      try {
+        assert.equal(served.name, 'echo');
+        assert.equal(served.server instanceof ThreadedServer, where === 'worker');
+        assert.equal(served.device === undefined, where === 'worker', 'a device only where it lives');
+        assert.deepEqual(await drive(socket), [0xcafe, 0x1234, where === 'worker' ? 0 : 1]);
+        await served.server.idle();
+        assert.match(log.join('\n'), /client 1 connected/, 'the log, relayed from a worker too');
+      } finally {
+        await served.stop();
+      }
+      assert.throws(() => statSync(socket), 'socket removed');
+    });
+
+  test('a definition with a thread loop runs it in this thread, as ServerOptions.loop does', async () => {
+    const socket = join(dir, 'definition-blocking.sock');
+    const served = await serveDevice(echo, { socket, signals: false, loop: 'blocking' });
+    try {
+      assert.ok(served.server instanceof VfioUserServer);
+      assert.deepEqual(await drive(socket), [0xcafe, 0x1234, 1]);
+    } finally {
+      await served.stop();
+    }
+  });
+
+  test('a worker refuses what cannot cross to it; a module that fails there rejects with its errno; no socket left', async () => {
+    const socket = join(dir, 'refused.sock');
+    const refusals: [
+      Parameters<typeof serveDevice>[0],
+      Partial<Parameters<typeof serveDevice>[1]>,
+      number,
+      RegExp,
+    ][] = [
+      [ECHO_MODULE, { device: { env: nativeEnvironment() } }, Errno.EINVAL, /native environment/],
+      [ECHO_MODULE, { events: {} }, Errno.EINVAL, /events and stopFlag/],
+      // Device options reach the worker: these are refused there, by the core.
+      [ECHO_MODULE, { device: { offsetBits: 8 } }, Errno.EINVAL, /offset space: EINVAL \(width 8 bits\)/],
+      [{ module: join(dir, 'missing.js') }, {}, Errno.ENOENT, /missing\.js: ENOENT \(cannot load it/],
+      [{ ...ECHO_MODULE, export: 'nope' }, {}, Errno.EINVAL, /no export nope/],
+      [{ module: 'echo-device.js' }, {}, Errno.EINVAL, /a URL or an absolute path/],
+      [{ ...ECHO_MODULE, export: 'default', arg: () => 0 }, {}, Errno.EINVAL, /must be plain data/],
+    ];
+    for (const [device, extra, errno, message] of refusals) {
+      await assert.rejects(serveDevice(device, { socket, signals: false, ...extra }), (e: unknown) => {
+        assert.ok(e instanceof VfioError, String(e));
+        assert.equal(e.errno, errno, e.message);
+        assert.match(e.message, message);
+        return true;
+      });
+      assert.throws(() => statSync(socket), 'no socket left behind');
+    }
   });
 });
 

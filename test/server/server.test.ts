@@ -63,6 +63,7 @@ import {
   packRaw,
   qemuVersionPayload,
   type RawPeer,
+  type Rig,
   rawPeer,
   rig,
   u32s,
@@ -214,6 +215,37 @@ describe('vfio-user server: happy paths', () => {
         } finally {
           p.close();
           await small.server.idle();
+        }
+      }
+    } finally {
+      small.close();
+    }
+  });
+
+  test('a refused VERSION leaves the connection un-negotiated: later commands are EINVAL until a good VERSION', async () => {
+    const small = rig('edu', { limits: { maxDataXferSize: 4096 } });
+    const cases: [string, Rig, Uint8Array][] = [
+      [
+        'pgsizes without 4 KiB',
+        r,
+        encodeVersion({ major: 0, minor: 0, json: { capabilities: { pgsizes: 0x200000 } } }),
+      ],
+      ['a limit below an unstated default', small, new Uint8Array(4)],
+    ];
+    try {
+      for (const [what, rg, bad] of cases) {
+        const p = rg.connect();
+        try {
+          assert.equal(errnoOf(await p.call(C.VERSION, bad)), Errno.EINVAL, what);
+          // Before the fix the refused proposal had already set `negotiated`: these were served.
+          assert.equal(errnoOf(await p.call(C.DEVICE_GET_INFO, u32s(16, 0, 0, 0))), Errno.EINVAL, what);
+          assert.equal(errnoOf(await p.call(C.REGION_READ, access(0, 0n, 4))), Errno.EINVAL, what);
+          // A good proposal is still taken (nothing was settled), and then the device answers.
+          assert.equal(errnoOf(await p.call(C.VERSION, qemuVersionPayload())), 0, what);
+          assert.equal(errnoOf(await p.call(C.DEVICE_GET_INFO, u32s(16, 0, 0, 0))), 0, what);
+        } finally {
+          p.close();
+          await rg.server.idle();
         }
       }
     } finally {

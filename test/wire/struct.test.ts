@@ -89,6 +89,41 @@ describe('struct codec', () => {
     assert.deepEqual(S.read(b), v);
   });
 
+  test("accessors read and write each field at base on a caller's DataView, as get and set do", () => {
+    const buf = new Uint8Array(40);
+    const dv = new DataView(buf.buffer);
+    const v = { a: 0xab, b: 0x1234, c: 0xdeadbeef, d: -2, e: 0x0102030405060708n };
+    for (const k of ['a', 'b', 'c', 'd', 'e'] as const) {
+      const acc = S.accessor(k);
+      assert.equal(acc.offset, S.offsetOf(k));
+      (acc.set as (dv: DataView, base: number, x: number | bigint) => void)(dv, 8, v[k]);
+      assert.equal(S.get(buf, k, 8), v[k], k);
+      assert.equal(acc.get(dv, 8), v[k], k);
+    }
+    assert.deepEqual(S.read(buf, 8), v);
+    // A field outside the view is DataView's RangeError: accessors leave bounds to the caller.
+    assert.throws(() => S.accessor('e').get(new DataView(new ArrayBuffer(16)), 0), RangeError);
+  });
+
+  test('u64AsNumber: exact below 2^53 without BigInt, -1 from 2^53 up; set writes both halves', () => {
+    const buf = new Uint8Array(32);
+    const dv = new DataView(buf.buffer);
+    const e = S.u64AsNumber('e');
+    for (const x of [0, 1, 0xffff_ffff, 0x1_0000_0000, 2 ** 53 - 1]) {
+      e.set(dv, 0, x);
+      assert.equal(S.get(buf, 'e'), BigInt(x));
+      assert.equal(e.get(dv, 0), x);
+    }
+    for (const x of [2n ** 53n, 2n ** 64n - 1n]) {
+      S.set(buf, 'e', x);
+      assert.equal(e.get(dv, 0), -1, String(x));
+    }
+    assert.throws(
+      () => S.u64AsNumber('c' as 'e'),
+      (err: unknown) => err instanceof VfioError && err.errno === Errno.EINVAL,
+    );
+  });
+
   test('offsetOf and endOf follow the layout (the kernel minsz idiom)', () => {
     assert.equal(S.offsetOf('tail'), 32);
     assert.equal(S.endOf('d'), 20);

@@ -3,7 +3,7 @@
  * and sends interrupts (NVMe 1.4 §4.1, §4.6, §7.5).
  *
  * A tail doorbell schedules a fetch pass on its SQ (a microtask, so the doorbells of one burst
- * of messages are taken together). A pass fetches what the host submitted, in batches, while
+ * of messages are taken together; made by a promise, which the server's thread loop sees). A pass fetches what the host submitted, in batches, while
  * the SQ and the controller have room for more commands in flight (MAX_INFLIGHT_PER_SQ,
  * MAX_INFLIGHT): nothing queues without bound; the rest waits in the SQ where the host put it.
  * Admin commands run one at a time in submission order; I/O commands run concurrently and
@@ -53,7 +53,10 @@ export class QueueEngine {
   schedule(sq: SubmissionQueue): void {
     if (sq.scheduled) return;
     sq.scheduled = true;
-    queueMicrotask(() => {
+    // A microtask made by a promise, not queueMicrotask: the server's thread loop turns its
+    // event loop when a promise is made (src/server/loop.ts), so the fetch runs before it
+    // sleeps in recvmsg again instead of a tick later.
+    void Promise.resolve().then(() => {
       sq.scheduled = false;
       void this.fetch(sq);
     });

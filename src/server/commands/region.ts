@@ -1,7 +1,7 @@
 /**
  * Regions: DEVICE_GET_REGION_INFO, DEVICE_GET_REGION_IO_FDS, and access (spec, "Read and Write
  * Operations"; libvfio-user is_valid_region_access): REGION_READ, REGION_WRITE,
- * REGION_WRITE_MULTI. Access goes to the device by region index (readRegion/writeRegion), with
+ * REGION_WRITE_MULTI. Access goes to the device by region index (readRegionInto/writeRegion), with
  * bounds from the region itself: no REGION_INFO ioctl, no device-fd offset to decode again.
  */
 import { Errno } from '../../abi/errno.js';
@@ -129,8 +129,10 @@ export function regionRead(s: ClientContext, f: Frame): Reply {
   // A view of the request: it is sent (or copied by the channel) before the buffer is reused.
   const head = f.payload.subarray(0, vfio_user_region_access.size);
   if (r.count === 0) return reply(head);
-  const data = s.device.readRegion(r.region, r.offset, r.count);
-  if (data.length !== r.count) fail(Errno.EINVAL, op, 'short read');
+  // checkAccess put offset + count inside the region: the offset is exact as a number.
+  const data = new Uint8Array(r.count);
+  if (s.device.readRegionInto(r.region, Number(r.offset), data) !== r.count)
+    fail(Errno.EINVAL, op, 'short read');
   return { chunks: [head, data], fds: [] };
 }
 

@@ -25,18 +25,6 @@ export function version(s: ClientContext, f: Frame): Reply {
   const minor = Math.min(v.minor, VFIO_USER_MINOR);
   const maxDataXferSize = Math.min(c.maxDataXferSize, s.limits.maxDataXferSize);
   const maxMsgFds = Math.max(1, Math.min(c.maxMsgFds, s.limits.maxMsgFds));
-  const layoutOpt = s.options.dmaLayout ?? 'auto';
-  s.negotiated = {
-    major: v.major,
-    minor,
-    client: c,
-    maxDataXferSize,
-    maxMsgFds,
-    writeMultiple: c.writeMultiple,
-    // 'auto' is the spec's layout: QEMU 11.1 proposes 0.0 and still puts the data at byte 32
-    // (test/server/qemu.test.ts, guest RAM without an fd; docs/vfio-user-wire.md).
-    dmaLayout: layoutOpt === 'auto' ? 'spec' : layoutOpt,
-  };
   // Spec, "VFIO_USER_VERSION": "The capability list must be a subset of those proposed." The
   // reply names only capabilities the client named, each no larger than the client's value; a
   // capability the client left out stays at the spec's default for both sides. libvfio-user
@@ -66,5 +54,21 @@ export function version(s: ClientContext, f: Frame): Reply {
     ...migrationCapability(s, c.migration),
   };
   const json = Object.keys(caps).length > 0 ? capabilitiesJson(caps) : undefined;
-  return reply(encodeVersion({ major: v.major, minor, ...(json !== undefined ? { json } : {}) }));
+  const out = encodeVersion({ major: v.major, minor, ...(json !== undefined ? { json } : {}) });
+  // Settled only now, after every check and the reply's encoding: a refused VERSION leaves the
+  // client un-negotiated (spec: "the version must be negotiated before any other message"), so
+  // it cannot go on to send other commands on the strength of a proposal that was turned down.
+  const layoutOpt = s.options.dmaLayout ?? 'auto';
+  s.negotiated = {
+    major: v.major,
+    minor,
+    client: c,
+    maxDataXferSize,
+    maxMsgFds,
+    writeMultiple: c.writeMultiple,
+    // 'auto' is the spec's layout: QEMU 11.1 proposes 0.0 and still puts the data at byte 32
+    // (test/server/qemu.test.ts, guest RAM without an fd; docs/vfio-user-wire.md).
+    dmaLayout: layoutOpt === 'auto' ? 'spec' : layoutOpt,
+  };
+  return reply(out);
 }

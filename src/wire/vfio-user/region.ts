@@ -21,6 +21,18 @@ const ONE = struct(vfio_user_region_write_one);
 /** Where an access's data starts (16: right after offset, region, count). */
 const DATA = ACCESS.offsetOf('data');
 
+/**
+ * struct vfio_user_region_access's fields as accessors on a DataView, for the server's hot path
+ * (src/server/fast-path.ts): nothing allocated, the offset as a number (-1 from 2^53 up).
+ */
+export const regionAccessFields = {
+  offset: ACCESS.u64AsNumber('offset'),
+  region: ACCESS.accessor('region'),
+  count: ACCESS.accessor('count'),
+  /** Where the data starts: the struct's size. */
+  data: DATA,
+} as const;
+
 export interface RegionReadRequest {
   readonly offset: bigint;
   readonly region: number;

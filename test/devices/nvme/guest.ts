@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import type { VfioPciDevice } from '../../../src/core/device.js';
 import { type NvmeModel, nvmeDiskDevice } from '../../../src/devices/nvme.js';
 import { nativeEnvironment } from '../../../src/runtime.js';
-import { VfioUserServer } from '../../../src/server/index.js';
+import { ThreadedServer, type ThreadLoopMode, VfioUserServer } from '../../../src/server/index.js';
 import {
   type BootResult,
   bootGuest,
@@ -20,6 +20,7 @@ import {
   sharedMemory,
   vfioUserPci,
 } from '../../harness/index.js';
+import { NVME_COUNTERS, type NvmeCounters } from './served.js';
 
 /**
  * The nvme driver and ext4 with their dependencies (modules.dep): both kernels build them as
@@ -72,6 +73,44 @@ export async function serveNvme(
     close() {
       server.stop();
       device.close();
+    },
+  };
+}
+
+/** Our server in a worker (ThreadedServer, as `vfio-ts serve` runs it) with the given loop. */
+export interface ServedNvmeInWorker {
+  readonly log: string[];
+  /** Stops serving (the namespace flushed and closed); the controller's counters at that moment. */
+  stop(): Promise<NvmeCounters>;
+}
+
+export async function serveNvmeInWorker(
+  socket: string,
+  disk: string,
+  size: number,
+  cmbSize = 0,
+  loop: ThreadLoopMode = 'blocking',
+): Promise<ServedNvmeInWorker> {
+  const log: string[] = [];
+  const server = await ThreadedServer.start(
+    {
+      module: new URL('./served.js', import.meta.url),
+      export: 'nvmeWithCounters',
+      arg: { disk, size, cmbSize },
+    },
+    { loop, log: (l) => log.push(l) },
+  );
+  server.listen(socket);
+  let counters: Promise<NvmeCounters> | undefined;
+  return {
+    log,
+    stop() {
+      counters ??= server.stop().then(() => {
+        const line = log.find((l) => l.startsWith(NVME_COUNTERS));
+        if (!line) throw new Error(`no counters in the worker's log:\n${log.join('\n')}`);
+        return JSON.parse(line.slice(NVME_COUNTERS.length)) as NvmeCounters;
+      });
+      return counters;
     },
   };
 }

@@ -3,11 +3,14 @@
  * server, Debian 6.1 and 7.3 kernels' nvme driver, ext4 made by busybox mke2fs. The guest
  * writes a file and 8 MiB, syncs, unmounts, drops its caches, mounts again and checks the
  * checksum; after it powers off, the host checks the image (e2fsck -fn, debugfs).
- *  - 6.1, memfd guest RAM: DMA straight into the mapped fds, MSI-X;
+ *  - 6.1, memfd guest RAM: DMA straight into the mapped fds, MSI-X (the server on this thread's
+ *    libuv loop, `--loop libuv`);
  *  - 7.3, memfd RAM, a 16 MiB CMB: the driver puts its I/O SQs there (P2PDMA), seen in the
- *    guest's sysfs and in the server's count of entries fetched from the CMB;
- *  - 6.1, plain RAM and pci=nomsi: DMA by DMA_READ/DMA_WRITE messages, INTx;
- *  - the server killed (SIGKILL) mid-I/O and started again on the image: what was flushed is there.
+ *    guest's sysfs and in the server's count of entries fetched from the CMB (the server in a
+ *    worker with the blocking loop, as `vfio-ts serve` runs it; so the next two);
+ *  - 6.1, plain RAM and pci=nomsi: DMA by DMA_READ/DMA_WRITE messages in the request window, INTx;
+ *  - `vfio-ts serve` killed (SIGKILL) mid-I/O and started again on the image: what was flushed
+ *    is there; SIGTERM then flushes and closes.
  * Needs the provisioned cache and root (chroot); never skipped under CI=true.
  */
 import assert from 'node:assert/strict';
@@ -23,7 +26,16 @@ import {
   provisionedOrSkip,
   repoRoot,
 } from '../../harness/index.js';
-import { bootNvmeGuest, debugfsCat, e2fsck, md5, serveNvme, WAIT_FOR_DISK } from './guest.js';
+import {
+  bootNvmeGuest,
+  debugfsCat,
+  e2fsck,
+  md5,
+  serveNvme,
+  serveNvmeInWorker,
+  WAIT_FOR_DISK,
+} from './guest.js';
+import type { NvmeCounters } from './served.js';
 
 const IMAGE_SIZE = 64 << 20;
 const CMB_SIZE = 16 << 20;
@@ -61,6 +73,8 @@ interface DiskRun {
   ram: 'memfd' | 'anonymous';
   cmb: number;
   append?: string;
+  /** Where the server runs: a worker with the blocking loop (as `vfio-ts serve`), or this thread's libuv. */
+  server: 'worker' | 'this thread';
 }
 
 /** Boots DISK_SCRIPT against our server on a fresh image; checks the guest's and the host's view. */
@@ -68,7 +82,22 @@ async function diskRun(p: Provisioned, o: DiskRun) {
   const work = chrootWorkDir(p);
   const sock = work.path('nvme.sock');
   const image = join(dir, `disk-${o.kernel}-${o.ram}-${o.cmb}.img`);
-  const s = await serveNvme(sock.host, image, IMAGE_SIZE, o.cmb);
+  const s =
+    o.server === 'worker'
+      ? await serveNvmeInWorker(sock.host, image, IMAGE_SIZE, o.cmb)
+      : await serveNvme(sock.host, image, IMAGE_SIZE, o.cmb);
+  const stop = async (): Promise<NvmeCounters> => {
+    if ('stop' in s) return s.stop();
+    const ctl = s.behaviour.controller;
+    const counters = {
+      stats: { ...ctl.stats },
+      ioStats: { ...ctl.ioStats },
+      sq1: ctl.sqs[1] !== undefined,
+      serial: ctl.options.serial ?? '',
+    };
+    s.close();
+    return counters;
+  };
   try {
     const r = await bootNvmeGuest(p, work, {
       kernel: o.kernel,
@@ -77,8 +106,8 @@ async function diskRun(p: Provisioned, o: DiskRun) {
       script: DISK_SCRIPT,
       ...(o.append ? { append: o.append } : {}),
     });
-    const ctl = s.behaviour.controller;
-    const why = `${describeBoot(r)}\nserver:\n${s.log.join('\n')}\nstats ${JSON.stringify(ctl.stats)}`;
+    const ctl = await stop();
+    const why = `${describeBoot(r)}\nserver (${o.server}):\n${s.log.join('\n')}\nstats ${JSON.stringify(ctl.stats)}`;
     assert.equal(r.status, 0, why);
     assert.match(r.output, /@@NVME-MODEL vfio-ts NVMe controller/, why);
     assert.match(r.output, /@@NVME-DONE/, why);
@@ -94,7 +123,7 @@ async function diskRun(p: Provisioned, o: DiskRun) {
     assert.equal(md5(debugfsCat(image, '/data.bin')), sum, 'debugfs reads what the guest wrote');
     return { r, ctl, why };
   } finally {
-    s.close();
+    await stop();
     work.cleanup();
   }
 }
@@ -103,14 +132,19 @@ describe('NVMe device as a Linux disk under QEMU 11 (vfio-user-pci)', () => {
   test('Linux 6.1, memfd RAM (DMA into mapped fds), MSI-X: mke2fs, ext4, 8 MiB, remount, e2fsck', async (t) => {
     const p = provisionedOrSkip(t, { chroot: true });
     if (!p) return;
-    const { r, why } = await diskRun(p, { kernel: '6.1', ram: 'memfd', cmb: 0 });
+    const { r, why } = await diskRun(p, { kernel: '6.1', ram: 'memfd', cmb: 0, server: 'this thread' });
     assert.match(r.output, /@@IRQ.*MSI.*nvme0q1/, why);
   });
 
   test('Linux 7.3, memfd RAM, a 16 MiB CMB: the I/O SQ lives in the CMB and the I/O goes through it', async (t) => {
     const p = provisionedOrSkip(t, { chroot: true });
     if (!p) return;
-    const { r, ctl, why } = await diskRun(p, { kernel: '7.3', ram: 'memfd', cmb: CMB_SIZE });
+    const { r, ctl, why } = await diskRun(p, {
+      kernel: '7.3',
+      ram: 'memfd',
+      cmb: CMB_SIZE,
+      server: 'worker',
+    });
     // The guest's view: CMBLOC (BIR 2, CQMMS) and CMBSZ (16 x 1 MiB, SQS) in sysfs, and P2PDMA
     // memory handed out of the BAR (1024 64-byte entries for the one I/O SQ).
     assert.match(r.output, /@@NVME-cmbloc 10\b/, why);
@@ -120,8 +154,7 @@ describe('NVMe device as a Linux disk under QEMU 11 (vfio-user-pci)', () => {
     assert.equal(Number(after[1]), CMB_SIZE);
     assert.ok(Number(after[2]) < CMB_SIZE, `nothing allocated from the CMB\n${why}`);
     // The device's view: every I/O command came from the CMB (admin ones from host memory).
-    const sq1 = ctl.sqs[1];
-    assert.equal(sq1, undefined, 'the queues were deleted at shutdown');
+    assert.equal(ctl.sq1, false, 'the queues were deleted at shutdown');
     assert.ok(ctl.stats.sqesFromCmb > 500, `${ctl.stats.sqesFromCmb} SQ entries from the CMB\n${why}`);
     assert.ok(ctl.ioStats.writes + ctl.ioStats.reads <= ctl.stats.sqesFromCmb, JSON.stringify(ctl.stats));
   });
@@ -129,7 +162,13 @@ describe('NVMe device as a Linux disk under QEMU 11 (vfio-user-pci)', () => {
   test('Linux 6.1, plain RAM (DMA_READ/DMA_WRITE messages) and pci=nomsi (INTx)', async (t) => {
     const p = provisionedOrSkip(t, { chroot: true });
     if (!p) return;
-    const { r, why } = await diskRun(p, { kernel: '6.1', ram: 'anonymous', cmb: 0, append: 'pci=nomsi' });
+    const { r, why } = await diskRun(p, {
+      kernel: '6.1',
+      ram: 'anonymous',
+      cmb: 0,
+      append: 'pci=nomsi',
+      server: 'worker',
+    });
     assert.match(r.output, /@@IRQ.*IO-APIC.*nvme0q0, nvme0q1/, why);
   });
 });

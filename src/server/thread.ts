@@ -1,0 +1,353 @@
+/**
+ * ThreadedServer: a VfioUserServer in a worker thread, with a message loop of its own there
+ * (src/server/loop.ts: 'blocking' by default, or 'poll'), while this thread keeps the command
+ * line, logging and signals. docs/performance.md says why: the client's requests then cost one
+ * recvmsg and one sendmsg and the socket's own wake-up, not a turn of libuv's event loop.
+ *
+ * The device lives in the worker (a device is JavaScript objects: it cannot be shared across
+ * threads), so it is named by a module and one of its exports (a DeviceModule,
+ * src/server/device-module.ts): the worker imports the module and builds the device there, from a
+ * definition (`device` options) or by calling a function with `arg` (copied by structured clone).
+ * When the server stops the device is closed and its work (a disk's flush) settles before
+ * `stop()` resolves. Everything else is the VfioUserServer's own: limits, allowed uids, DMA layout, logging.
+ * Fds cross freely (one process, one fd table): `adopt` hands the worker an fd, the interrupt
+ * eventfds, DMA memfds and BAR fds of its clients are the process's.
+ *
+ * This side listens and accepts (one client at a time: while one is served the listening socket
+ * is not watched, as VfioUserServer does) and hands each connection to the worker, which checks
+ * the peer's uid and serves it; the worker reports every client that connects, is refused or
+ * goes (`served`, `refused`, `client`, `lastClose`, `idle()`). The worker never waits in libuv's
+ * poll: koffi 3.3.4 crashes the process (SIGSEGV) when it exits with a uv_poll handle open in a
+ * worker, so the worker only ever blocks in its own loop (src/server/loop.ts), and only the
+ * thread loops are offered here. `stop()` sets a shared flag the worker's loop sees within a
+ * tick (LOOP_TICK_MS), then asks it to close the device and exit. An error the worker cannot
+ * handle, or its exiting on its own, goes to `onError`: by default this thread's uncaught error.
+ */
+import { Worker } from 'node:worker_threads';
+import { Errno } from '../abi/errno.js';
+import { VfioError } from '../errors.js';
+import { closeFd, type FdWatch, type PeerCred, unixAccept, unixListen, watchFd } from '../native/index.js';
+import type { CloseReason } from './channel.js';
+import { type DeviceModule, moduleLocation, type PlainDeviceOptions } from './device-module.js';
+import { resolveLimits, type ServerLimits } from './limits.js';
+import type { LoopMode } from './loop.js';
+import type { ServerOptions } from './server.js';
+
+/** The loops a worker can run (not libuv's: see above). */
+export type ThreadLoopMode = Exclude<LoopMode, 'libuv'>;
+
+export interface ThreadedServerOptions
+  extends Pick<
+    ServerOptions,
+    'log' | 'verbose' | 'dmaLayout' | 'limits' | 'allowUids' | 'pollIdleMs' | 'loopTickMs'
+  > {
+  /** The worker's loop: 'blocking' (default) or 'poll'. */
+  readonly loop?: ThreadLoopMode;
+  /** How the worker builds a definition the module exports (profile, cookies, ...). */
+  readonly device?: PlainDeviceOptions;
+  /**
+   * The worker failed (an uncaught error there, or it exited on its own): the server is gone.
+   * Default: the error is thrown as this thread's uncaught error (exit status 1), as it would
+   * have been with the server in this thread.
+   */
+  readonly onError?: (e: Error) => void;
+}
+
+/** How a client's connection ended, as the worker reports it. */
+export interface CloseSummary {
+  readonly kind: CloseReason['kind'];
+  /** The error's message, for 'framing' and 'error'. */
+  readonly error?: string;
+}
+
+/** @internal The worker's start data. */
+export interface ThreadWorkerData {
+  readonly vfioTsServer: true;
+  readonly device: { module: string; export: string; arg: unknown };
+  readonly deviceOptions: PlainDeviceOptions;
+  readonly options: Pick<
+    ServerOptions,
+    'verbose' | 'dmaLayout' | 'limits' | 'allowUids' | 'pollIdleMs' | 'loopTickMs'
+  >;
+  readonly loop: ThreadLoopMode;
+  readonly stop: SharedArrayBuffer;
+}
+
+/** @internal Requests to the worker, each answered by a 'done' event with its seq. */
+export type ThreadRequest = RequestBody & { readonly seq: number };
+type RequestBody = { readonly op: 'adopt'; readonly fd: number } | { readonly op: 'stop' };
+
+type WireError = { errno: number; op: string; message: string };
+
+/** @internal What the worker reports. */
+export type WorkerEvent =
+  | { readonly ev: 'ready'; readonly name: string }
+  | { readonly ev: 'failed'; readonly error: WireError }
+  | { readonly ev: 'done'; readonly seq: number; readonly error?: WireError }
+  | { readonly ev: 'log'; readonly line: string }
+  | { readonly ev: 'connected'; readonly id: number; readonly peer?: PeerCred }
+  | { readonly ev: 'refused'; readonly id: number }
+  | { readonly ev: 'closed'; readonly id: number; readonly reason: CloseSummary; readonly messages: number };
+
+/** How long a stopped worker may take to exit on its own before it is terminated. */
+export const STOP_GRACE_MS = 2000;
+
+const asError = (e: WireError) => {
+  const err = new VfioError(e.errno, e.op);
+  err.message = e.message;
+  return err;
+};
+
+export class ThreadedServer {
+  /** The device's name (its definition's; 'device' for a module function that built it). */
+  readonly deviceName: string;
+  readonly limits: ServerLimits;
+  readonly loop: ThreadLoopMode;
+  /** Clients served so far (connected ones included). */
+  served = 0;
+  /** Connections closed at once because their uid is not allowed. */
+  refused = 0;
+  /** How the last client's connection ended. */
+  lastClose: CloseSummary | undefined;
+  /** The client being served, if any. */
+  client: { readonly id: number; readonly peer: PeerCred | undefined } | undefined;
+
+  readonly #worker: Worker;
+  readonly #stop: Int32Array;
+  readonly #exited: Promise<void>;
+  #seq = 0;
+  #pending = new Map<number, { resolve(): void; reject(e: Error): void }>();
+  /** adopt requests not answered yet: the server is not idle while one is on its way. */
+  #adopting = 0;
+  #idleWaiters: (() => void)[] = [];
+  #stopping: Promise<void> | undefined;
+  #listenFd: number | undefined;
+  #listenWatch: FdWatch | undefined;
+  /** The worker has exited. */
+  #gone = false;
+  readonly #log: ((line: string) => void) | undefined;
+
+  private constructor(
+    worker: Worker,
+    deviceName: string,
+    exited: Promise<number>,
+    stop: Int32Array,
+    limits: ServerLimits,
+    loop: ThreadLoopMode,
+    options: ThreadedServerOptions,
+  ) {
+    this.#log = options.log;
+    this.#worker = worker;
+    this.deviceName = deviceName;
+    this.#stop = stop;
+    this.limits = limits;
+    this.loop = loop;
+    let failed = false;
+    const fail = (e: Error) => {
+      failed = true;
+      for (const p of this.#pending.values()) p.reject(e);
+      this.#pending.clear();
+      if (options.onError) options.onError(e);
+      else
+        queueMicrotask(() => {
+          throw e;
+        });
+    };
+    this.#exited = exited.then((code) => {
+      this.#gone = true;
+      // A request the worker did not answer never will.
+      const gone = new VfioError(Errno.EIO, 'ThreadedServer', `the server's worker exited (code ${code})`);
+      for (const p of this.#pending.values()) p.reject(gone);
+      this.#pending.clear();
+      if (!failed && !this.#stopping) fail(gone);
+    });
+    worker.on('message', (m: WorkerEvent) => this.#event(m, options));
+    worker.on('error', fail);
+  }
+
+  /** Starts the worker and makes the device there; resolves once it is ready to serve. */
+  static async start(device: DeviceModule, options: ThreadedServerOptions = {}): Promise<ThreadedServer> {
+    const limits = resolveLimits(options.limits); // refused here, before any thread starts
+    const loop = options.loop ?? 'blocking';
+    if ((loop as LoopMode) === 'libuv')
+      throw new VfioError(Errno.EINVAL, 'ThreadedServer', 'a worker runs a thread loop, not libuv');
+    const stop = new SharedArrayBuffer(4);
+    const data: ThreadWorkerData = {
+      vfioTsServer: true,
+      device: { module: moduleLocation(device).url, export: device.export ?? 'default', arg: device.arg },
+      deviceOptions: options.device ?? {},
+      options: {
+        ...(options.verbose !== undefined ? { verbose: options.verbose } : {}),
+        ...(options.dmaLayout !== undefined ? { dmaLayout: options.dmaLayout } : {}),
+        ...(options.limits !== undefined ? { limits: options.limits } : {}),
+        ...(options.allowUids !== undefined ? { allowUids: options.allowUids } : {}),
+        ...(options.pollIdleMs !== undefined ? { pollIdleMs: options.pollIdleMs } : {}),
+        ...(options.loopTickMs !== undefined ? { loopTickMs: options.loopTickMs } : {}),
+      },
+      loop,
+      stop,
+    };
+    let worker: Worker;
+    try {
+      worker = new Worker(new URL('./thread-worker.js', import.meta.url), { workerData: data });
+    } catch (e) {
+      // structuredClone's DataCloneError: a function (or the like) in `arg` or `device`.
+      throw new VfioError(
+        Errno.EINVAL,
+        'ThreadedServer',
+        `the device's arg and options must be plain data to reach the worker: ${e instanceof Error ? e.message : String(e)}`,
+      );
+    }
+    // Listened for from the start: a worker that dies before the server object exists is seen.
+    const exited = new Promise<number>((resolve) => worker.once('exit', resolve));
+    const ready = new Promise<string>((resolve, reject) => {
+      const onMessage = (m: WorkerEvent) => {
+        if (m.ev === 'log') options.log?.(m.line);
+        if (m.ev !== 'ready' && m.ev !== 'failed') return;
+        worker.off('message', onMessage);
+        worker.off('error', reject);
+        if (m.ev === 'ready') resolve(m.name);
+        else reject(asError(m.error));
+      };
+      worker.on('message', onMessage);
+      worker.once('error', reject);
+    });
+    let name: string;
+    try {
+      name = await ready;
+    } catch (e) {
+      await worker.terminate();
+      throw e;
+    }
+    return new ThreadedServer(worker, name, exited, new Int32Array(stop), limits, loop, options);
+  }
+
+  #event(m: WorkerEvent, options: ThreadedServerOptions): void {
+    switch (m.ev) {
+      case 'log':
+        options.log?.(m.line);
+        return;
+      case 'connected':
+        this.client = { id: m.id, peer: m.peer };
+        this.served++;
+        return;
+      case 'refused':
+        this.refused++;
+        return;
+      case 'closed':
+        if (this.client?.id === m.id) this.client = undefined;
+        this.lastClose = m.reason;
+        this.#maybeIdle();
+        return;
+      case 'done': {
+        const p = this.#pending.get(m.seq);
+        this.#pending.delete(m.seq);
+        if (m.error) p?.reject(asError(m.error));
+        else p?.resolve();
+        return;
+      }
+      default:
+        return;
+    }
+  }
+
+  #request(r: RequestBody): Promise<void> {
+    if (this.#gone)
+      return Promise.reject(new VfioError(Errno.EIO, 'ThreadedServer', "the server's worker is gone"));
+    const seq = ++this.#seq;
+    return new Promise<void>((resolve, reject) => {
+      this.#pending.set(seq, { resolve, reject });
+      this.#worker.postMessage({ ...r, seq });
+    });
+  }
+
+  /** Listens at `path` (mode 0600) and hands each client to the worker in turn. The caller makes sure no live socket is there. */
+  listen(path: string): void {
+    if (this.#listenFd !== undefined || this.#stopping)
+      throw new VfioError(Errno.EBUSY, 'listen', this.#stopping ? 'server stopped' : 'already listening');
+    this.#listenFd = unixListen(path, { mode: 0o600 });
+    this.#watchListen();
+  }
+
+  #watchListen(): void {
+    if (this.#listenFd === undefined || this.#listenWatch || !this.#idle || this.#stopping) return;
+    this.#listenWatch = watchFd(this.#listenFd, { readable: true }, () => this.#accept());
+  }
+
+  #accept(): void {
+    if (this.#listenFd === undefined || !this.#idle) return;
+    let fd: number | null;
+    try {
+      fd = unixAccept(this.#listenFd);
+    } catch (e) {
+      this.#log?.(`accept failed: ${e instanceof Error ? e.message : String(e)}`);
+      return;
+    }
+    if (fd === null) return;
+    this.#listenWatch?.stop();
+    this.#listenWatch = undefined;
+    // A refused or failed hand-over is logged by the worker; the next client is then accepted.
+    this.adopt(fd).catch(() => {});
+  }
+
+  /**
+   * Serves an already connected socket; the worker owns `fd` from now on. Resolves once it
+   * is served (or rejects: EBUSY with a client connected, EACCES for a uid not allowed).
+   */
+  adopt(fd: number): Promise<void> {
+    if (this.#stopping) {
+      closeFd(fd);
+      return Promise.reject(new VfioError(Errno.EBUSY, 'adopt', 'server stopped'));
+    }
+    this.#adopting++;
+    const done = () => {
+      this.#adopting--;
+      this.#maybeIdle();
+    };
+    const p = this.#request({ op: 'adopt', fd });
+    p.then(done, done);
+    return p;
+  }
+
+  get #idle(): boolean {
+    return this.client === undefined && this.#adopting === 0;
+  }
+
+  #maybeIdle(): void {
+    if (!this.#idle) return;
+    for (const w of this.#idleWaiters.splice(0)) w();
+    this.#watchListen();
+  }
+
+  /** Resolves when no client is connected (nor being handed over by `adopt`). */
+  idle(): Promise<void> {
+    if (this.#idle) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.push(resolve));
+  }
+
+  /** Disconnects the client, stops listening, closes the device; resolves once the worker is gone. */
+  stop(): Promise<void> {
+    this.#stopping ??= (async () => {
+      Atomics.store(this.#stop, 0, 1);
+      this.#listenWatch?.stop();
+      this.#listenWatch = undefined;
+      if (this.#listenFd !== undefined) closeFd(this.#listenFd);
+      this.#listenFd = undefined;
+      try {
+        // A worker gone (it failed, or exited as it answered) has nothing left to stop.
+        if (!this.#gone)
+          await this.#request({ op: 'stop' }).catch((e: unknown) => {
+            if (!this.#gone) throw e;
+          });
+      } finally {
+        // The worker ends once its event loop is empty; a handle left open must not hold us.
+        const grace = setTimeout(() => void this.#worker.terminate(), STOP_GRACE_MS);
+        await this.#exited;
+        clearTimeout(grace);
+        this.client = undefined;
+        this.#maybeIdle();
+      }
+    })();
+    return this.#stopping;
+  }
+}
