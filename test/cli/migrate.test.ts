@@ -22,8 +22,10 @@ async function stop(...ps: CliProcess[]): Promise<void> {
 const BAR2 = 2n << 40n;
 
 test('migrate: ivshmem shared memory comes across; a foreign target is EINVAL and the source still runs', async () => {
-  const a = await servedProcess('ivshmem', join(dir, 'a.sock'));
-  const b = await servedProcess('ivshmem', join(dir, 'b.sock'));
+  // Each server on another of serve's loops: the source polling (briefly), the target on libuv;
+  // test/client/migrate.test.ts runs the default, a worker blocking in recvmsg.
+  const a = await servedProcess('ivshmem', join(dir, 'a.sock'), ['--poll', '--poll-idle-ms', '20']);
+  const b = await servedProcess('ivshmem', join(dir, 'b.sock'), ['--loop', 'libuv']);
   const e = await servedProcess('edu', join(dir, 'e.sock'));
   try {
     const data = new Uint8Array(8192).map((_, i) => (i * 37 + 11) & 0xff);
