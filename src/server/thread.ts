@@ -299,6 +299,11 @@ export class ThreadedServer {
       closeFd(fd);
       return Promise.reject(new VfioError(Errno.EBUSY, 'adopt', 'server stopped'));
     }
+    if (this.#gone) {
+      // Nobody is left to take it (the worker failed or exited on its own).
+      closeFd(fd);
+      return Promise.reject(new VfioError(Errno.EIO, 'adopt', "the server's worker is gone"));
+    }
     this.#adopting++;
     const done = () => {
       this.#adopting--;

@@ -379,5 +379,12 @@ test('ThreadedServer: a worker that exits on its own is reported (onError; by de
   clearInterval(keepAlive);
   assert.ok(e instanceof VfioError && e.errno === Errno.EIO, String(e));
   assert.match((e as Error).message, /worker exited \(code 3\)/);
+  // A connection handed over now (as the listening side does for each client) is closed, not
+  // leaked: adopt owns the fd from the call on.
+  const fdsBefore = openFdCount();
+  const [mine, peer] = socketPair();
+  await assert.rejects(server.adopt(mine), (x: unknown) => x instanceof VfioError && x.errno === Errno.EIO);
+  closeFd(peer);
+  assert.equal(openFdCount(), fdsBefore);
   await server.stop(); // nothing left to stop; resolves
 });
