@@ -2,10 +2,11 @@
  * UNIX stream sockets that pass fds (SCM_RIGHTS), which Node's net module cannot do: the
  * vfio-user transport (QEMU docs/interop/vfio-user.rst, "Socket Transport").
  *
- * All sockets made here are non-blocking and close-on-exec. sendMsg/recvMsg build their struct
- * msghdr, iovec array and control buffer in one preallocated off-heap block (calls are
- * synchronous and JS has one thread per isolate, so nothing can interleave), and pass the
- * kernel raw addresses; see cmsg.ts for the layouts.
+ * All sockets made here are non-blocking and close-on-exec. sendMsg builds its struct msghdr,
+ * iovec array and control buffer in one preallocated off-heap block, recvMsg uses one
+ * `MsgReceiver` (which SocketIo, socket-io.ts, uses too); calls are synchronous and JS has one
+ * thread per isolate, so nothing can interleave. The kernel gets raw addresses; see cmsg.ts for
+ * the layouts.
  */
 import { Errno } from '../abi/errno.js';
 import { fail } from '../errors.js';
@@ -38,6 +39,8 @@ const SOCK_STREAM = 1;
 const SOCK_NONBLOCK = 0o4000;
 const SOCK_CLOEXEC = 0o2000000;
 const SO_SNDTIMEO = 21; // SO_SNDTIMEO_OLD: struct timeval of two longs on x86_64
+/** SO_RCVTIMEO_OLD: struct timeval of two longs on x86_64. */
+export const SO_RCVTIMEO = 20;
 const SO_PEERCRED = 17;
 
 /** shutdown(2) `how`: stop receiving, stop sending, or both. */
@@ -65,22 +68,88 @@ const align16 = (n: number): number => (n + 15) & ~15;
 const SEND_MSG = 0;
 const SEND_IOV = SEND_MSG + align16(MSGHDR_SIZE);
 const SEND_CTL = SEND_IOV + MAX_IOV * IOVEC_SIZE;
-const RECV_MSG = SEND_CTL + align16(CONTROL_BYTES);
-const RECV_IOV = RECV_MSG + align16(MSGHDR_SIZE);
-const RECV_CTL = RECV_IOV + IOVEC_SIZE;
-const SCRATCH_BYTES = RECV_CTL + CONTROL_BYTES;
+const SCRATCH_BYTES = SEND_CTL + CONTROL_BYTES;
 
 interface Scratch {
   view: DataView;
   sendMsgAddr: bigint;
   sendCtlAddr: bigint;
-  recvMsgAddr: bigint;
-  recvCtlAddr: bigint;
+  receiver: MsgReceiver;
   recvData: Uint8Array;
-  recvDataAddr: bigint;
+  recvDataAddr: number;
 }
 
 let scratch: Scratch | undefined;
+
+const EMPTY_MSGHDR = { name: 0n, namelen: 0, iov: 0n, iovlen: 0, control: 0n, controllen: 0, flags: 0 };
+
+// The receiving msghdr's block: msghdr, its one iovec, the control buffer (16-byte aligned).
+const RX_MSG = 0;
+const RX_IOV = align16(MSGHDR_SIZE);
+const RX_CTL = RX_IOV + IOVEC_SIZE;
+
+/**
+ * A struct msghdr for recvmsg(2) with one iovec and room for MAX_FDS_PER_MSG SCM_RIGHTS fds, in
+ * one off-heap block written once and reused by every call: recvMsg's, and SocketIo's on the
+ * server's hot path (socket-io.ts). A call rewrites only the fields that change, with numbers,
+ * and allocates nothing unless fds arrive.
+ */
+export class MsgReceiver implements ReceivedFds {
+  /** Fds that came with the last `recv` (emptied by each call); the caller owns and closes them. */
+  readonly fds: number[] = [];
+  /** The last `recv` lost fds: MSG_CTRUNC, more than maxFds, or a malformed control message. */
+  ctrunc = false;
+  readonly #view: DataView;
+  readonly #msg: bigint;
+  readonly #ctl: bigint;
+
+  constructor() {
+    const block = new Uint8Array(new ArrayBuffer(RX_CTL + CONTROL_BYTES));
+    this.#view = new DataView(block.buffer);
+    const base = addressOf(block);
+    this.#msg = base + BigInt(RX_MSG);
+    this.#ctl = base + BigInt(RX_CTL);
+    writeMsghdr(this.#view, RX_MSG, { ...EMPTY_MSGHDR, iov: base + BigInt(RX_IOV), iovlen: 1 });
+  }
+
+  /**
+   * One recvmsg of up to `length` bytes at `address` (a number: socket-io.ts addressNumber) and
+   * up to `maxFds` fds, with MSG_CMSG_CLOEXEC and `flags` (MSG_DONTWAIT, or 0 to sleep on a
+   * blocking socket). Returns the bytes received, 0 at end of stream, or -1 when nothing came
+   * (EAGAIN: nothing waiting, or a blocking socket's SO_RCVTIMEO ran out). Every fd that came is
+   * in `fds`, even when `ctrunc`: none is ever leaked.
+   */
+  recv(fd: number, address: number, length: number, maxFds: number, flags: number): number {
+    const v = this.#view;
+    setSize(v, RX_IOV, address);
+    setSize(v, RX_IOV + 8, length);
+    // Room for exactly maxFds fds (CMSG_SPACE may round up by one more; those are returned too).
+    const controllen = rightsSpace(maxFds);
+    const c = libc();
+    let n: number;
+    for (;;) {
+      // The kernel rewrites msg_controllen and msg_flags, so both are reset before each try.
+      v.setBigUint64(RX_MSG + MSGHDR_CONTROL, controllen === 0 ? 0n : this.#ctl, true);
+      setSize(v, RX_MSG + MSGHDR_CONTROLLEN, controllen);
+      v.setInt32(RX_MSG + MSGHDR_FLAGS, 0, true);
+      n = c.recvmsg(fd, this.#msg, flags | MSG_CMSG_CLOEXEC);
+      if (n >= 0) break;
+      const e = lastErrno();
+      if (e === Errno.EAGAIN) return -1;
+      if (e !== Errno.EINTR) fail(e, 'recvmsg');
+    }
+    if (this.fds.length > 0) this.fds.length = 0;
+    // The kernel rewrote msg_controllen (bytes of control data) and msg_flags.
+    const got = Math.min(v.getUint32(RX_MSG + MSGHDR_CONTROLLEN, true), controllen);
+    this.ctrunc = (v.getInt32(RX_MSG + MSGHDR_FLAGS, true) & MSG_CTRUNC) !== 0;
+    if (got >= CMSGHDR_SIZE) {
+      const parsed = parseControl(v, RX_CTL, got);
+      for (const fd of parsed.fds) this.fds.push(fd);
+      if (parsed.malformed || parsed.fds.length > maxFds) this.ctrunc = true;
+    }
+    return n;
+  }
+}
 
 // ArrayBuffer backing stores live outside the V8 heap and never move, so their addresses may be
 // stored inside the msghdr for later calls. The fields that never change (no msg_name, where the
@@ -92,17 +161,14 @@ function getScratch(): Scratch {
     const base = addressOf(block);
     const recvData = new Uint8Array(new ArrayBuffer(RECV_SCRATCH_BYTES));
     const at = (off: number): bigint => base + BigInt(off);
-    const empty = { name: 0n, namelen: 0, iovlen: 0, control: 0n, controllen: 0, flags: 0 };
-    writeMsghdr(view, SEND_MSG, { ...empty, iov: at(SEND_IOV) });
-    writeMsghdr(view, RECV_MSG, { ...empty, iov: at(RECV_IOV), iovlen: 1 });
+    writeMsghdr(view, SEND_MSG, { ...EMPTY_MSGHDR, iov: at(SEND_IOV) });
     scratch = {
       view,
       sendMsgAddr: at(SEND_MSG),
       sendCtlAddr: at(SEND_CTL),
-      recvMsgAddr: at(RECV_MSG),
-      recvCtlAddr: at(RECV_CTL),
+      receiver: new MsgReceiver(),
       recvData,
-      recvDataAddr: addressOf(recvData),
+      recvDataAddr: Number(addressOf(recvData)),
     };
   }
   return scratch;
@@ -192,11 +258,7 @@ export function unixConnect(path: string, timeoutMs = DEFAULT_CONNECT_TIMEOUT_MS
   const c = libc();
   const fd = newSocket(0);
   try {
-    const tv = new BigInt64Array(2);
-    const ms = Math.max(1, Math.floor(timeoutMs));
-    tv[0] = BigInt(Math.floor(ms / 1000));
-    tv[1] = BigInt((ms % 1000) * 1000);
-    if (c.setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, new Uint8Array(tv.buffer), 16) < 0) failErrno('setsockopt');
+    setSocketTimeout(fd, SO_SNDTIMEO, Math.max(1, Math.floor(timeoutMs)));
     for (;;) {
       if (c.connect(fd, addr, len) === 0) break;
       const e = lastErrno();
@@ -208,6 +270,19 @@ export function unixConnect(path: string, timeoutMs = DEFAULT_CONNECT_TIMEOUT_MS
     throw err;
   }
   return fd;
+}
+
+const timeval = new BigInt64Array(2);
+const timevalBytes = new Uint8Array(timeval.buffer);
+
+/**
+ * setsockopt(SO_SNDTIMEO or SO_RCVTIMEO, the _OLD ones: a struct timeval of two longs on x86_64)
+ * to `ms` milliseconds; 0 waits for ever (socket(7)).
+ */
+export function setSocketTimeout(fd: number, option: number, ms: number): void {
+  timeval[0] = BigInt(Math.floor(ms / 1000));
+  timeval[1] = BigInt((ms % 1000) * 1000);
+  if (libc().setsockopt(fd, SOL_SOCKET, option, timevalBytes, 16) < 0) failErrno('setsockopt');
 }
 
 /** socketpair(2): two connected non-blocking close-on-exec UNIX stream sockets. */
@@ -252,13 +327,21 @@ export function sendMsg(
   setSize(v, SEND_MSG + MSGHDR_IOVLEN, chunks.length);
   v.setBigUint64(SEND_MSG + MSGHDR_CONTROL, controllen === 0 ? 0n : s.sendCtlAddr, true);
   setSize(v, SEND_MSG + MSGHDR_CONTROLLEN, controllen);
+  const n = sendmsgAt(fd, s.sendMsgAddr);
+  return n < 0 ? null : n;
+}
+
+/**
+ * sendmsg(2) of the struct msghdr at `msg` with MSG_DONTWAIT|MSG_NOSIGNAL (a closed peer gives
+ * EPIPE, never SIGPIPE), retried on EINTR: the bytes sent, or -1 when the socket is full (EAGAIN).
+ */
+export function sendmsgAt(fd: number, msg: bigint): number {
   const c = libc();
-  const msg = s.sendMsgAddr;
   for (;;) {
     const n = c.sendmsg(fd, msg, MSG_DONTWAIT | MSG_NOSIGNAL);
     if (n >= 0) return n;
     const e = lastErrno();
-    if (e === Errno.EAGAIN) return null;
+    if (e === Errno.EAGAIN) return -1;
     if (e !== Errno.EINTR) fail(e, 'sendmsg');
   }
 }
@@ -291,35 +374,12 @@ function checkRecv(maxBytes: number, maxFds: number): void {
   }
 }
 
-/** recvmsg(2) into [addr, addr + len); returns bytes or null on EAGAIN, fds in `out`. */
-function recvCore(fd: number, addr: bigint, len: number, maxFds: number, out: ReceivedFds): number | null {
-  const s = getScratch();
-  const v = s.view;
-  writeIovec(v, RECV_IOV, 0, addr, len);
-  // Room for exactly maxFds fds (CMSG_SPACE may round up by one more; those are returned too).
-  const controllen = rightsSpace(maxFds);
-  const c = libc();
-  const control = controllen === 0 ? 0n : s.recvCtlAddr;
-  let n: number;
-  for (;;) {
-    // The kernel rewrites msg_controllen and msg_flags, so both are reset before each try.
-    v.setBigUint64(RECV_MSG + MSGHDR_CONTROL, control, true);
-    setSize(v, RECV_MSG + MSGHDR_CONTROLLEN, controllen);
-    v.setInt32(RECV_MSG + MSGHDR_FLAGS, 0, true);
-    n = c.recvmsg(fd, s.recvMsgAddr, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-    if (n >= 0) break;
-    const e = lastErrno();
-    if (e === Errno.EAGAIN) return null;
-    if (e !== Errno.EINTR) fail(e, 'recvmsg');
-  }
-  // The kernel rewrote msg_controllen (bytes of control data) and msg_flags.
-  const gotControl = Math.min(Number(v.getBigUint64(RECV_MSG + MSGHDR_CONTROLLEN, true)), controllen);
-  const flags = v.getInt32(RECV_MSG + MSGHDR_FLAGS, true);
-  const parsed =
-    gotControl >= CMSGHDR_SIZE ? parseControl(v, RECV_CTL, gotControl) : { fds: [], malformed: false };
-  out.fds = parsed.fds;
-  out.ctrunc = (flags & MSG_CTRUNC) !== 0 || parsed.fds.length > maxFds || parsed.malformed;
-  return n;
+/** recvmsg(2) into [addr, addr + len) with MSG_DONTWAIT; null on EAGAIN. */
+function recvCore(fd: number, addr: number, len: number, maxFds: number): ReceivedInto | null {
+  const rx = getScratch().receiver;
+  const n = rx.recv(fd, addr, len, maxFds, MSG_DONTWAIT);
+  if (n < 0) return null;
+  return { bytes: n, fds: rx.fds.slice(), ctrunc: rx.ctrunc };
 }
 
 /**
@@ -328,26 +388,22 @@ function recvCore(fd: number, addr: bigint, len: number, maxFds: number, out: Re
  */
 export function recvMsg(fd: number, maxBytes: number, maxFds: number): Received | null {
   checkRecv(maxBytes, maxFds);
-  const out: ReceivedFds = { fds: [], ctrunc: false };
   if (maxBytes <= RECV_SCRATCH_BYTES) {
     const s = getScratch();
-    const n = recvCore(fd, s.recvDataAddr, maxBytes, maxFds, out);
-    if (n === null) return null;
-    return { data: s.recvData.slice(0, n), fds: out.fds, ctrunc: out.ctrunc };
+    const r = recvCore(fd, s.recvDataAddr, maxBytes, maxFds);
+    if (r === null) return null;
+    return { data: s.recvData.slice(0, r.bytes), fds: r.fds, ctrunc: r.ctrunc };
   }
   const buf = new Uint8Array(maxBytes);
-  const n = recvCore(fd, addressOf(buf), maxBytes, maxFds, out);
-  if (n === null) return null;
-  return { data: n === maxBytes ? buf : buf.subarray(0, n), fds: out.fds, ctrunc: out.ctrunc };
+  const r = recvCore(fd, Number(addressOf(buf)), maxBytes, maxFds);
+  if (r === null) return null;
+  return { data: r.bytes === maxBytes ? buf : buf.subarray(0, r.bytes), fds: r.fds, ctrunc: r.ctrunc };
 }
 
 /** recvMsg into the caller's `buf` (no allocation for the data); same rules as recvMsg. */
 export function recvMsgInto(fd: number, buf: Uint8Array, maxFds: number): ReceivedInto | null {
   checkRecv(buf.length, maxFds);
-  const out: ReceivedFds = { fds: [], ctrunc: false };
-  const n = recvCore(fd, addressOf(buf), buf.length, maxFds, out);
-  if (n === null) return null;
-  return { bytes: n, fds: out.fds, ctrunc: out.ctrunc };
+  return recvCore(fd, Number(addressOf(buf)), buf.length, maxFds);
 }
 
 export interface PeerCred {
