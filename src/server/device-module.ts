@@ -102,7 +102,7 @@ export async function loadDevice(
       where,
       name === 'default' ? 'no default export (export default defineDevice({ ... }))' : `no export ${name}`,
     );
-  if (isDeviceDefinition(made)) return { device: build(made, options, context), name: made.name };
+  if (isDeviceDefinition(made)) return { device: buildDevice(made, options, context.log), name: made.name };
   if (isDevicePort(made)) return { device: made, name: 'device' };
   return fail(
     Errno.EINVAL,
@@ -113,16 +113,16 @@ export async function loadDevice(
   );
 }
 
-function build(
+/**
+ * Builds a definition as a server does: the native environment (memfd memory, eventfds) and the
+ * server's `log`, unless `options` names its own.
+ */
+export function buildDevice(
   def: DeviceDefinition,
-  options: Partial<DeviceOptions>,
-  context: DeviceModuleContext,
+  options: Partial<DeviceOptions> = {},
+  log?: (line: string) => void,
 ): ServableDevice {
-  return def.instantiate({
-    env: nativeEnvironment(),
-    ...(context.log ? { log: context.log } : {}),
-    ...options,
-  }).device;
+  return def.instantiate({ env: nativeEnvironment(), ...(log ? { log } : {}), ...options }).device;
 }
 
 function isDevicePort(v: unknown): v is ServableDevice {

@@ -33,8 +33,13 @@ import type { DeviceDefinition } from '../core/define.js';
 import type { DeviceOptions } from '../core/device.js';
 import { fail, VfioError } from '../errors.js';
 import { closeFd, unixConnect } from '../native/index.js';
-import { nativeEnvironment } from '../runtime.js';
-import { type DeviceModule, isDeviceModule, loadDevice, type ServableDevice } from './device-module.js';
+import {
+  buildDevice,
+  type DeviceModule,
+  isDeviceModule,
+  loadDevice,
+  type ServableDevice,
+} from './device-module.js';
 import type { LoopMode } from './loop.js';
 import { type ServerOptions, VfioUserServer } from './server.js';
 import { ThreadedServer } from './thread.js';
@@ -186,20 +191,11 @@ async function start(
   if (isDeviceModule(device)) {
     const loop = options.loop ?? 'blocking';
     if (loop !== 'libuv') return inWorker(device, loop, options);
-    const built = await loadDevice(
-      device,
-      { ...(options.log && { log: options.log }), ...options.device },
-      options.log ? { log: options.log } : {},
-    );
+    const built = await loadDevice(device, options.device, options.log ? { log: options.log } : {});
     return inThisThread(built.device, true, built.name, options);
   }
   if (!isDefinition(device)) return inThisThread(device, false, 'device', options);
-  const dev = device.instantiate({
-    env: nativeEnvironment(),
-    ...(options.log && { log: options.log }),
-    ...options.device,
-  }).device;
-  return inThisThread(dev, true, device.name, options);
+  return inThisThread(buildDevice(device, options.device, options.log), true, device.name, options);
 }
 
 /**
