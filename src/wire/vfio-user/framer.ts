@@ -66,6 +66,8 @@ interface FdBatch {
 }
 
 const EMPTY = new Uint8Array(0);
+/** What takeExcessFds returns when nothing was dropped (frozen: it is shared). */
+const NO_FDS: readonly number[] = Object.freeze([]);
 
 export class MessageFramer {
   readonly maxMessageSize: number;
@@ -196,8 +198,12 @@ export class MessageFramer {
     }
   }
 
-  /** Fds dropped by the maxFds cap since the last call: the caller closes them at once. */
-  takeExcessFds(): number[] {
+  /**
+   * Fds dropped by the maxFds cap since the last call: the caller closes them at once. Called
+   * after every read (the server's hot path), so none is the one shared empty array.
+   */
+  takeExcessFds(): readonly number[] {
+    if (this.#excess.length === 0) return NO_FDS;
     const out = this.#excess;
     this.#excess = [];
     return out;
