@@ -108,7 +108,7 @@ export class SocketChannel {
   #watch: FdWatch | undefined;
   #watchWritable = false;
   #buf = new Uint8Array(RECV_BUFFER_BYTES);
-  #bufAddress: number | undefined;
+  #bufAddress = addressNumber(this.#buf);
   #view = new DataView(this.#buf.buffer);
   #pos = 0;
   /** The last receive filled all the room it had (more may be waiting). */
@@ -247,10 +247,9 @@ export class SocketChannel {
       // The framer may still hold views of the old buffer; it keeps it alive until consumed.
       this.#buf = new Uint8Array(RECV_BUFFER_BYTES);
       this.#view = new DataView(this.#buf.buffer);
-      this.#bufAddress = undefined;
+      this.#bufAddress = addressNumber(this.#buf);
       this.#pos = 0;
     }
-    this.#bufAddress ??= addressNumber(this.#buf);
     const room = this.#buf.length - this.#pos;
     const io = this.#io;
     let n: number;
