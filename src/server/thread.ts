@@ -125,6 +125,8 @@ export class ThreadedServer {
   #listenWatch: FdWatch | undefined;
   /** The worker has exited. */
   #gone = false;
+  /** The connected client's socket, which the worker owns (closed here if the worker dies). */
+  #clientFd: number | undefined;
   readonly #log: ((line: string) => void) | undefined;
 
   private constructor(
@@ -155,6 +157,12 @@ export class ThreadedServer {
     };
     this.#exited = exited.then((code) => {
       this.#gone = true;
+      // A worker that dies with a client connected never closes its socket (fds are the
+      // process's, not the thread's): closed here, so the client sees the end of the stream
+      // instead of waiting for ever. Every 'closed' it posted has come before its exit.
+      if (this.#clientFd !== undefined) closeFd(this.#clientFd);
+      this.#clientFd = undefined;
+      this.client = undefined;
       // A request the worker did not answer never will.
       const gone = new VfioError(Errno.EIO, 'ThreadedServer', `the server's worker exited (code ${code})`);
       for (const p of this.#pending.values()) p.reject(gone);
@@ -235,7 +243,10 @@ export class ThreadedServer {
         this.refused++;
         return;
       case 'closed':
-        if (this.client?.id === m.id) this.client = undefined;
+        if (this.client?.id === m.id) {
+          this.client = undefined;
+          this.#clientFd = undefined;
+        }
         this.lastClose = m.reason;
         this.#maybeIdle();
         return;
@@ -310,7 +321,11 @@ export class ThreadedServer {
       this.#maybeIdle();
     };
     const p = this.#request({ op: 'adopt', fd });
-    p.then(done, done);
+    p.then(() => {
+      // Served (its 'connected' came first), unless it has gone already.
+      if (this.client !== undefined) this.#clientFd = fd;
+      done();
+    }, done);
     return p;
   }
 

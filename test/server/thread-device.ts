@@ -22,9 +22,12 @@ export function device(arg: ThreadDeviceArg): VfioPciDevice {
   });
 }
 
-/** A device whose worker then exits on its own (process.exit in a worker ends the thread). */
-export function exitSoon(arg: ThreadDeviceArg): VfioPciDevice {
-  setTimeout(() => process.exit(3), 50);
+/**
+ * A device whose worker then exits on its own (process.exit in a worker ends the thread), after
+ * `exitAfterMs` (50 by default).
+ */
+export function exitSoon(arg: ThreadDeviceArg & { readonly exitAfterMs?: number }): VfioPciDevice {
+  setTimeout(() => process.exit(3), arg.exitAfterMs ?? 50);
   return device(arg);
 }
 

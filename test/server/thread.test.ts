@@ -31,6 +31,7 @@ import {
   eventfdCreate,
   getuid,
   openFdCount,
+  recvMsg,
   sendMsg,
   socketPair,
   unixConnect,
@@ -387,4 +388,32 @@ test('ThreadedServer: a worker that exits on its own is reported (onError; by de
   closeFd(peer);
   assert.equal(openFdCount(), fdsBefore);
   await server.stop(); // nothing left to stop; resolves
+});
+
+test("ThreadedServer: a worker that exits with a client connected: the client's socket is closed (it sees the end of the stream)", async () => {
+  let report: (e: unknown) => void = () => {};
+  const caught = new Promise<unknown>((resolve) => {
+    report = resolve;
+  });
+  const server = await ThreadedServer.start(
+    { module: MODULE, export: 'exitSoon', arg: { name: 'edu', exitAfterMs: 500 } },
+    { onError: (e) => report(e) },
+  );
+  const keepAlive = setInterval(() => {}, 1000);
+  const [mine, peer] = socketPair();
+  try {
+    await server.adopt(mine);
+    assert.ok(server.client, 'served');
+    const e = await caught;
+    assert.match((e as Error).message, /worker exited \(code 3\)/);
+    assert.equal(server.client, undefined);
+    // Closed by this thread once the worker was gone: EOF, not EAGAIN for ever.
+    const r = recvMsg(peer, 64, 0);
+    assert.ok(r !== null, 'the server side is still open: the client would wait for ever');
+    assert.equal(r.data.length, 0);
+  } finally {
+    clearInterval(keepAlive);
+    closeFd(peer);
+  }
+  await server.stop();
 });
