@@ -88,13 +88,12 @@ function countPromises(): void {
 }
 
 export class ThreadLoop implements ChannelDriver {
-  readonly mode: 'blocking' | 'poll';
+  /** 0 for 'blocking': it never spins. */
   readonly pollIdleMs: number;
   readonly tickMs: number;
   readonly #stop: Int32Array | undefined;
 
   constructor(o: ThreadLoopOptions) {
-    this.mode = o.mode;
     this.tickMs = o.tickMs ?? LOOP_TICK_MS;
     this.pollIdleMs = o.mode === 'poll' ? (o.pollIdleMs ?? DEFAULT_POLL_IDLE_MS) : 0;
     this.#stop = o.stop;
