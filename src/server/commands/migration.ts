@@ -25,7 +25,11 @@ import {
   VFIO_DEVICE_FEATURE_GET,
   VFIO_DEVICE_FEATURE_PROBE,
 } from '../../abi/vfio.js';
-import { VfioUserFeatureFlags, vfio_user_dma_logging_report } from '../../abi/vfio-user.js';
+import {
+  VfioUserFeatureFlags,
+  vfio_user_dma_logging_report,
+  vfio_user_mig_data,
+} from '../../abi/vfio-user.js';
 import { bitmapBytes } from '../../core/migration/dirty.js';
 import { MAX_REPORT_BITMAP } from '../../core/migration/feature.js';
 import { fail } from '../../errors.js';
@@ -43,7 +47,7 @@ import {
 import { type ClientContext, EMPTY, type Reply, reply, xferMax } from '../context.js';
 
 const REPORT = struct(vfio_user_dma_logging_report);
-const MIG_DATA = 8;
+const MIG_DATA = struct(vfio_user_mig_data).offsetOf('data');
 
 /** Largest migration feature reply: a DMA_LOGGING_REPORT with the largest bitmap. */
 export const MAX_MIGRATION_FEATURE_REPLY = FEATURE_DATA + REPORT.size + MAX_REPORT_BITMAP;
