@@ -34,7 +34,7 @@ import { isSaving, type MigState, migStateName, nextState } from './fsm.js';
 import type { RunGate } from './gate.js';
 import { LoadStream } from './load.js';
 import { capture, hasModel, RestoreLost, restore, type SnapshotHost } from './snapshot.js';
-import { type MemoryArea, SaveStream } from './stream.js';
+import { END_BYTES, MEMORY_HEAD_BYTES, type MemoryArea, SaveStream, SECTION_HEAD_BYTES } from './stream.js';
 
 const { ERROR, STOP, RUNNING, STOP_COPY, RESUMING, RUNNING_P2P, PRE_COPY, PRE_COPY_P2P } = VfioMigState;
 
@@ -274,11 +274,11 @@ export class DeviceMigration {
   /** VFIO_DEVICE_FEATURE_MIG_DATA_SIZE: what STOP_COPY would still produce, estimated. */
   dataSize(): bigint {
     if (this.#save && this.#state === STOP_COPY) return BigInt(this.#save.pending);
-    // Each area whole in a MEMORY section (16-byte header and an 8-byte offset).
-    const areas = this.host.memoryAreas().reduce((n, a) => n + 24 + a.bytes.length, 0);
-    const sections = capture(this.host).reduce((n, [, b]) => n + 16 + b.length, 0);
+    // Each area whole in a MEMORY section.
+    const areas = this.host.memoryAreas().reduce((n, a) => n + MEMORY_HEAD_BYTES + a.bytes.length, 0);
+    const sections = capture(this.host).reduce((n, [, b]) => n + SECTION_HEAD_BYTES + b.length, 0);
     const pending = this.#save ? this.#save.pending + this.#save.dirtyBytes() : areas;
-    return BigInt(this.host.header().length + pending + sections + 48);
+    return BigInt(this.host.header().length + pending + sections + END_BYTES);
   }
 
   // -------------------------------------------------------------------------------------------
