@@ -200,8 +200,12 @@ export class DeviceMigration {
     } finally {
       clearTimeout(timer);
     }
-    // A reset while we waited took the device back to RUNNING: leave it running.
-    if (epoch !== this.#epoch) fail(Errno.EIO, OP, 'the device was reset during the state change');
+    // A reset while we waited took the device back to RUNNING: leave it running. The model's
+    // stop finished after the reset (nvme halts once its commands are done), so undo it.
+    if (epoch !== this.#epoch) {
+      b.migration?.start?.();
+      fail(Errno.EIO, OP, 'the device was reset during the state change');
+    }
     this.host.gate.shut();
   }
 

@@ -212,6 +212,45 @@ describe('the arc into STOP', () => {
     assert.ok(dev.gate.open);
   });
 
+  test("a reset while the model's stop runs: the stop that finishes after it is undone (start), the model runs", async () => {
+    // nvme's controller.stop sets its halt once the commands in flight are done, which may be
+    // after a reset (the client leaving) cleared it: the device must not stay halted.
+    let running = true;
+    let finishStop = () => {};
+    const dev = defineDevice({
+      name: 'slow-stop',
+      identity: { vendorId: 0x1b36, deviceId: 0x00fe, classCode: 0xff0000 },
+      bars: [{ index: 0, kind: 'mem32', size: 4096, backing: 'registers' }],
+      state: () => ({}),
+      create: () => ({
+        bars: { 0: { read: () => 0n, write: () => {} } },
+        reset: () => {
+          running = true;
+        },
+        migration: {
+          stop: () =>
+            new Promise<void>((r) => {
+              finishStop = () => {
+                running = false;
+                r();
+              };
+            }),
+          start: () => {
+            running = true;
+          },
+        },
+      }),
+    }).instantiate({ env: heapEnvironment() }).device;
+    const stopping = setState(dev, S.STOP);
+    await new Promise((r) => setTimeout(r, 10));
+    dev.reset();
+    finishStop();
+    assert.equal(await errnoOfAsync(stopping), Errno.EIO);
+    assert.equal(getState(dev), S.RUNNING);
+    assert.ok(dev.gate.open);
+    assert.ok(running, 'the model runs, as the state says');
+  });
+
   test('a device that does not quiesce: ETIMEDOUT, still running', async () => {
     const dev = dmaDevice().instantiate({
       env: heapEnvironment(),
