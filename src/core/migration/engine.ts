@@ -63,6 +63,8 @@ export class DeviceMigration {
   /** Bumped by every reset: an arc that was waiting when one happened gives up. */
   #epoch = 0;
   #chain: Promise<unknown> = Promise.resolve();
+  /** Bumped by every arc into STOP: a stop that timed out and finishes late undoes only its own. */
+  #quiesces = 0;
   #changing = false;
 
   /**
@@ -186,16 +188,23 @@ export class DeviceMigration {
         this.quiesceTimeoutMs,
       );
     });
+    const quiesce = ++this.#quiesces;
+    const stopped = (async () => {
+      await b.migration?.stop?.();
+      await b.settled?.();
+    })();
     try {
-      await Promise.race([
-        (async () => {
-          await b.migration?.stop?.();
-          await b.settled?.();
-        })(),
-        timeout,
-      ]);
+      await Promise.race([stopped, timeout]);
     } catch (e) {
       b.migration?.start?.();
+      // A stop that timed out may still finish (nvme halts once its commands are done): undo it
+      // then too, unless a later arc into STOP has taken the model over since.
+      stopped.then(
+        () => {
+          if (quiesce === this.#quiesces) b.migration?.start?.();
+        },
+        () => {},
+      );
       throw e;
     } finally {
       clearTimeout(timer);

@@ -251,6 +251,35 @@ describe('the arc into STOP', () => {
     assert.ok(running, 'the model runs, as the state says');
   });
 
+  test("a model's stop that finishes after the timeout is undone: ETIMEDOUT, and the model runs", async () => {
+    let running = true;
+    const dev = defineDevice({
+      name: 'late-stop',
+      identity: { vendorId: 0x1b36, deviceId: 0x00fe, classCode: 0xff0000 },
+      bars: [{ index: 0, kind: 'mem32', size: 4096, backing: 'registers' }],
+      state: () => ({}),
+      create: () => ({
+        bars: { 0: { read: () => 0n, write: () => {} } },
+        migration: {
+          stop: () =>
+            new Promise<void>((r) =>
+              setTimeout(() => {
+                running = false;
+                r();
+              }, 100),
+            ),
+          start: () => {
+            running = true;
+          },
+        },
+      }),
+    }).instantiate({ env: heapEnvironment(), migration: { quiesceTimeoutMs: 20 } }).device;
+    assert.equal(await errnoOfAsync(setState(dev, S.STOP)), Errno.ETIMEDOUT);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(getState(dev), S.RUNNING_P2P);
+    assert.ok(running, 'the late stop was undone');
+  });
+
   test('a device that does not quiesce: ETIMEDOUT, still running', async () => {
     const dev = dmaDevice().instantiate({
       env: heapEnvironment(),
