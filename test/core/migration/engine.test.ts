@@ -21,6 +21,7 @@ import {
   VFIO_DEVICE_FEATURE_MIGRATION,
   VFIO_DEVICE_FEATURE_SET,
 } from '../../../src/abi/vfio.js';
+import type { ModelMigration } from '../../../src/core/behaviour.js';
 import { defineDevice } from '../../../src/core/define.js';
 import type { VfioPciDevice } from '../../../src/core/device.js';
 import { heapEnvironment } from '../../../src/core/env.js';
@@ -57,6 +58,20 @@ const dmaDevice = (load?: (v: unknown) => void) =>
         },
       },
       ...(load ? { migration: { save: () => ({ x: 1 }), load } } : {}),
+    }),
+  });
+
+/** A device with nothing but the model's migration hooks (and its reset). */
+const modelDevice = (migration: ModelMigration, reset?: () => void) =>
+  defineDevice({
+    name: 'model-hooks',
+    identity: { vendorId: 0x1b36, deviceId: 0x00fe, classCode: 0xff0000 },
+    bars: [{ index: 0, kind: 'mem32', size: 4096, backing: 'registers' }],
+    state: () => ({}),
+    create: () => ({
+      bars: { 0: { read: () => 0n, write: () => {} } },
+      migration,
+      ...(reset ? { reset } : {}),
     }),
   });
 
@@ -217,30 +232,23 @@ describe('the arc into STOP', () => {
     // after a reset (the client leaving) cleared it: the device must not stay halted.
     let running = true;
     let finishStop = () => {};
-    const dev = defineDevice({
-      name: 'slow-stop',
-      identity: { vendorId: 0x1b36, deviceId: 0x00fe, classCode: 0xff0000 },
-      bars: [{ index: 0, kind: 'mem32', size: 4096, backing: 'registers' }],
-      state: () => ({}),
-      create: () => ({
-        bars: { 0: { read: () => 0n, write: () => {} } },
-        reset: () => {
+    const dev = modelDevice(
+      {
+        stop: () =>
+          new Promise<void>((r) => {
+            finishStop = () => {
+              running = false;
+              r();
+            };
+          }),
+        start: () => {
           running = true;
         },
-        migration: {
-          stop: () =>
-            new Promise<void>((r) => {
-              finishStop = () => {
-                running = false;
-                r();
-              };
-            }),
-          start: () => {
-            running = true;
-          },
-        },
-      }),
-    }).instantiate({ env: heapEnvironment() }).device;
+      },
+      () => {
+        running = true;
+      },
+    ).instantiate({ env: heapEnvironment() }).device;
     const stopping = setState(dev, S.STOP);
     await new Promise((r) => setTimeout(r, 10));
     dev.reset();
@@ -253,26 +261,17 @@ describe('the arc into STOP', () => {
 
   test("a model's stop that finishes after the timeout is undone: ETIMEDOUT, and the model runs", async () => {
     let running = true;
-    const dev = defineDevice({
-      name: 'late-stop',
-      identity: { vendorId: 0x1b36, deviceId: 0x00fe, classCode: 0xff0000 },
-      bars: [{ index: 0, kind: 'mem32', size: 4096, backing: 'registers' }],
-      state: () => ({}),
-      create: () => ({
-        bars: { 0: { read: () => 0n, write: () => {} } },
-        migration: {
-          stop: () =>
-            new Promise<void>((r) =>
-              setTimeout(() => {
-                running = false;
-                r();
-              }, 100),
-            ),
-          start: () => {
-            running = true;
-          },
-        },
-      }),
+    const dev = modelDevice({
+      stop: () =>
+        new Promise<void>((r) =>
+          setTimeout(() => {
+            running = false;
+            r();
+          }, 100),
+        ),
+      start: () => {
+        running = true;
+      },
     }).instantiate({ env: heapEnvironment(), migration: { quiesceTimeoutMs: 20 } }).device;
     assert.equal(await errnoOfAsync(setState(dev, S.STOP)), Errno.ETIMEDOUT);
     await new Promise((r) => setTimeout(r, 200));
