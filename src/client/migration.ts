@@ -14,12 +14,13 @@
  *   with more than asked, or an argsz that does not add up, is EPROTO.
  */
 import { Errno } from '../abi/errno.js';
-import { VfioUserCommand as C, vfio_user_dma_logging_report } from '../abi/vfio-user.js';
-import { bitmapBytes } from '../core/migration/dirty.js';
+import { VfioUserCommand as C, vfio_user_dma_logging_report, vfio_user_mig_data } from '../abi/vfio-user.js';
+import { bitmapBytes, rangeEnd } from '../core/migration/dirty.js';
+import { MIN_LOG_PAGE_SIZE } from '../core/migration/feature.js';
 import type { MigrationData } from '../driver/file.js';
 import { fail } from '../errors.js';
 import { struct } from '../wire/struct.js';
-import { FEATURE_DATA } from '../wire/vfio.js';
+import { deviceFeatureStruct, FEATURE_DATA } from '../wire/vfio.js';
 import {
   decodeMigDataReadReply,
   encodeMigDataReadRequest,
@@ -30,7 +31,7 @@ import { MAX_DIRTY_BITMAP } from './limits.js';
 import type { ClientNegotiated } from './negotiate.js';
 
 const REPORT = struct(vfio_user_dma_logging_report);
-const MIG_DATA = 8;
+const MIG_DATA = struct(vfio_user_mig_data).offsetOf('data');
 
 /** Largest bitmap one REPORT may carry: the server's max_bitmap_size and ours, whichever is less. */
 export function reportLimit(n: ClientNegotiated): number {
@@ -111,24 +112,21 @@ export async function dirtyReport(
   const base = FEATURE_DATA;
   if (arg.length < base + REPORT.size) fail(Errno.EFAULT, op, `buffer of ${arg.length} bytes`);
   const r = REPORT.read(arg, base);
-  if (r.page_size < 4096n || (r.page_size & (r.page_size - 1n)) !== 0n)
+  if (r.page_size < MIN_LOG_PAGE_SIZE || (r.page_size & (r.page_size - 1n)) !== 0n)
     fail(Errno.EINVAL, op, `page_size 0x${r.page_size.toString(16)}`);
-  if (r.iova + r.length > 1n << 64n) fail(Errno.EOVERFLOW, op, 'iova + length passes 2^64');
+  if (rangeEnd(r.iova, r.length) === undefined) fail(Errno.EOVERFLOW, op, 'iova + length passes 2^64');
   const bytes = bitmapBytes(r.length, r.page_size);
   const first = base + REPORT.offsetOf('bitmap');
   if (BigInt(argsz - first) < bytes)
     fail(Errno.EINVAL, op, `argsz leaves no room for ${bytes} bytes of bitmap`);
   if (BigInt(arg.length - first) < bytes) fail(Errno.EFAULT, op, `buffer of ${arg.length} bytes`);
-  const flags = new DataView(arg.buffer, arg.byteOffset).getUint32(4, true);
+  const flags = deviceFeatureStruct.get(arg, 'flags');
   for (const p of reportPieces(r.iova, r.length, r.page_size, reportLimit(negotiated))) {
     const n = Number(bitmapBytes(p.length, r.page_size));
     // The request is the struct alone, argsz naming the room for the bitmap the reply brings
     // (libvfio-user handle_dma_device_feature_get: argsz >= header + report + bitmap, the reply
     // that long): a large bitmap does not ride on the request.
-    const req = new Uint8Array(first);
-    const v = new DataView(req.buffer);
-    v.setUint32(0, first + n, true);
-    v.setUint32(4, flags, true);
+    const req = deviceFeatureStruct.encode({ argsz: first + n, flags }, REPORT.size);
     REPORT.write(req, { iova: p.iova, length: p.length, page_size: r.page_size }, base);
     const reply = await conn.request(C.DEVICE_FEATURE, [req], [], { maxReply: first + n });
     const got = reply.payload;

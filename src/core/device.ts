@@ -421,19 +421,15 @@ export class VfioPciDevice {
     const { irqs, intx, regions, dma, gate } = this;
     return {
       config: this.config,
+      // DmaSpace's own promise while the gate is open: an async wrapper here would add a promise
+      // and its ticks to every DMA (about 200 ns a call measured) for a check that costs nothing.
       dma: {
-        read: async (iova, length) => {
-          if (!gate.open) await gate.wait();
-          return dma.read(iova, length);
-        },
-        readInto: async (iova, into) => {
-          if (!gate.open) await gate.wait();
-          return dma.readInto(iova, into);
-        },
-        write: async (iova, data) => {
-          if (!gate.open) await gate.wait();
-          return dma.write(iova, data);
-        },
+        read: (iova, length) =>
+          gate.open ? dma.read(iova, length) : gate.wait().then(() => dma.read(iova, length)),
+        readInto: (iova, into) =>
+          gate.open ? dma.readInto(iova, into) : gate.wait().then(() => dma.readInto(iova, into)),
+        write: (iova, data) =>
+          gate.open ? dma.write(iova, data) : gate.wait().then(() => dma.write(iova, data)),
       },
       barMemory: (bar) => regions.memoryOf(bar)?.bytes,
       raise: (vector = 0) => {

@@ -33,8 +33,15 @@ import {
   VFIO_MIGRATION_STOP_COPY,
   VfioMigState,
 } from '../abi/vfio.js';
+import {
+  vfio_user_dma_logging_control,
+  vfio_user_dma_logging_range,
+  vfio_user_dma_logging_report,
+} from '../abi/vfio-user.js';
+import { bitmapBytes } from '../core/migration/dirty.js';
 import { fail } from '../errors.js';
-import { encodeVfioDeviceFeature } from '../wire/vfio.js';
+import { struct } from '../wire/struct.js';
+import { encodeVfioDeviceFeature, FEATURE_DATA, migrationStruct, migStateStruct } from '../wire/vfio.js';
 import type { MigrationData, VfioDeviceFile } from './file.js';
 
 /** Bytes asked for per MIG_DATA_READ (a vfio-user client sends at most max_data_xfer_size). */
@@ -78,14 +85,20 @@ export interface MigrationResult {
 
 const OP = 'migrate';
 
+// The DMA logging structs as the device fd takes them in-process and vfio-user carries them:
+// ranges and bitmap inline after their struct (src/core/migration/feature.ts).
+const CONTROL = struct(vfio_user_dma_logging_control);
+const RANGE = struct(vfio_user_dma_logging_range);
+const REPORT = struct(vfio_user_dma_logging_report);
+
 /** VFIO_DEVICE_FEATURE_MIGRATION's flags; EOPNOTSUPP when the device has no STOP_COPY. */
 export async function migrationFlags(dev: VfioDeviceFile): Promise<number> {
   const arg = encodeVfioDeviceFeature(
     VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_MIGRATION,
-    new Uint8Array(8),
+    new Uint8Array(migrationStruct.size),
   );
   await dev.ioctl(VFIO_DEVICE_FEATURE, arg);
-  const flags = Number(new DataView(arg.buffer).getBigUint64(8, true));
+  const flags = Number(migrationStruct.get(arg, 'flags', FEATURE_DATA));
   if (!(flags & VFIO_MIGRATION_STOP_COPY)) fail(Errno.EOPNOTSUPP, OP, 'the device has no STOP_COPY');
   return flags;
 }
@@ -94,19 +107,20 @@ export async function migrationFlags(dev: VfioDeviceFile): Promise<number> {
 export async function migrationState(dev: VfioDeviceFile): Promise<number> {
   const arg = encodeVfioDeviceFeature(
     VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE,
-    new Uint8Array(8),
+    new Uint8Array(migStateStruct.size),
   );
   await dev.ioctl(VFIO_DEVICE_FEATURE, arg);
-  return new DataView(arg.buffer).getUint32(8, true);
+  return migStateStruct.get(arg, 'device_state', FEATURE_DATA);
 }
 
 /** MIG_DEVICE_STATE SET (the server resolves multi-arc requests); the data_fd, or -1. */
 export async function setMigrationState(dev: VfioDeviceFile, state: number): Promise<number> {
-  const data = new Uint8Array(8);
-  new DataView(data.buffer).setUint32(0, state, true);
-  const arg = encodeVfioDeviceFeature(VFIO_DEVICE_FEATURE_SET | VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE, data);
+  const arg = encodeVfioDeviceFeature(
+    VFIO_DEVICE_FEATURE_SET | VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE,
+    migStateStruct.encode({ device_state: state }),
+  );
   await dev.ioctl(VFIO_DEVICE_FEATURE, arg);
-  return new DataView(arg.buffer).getInt32(12, true);
+  return migStateStruct.get(arg, 'data_fd', FEATURE_DATA);
 }
 
 /** DMA_LOGGING_START over `ranges`; the page size the device chose. */
@@ -115,17 +129,13 @@ export async function dirtyLoggingStart(
   pageSize: bigint,
   ranges: readonly { iova: bigint; length: bigint }[],
 ): Promise<bigint> {
-  const d = new Uint8Array(16 + 16 * ranges.length);
-  const v = new DataView(d.buffer);
-  v.setBigUint64(0, pageSize, true);
-  v.setUint32(8, ranges.length, true);
-  ranges.forEach((r, i) => {
-    v.setBigUint64(16 + 16 * i, r.iova, true);
-    v.setBigUint64(24 + 16 * i, r.length, true);
-  });
+  const first = CONTROL.offsetOf('ranges');
+  const d = CONTROL.encode({ page_size: pageSize, num_ranges: ranges.length }, ranges.length * RANGE.size);
+  for (const [i, r] of ranges.entries())
+    RANGE.write(d, { iova: r.iova, length: r.length }, first + i * RANGE.size);
   const arg = encodeVfioDeviceFeature(VFIO_DEVICE_FEATURE_SET | VFIO_DEVICE_FEATURE_DMA_LOGGING_START, d);
   await dev.ioctl(VFIO_DEVICE_FEATURE, arg);
-  return new DataView(arg.buffer).getBigUint64(8, true);
+  return CONTROL.get(arg, 'page_size', FEATURE_DATA);
 }
 
 export async function dirtyLoggingStop(dev: VfioDeviceFile): Promise<void> {
@@ -142,16 +152,12 @@ export async function dirtyReport(
   length: bigint,
   pageSize: bigint,
 ): Promise<bigint[]> {
-  const pages = Number((length + pageSize - 1n) / pageSize);
-  const d = new Uint8Array(24 + Math.ceil(pages / 64) * 8);
-  const v = new DataView(d.buffer);
-  v.setBigUint64(0, iova, true);
-  v.setBigUint64(8, length, true);
-  v.setBigUint64(16, pageSize, true);
+  const d = REPORT.encode({ iova, length, page_size: pageSize }, Number(bitmapBytes(length, pageSize)));
   const arg = encodeVfioDeviceFeature(VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT, d);
   await dev.ioctl(VFIO_DEVICE_FEATURE, arg);
   const out: bigint[] = [];
-  const bitmap = arg.subarray(8 + 24);
+  const bitmap = arg.subarray(FEATURE_DATA + REPORT.offsetOf('bitmap'));
+  const pages = Number((length + pageSize - 1n) / pageSize);
   for (let i = 0; i < pages; i++) if (bitmap[i >> 3]! & (1 << (i & 7))) out.push(iova + BigInt(i) * pageSize);
   return out;
 }

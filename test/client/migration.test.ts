@@ -97,6 +97,20 @@ test('a REPORT larger than max_bitmap_size goes in pieces and comes back whole',
   assert.deepEqual(bits, dirty);
 });
 
+test('a REPORT ending exactly at 2^64 is EOVERFLOW (a u64 overflow, vfio_main.c), and nothing is sent', async (t) => {
+  const { fake, client } = await connected(t, {
+    maxMsgFds: 16,
+    maxDataXferSize: 4096,
+    migration: { pgsize: 4096, maxBitmapSize: 1024 },
+  });
+  const before = fake.seen.length;
+  await assert.rejects(
+    client.ioctl(VFIO_DEVICE_FEATURE, report((1n << 64n) - 0x10000n, 0x10000n)),
+    isErrno(Errno.EOVERFLOW),
+  );
+  assert.equal(fake.seen.length, before);
+});
+
 test('replies that do not answer the request: EPROTO', async (t) => {
   const { fake, client } = await connected(t, {
     maxMsgFds: 16,

@@ -12,7 +12,7 @@
 /** Pages per chunk of the record: one 4 KiB bitmap. */
 const CHUNK_PAGES = 32768;
 const CHUNK_SHIFT = 15;
-const U64_END = 1n << 64n;
+const U64_MAX = (1n << 64n) - 1n;
 
 export interface LogRange {
   readonly start: bigint;
@@ -138,10 +138,14 @@ export function bitmapBytes(length: bigint, pageSize: bigint): bigint {
   return ((pages + 63n) / 64n) * 8n;
 }
 
-/** The end of a range, or undefined when iova + length passes 2^64 (EOVERFLOW). */
+/**
+ * The end of a range, or undefined when iova + length does not fit a u64 (EOVERFLOW):
+ * vfio_main.c's `check_add_overflow(iova, length, &iova_end) || iova_end > ULONG_MAX`, so a
+ * range ending exactly at 2^64 overflows too.
+ */
 export function rangeEnd(iova: bigint, length: bigint): bigint | undefined {
   const end = iova + length;
-  return end > U64_END ? undefined : end;
+  return end > U64_MAX ? undefined : end;
 }
 
 export { CHUNK_SHIFT as DIRTY_CHUNK_SHIFT };

@@ -34,7 +34,7 @@ import { isSaving, type MigState, migStateName, nextState } from './fsm.js';
 import type { RunGate } from './gate.js';
 import { LoadStream } from './load.js';
 import { capture, hasModel, RestoreLost, restore, type SnapshotHost } from './snapshot.js';
-import { type MemoryArea, SaveStream } from './stream.js';
+import { END_BYTES, MEMORY_HEAD_BYTES, type MemoryArea, SaveStream, SECTION_HEAD_BYTES } from './stream.js';
 
 const { ERROR, STOP, RUNNING, STOP_COPY, RESUMING, RUNNING_P2P, PRE_COPY, PRE_COPY_P2P } = VfioMigState;
 
@@ -63,6 +63,8 @@ export class DeviceMigration {
   /** Bumped by every reset: an arc that was waiting when one happened gives up. */
   #epoch = 0;
   #chain: Promise<unknown> = Promise.resolve();
+  /** Bumped by every arc into STOP: a stop that timed out and finishes late undoes only its own. */
+  #quiesces = 0;
   #changing = false;
 
   /**
@@ -186,22 +188,33 @@ export class DeviceMigration {
         this.quiesceTimeoutMs,
       );
     });
+    const quiesce = ++this.#quiesces;
+    const stopped = (async () => {
+      await b.migration?.stop?.();
+      await b.settled?.();
+    })();
     try {
-      await Promise.race([
-        (async () => {
-          await b.migration?.stop?.();
-          await b.settled?.();
-        })(),
-        timeout,
-      ]);
+      await Promise.race([stopped, timeout]);
     } catch (e) {
       b.migration?.start?.();
+      // A stop that timed out may still finish (nvme halts once its commands are done): undo it
+      // then too, unless a later arc into STOP has taken the model over since.
+      stopped.then(
+        () => {
+          if (quiesce === this.#quiesces) b.migration?.start?.();
+        },
+        () => {},
+      );
       throw e;
     } finally {
       clearTimeout(timer);
     }
-    // A reset while we waited took the device back to RUNNING: leave it running.
-    if (epoch !== this.#epoch) fail(Errno.EIO, OP, 'the device was reset during the state change');
+    // A reset while we waited took the device back to RUNNING: leave it running. The model's
+    // stop finished after the reset (nvme halts once its commands are done), so undo it.
+    if (epoch !== this.#epoch) {
+      b.migration?.start?.();
+      fail(Errno.EIO, OP, 'the device was reset during the state change');
+    }
     this.host.gate.shut();
   }
 
@@ -274,11 +287,11 @@ export class DeviceMigration {
   /** VFIO_DEVICE_FEATURE_MIG_DATA_SIZE: what STOP_COPY would still produce, estimated. */
   dataSize(): bigint {
     if (this.#save && this.#state === STOP_COPY) return BigInt(this.#save.pending);
-    // Each area whole in a MEMORY section (16-byte header and an 8-byte offset).
-    const areas = this.host.memoryAreas().reduce((n, a) => n + 24 + a.bytes.length, 0);
-    const sections = capture(this.host).reduce((n, [, b]) => n + 16 + b.length, 0);
+    // Each area whole in a MEMORY section.
+    const areas = this.host.memoryAreas().reduce((n, a) => n + MEMORY_HEAD_BYTES + a.bytes.length, 0);
+    const sections = capture(this.host).reduce((n, [, b]) => n + SECTION_HEAD_BYTES + b.length, 0);
     const pending = this.#save ? this.#save.pending + this.#save.dirtyBytes() : areas;
-    return BigInt(this.host.header().length + pending + sections + 48);
+    return BigInt(this.host.header().length + pending + sections + END_BYTES);
   }
 
   // -------------------------------------------------------------------------------------------

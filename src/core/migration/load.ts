@@ -24,7 +24,7 @@ import {
 } from '../../abi/migration.js';
 import { VfioError } from '../../errors.js';
 import { struct, view } from '../../wire/struct.js';
-import { MAX_NAME_BYTES, MAX_SECTION_BYTES, type MemoryArea } from './stream.js';
+import { MAX_NAME_BYTES, MAX_SECTION_BYTES, type MemoryArea, OFFSET_BYTES } from './stream.js';
 
 const HEADER = struct(vfio_ts_mig_header);
 const SECTION = struct(vfio_ts_mig_section);
@@ -61,7 +61,7 @@ type Phase =
   | { at: 'offset'; area: MemoryArea; length: number }
   | { at: 'memory'; stage: Uint8Array; pos: number; end: number }
   | { at: 'state'; type: number; buf: Uint8Array; pos: number }
-  | { at: 'digest'; pos: number }
+  | { at: 'digest' }
   | { at: 'done' };
 
 export class LoadStream {
@@ -105,7 +105,8 @@ export class LoadStream {
         case 'header':
         case 'section':
         case 'offset':
-          used = this.#collect(rest, p.at === 'header' ? p.need : p.at === 'section' ? SECTION.size : 8);
+        case 'digest':
+          used = this.#collect(rest, this.#wanted(p));
           break;
         case 'memory':
           used = Math.min(rest.length, p.end - p.pos);
@@ -122,9 +123,6 @@ export class LoadStream {
             this.#phase = { at: 'section' };
           }
           break;
-        case 'digest':
-          used = this.#collect(rest, MIG_DIGEST_SIZE);
-          break;
       }
       if (p.at !== 'digest') this.#hash.update(rest.subarray(0, used));
       i += used;
@@ -133,13 +131,14 @@ export class LoadStream {
     }
   }
 
+  /** Bytes a part collected in the small buffer has when whole. */
   #wanted(p: Phase): number {
     return p.at === 'header'
       ? p.need
       : p.at === 'section'
         ? SECTION.size
         : p.at === 'offset'
-          ? 8
+          ? OFFSET_BYTES
           : MIG_DIGEST_SIZE;
   }
 
@@ -214,14 +213,18 @@ export class LoadStream {
     const ours = HEADER.read(this.header);
     const who = (h: typeof ours, bytes: Uint8Array) =>
       `${hex(h.vendor)}:${hex(h.device)} (${hex(h.subsystem_vendor)}:${hex(h.subsystem)}, class ${hex(h.class_rev >>> 8)} rev ${h.class_rev & 0xff}) '${new TextDecoder().decode(bytes.subarray(HEADER.size))}'`;
-    const same = (a: Uint8Array, c: Uint8Array) => a.length === c.length && a.every((x, i) => x === c[i]);
-    if (
-      !same(b.subarray(16, 32), this.header.subarray(16, 32)) ||
-      !same(b.subarray(HEADER.size), this.header.subarray(HEADER.size))
-    )
+    // Byte ranges of the two headers: the identity (vendor to flags), the fingerprint, the name.
+    const same = (from: number, to?: number) => {
+      const a = b.subarray(from, to);
+      const c = this.header.subarray(from, to);
+      return a.length === c.length && a.every((x, i) => x === c[i]);
+    };
+    const fingerprint = HEADER.offsetOf('fingerprint');
+    const name = HEADER.offsetOf('name');
+    if (!same(HEADER.offsetOf('vendor'), fingerprint) || !same(name))
       this.#refuse(`a stream of ${who(theirs, b)}; this device is ${who(ours, this.header)} (foreign)`);
     if (theirs.flags !== 0) this.#refuse(`header flags 0x${theirs.flags.toString(16)}`);
-    if (!same(b.subarray(32, 48), this.header.subarray(32, 48)))
+    if (!same(fingerprint, name))
       this.#refuse(
         `${who(ours, this.header)} configured otherwise (BAR sizes, capabilities or memory differ: foreign)`,
       );
@@ -246,14 +249,15 @@ export class LoadStream {
         const area =
           this.areas.find((a) => a.id === s.id) ??
           this.#refuse(`MEMORY for area ${s.id}, which this device has not`);
-        if (s.length < 8n || s.length - 8n > BigInt(area.bytes.length))
+        const offsetBytes = BigInt(OFFSET_BYTES);
+        if (s.length < offsetBytes || s.length - offsetBytes > BigInt(area.bytes.length))
           this.#refuse(`MEMORY section of ${s.length} bytes for area ${s.id} of ${area.bytes.length}`);
-        this.#phase = { at: 'offset', area, length: Number(s.length) - 8 };
+        this.#phase = { at: 'offset', area, length: Number(s.length) - OFFSET_BYTES };
         return;
       }
       case MigSection.END:
         if (s.length !== BigInt(MIG_DIGEST_SIZE)) this.#refuse(`END of ${s.length} bytes`);
-        this.#phase = { at: 'digest', pos: 0 };
+        this.#phase = { at: 'digest' };
         return;
     }
     if (s.id !== 0) this.#refuse(`${name} section with id ${s.id}`);

@@ -31,7 +31,14 @@ import { PAGE_SIZE } from '../offsets.js';
 const HEADER = struct(vfio_ts_mig_header);
 const SECTION = struct(vfio_ts_mig_section);
 const PAGE = Number(PAGE_SIZE);
-const OFFSET_BYTES = 8;
+/** A MEMORY section's data starts with the u64 offset of its bytes in the area. */
+export const OFFSET_BYTES = 8;
+
+/** Bytes a section adds before its data; a MEMORY section adds its u64 offset too. */
+export const SECTION_HEAD_BYTES = SECTION.size;
+export const MEMORY_HEAD_BYTES = SECTION.size + OFFSET_BYTES;
+/** Bytes of the END section: its header and the digest. */
+export const END_BYTES = SECTION.size + MIG_DIGEST_SIZE;
 
 /** Longest device name a header carries. */
 export const MAX_NAME_BYTES = 64;
@@ -139,8 +146,13 @@ export class SaveStream {
   }
 
   #memory(area: MemoryArea, from: number, to: number, shadow: Uint8Array | undefined): void {
-    const head = new Uint8Array(SECTION.size + OFFSET_BYTES);
-    SECTION.write(head, { type: MigSection.MEMORY, reserved: 0, id: area.id, length: BigInt(to - from + 8) });
+    const head = new Uint8Array(MEMORY_HEAD_BYTES);
+    SECTION.write(head, {
+      type: MigSection.MEMORY,
+      reserved: 0,
+      id: area.id,
+      length: BigInt(OFFSET_BYTES + to - from),
+    });
     view(head).setBigUint64(SECTION.size, BigInt(from), true);
     this.#bytes(head);
     this.#queue.push({ kind: 'memory', area, shadow, at: from, to });
@@ -195,7 +207,7 @@ export class SaveStream {
       this.#bytes(data);
     }
     this.#queue.push({ kind: 'end' });
-    this.#pending += SECTION.size + MIG_DIGEST_SIZE;
+    this.#pending += END_BYTES;
   }
 
   /** Up to `max` bytes of the stream; fewer (none) when nothing more is there now. */

@@ -23,14 +23,27 @@ import {
   VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT,
   VFIO_DEVICE_FEATURE_DMA_LOGGING_START,
   VFIO_DEVICE_FEATURE_GET,
+  VFIO_DEVICE_FEATURE_MIG_DATA_SIZE,
+  VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE,
+  VFIO_DEVICE_FEATURE_MIGRATION,
   VFIO_DEVICE_FEATURE_PROBE,
 } from '../../abi/vfio.js';
-import { VfioUserFeatureFlags, vfio_user_dma_logging_report } from '../../abi/vfio-user.js';
+import {
+  VfioUserFeatureFlags,
+  vfio_user_dma_logging_report,
+  vfio_user_mig_data,
+} from '../../abi/vfio-user.js';
 import { bitmapBytes } from '../../core/migration/dirty.js';
 import { MAX_REPORT_BITMAP } from '../../core/migration/feature.js';
 import { fail } from '../../errors.js';
 import { struct } from '../../wire/struct.js';
-import { deviceFeatureStruct, FEATURE_DATA } from '../../wire/vfio.js';
+import {
+  deviceFeatureStruct,
+  FEATURE_DATA,
+  migDataSizeStruct,
+  migrationStruct,
+  migStateStruct,
+} from '../../wire/vfio.js';
 import {
   type CapabilitiesInput,
   decodeDeviceFeature,
@@ -43,7 +56,14 @@ import {
 import { type ClientContext, EMPTY, type Reply, reply, xferMax } from '../context.js';
 
 const REPORT = struct(vfio_user_dma_logging_report);
-const MIG_DATA = 8;
+const MIG_DATA = struct(vfio_user_mig_data).offsetOf('data');
+
+/** The data a GET of these features answers with (REPORT's: its struct and the bitmap asked for). */
+const GET_DATA_BYTES: Readonly<Record<number, number>> = {
+  [VFIO_DEVICE_FEATURE_MIGRATION]: migrationStruct.size,
+  [VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE]: migStateStruct.size,
+  [VFIO_DEVICE_FEATURE_MIG_DATA_SIZE]: migDataSizeStruct.size,
+};
 
 /** Largest migration feature reply: a DMA_LOGGING_REPORT with the largest bitmap. */
 export const MAX_MIGRATION_FEATURE_REPLY = FEATURE_DATA + REPORT.size + MAX_REPORT_BITMAP;
@@ -73,7 +93,7 @@ export function migrationFeature(s: ClientContext, f: Frame): Reply | Promise<Re
           : f.payload.slice(),
       );
     // GET: the feature's data; REPORT's is its struct and the bitmap the request asked for.
-    let n = FEATURE_DATA + 8;
+    let n = FEATURE_DATA + (GET_DATA_BYTES[feature] ?? 0);
     if (feature === VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT) {
       const r = REPORT.read(arg, FEATURE_DATA);
       n = FEATURE_DATA + REPORT.size + Number(bitmapBytes(r.length, r.page_size));

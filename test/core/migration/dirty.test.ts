@@ -131,6 +131,12 @@ describe('DMA_LOGGING_START / STOP / REPORT through the device fd', () => {
     ['length not page aligned: EINVAL', control(K, [[0n, 0x1800n]]), Errno.EINVAL],
     ['iova + length past 2^64: EOVERFLOW', control(K, [[(1n << 64n) - K, 2n * K]]), Errno.EOVERFLOW],
     [
+      'iova + length exactly 2^64 (a u64 overflow): EOVERFLOW',
+      control(K, [[(1n << 64n) - K, K]]),
+      Errno.EOVERFLOW,
+    ],
+    ['a range ending at 2^64 - 4 KiB', control(K, [[(1n << 64n) - 2n * K, K]]), undefined],
+    [
       'ranges overlap: EINVAL',
       control(K, [
         [0n, 4n * K],
@@ -186,6 +192,11 @@ describe('DMA_LOGGING_START / STOP / REPORT through the device fd', () => {
     ['page_size 2 KiB: EINVAL', reportData(0n, 8n * K, 2048n, 8), Errno.EINVAL],
     ['page_size 12 KiB: EINVAL', reportData(0n, 8n * K, 3n * K, 8), Errno.EINVAL],
     ['iova + length past 2^64: EOVERFLOW', reportData(1n << 63n, (1n << 63n) + K, K, 8), Errno.EOVERFLOW],
+    [
+      'iova + length exactly 2^64 (a u64 overflow): EOVERFLOW',
+      reportData(1n << 63n, 1n << 63n, 1n << 62n, 8),
+      Errno.EOVERFLOW,
+    ],
     ['a bitmap beyond the room argsz leaves: EINVAL', reportData(0n, 128n * K, K, 8), Errno.EINVAL],
     [
       `a bitmap over ${MAX_REPORT_BITMAP} bytes: E2BIG`,

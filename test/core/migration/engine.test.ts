@@ -21,6 +21,7 @@ import {
   VFIO_DEVICE_FEATURE_MIGRATION,
   VFIO_DEVICE_FEATURE_SET,
 } from '../../../src/abi/vfio.js';
+import type { ModelMigration } from '../../../src/core/behaviour.js';
 import { defineDevice } from '../../../src/core/define.js';
 import type { VfioPciDevice } from '../../../src/core/device.js';
 import { heapEnvironment } from '../../../src/core/env.js';
@@ -57,6 +58,20 @@ const dmaDevice = (load?: (v: unknown) => void) =>
         },
       },
       ...(load ? { migration: { save: () => ({ x: 1 }), load } } : {}),
+    }),
+  });
+
+/** A device with nothing but the model's migration hooks (and its reset). */
+const modelDevice = (migration: ModelMigration, reset?: () => void) =>
+  defineDevice({
+    name: 'model-hooks',
+    identity: { vendorId: 0x1b36, deviceId: 0x00fe, classCode: 0xff0000 },
+    bars: [{ index: 0, kind: 'mem32', size: 4096, backing: 'registers' }],
+    state: () => ({}),
+    create: () => ({
+      bars: { 0: { read: () => 0n, write: () => {} } },
+      migration,
+      ...(reset ? { reset } : {}),
     }),
   });
 
@@ -210,6 +225,58 @@ describe('the arc into STOP', () => {
     assert.equal(await errnoOfAsync(stopping), Errno.EIO);
     assert.equal(getState(dev), S.RUNNING);
     assert.ok(dev.gate.open);
+  });
+
+  test("a reset while the model's stop runs: the stop that finishes after it is undone (start), the model runs", async () => {
+    // nvme's controller.stop sets its halt once the commands in flight are done, which may be
+    // after a reset (the client leaving) cleared it: the device must not stay halted.
+    let running = true;
+    let finishStop = () => {};
+    const dev = modelDevice(
+      {
+        stop: () =>
+          new Promise<void>((r) => {
+            finishStop = () => {
+              running = false;
+              r();
+            };
+          }),
+        start: () => {
+          running = true;
+        },
+      },
+      () => {
+        running = true;
+      },
+    ).instantiate({ env: heapEnvironment() }).device;
+    const stopping = setState(dev, S.STOP);
+    await new Promise((r) => setTimeout(r, 10));
+    dev.reset();
+    finishStop();
+    assert.equal(await errnoOfAsync(stopping), Errno.EIO);
+    assert.equal(getState(dev), S.RUNNING);
+    assert.ok(dev.gate.open);
+    assert.ok(running, 'the model runs, as the state says');
+  });
+
+  test("a model's stop that finishes after the timeout is undone: ETIMEDOUT, and the model runs", async () => {
+    let running = true;
+    const dev = modelDevice({
+      stop: () =>
+        new Promise<void>((r) =>
+          setTimeout(() => {
+            running = false;
+            r();
+          }, 100),
+        ),
+      start: () => {
+        running = true;
+      },
+    }).instantiate({ env: heapEnvironment(), migration: { quiesceTimeoutMs: 20 } }).device;
+    assert.equal(await errnoOfAsync(setState(dev, S.STOP)), Errno.ETIMEDOUT);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(getState(dev), S.RUNNING_P2P);
+    assert.ok(running, 'the late stop was undone');
   });
 
   test('a device that does not quiesce: ETIMEDOUT, still running', async () => {
