@@ -139,25 +139,28 @@ function statusLine(s: number): string {
 }
 
 /**
- * Capabilities we name without decoding (pci_regs.h PCI_CAP_ID_*), printed with lspci's own mark
- * for that, `<?>`; lspci decodes several of these further. Rare on a device VFIO hands out.
+ * Capabilities we name without decoding (pci_regs.h PCI_CAP_ID_*), in the line lspci prints for
+ * them (ls-caps.c show_caps): lspci's own mark `<?>` where it decodes no more either, or where it
+ * decodes more and we do not; Null and Hot-plug carry nothing more, and lspci prints no mark.
+ * Rare on a device VFIO hands out.
  */
 const UNDECODED_CAPABILITIES: Record<number, string> = {
-  [P.PCI_CAP_ID_AGP]: 'AGP',
-  [P.PCI_CAP_ID_VPD]: 'Vital Product Data',
-  [P.PCI_CAP_ID_SLOTID]: 'Slot ID',
-  [P.PCI_CAP_ID_CHSWP]: 'CompactPCI hot-swap',
-  [P.PCI_CAP_ID_PCIX]: 'PCI-X',
-  [P.PCI_CAP_ID_HT]: 'HyperTransport',
-  [P.PCI_CAP_ID_DBG]: 'Debug port',
-  [P.PCI_CAP_ID_CCRC]: 'CompactPCI central resource control',
+  0: 'Null',
+  [P.PCI_CAP_ID_AGP]: 'AGP <?>',
+  [P.PCI_CAP_ID_VPD]: 'Vital Product Data <?>',
+  [P.PCI_CAP_ID_SLOTID]: 'Slot ID <?>',
+  [P.PCI_CAP_ID_CHSWP]: 'CompactPCI hot-swap <?>',
+  [P.PCI_CAP_ID_PCIX]: 'PCI-X <?>',
+  [P.PCI_CAP_ID_HT]: 'HyperTransport <?>',
+  [P.PCI_CAP_ID_DBG]: 'Debug port <?>',
+  [P.PCI_CAP_ID_CCRC]: 'CompactPCI central resource control <?>',
   [P.PCI_CAP_ID_SHPC]: 'Hot-plug capable',
-  [P.PCI_CAP_ID_SSVID]: 'Subsystem',
-  [P.PCI_CAP_ID_AGP3]: 'AGP3',
-  [P.PCI_CAP_ID_SECDEV]: 'Secure device',
-  [P.PCI_CAP_ID_SATA]: 'SATA HBA',
-  [P.PCI_CAP_ID_AF]: 'PCI Advanced Features',
-  [P.PCI_CAP_ID_EA]: 'Enhanced Allocation (EA)',
+  [P.PCI_CAP_ID_SSVID]: 'Subsystem <?>',
+  [P.PCI_CAP_ID_AGP3]: 'AGP3 <?>',
+  [P.PCI_CAP_ID_SECDEV]: 'Secure device <?>',
+  [P.PCI_CAP_ID_SATA]: 'SATA HBA <?>',
+  [P.PCI_CAP_ID_AF]: 'PCI Advanced Features <?>',
+  [P.PCI_CAP_ID_EA]: 'Enhanced Allocation (EA) <?>',
 };
 
 /** PM 1.2 §3.2.3: Aux_Current, mA per encoding. */
@@ -203,10 +206,10 @@ function capabilityLines(c: PciConfig, cap: PciCapability): string[] {
       return expressLines(head, cap);
     case 'vendor':
       return vendorLines(head, c, cap.bytes);
-    case 'other': {
-      const name = UNDECODED_CAPABILITIES[cap.id];
-      return [`${head}${name ? `${name} <?>` : `Capability ID 0x${hex(cap.id)} [${hex(cap.flags, 4)}]`}`];
-    }
+    case 'other':
+      return [
+        `${head}${UNDECODED_CAPABILITIES[cap.id] ?? `Capability ID 0x${hex(cap.id)} [${hex(cap.flags, 4)}]`}`,
+      ];
   }
 }
 
@@ -392,7 +395,7 @@ const DECODED_CAPABILITIES: Record<number, string> = {
 
 /** A capability's name, where it has one. */
 export function capabilityName(id: number): string | undefined {
-  return DECODED_CAPABILITIES[id] ?? UNDECODED_CAPABILITIES[id];
+  return DECODED_CAPABILITIES[id] ?? UNDECODED_CAPABILITIES[id]?.replace(/ <\?>$/, '');
 }
 
 export function extCapabilityName(id: number): string | undefined {

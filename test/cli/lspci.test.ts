@@ -136,6 +136,17 @@ function virtio(): Uint8Array {
   return c.b;
 }
 
+/** Capabilities lspci prints as one fixed line: Null and Hot-plug without `<?>`, the rest with it. */
+function fixedLines(): Uint8Array {
+  return header(new Config(256), 0x1234, 0x11e8, 0x00ff00)
+    .cap(0x40, 0, 0x1234)
+    .cap(0x50, P.PCI_CAP_ID_SHPC, 0)
+    .cap(0x60, P.PCI_CAP_ID_CHSWP, 0)
+    .cap(0x70, P.PCI_CAP_ID_CCRC, 0)
+    .cap(0x80, P.PCI_CAP_ID_AGP3, 0)
+    .cap(0x90, P.PCI_CAP_ID_SECDEV, 0).b;
+}
+
 function loop(): Uint8Array {
   const c = header(new Config(256), 0x1234, 0x11e8, 0x00ff00)
     .cap(0x40, P.PCI_CAP_ID_MSI, 0)
@@ -188,6 +199,7 @@ const CASES: [string, () => Promise<Uint8Array> | Uint8Array][] = [
     endpoint,
   ],
   ['virtio vendor capability, 32-bit MSI', virtio],
+  ['capabilities lspci prints as one fixed line (Null, Hot-plug, the <?> ones)', fixedLines],
   ['a capability chain that loops', loop],
   ['a capability chain that breaks (ID ff)', brokenChain],
   ['edu as VFIO reads it', () => modelConfig(createDevice('edu', { env: env() }))],
