@@ -101,18 +101,8 @@ export function runWith(args: string[], out: Output, opts: InfoOptions = {}): Pr
     const names = loadNames(idsFile ? [idsFile] : (opts.pciIds ?? PCI_IDS_PATHS), idsFile !== undefined, out);
     const dev = new VfioDevice(await openTarget('info', target, { ...opts, timeoutMs }));
     try {
-      const report = await collectInfo(dev, target);
-      const fmt = { names, title: target };
-      out.log(
-        hasFlag(p, '--json')
-          ? reportJson(report, {
-              ...fmt,
-              target,
-              ...(report.negotiated ? { protocol: report.negotiated } : {}),
-              ...(report.opened ? { opened: report.opened } : {}),
-            })
-          : formatInfo(report, names),
-      );
+      const report = await collectInfo(dev, target, opts);
+      out.log(hasFlag(p, '--json') ? infoJson(report, names) : formatInfo(report, names));
       return 0;
     } finally {
       await dev.close();
@@ -186,5 +176,16 @@ export function formatInfo(r: InfoReport, names?: PciIdDatabase): string {
     ...(names ? { names } : {}),
     ...(r.kernel ? { kernel: r.kernel } : {}),
     ...(detail ? { transportDetail: detail } : {}),
+  });
+}
+
+/** The JSON: reportJson with what the text adds, the target, the transport's details and sysfs's facts. */
+export function infoJson(r: InfoReport, names?: PciIdDatabase): string {
+  return reportJson(r, {
+    target: r.target,
+    ...(names ? { names } : {}),
+    ...(r.negotiated ? { protocol: r.negotiated } : {}),
+    ...(r.opened ? { opened: r.opened } : {}),
+    ...(r.kernel ? { kernel: r.kernel } : {}),
   });
 }
