@@ -10,7 +10,7 @@
  */
 import * as P from '../abi/pci.js';
 import { flag, hex, sizeTag } from './format.js';
-import type { PciCapability, PciConfig, PciExtCapability } from './pci-config.js';
+import { field, type PciCapability, type PciConfig, type PciExtCapability } from './pci-config.js';
 import { identityText, type PciIdDatabase } from './pci-ids.js';
 
 /** What config space cannot say: the sizes of the BARs and the ROM (VFIO region sizes). */
@@ -28,8 +28,6 @@ export interface KernelFacts {
   readonly iommuGroup?: string;
   readonly driver?: string;
 }
-
-const field = (v: number, mask: number) => ((v & mask) >>> 0) / (mask & -mask);
 
 /** The `lspci -nn -vv` lines for one function; `slot` stands where lspci prints the address. */
 export function lspciLines(
