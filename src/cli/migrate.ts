@@ -10,7 +10,7 @@
  * memory); a VMM migrates with the library call while it holds both devices. An NVMe namespace
  * on a --disk file is storage, not device state: both servers are expected to serve one file.
  */
-import { VfioUserClient } from '../client/index.js';
+import type { VfioUserClient } from '../client/index.js';
 import { MIGRATE_MAX_ROUNDS, migrate } from '../driver/migrate.js';
 import {
   CONSOLE,
@@ -22,6 +22,7 @@ import {
   runCommand,
   UsageError,
 } from './args.js';
+import { connectSocket } from './target.js';
 
 /** Each request's reply must come within this (ClientOptions.timeoutMs); --timeout sets it. */
 export const DEFAULT_MIGRATE_TIMEOUT_S = 10;
@@ -72,10 +73,10 @@ export function runMigrate(args: string[], out: Output): Promise<number> {
     if (!Number.isSafeInteger(rounds) || rounds < 0)
       throw new UsageError('migrate', `--rounds needs a whole number of 0 or more, not '${r}'`);
     const timeoutMs = positiveNumber(MIGRATE, p, '--timeout', DEFAULT_MIGRATE_TIMEOUT_S) * 1000;
-    const source = await VfioUserClient.connect(from, { timeoutMs });
+    const source = await connectSocket(from, { timeoutMs });
     let target: VfioUserClient | undefined;
     try {
-      target = await VfioUserClient.connect(to, { timeoutMs });
+      target = await connectSocket(to, { timeoutMs });
       const res = await migrate(source, target, { maxRounds: rounds });
       if (hasFlag(p, '--json')) out.log(JSON.stringify({ from, to, ...res }));
       else
