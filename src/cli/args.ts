@@ -128,6 +128,17 @@ export function positiveNumber(spec: CommandSpec, p: ParsedArgs, name: string, d
   return n;
 }
 
+/**
+ * A byte count with an optional binary suffix, either case (`4096`, `4k`, `16M`, `1G`, `2T`), as
+ * fio and QEMU write sizes; undefined unless it is a positive safe integer.
+ */
+export function byteCount(v: string): number | undefined {
+  const m = /^(\d+)([KMGT]?)$/i.exec(v);
+  if (!m) return undefined;
+  const n = Number(m[1]) * 1024 ** ' KMGT'.indexOf((m[2] || ' ').toUpperCase());
+  return Number.isSafeInteger(n) && n > 0 ? n : undefined;
+}
+
 const USAGE_PREFIX = 'usage: vfio-ts ';
 
 export function usageLine(spec: CommandSpec): string {

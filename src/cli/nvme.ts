@@ -16,7 +16,7 @@ import { jsonText } from '../driver/report-json.js';
 import { fail } from '../errors.js';
 import { openKernelDevice } from '../kernel/device.js';
 import { iomemRelaxed, isBdf, normalizeBdf } from '../kernel/sysfs.js';
-import { type Output, reportFailure } from './args.js';
+import { byteCount, type Output, reportFailure } from './args.js';
 import { connectSocket } from './target.js';
 
 const TARGET = `<target> is a vfio-user socket path, or a PCI address (0000:00:04.0) bound to vfio-pci (vfio-ts bind).`;
@@ -57,13 +57,12 @@ interface PerfArgs {
   size: bigint | undefined;
 }
 
-/** `4k` → 4096, `1m` → 1 MiB (binary units, as fio's bs). */
+/** `4k` → 4096, `1m` → 1 MiB (binary units, as fio's bs): args.ts byteCount, or EINVAL. */
 export function parseSize(s: string): number {
-  const m = /^(\d+)([kmg]?)$/i.exec(s.trim());
-  if (!m) return fail(Errno.EINVAL, 'nvme', `size '${s}' is not a number with an optional k, m or g`);
-  const n = Number(m[1]) * 1024 ** ' kmg'.indexOf((m[2] || ' ').toLowerCase());
-  if (!Number.isSafeInteger(n) || n <= 0) fail(Errno.EINVAL, 'nvme', `size '${s}'`);
-  return n;
+  return (
+    byteCount(s) ??
+    fail(Errno.EINVAL, 'nvme', `size '${s}' is not a positive number with an optional k, m, g or t`)
+  );
 }
 
 function parsePerf(flags: Map<string, string>): PerfArgs {
