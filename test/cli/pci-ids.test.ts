@@ -130,6 +130,13 @@ test('load: the first path that exists, gzip read, none gives undefined', () => 
     assert.equal(PciIdDatabase.load([join(dir, 'missing.ids')]), undefined);
     writeFileSync(join(dir, 'bad.ids'), '1af4  V\nnot a line\n');
     assert.throws(() => PciIdDatabase.load([join(dir, 'bad.ids')]), /bad\.ids: line 2/);
+    // A damaged .gz is malformed (info then warns and prints numbers), not zlib's bare Error.
+    const damaged = join(dir, 'damaged.ids.gz');
+    writeFileSync(damaged, gzipSync(readFileSync(FIXTURE_PCI_IDS)).subarray(0, 100));
+    assert.throws(
+      () => PciIdDatabase.load([damaged]),
+      (e: unknown) => e instanceof MalformedError && /damaged\.ids\.gz: not a gzip file/.test(e.message),
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
