@@ -73,11 +73,12 @@ export function lspciLines(
     const size = sizes.bars[b.index] ?? 0n;
     if (!b.address && !size && !b.io && b.memoryType === '32-bit' && !b.prefetchable) continue;
     if (b.io) {
-      const at = b.address || c.command & P.PCI_COMMAND_IO ? hex(b.address) : '<unassigned>';
+      // lspci.c show_bases: I/O ports as PCIADDR_PORT_FMT (%04x), memory as PCIADDR_T_FMT (%08x).
+      const at = b.address || c.command & P.PCI_COMMAND_IO ? hex(b.address, 4) : '<unassigned>';
       const off = c.command & P.PCI_COMMAND_IO ? '' : ' [disabled]';
       out.push(`\tRegion ${b.index}: I/O ports at ${at}${off}${sizeTag(size)}`);
     } else {
-      const at = b.address ? hex(b.address) : '<unassigned>';
+      const at = b.address ? hex(b.address, 8) : '<unassigned>';
       const off = c.command & P.PCI_COMMAND_MEMORY ? '' : ' [disabled]';
       out.push(
         `\tRegion ${b.index}: Memory at ${at} (${b.memoryType}, ${b.prefetchable ? '' : 'non-'}prefetchable)${off}${sizeTag(size)}`,
@@ -85,7 +86,7 @@ export function lspciLines(
     }
   }
   if (c.rom && (c.rom.address || c.rom.enabled || sizes.rom)) {
-    const at = c.rom.address ? hex(c.rom.address) : '<unassigned>';
+    const at = c.rom.address ? hex(c.rom.address, 8) : '<unassigned>'; // show_rom: PCIADDR_T_FMT
     const off = !c.rom.enabled ? ' [disabled]' : c.command & P.PCI_COMMAND_MEMORY ? '' : ' [disabled by cmd]';
     out.push(`\tExpansion ROM at ${at}${off}${sizeTag(sizes.rom)}`);
   }
