@@ -186,6 +186,15 @@ export class PciIdDatabase {
     return this.classes.get(base)?.children.get(sub)?.name;
   }
 
+  /**
+   * The name lspci gives a 24-bit class code (lib/names.c, PCI_LOOKUP_CLASS): its subclass's,
+   * else its base class's.
+   */
+  classCodeName(classCode: number): string | undefined {
+    const base = classCode >> 16;
+    return this.subclassName(base, (classCode >> 8) & 0xff) ?? this.className(base);
+  }
+
   progIfName(base: number, sub: number, progIf: number): string | undefined {
     return this.classes.get(base)?.children.get(sub)?.children.get(progIf);
   }
@@ -222,7 +231,7 @@ export function identityText(id: PciIdentity, db: PciIdDatabase | undefined): Pc
   const base = id.classCode >> 16;
   const sub = (id.classCode >> 8) & 0xff;
   const prog = id.classCode & 0xff;
-  const cls = db?.subclassName(base, sub) ?? db?.className(base) ?? 'Class';
+  const cls = db?.classCodeName(id.classCode) ?? 'Class';
   const progName = db?.progIfName(base, sub, prog);
   return {
     class: `${cls} [${hex(id.classCode >> 8, 4)}]`,

@@ -138,10 +138,7 @@ export function reportObject(r: DeviceReport, extras: JsonExtras = {}): Record<s
     subsystemId: c.subsystemId,
     ...named('subsystem', db?.subsystem(c.vendorId, c.deviceId, c.subsystemVendorId, c.subsystemId)),
     classCode: c.classCode,
-    ...named(
-      'class',
-      db?.subclassName(c.classCode >> 16, (c.classCode >> 8) & 0xff) ?? db?.className(c.classCode >> 16),
-    ),
+    ...named('class', db?.classCodeName(c.classCode)),
     revision: c.revision,
     headerType: c.headerType,
     command: c.command,

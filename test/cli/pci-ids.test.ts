@@ -49,6 +49,10 @@ test('classes, subclasses, programming interfaces', () => {
   assert.equal(d.progIfName(0x01, 0x08, 0x02), 'NVM Express');
   assert.equal(d.subclassName(0x00, 0xff), undefined);
   assert.equal(d.className(0x02), undefined);
+  // A class code's name: its subclass's, else its base class's (lspci's PCI_LOOKUP_CLASS).
+  assert.equal(d.classCodeName(0x010802), 'Non-Volatile memory controller');
+  assert.equal(d.classCodeName(0x010600), 'Mass storage controller');
+  assert.equal(d.classCodeName(0x020000), undefined);
 });
 
 test('identityText: the words lspci -nn prints, with and without the database', () => {
