@@ -22,8 +22,8 @@ import {
   flagValue,
   hasFlag,
   type Output,
-  positiveNumber,
   runCommand,
+  timeoutFlag,
 } from './args.js';
 import { kernelFacts, openTarget, type TargetOptions } from './target.js';
 
@@ -96,7 +96,7 @@ export function run(args: string[]): Promise<number> {
 export function runWith(args: string[], out: Output, opts: InfoOptions = {}): Promise<number> {
   return runCommand(INFO, args, out, async (p) => {
     const target = p.operands[0]!;
-    const timeoutMs = positiveNumber(INFO, p, '--timeout', DEFAULT_INFO_TIMEOUT_S) * 1000;
+    const timeoutMs = timeoutFlag(INFO, p, DEFAULT_INFO_TIMEOUT_S);
     const idsFile = flagValue(p, '--pci-ids');
     const names = loadNames(idsFile ? [idsFile] : (opts.pciIds ?? PCI_IDS_PATHS), idsFile !== undefined, out);
     const dev = new VfioDevice(await openTarget('info', target, { ...opts, timeoutMs }));

@@ -18,8 +18,8 @@ import {
   flagValue,
   hasFlag,
   type Output,
-  positiveNumber,
   runCommand,
+  timeoutFlag,
   UsageError,
 } from './args.js';
 import { connectSocket } from './target.js';
@@ -72,7 +72,7 @@ export function runMigrate(args: string[], out: Output): Promise<number> {
     const rounds = r === undefined ? MIGRATE_MAX_ROUNDS : Number(r);
     if (!Number.isSafeInteger(rounds) || rounds < 0)
       throw new UsageError('migrate', `--rounds needs a whole number of 0 or more, not '${r}'`);
-    const timeoutMs = positiveNumber(MIGRATE, p, '--timeout', DEFAULT_MIGRATE_TIMEOUT_S) * 1000;
+    const timeoutMs = timeoutFlag(MIGRATE, p, DEFAULT_MIGRATE_TIMEOUT_S);
     const source = await connectSocket(from, { timeoutMs });
     let target: VfioUserClient | undefined;
     try {

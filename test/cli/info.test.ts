@@ -188,6 +188,16 @@ test('info --json carries what sysfs says of a PCI address (kernel), as the text
   assert.equal(JSON.parse(infoJson(report)).kernel, undefined);
 });
 
+test('info --timeout the client cannot take is a usage error (exit 2), found before the target is looked at', async () => {
+  for (const t of ['0.0001', '3000000']) {
+    const r = await info(['/nonexistent/x.sock', '--timeout', t]);
+    assert.equal(r.status, 2, r.err.join('\n'));
+    assert.deepEqual(r.err, [
+      `vfio-ts info: --timeout needs 0.001 to 2147483.647 seconds, not '${t}' (vfio-ts info --help)`,
+    ]);
+  }
+});
+
 /** A fake /sys/bus/pci/devices: 05.0 bound to e1000e (IRQ 21, IOMMU group 5), 06.0 to no driver. */
 function fakeSysfs(dir: string): string {
   const sysfs = join(dir, 'devices');
