@@ -12,6 +12,7 @@
  */
 import type { VfioUserClient } from '../client/index.js';
 import { MIGRATE_MAX_ROUNDS, migrate } from '../driver/migrate.js';
+import { jsonText } from '../driver/report-json.js';
 import {
   CONSOLE,
   type CommandSpec,
@@ -78,7 +79,7 @@ export function runMigrate(args: string[], out: Output): Promise<number> {
     try {
       target = await connectSocket(to, { timeoutMs });
       const res = await migrate(source, target, { maxRounds: rounds });
-      if (hasFlag(p, '--json')) out.log(JSON.stringify({ from, to, ...res }));
+      if (hasFlag(p, '--json')) out.log(jsonText({ from, to, ...res }));
       else
         out.log(
           `migrated ${from} -> ${to}: ${res.streamBytes} bytes of device state` +
