@@ -9,6 +9,7 @@
  * failure is one line, exit status 1.
  */
 import { Errno } from '../abi/errno.js';
+import { MAX_TIMEOUT_MS } from '../client/client.js';
 import { MalformedError, VfioError } from '../errors.js';
 
 export interface Output {
@@ -126,6 +127,32 @@ export function positiveNumber(spec: CommandSpec, p: ParsedArgs, name: string, d
   if (!(n > 0) || !Number.isFinite(n))
     throw new UsageError(spec.name, `${name} needs a positive number, not '${v}'`);
   return n;
+}
+
+/**
+ * A byte count with an optional binary suffix, either case (`4096`, `4k`, `16M`, `1G`, `2T`), as
+ * fio and QEMU write sizes; undefined unless it is a positive safe integer.
+ */
+export function byteCount(v: string): number | undefined {
+  const m = /^(\d+)([KMGT]?)$/i.exec(v);
+  if (!m) return undefined;
+  const n = Number(m[1]) * 1024 ** ' KMGT'.indexOf((m[2] || ' ').toUpperCase());
+  return Number.isSafeInteger(n) && n > 0 ? n : undefined;
+}
+
+/**
+ * `--timeout SECONDS` as the whole milliseconds a vfio-user client takes (ClientOptions.timeoutMs:
+ * 1 to MAX_TIMEOUT_MS), or `dflt` seconds; UsageError otherwise, before anything is opened (the
+ * client would refuse 0.0001 or 3000000 itself, as a failure, once the socket was checked).
+ */
+export function timeoutFlag(spec: CommandSpec, p: ParsedArgs, dflt: number): number {
+  const ms = Math.round(positiveNumber(spec, p, '--timeout', dflt) * 1000);
+  if (ms < 1 || ms > MAX_TIMEOUT_MS)
+    throw new UsageError(
+      spec.name,
+      `--timeout needs 0.001 to ${MAX_TIMEOUT_MS / 1000} seconds, not '${flagValue(p, '--timeout')}'`,
+    );
+  return ms;
 }
 
 const USAGE_PREFIX = 'usage: vfio-ts ';

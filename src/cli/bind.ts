@@ -9,6 +9,7 @@
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { jsonText } from '../driver/report-json.js';
 import { VFIO_CDEV_DIR } from '../kernel/iommufd.js';
 import { type BindResult, bindVfioPci, driverLeavesDmaToUser, unbindVfioPci } from '../kernel/sysfs.js';
 import { CONSOLE, type CommandSpec, hasFlag, type Output, runCommand } from './args.js';
@@ -61,7 +62,7 @@ export function runBind(args: string[], out: Output, sysfs?: string): Promise<nu
   return runCommand(BIND, args, out, async (p) => {
     const r = bindVfioPci(existingPciDevice('bind', p.operands[0]!, sysfs), sysfs ? { sysfs } : {});
     const nodes = deviceNodes(r);
-    if (hasFlag(p, '--json')) out.log(JSON.stringify({ ...r, nodes }));
+    if (hasFlag(p, '--json')) out.log(jsonText({ ...r, nodes }));
     else {
       out.log(
         `${r.bdf}: bound to vfio-pci (was ${r.previousDriver ?? 'unbound'}), IOMMU group ${r.group}: ${nodes.join(', ') || 'no device node yet'}`,
@@ -83,7 +84,7 @@ export function runBind(args: string[], out: Output, sysfs?: string): Promise<nu
 export function runUnbind(args: string[], out: Output = CONSOLE, sysfs?: string): Promise<number> {
   return runCommand(UNBIND, args, out, async (p) => {
     const r = unbindVfioPci(existingPciDevice('unbind', p.operands[0]!, sysfs), sysfs ? { sysfs } : {});
-    if (hasFlag(p, '--json')) out.log(JSON.stringify(r));
+    if (hasFlag(p, '--json')) out.log(jsonText(r));
     else out.log(`${r.bdf}: released from vfio-pci; now ${r.driver ?? 'unbound'}`);
     return 0;
   });

@@ -22,8 +22,8 @@ import {
   flagValue,
   hasFlag,
   type Output,
-  positiveNumber,
   runCommand,
+  timeoutFlag,
 } from './args.js';
 import { kernelFacts, openTarget, type TargetOptions } from './target.js';
 
@@ -96,23 +96,13 @@ export function run(args: string[]): Promise<number> {
 export function runWith(args: string[], out: Output, opts: InfoOptions = {}): Promise<number> {
   return runCommand(INFO, args, out, async (p) => {
     const target = p.operands[0]!;
-    const timeoutMs = positiveNumber(INFO, p, '--timeout', DEFAULT_INFO_TIMEOUT_S) * 1000;
+    const timeoutMs = timeoutFlag(INFO, p, DEFAULT_INFO_TIMEOUT_S);
     const idsFile = flagValue(p, '--pci-ids');
     const names = loadNames(idsFile ? [idsFile] : (opts.pciIds ?? PCI_IDS_PATHS), idsFile !== undefined, out);
     const dev = new VfioDevice(await openTarget('info', target, { ...opts, timeoutMs }));
     try {
-      const report = await collectInfo(dev, target);
-      const fmt = { names, title: target };
-      out.log(
-        hasFlag(p, '--json')
-          ? reportJson(report, {
-              ...fmt,
-              target,
-              ...(report.negotiated ? { protocol: report.negotiated } : {}),
-              ...(report.opened ? { opened: report.opened } : {}),
-            })
-          : formatInfo(report, names),
-      );
+      const report = await collectInfo(dev, target, opts);
+      out.log(hasFlag(p, '--json') ? infoJson(report, names) : formatInfo(report, names));
       return 0;
     } finally {
       await dev.close();
@@ -186,5 +176,16 @@ export function formatInfo(r: InfoReport, names?: PciIdDatabase): string {
     ...(names ? { names } : {}),
     ...(r.kernel ? { kernel: r.kernel } : {}),
     ...(detail ? { transportDetail: detail } : {}),
+  });
+}
+
+/** The JSON: reportJson with what the text adds, the target, the transport's details and sysfs's facts. */
+export function infoJson(r: InfoReport, names?: PciIdDatabase): string {
+  return reportJson(r, {
+    target: r.target,
+    ...(names ? { names } : {}),
+    ...(r.negotiated ? { protocol: r.negotiated } : {}),
+    ...(r.opened ? { opened: r.opened } : {}),
+    ...(r.kernel ? { kernel: r.kernel } : {}),
   });
 }

@@ -10,18 +10,20 @@
  * memory); a VMM migrates with the library call while it holds both devices. An NVMe namespace
  * on a --disk file is storage, not device state: both servers are expected to serve one file.
  */
-import { VfioUserClient } from '../client/index.js';
+import type { VfioUserClient } from '../client/index.js';
 import { MIGRATE_MAX_ROUNDS, migrate } from '../driver/migrate.js';
+import { jsonText } from '../driver/report-json.js';
 import {
   CONSOLE,
   type CommandSpec,
   flagValue,
   hasFlag,
   type Output,
-  positiveNumber,
   runCommand,
+  timeoutFlag,
   UsageError,
 } from './args.js';
+import { connectSocket } from './target.js';
 
 /** Each request's reply must come within this (ClientOptions.timeoutMs); --timeout sets it. */
 export const DEFAULT_MIGRATE_TIMEOUT_S = 10;
@@ -71,13 +73,13 @@ export function runMigrate(args: string[], out: Output): Promise<number> {
     const rounds = r === undefined ? MIGRATE_MAX_ROUNDS : Number(r);
     if (!Number.isSafeInteger(rounds) || rounds < 0)
       throw new UsageError('migrate', `--rounds needs a whole number of 0 or more, not '${r}'`);
-    const timeoutMs = positiveNumber(MIGRATE, p, '--timeout', DEFAULT_MIGRATE_TIMEOUT_S) * 1000;
-    const source = await VfioUserClient.connect(from, { timeoutMs });
+    const timeoutMs = timeoutFlag(MIGRATE, p, DEFAULT_MIGRATE_TIMEOUT_S);
+    const source = await connectSocket(from, { timeoutMs });
     let target: VfioUserClient | undefined;
     try {
-      target = await VfioUserClient.connect(to, { timeoutMs });
+      target = await connectSocket(to, { timeoutMs });
       const res = await migrate(source, target, { maxRounds: rounds });
-      if (hasFlag(p, '--json')) out.log(JSON.stringify({ from, to, ...res }));
+      if (hasFlag(p, '--json')) out.log(jsonText({ from, to, ...res }));
       else
         out.log(
           `migrated ${from} -> ${to}: ${res.streamBytes} bytes of device state` +

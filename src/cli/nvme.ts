@@ -13,10 +13,10 @@ import { NvmeController, versionText } from '../driver/nvme/index.js';
 import { PERF_MODES, type PerfMode, type PerfResult, runPerf } from '../driver/nvme/perf.js';
 import { cap, cmbsz } from '../driver/nvme/spec.js';
 import { jsonText } from '../driver/report-json.js';
-import { fail, MalformedError, VfioError } from '../errors.js';
+import { fail } from '../errors.js';
 import { openKernelDevice } from '../kernel/device.js';
 import { iomemRelaxed, isBdf, normalizeBdf } from '../kernel/sysfs.js';
-import type { Output } from './args.js';
+import { byteCount, type Output, reportFailure } from './args.js';
 import { connectSocket } from './target.js';
 
 const TARGET = `<target> is a vfio-user socket path, or a PCI address (0000:00:04.0) bound to vfio-pci (vfio-ts bind).`;
@@ -57,13 +57,12 @@ interface PerfArgs {
   size: bigint | undefined;
 }
 
-/** `4k` → 4096, `1m` → 1 MiB (binary units, as fio's bs). */
+/** `4k` → 4096, `1m` → 1 MiB (binary units, as fio's bs): args.ts byteCount, or EINVAL. */
 export function parseSize(s: string): number {
-  const m = /^(\d+)([kmg]?)$/i.exec(s.trim());
-  if (!m) return fail(Errno.EINVAL, 'nvme', `size '${s}' is not a number with an optional k, m or g`);
-  const n = Number(m[1]) * 1024 ** ' kmg'.indexOf((m[2] || ' ').toLowerCase());
-  if (!Number.isSafeInteger(n) || n <= 0) fail(Errno.EINVAL, 'nvme', `size '${s}'`);
-  return n;
+  return (
+    byteCount(s) ??
+    fail(Errno.EINVAL, 'nvme', `size '${s}' is not a positive number with an optional k, m, g or t`)
+  );
 }
 
 function parsePerf(flags: Map<string, string>): PerfArgs {
@@ -160,11 +159,8 @@ export async function runWith(args: string[], out: Output): Promise<number> {
     out.log(flags.has('--json') ? jsonText(r) : perfText(r));
     return 0;
   } catch (e) {
-    if (e instanceof VfioError || e instanceof MalformedError) {
-      out.error(`vfio-ts nvme ${cmd}: ${target}: ${e.message}`);
-      return 1;
-    }
-    throw e;
+    // The error names the target where it matters (connectSocket, openKernelDevice say the path).
+    return reportFailure(`nvme ${cmd}`, e, out);
   }
 }
 

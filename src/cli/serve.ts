@@ -43,6 +43,7 @@ import {
   SERVER_MESSAGE_STALL_MS,
 } from '../server/limits.js';
 import {
+  byteCount,
   CONSOLE,
   type CommandSpec,
   type FlagSpec,
@@ -216,14 +217,6 @@ export interface ServeArgs {
 
 const usage = (problem: string) => new UsageError('serve', problem);
 
-/** A byte count with an optional binary suffix (K, M, G, T): `16M` is 16 MiB. */
-function parseBytes(v: string): number | undefined {
-  const m = /^(\d+)([KMGT]?)$/i.exec(v);
-  if (!m) return undefined;
-  const n = Number(m[1]) * 1024 ** ' KMGT'.indexOf((m[2] || ' ').toUpperCase());
-  return Number.isSafeInteger(n) && n > 0 ? n : undefined;
-}
-
 /** `name`'s value as an integer in [min, 2^32), or undefined when not given. */
 function integerFlag(p: ParsedArgs, name: string, min: number): number | undefined {
   const v = flagValue(p, name);
@@ -237,7 +230,7 @@ function integerFlag(p: ParsedArgs, name: string, min: number): number | undefin
 function byteFlag(p: ParsedArgs, name: string): number | undefined {
   const v = flagValue(p, name);
   if (v === undefined) return undefined;
-  const n = parseBytes(v);
+  const n = byteCount(v);
   if (n === undefined) throw usage(`${name} needs a byte count (e.g. 64M), not ${v}`);
   return n;
 }

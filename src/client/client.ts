@@ -56,7 +56,7 @@ import { type RegionState, RegionTable } from './regions.js';
 /** REGION_READ/REGION_WRITE pieces of one pread/pwrite sent before the first reply is needed. */
 export const MAX_CHUNKS_IN_FLIGHT = 8;
 /** Longest per-request timeout accepted (setTimeout's limit, 2^31-1 ms). */
-const MAX_TIMEOUT_MS = 0x7fff_ffff;
+export const MAX_TIMEOUT_MS = 0x7fff_ffff;
 
 export interface ClientOptions extends VersionOptions {
   /**

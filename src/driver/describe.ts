@@ -6,6 +6,7 @@
  * (`vfio-ts info`, the demo), `reportJson` the one JSON form (conventions in its comment).
  */
 import { Errno } from '../abi/errno.js';
+import { PCI_STD_HEADER_SIZEOF } from '../abi/pci.js';
 import {
   aliasRegionBar,
   PCI_STD_NUM_BARS,
@@ -33,8 +34,6 @@ import { decodeConfig, type PciConfig } from './pci-config.js';
 import type { PciIdDatabase } from './pci-ids.js';
 
 const IRQ_NAMES = ['INTx', 'MSI', 'MSI-X', 'ERR', 'REQ'];
-/** Config space is at least its 64-byte header (PCI 3.0 §6.1). */
-const MIN_CONFIG_BYTES = 64;
 
 export interface RegionReport {
   readonly index: number;
@@ -126,7 +125,7 @@ export async function describeDevice(dev: VfioDevice): Promise<DeviceReport> {
   if (!configRegion) fail(Errno.ENODEV, 'config space', 'the device reports no config region');
   const want = Number(configRegion.size);
   const bytes = await dev.readConfig(0, want);
-  if (bytes.length < Math.min(want, MIN_CONFIG_BYTES) || bytes.length > want)
+  if (bytes.length < Math.min(want, PCI_STD_HEADER_SIZEOF) || bytes.length > want)
     fail(Errno.EIO, 'read config space', `the device returned ${bytes.length} of ${want} bytes`);
   const config = decodeConfig(bytes);
   const irqs: DeviceReport['irqs'][number][] = [];
@@ -187,7 +186,10 @@ export interface FormatOptions {
 /** The sizes lspci takes from sysfs, here from the BAR and ROM regions. */
 function regionSizes(r: DeviceReport): { bars: bigint[]; rom: bigint } {
   const size = (i: number) => r.regions.find((g) => g.index === i)?.size ?? 0n;
-  return { bars: [0, 1, 2, 3, 4, 5].map(size), rom: size(VFIO_PCI_ROM_REGION_INDEX) };
+  return {
+    bars: Array.from({ length: PCI_STD_NUM_BARS }, (_, i) => size(i)),
+    rom: size(VFIO_PCI_ROM_REGION_INDEX),
+  };
 }
 
 /** `lspci -nn -vv` text for the device, then its VFIO regions, IRQs and write-combining paths. */

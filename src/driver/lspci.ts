@@ -10,7 +10,7 @@
  */
 import * as P from '../abi/pci.js';
 import { flag, hex, sizeTag } from './format.js';
-import type { PciCapability, PciConfig, PciExtCapability } from './pci-config.js';
+import { field, type PciCapability, type PciConfig, type PciExtCapability } from './pci-config.js';
 import { identityText, type PciIdDatabase } from './pci-ids.js';
 
 /** What config space cannot say: the sizes of the BARs and the ROM (VFIO region sizes). */
@@ -28,8 +28,6 @@ export interface KernelFacts {
   readonly iommuGroup?: string;
   readonly driver?: string;
 }
-
-const field = (v: number, mask: number) => ((v & mask) >>> 0) / (mask & -mask);
 
 /** The `lspci -nn -vv` lines for one function; `slot` stands where lspci prints the address. */
 export function lspciLines(
@@ -75,11 +73,12 @@ export function lspciLines(
     const size = sizes.bars[b.index] ?? 0n;
     if (!b.address && !size && !b.io && b.memoryType === '32-bit' && !b.prefetchable) continue;
     if (b.io) {
-      const at = b.address || c.command & P.PCI_COMMAND_IO ? hex(b.address) : '<unassigned>';
+      // lspci.c show_bases: I/O ports as PCIADDR_PORT_FMT (%04x), memory as PCIADDR_T_FMT (%08x).
+      const at = b.address || c.command & P.PCI_COMMAND_IO ? hex(b.address, 4) : '<unassigned>';
       const off = c.command & P.PCI_COMMAND_IO ? '' : ' [disabled]';
       out.push(`\tRegion ${b.index}: I/O ports at ${at}${off}${sizeTag(size)}`);
     } else {
-      const at = b.address ? hex(b.address) : '<unassigned>';
+      const at = b.address ? hex(b.address, 8) : '<unassigned>';
       const off = c.command & P.PCI_COMMAND_MEMORY ? '' : ' [disabled]';
       out.push(
         `\tRegion ${b.index}: Memory at ${at} (${b.memoryType}, ${b.prefetchable ? '' : 'non-'}prefetchable)${off}${sizeTag(size)}`,
@@ -87,7 +86,7 @@ export function lspciLines(
     }
   }
   if (c.rom && (c.rom.address || c.rom.enabled || sizes.rom)) {
-    const at = c.rom.address ? hex(c.rom.address) : '<unassigned>';
+    const at = c.rom.address ? hex(c.rom.address, 8) : '<unassigned>'; // show_rom: PCIADDR_T_FMT
     const off = !c.rom.enabled ? ' [disabled]' : c.command & P.PCI_COMMAND_MEMORY ? '' : ' [disabled by cmd]';
     out.push(`\tExpansion ROM at ${at}${off}${sizeTag(sizes.rom)}`);
   }
@@ -139,25 +138,28 @@ function statusLine(s: number): string {
 }
 
 /**
- * Capabilities we name without decoding (pci_regs.h PCI_CAP_ID_*), printed with lspci's own mark
- * for that, `<?>`; lspci decodes several of these further. Rare on a device VFIO hands out.
+ * Capabilities we name without decoding (pci_regs.h PCI_CAP_ID_*), in the line lspci prints for
+ * them (ls-caps.c show_caps): lspci's own mark `<?>` where it decodes no more either, or where it
+ * decodes more and we do not; Null and Hot-plug carry nothing more, and lspci prints no mark.
+ * Rare on a device VFIO hands out.
  */
 const UNDECODED_CAPABILITIES: Record<number, string> = {
-  [P.PCI_CAP_ID_AGP]: 'AGP',
-  [P.PCI_CAP_ID_VPD]: 'Vital Product Data',
-  [P.PCI_CAP_ID_SLOTID]: 'Slot ID',
-  [P.PCI_CAP_ID_CHSWP]: 'CompactPCI hot-swap',
-  [P.PCI_CAP_ID_PCIX]: 'PCI-X',
-  [P.PCI_CAP_ID_HT]: 'HyperTransport',
-  [P.PCI_CAP_ID_DBG]: 'Debug port',
-  [P.PCI_CAP_ID_CCRC]: 'CompactPCI central resource control',
+  0: 'Null',
+  [P.PCI_CAP_ID_AGP]: 'AGP <?>',
+  [P.PCI_CAP_ID_VPD]: 'Vital Product Data <?>',
+  [P.PCI_CAP_ID_SLOTID]: 'Slot ID <?>',
+  [P.PCI_CAP_ID_CHSWP]: 'CompactPCI hot-swap <?>',
+  [P.PCI_CAP_ID_PCIX]: 'PCI-X <?>',
+  [P.PCI_CAP_ID_HT]: 'HyperTransport <?>',
+  [P.PCI_CAP_ID_DBG]: 'Debug port <?>',
+  [P.PCI_CAP_ID_CCRC]: 'CompactPCI central resource control <?>',
   [P.PCI_CAP_ID_SHPC]: 'Hot-plug capable',
-  [P.PCI_CAP_ID_SSVID]: 'Subsystem',
-  [P.PCI_CAP_ID_AGP3]: 'AGP3',
-  [P.PCI_CAP_ID_SECDEV]: 'Secure device',
-  [P.PCI_CAP_ID_SATA]: 'SATA HBA',
-  [P.PCI_CAP_ID_AF]: 'PCI Advanced Features',
-  [P.PCI_CAP_ID_EA]: 'Enhanced Allocation (EA)',
+  [P.PCI_CAP_ID_SSVID]: 'Subsystem <?>',
+  [P.PCI_CAP_ID_AGP3]: 'AGP3 <?>',
+  [P.PCI_CAP_ID_SECDEV]: 'Secure device <?>',
+  [P.PCI_CAP_ID_SATA]: 'SATA HBA <?>',
+  [P.PCI_CAP_ID_AF]: 'PCI Advanced Features <?>',
+  [P.PCI_CAP_ID_EA]: 'Enhanced Allocation (EA) <?>',
 };
 
 /** PM 1.2 §3.2.3: Aux_Current, mA per encoding. */
@@ -203,10 +205,10 @@ function capabilityLines(c: PciConfig, cap: PciCapability): string[] {
       return expressLines(head, cap);
     case 'vendor':
       return vendorLines(head, c, cap.bytes);
-    case 'other': {
-      const name = UNDECODED_CAPABILITIES[cap.id];
-      return [`${head}${name ? `${name} <?>` : `Capability ID 0x${hex(cap.id)} [${hex(cap.flags, 4)}]`}`];
-    }
+    case 'other':
+      return [
+        `${head}${UNDECODED_CAPABILITIES[cap.id] ?? `Capability ID 0x${hex(cap.id)} [${hex(cap.flags, 4)}]`}`,
+      ];
   }
 }
 
@@ -392,7 +394,7 @@ const DECODED_CAPABILITIES: Record<number, string> = {
 
 /** A capability's name, where it has one. */
 export function capabilityName(id: number): string | undefined {
-  return DECODED_CAPABILITIES[id] ?? UNDECODED_CAPABILITIES[id];
+  return DECODED_CAPABILITIES[id] ?? UNDECODED_CAPABILITIES[id]?.replace(/ <\?>$/, '');
 }
 
 export function extCapabilityName(id: number): string | undefined {

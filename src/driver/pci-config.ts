@@ -111,6 +111,11 @@ export interface PciConfig {
   readonly extendedCapabilities: readonly PciExtCapability[];
 }
 
+/** The field `mask` selects in a register value, shifted down (include/linux/bitfield.h FIELD_GET). */
+export function field(value: number, mask: number): number {
+  return ((value & mask) >>> 0) / (mask & -mask);
+}
+
 /** Each capability is at a dword-aligned offset; 48 fit in the 192 bytes after the header. */
 const MAX_CAPABILITIES = (P.PCI_CFG_SPACE_SIZE - P.PCI_STD_HEADER_SIZEOF) / 4;
 /** Extended capabilities: at most one per dword of the 3840 bytes after 0x100. */
@@ -302,7 +307,7 @@ function decodeCapability(r: Reader, at: number, id: number): PciCapability {
         }) ?? other
       );
     case P.PCI_CAP_ID_EXP: {
-      const type = (flags & P.PCI_EXP_FLAGS_TYPE) >> 4;
+      const type = field(flags, P.PCI_EXP_FLAGS_TYPE);
       const hasLink = type !== P.PCI_EXP_TYPE_RC_END && type !== P.PCI_EXP_TYPE_RC_EC;
       return (
         within(

@@ -26,6 +26,18 @@ export const PCI_IDS_PATHS: readonly string[] = [
 /** The file is about 1.4 MB; a file past this is not pci.ids. */
 export const MAX_PCI_IDS_BYTES = 64 << 20;
 
+/** A .gz database's text; a damaged or oversized one is MalformedError (zlib's own errors are not ours). */
+function gunzip(raw: Buffer, path: string): Buffer {
+  try {
+    return gunzipSync(raw, { maxOutputLength: MAX_PCI_IDS_BYTES });
+  } catch (e) {
+    throw new MalformedError(
+      path,
+      `not a gzip file of at most ${MAX_PCI_IDS_BYTES} bytes (${(e as Error).message})`,
+    );
+  }
+}
+
 /** A named entry and the entries nested under it, by ID (a vendor's devices, a class's subclasses). */
 interface Entry<Child> {
   readonly name: string;
@@ -66,7 +78,7 @@ export class PciIdDatabase {
       } catch {
         continue;
       }
-      if (path.endsWith('.gz')) raw = gunzipSync(raw, { maxOutputLength: MAX_PCI_IDS_BYTES });
+      if (path.endsWith('.gz')) raw = gunzip(raw, path);
       if (raw.length > MAX_PCI_IDS_BYTES)
         throw new MalformedError(path, `${raw.length} bytes, more than ${MAX_PCI_IDS_BYTES}`);
       return PciIdDatabase.parse(raw.toString('utf8'), path);
@@ -174,6 +186,15 @@ export class PciIdDatabase {
     return this.classes.get(base)?.children.get(sub)?.name;
   }
 
+  /**
+   * The name lspci gives a 24-bit class code (lib/names.c, PCI_LOOKUP_CLASS): its subclass's,
+   * else its base class's.
+   */
+  classCodeName(classCode: number): string | undefined {
+    const base = classCode >> 16;
+    return this.subclassName(base, (classCode >> 8) & 0xff) ?? this.className(base);
+  }
+
   progIfName(base: number, sub: number, progIf: number): string | undefined {
     return this.classes.get(base)?.children.get(sub)?.children.get(progIf);
   }
@@ -210,7 +231,7 @@ export function identityText(id: PciIdentity, db: PciIdDatabase | undefined): Pc
   const base = id.classCode >> 16;
   const sub = (id.classCode >> 8) & 0xff;
   const prog = id.classCode & 0xff;
-  const cls = db?.subclassName(base, sub) ?? db?.className(base) ?? 'Class';
+  const cls = db?.classCodeName(id.classCode) ?? 'Class';
   const progName = db?.progIfName(base, sub, prog);
   return {
     class: `${cls} [${hex(id.classCode >> 8, 4)}]`,

@@ -12,7 +12,7 @@ import * as P from '../abi/pci.js';
 import { VFIO_PCI_ROM_REGION_INDEX } from '../abi/vfio.js';
 import type { DeviceReport } from './describe.js';
 import { capabilityName, expressTypeName, extCapabilityName, type KernelFacts, linkSpeed } from './lspci.js';
-import type { PciCapability, PciExtCapability } from './pci-config.js';
+import { field, type PciCapability, type PciExtCapability } from './pci-config.js';
 import type { PciIdDatabase } from './pci-ids.js';
 
 export interface JsonExtras {
@@ -38,8 +38,6 @@ export function jsonText(value: unknown): string {
   );
   return text.replace(/"\\u0000bigint:(-?\d+)"/g, '$1');
 }
-
-const field = (v: number, mask: number) => ((v & mask) >>> 0) / (mask & -mask);
 
 function capabilityJson(c: PciCapability): Record<string, unknown> {
   const head = { offset: c.offset, kind: c.kind };
@@ -140,10 +138,7 @@ export function reportObject(r: DeviceReport, extras: JsonExtras = {}): Record<s
     subsystemId: c.subsystemId,
     ...named('subsystem', db?.subsystem(c.vendorId, c.deviceId, c.subsystemVendorId, c.subsystemId)),
     classCode: c.classCode,
-    ...named(
-      'class',
-      db?.subclassName(c.classCode >> 16, (c.classCode >> 8) & 0xff) ?? db?.className(c.classCode >> 16),
-    ),
+    ...named('class', db?.classCodeName(c.classCode)),
     revision: c.revision,
     headerType: c.headerType,
     command: c.command,

@@ -9,6 +9,7 @@ import {
   parseArgs,
   positiveNumber,
   reportFailure,
+  timeoutFlag,
   UsageError,
 } from '../../src/cli/args.js';
 import { MalformedError, VfioError } from '../../src/errors.js';
@@ -76,6 +77,16 @@ test('positiveNumber: a default, a fraction, and refusals', () => {
   assert.equal(n(['--timeout', '0.25']), 0.25);
   for (const bad of ['0', '-1', 'soon', 'Infinity'])
     assert.throws(() => n(['--timeout', bad]), UsageError, bad);
+});
+
+test('timeoutFlag: whole ms a client takes, else a usage error before anything is opened', () => {
+  const ms = (args: string[]) => timeoutFlag(SPEC, parseArgs(SPEC, ['x', ...args]), 10);
+  assert.equal(ms([]), 10_000);
+  assert.equal(ms(['--timeout', '0.25']), 250);
+  assert.equal(ms(['--timeout', '0.0015']), 2);
+  assert.equal(ms(['--timeout', '2147483.647']), 0x7fff_ffff);
+  for (const bad of ['0.0001', '2147484', '3000000', '0'])
+    assert.throws(() => ms(['--timeout', bad]), UsageError, bad);
 });
 
 test('helpText lists every flag, aligned, continuation lines indented under their flag', () => {

@@ -13,8 +13,8 @@ import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { Errno } from '../../src/abi/errno.js';
 import { VFIO_PCI_CONFIG_REGION_INDEX } from '../../src/abi/vfio.js';
-import { type InfoOptions, runWith } from '../../src/cli/info.js';
-import { kernelFacts } from '../../src/cli/target.js';
+import { collectInfo, formatInfo, type InfoOptions, infoJson, runWith } from '../../src/cli/info.js';
+import { connectSocket, kernelFacts } from '../../src/cli/target.js';
 import type { VfioPciDevice } from '../../src/core/device.js';
 import { createDevice, type DeviceName } from '../../src/devices/index.js';
 import { describeDevice } from '../../src/driver/describe.js';
@@ -169,6 +169,33 @@ test('info --json: one object, every integer a JSON number, names where pci.ids 
   // Without names, the name keys are absent, not empty.
   const bare = await withServer('edu', (p) => info([p, '--json'], { pciIds: [] }));
   assert.equal(JSON.parse(bare.out).vendor, undefined);
+});
+
+test('info --json carries what sysfs says of a PCI address (kernel), as the text does', async () => {
+  const report = await withServer('edu', async (p) => {
+    const dev = new VfioDevice(await connectSocket(p));
+    try {
+      return await collectInfo(dev, p);
+    } finally {
+      await dev.close();
+    }
+  });
+  const kernel = { irq: 21, iommuGroup: '5', driver: 'vfio-pci' };
+  const text = formatInfo({ ...report, kernel });
+  assert.match(text, /\n\tInterrupt: pin A routed to IRQ 21\n\tIOMMU group: 5\n/);
+  assert.match(text, /\n\tKernel driver in use: vfio-pci\n/);
+  assert.deepEqual(JSON.parse(infoJson({ ...report, kernel })).kernel, kernel);
+  assert.equal(JSON.parse(infoJson(report)).kernel, undefined);
+});
+
+test('info --timeout the client cannot take is a usage error (exit 2), found before the target is looked at', async () => {
+  for (const t of ['0.0001', '3000000']) {
+    const r = await info(['/nonexistent/x.sock', '--timeout', t]);
+    assert.equal(r.status, 2, r.err.join('\n'));
+    assert.deepEqual(r.err, [
+      `vfio-ts info: --timeout needs 0.001 to 2147483.647 seconds, not '${t}' (vfio-ts info --help)`,
+    ]);
+  }
 });
 
 /** A fake /sys/bus/pci/devices: 05.0 bound to e1000e (IRQ 21, IOMMU group 5), 06.0 to no driver. */

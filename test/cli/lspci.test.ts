@@ -136,6 +136,27 @@ function virtio(): Uint8Array {
   return c.b;
 }
 
+/** Capabilities lspci prints as one fixed line: Null and Hot-plug without `<?>`, the rest with it. */
+function fixedLines(): Uint8Array {
+  return header(new Config(256), 0x1234, 0x11e8, 0x00ff00)
+    .cap(0x40, 0, 0x1234)
+    .cap(0x50, P.PCI_CAP_ID_SHPC, 0)
+    .cap(0x60, P.PCI_CAP_ID_CHSWP, 0)
+    .cap(0x70, P.PCI_CAP_ID_CCRC, 0)
+    .cap(0x80, P.PCI_CAP_ID_AGP3, 0)
+    .cap(0x90, P.PCI_CAP_ID_SECDEV, 0).b;
+}
+
+/** BARs and a ROM at low addresses: lspci pads I/O ports to 4 hex digits, memory and the ROM to 8. */
+function lowAddresses(): Uint8Array {
+  const c = header(new Config(256), 0x1234, 0x11e8, 0x00ff00);
+  c.u16(P.PCI_COMMAND, P.PCI_COMMAND_IO | P.PCI_COMMAND_MEMORY);
+  c.u32(P.PCI_BASE_ADDRESS_0, 0x100 | P.PCI_BASE_ADDRESS_SPACE_IO);
+  c.u32(P.PCI_BASE_ADDRESS_1, 0x0c000000);
+  c.u32(P.PCI_BASE_ADDRESS_2, 0x1000 | P.PCI_BASE_ADDRESS_MEM_TYPE_64 | P.PCI_BASE_ADDRESS_MEM_PREFETCH);
+  return c.u32(P.PCI_ROM_ADDRESS, 0xc0000 | P.PCI_ROM_ADDRESS_ENABLE).b;
+}
+
 function loop(): Uint8Array {
   const c = header(new Config(256), 0x1234, 0x11e8, 0x00ff00)
     .cap(0x40, P.PCI_CAP_ID_MSI, 0)
@@ -188,6 +209,8 @@ const CASES: [string, () => Promise<Uint8Array> | Uint8Array][] = [
     endpoint,
   ],
   ['virtio vendor capability, 32-bit MSI', virtio],
+  ['capabilities lspci prints as one fixed line (Null, Hot-plug, the <?> ones)', fixedLines],
+  ['BARs and the ROM at low addresses, zero-padded as lspci prints them', lowAddresses],
   ['a capability chain that loops', loop],
   ['a capability chain that breaks (ID ff)', brokenChain],
   ['edu as VFIO reads it', () => modelConfig(createDevice('edu', { env: env() }))],

@@ -4,7 +4,7 @@
  * the errno and the source stays usable; bad arguments exit 2; --help.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -66,6 +66,26 @@ test('migrate: bad arguments exit 2 with the usage; --help exits 0', async () =>
   const h = cli('migrate', '--help');
   assert.equal(await h.exit, 0);
   assert.match(h.out(), /--from SOCKET/);
+});
+
+test('migrate: a path that is no server is named in words, one line, exit 1', async () => {
+  const plain = join(dir, 'plain');
+  writeFileSync(plain, 'not a socket');
+  const cases: [string[], RegExp][] = [
+    [
+      ['--from', plain, '--to', join(dir, 'b.sock')],
+      /^vfio-ts migrate: \S+plain: ENOTSOCK \(not a socket: it is a regular file\)\n$/,
+    ],
+    [
+      ['--from', join(dir, 'none.sock'), '--to', plain],
+      /^vfio-ts migrate: \S+none\.sock: ENOENT \(no such file: neither a vfio-user socket nor a PCI address\)\n$/,
+    ],
+  ];
+  for (const [args, re] of cases) {
+    const m = cli('migrate', ...args);
+    assert.equal(await m.exit, 1, m.out());
+    assert.match(m.out(), re);
+  }
 });
 
 test('migrate: a source busy with another client times out (--timeout) with ETIMEDOUT, exit 1', async () => {

@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -206,6 +206,19 @@ describe('vfio-ts nvme arguments', () => {
       const r = await cli(args);
       assert.equal(r.status, status, `${args.join(' ')}: ${r.err}`);
       assert.match(r.err, re, args.join(' '));
+    }
+  });
+
+  it('a target that is not a socket: one line naming it once, exit 1', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vfio-ts-nvme-args-'));
+    try {
+      const file = join(dir, 'plain');
+      writeFileSync(file, 'not a socket');
+      const r = await cli(['identify', file]);
+      assert.equal(r.status, 1, r.err);
+      assert.equal(r.err, `vfio-ts nvme identify: ${file}: ENOTSOCK (not a socket: it is a regular file)`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 

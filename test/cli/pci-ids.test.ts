@@ -49,6 +49,10 @@ test('classes, subclasses, programming interfaces', () => {
   assert.equal(d.progIfName(0x01, 0x08, 0x02), 'NVM Express');
   assert.equal(d.subclassName(0x00, 0xff), undefined);
   assert.equal(d.className(0x02), undefined);
+  // A class code's name: its subclass's, else its base class's (lspci's PCI_LOOKUP_CLASS).
+  assert.equal(d.classCodeName(0x010802), 'Non-Volatile memory controller');
+  assert.equal(d.classCodeName(0x010600), 'Mass storage controller');
+  assert.equal(d.classCodeName(0x020000), undefined);
 });
 
 test('identityText: the words lspci -nn prints, with and without the database', () => {
@@ -130,6 +134,13 @@ test('load: the first path that exists, gzip read, none gives undefined', () => 
     assert.equal(PciIdDatabase.load([join(dir, 'missing.ids')]), undefined);
     writeFileSync(join(dir, 'bad.ids'), '1af4  V\nnot a line\n');
     assert.throws(() => PciIdDatabase.load([join(dir, 'bad.ids')]), /bad\.ids: line 2/);
+    // A damaged .gz is malformed (info then warns and prints numbers), not zlib's bare Error.
+    const damaged = join(dir, 'damaged.ids.gz');
+    writeFileSync(damaged, gzipSync(readFileSync(FIXTURE_PCI_IDS)).subarray(0, 100));
+    assert.throws(
+      () => PciIdDatabase.load([damaged]),
+      (e: unknown) => e instanceof MalformedError && /damaged\.ids\.gz: not a gzip file/.test(e.message),
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
