@@ -22,16 +22,19 @@ fi
 echo "@@VFIO-TS-GUEST-BEGIN $nonce@@"
 cd /
 if [ -f /etc/vfio-ts/out-disk ]; then
-  # The output also goes to the virtio disk whose serial the file names, as
-  # "VFIOTS-GUEST <nonce> <status> <length>\n<output>": the console drops bytes under load
+  # The output also goes to the virtio disk whose serial the file names: the output at byte
+  # 4096, then the line "VFIOTS-GUEST <nonce> <status> <length>" at byte 0, each synced, so a
+  # guest stopped mid-write leaves no header. The console drops bytes under load
   # (test/harness/qemu.ts reads the disk back). tee keeps the console live for debugging.
   ( /bin/sh /guest.sh </dev/null; echo $? >/tmp/.vfio-ts-rc ) 2>&1 | tee /tmp/.vfio-ts-out
   rc=$(cat /tmp/.vfio-ts-rc 2>/dev/null || echo 255)
   want=$(cat /etc/vfio-ts/out-disk)
   for b in /sys/block/vd*; do
     [ "$(cat "$b/serial" 2>/dev/null)" = "$want" ] || continue
-    { printf 'VFIOTS-GUEST %s %s %s\n' "$nonce" "$rc" "$(wc -c </tmp/.vfio-ts-out)"
-      cat /tmp/.vfio-ts-out; } >"/dev/${b##*/}" || echo "vfio-ts-init: writing /dev/${b##*/} failed"
+    dev="/dev/${b##*/}"
+    dd if=/tmp/.vfio-ts-out of="$dev" bs=4096 seek=1 conv=notrunc,fsync 2>/dev/null &&
+      printf 'VFIOTS-GUEST %s %s %s\n' "$nonce" "$rc" "$(wc -c </tmp/.vfio-ts-out)" |
+      dd of="$dev" conv=notrunc,fsync 2>/dev/null || echo "vfio-ts-init: writing $dev failed"
   done
 else
   /bin/sh /guest.sh </dev/null

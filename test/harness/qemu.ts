@@ -30,6 +30,8 @@ export const MAX_CONSOLE_CHARS = 32 << 20;
 export const POWEROFF_GRACE_MS = 5_000;
 /** Size of the output disk (sparse): the console's own cap plus room for the header. */
 export const OUTPUT_DISK_BYTES = MAX_CONSOLE_CHARS + (1 << 20);
+/** Where on the output disk the output starts; the header line is at 0 (scripts/guest/init.sh). */
+export const OUTPUT_DISK_BODY_OFFSET = 4096;
 /**
  * no_timer_check: on a loaded host TCG can miss the kernel's boot-time check that the IO-APIC
  * timer ticks, and the guest panics ("timer doesn't work through Interrupt-remapped IO-APIC",
@@ -304,9 +306,10 @@ export function parseMarkers(
 }
 
 /**
- * Reads what /init wrote to the output disk (scripts/guest/init.sh): `VFIOTS-GUEST <nonce>
- * <status> <length>\n` and the output. Undefined when the guest never wrote it (killed, timed
- * out) or wrote it for another nonce.
+ * Reads what /init wrote to the output disk (scripts/guest/init.sh): the header line
+ * `VFIOTS-GUEST <nonce> <status> <length>` at byte 0, the output at OUTPUT_DISK_BODY_OFFSET.
+ * Undefined when the guest never finished writing it (killed, timed out: the header goes last)
+ * or wrote it for another nonce.
  */
 export function readOutputDisk(image: string, nonce: string): { output: string; status: number } | undefined {
   const fd = openSync(image, 'r');
@@ -319,11 +322,11 @@ export function readOutputDisk(image: string, nonce: string): { output: string; 
     );
     if (nl < 0 || m === null || m[1] !== nonce) return undefined;
     const len = Number(m[3]);
-    if (len > OUTPUT_DISK_BYTES - nl - 1) return undefined;
+    if (len > OUTPUT_DISK_BYTES - OUTPUT_DISK_BODY_OFFSET) return undefined;
     const body = Buffer.alloc(len);
     let got = 0;
     while (got < len) {
-      const r = readSync(fd, body, got, len - got, nl + 1 + got);
+      const r = readSync(fd, body, got, len - got, OUTPUT_DISK_BODY_OFFSET + got);
       if (r === 0) break;
       got += r;
     }
