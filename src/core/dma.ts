@@ -40,8 +40,26 @@ interface DmaRange {
   readonly iova: bigint;
   readonly size: bigint;
   readonly target: DmaTarget;
+  /**
+   * [lo, hi) as doubles when hi <= Number.MAX_SAFE_INTEGER (exact), else NaN (every comparison
+   * false): the device's accesses are checked against the range last hit without BigInt
+   * arithmetic, which allocates.
+   */
+  readonly lo: number;
+  readonly hi: number;
   /** Unmapped, left in place until the next compaction (a tombstone). */
   dead?: true;
+}
+
+function dmaRange(iova: bigint, size: bigint, target: DmaTarget): DmaRange {
+  const exact = iova + size <= BigInt(Number.MAX_SAFE_INTEGER);
+  return {
+    iova,
+    size,
+    target,
+    lo: exact ? Number(iova) : Number.NaN,
+    hi: exact ? Number(iova + size) : Number.NaN,
+  };
 }
 
 /** Reads up to this size get their copy carved from a shared slab (see `fresh`). */
@@ -79,6 +97,8 @@ function fresh(length: number): Uint8Array {
  */
 export class DmaSpace {
   private readonly list = new TombstoneArray<DmaRange>((r) => r.dead === true);
+  /** The range the last access hit: devices stream through one buffer at a time. */
+  #last: DmaRange | undefined;
   /**
    * DMA logging (VFIO_DEVICE_FEATURE_DMA_LOGGING_START): every write the device issues is
    * recorded here, into mapped memory and by message alike. Writes are the only way a device
@@ -113,7 +133,7 @@ export class DmaSpace {
     for (; j < this.ranges.length && this.ranges[j]!.iova < end; j++)
       if (!this.ranges[j]!.dead)
         throw new VfioError(Errno.EEXIST, op, `0x${iova.toString(16)} overlaps a mapping`);
-    this.list.replaceDead(i, j - i, { iova, size, target });
+    this.list.replaceDead(i, j - i, dmaRange(iova, size, target));
   }
 
   /**
@@ -154,6 +174,7 @@ export class DmaSpace {
   }
 
   unmapAll(): void {
+    this.#last = undefined;
     for (const r of this.list.clear()) if (!r.dead) r.target.release?.();
   }
 
@@ -187,15 +208,27 @@ export class DmaSpace {
     return lo;
   }
 
-  private find(iova: bigint, length: number, write: boolean): { r: DmaRange; off: number } {
-    const op = write ? 'DMA write' : 'DMA read';
-    const end = iova + BigInt(length);
-    const r = this.ranges[this.firstEndingAfter(iova)];
-    if (!r || r.dead || iova < r.iova || end > r.iova + r.size)
-      throw new VfioError(Errno.EFAULT, op, `0x${iova.toString(16)}+${length} not mapped`);
+  /**
+   * The live range holding [iova, iova+length): EFAULT when none does, EPERM when its access
+   * forbids the direction. The range last hit is tried first, in doubles (see DmaRange.lo).
+   */
+  private find(iova: bigint, length: number, write: boolean): DmaRange {
+    const x = Number(iova);
+    let r = this.#last;
+    if (r === undefined || r.dead === true || !(x >= r.lo && x + length <= r.hi)) {
+      const end = iova + BigInt(length);
+      r = this.ranges[this.firstEndingAfter(iova)];
+      if (!r || r.dead || iova < r.iova || end > r.iova + r.size)
+        throw new VfioError(
+          Errno.EFAULT,
+          write ? 'DMA write' : 'DMA read',
+          `0x${iova.toString(16)}+${length} not mapped`,
+        );
+      this.#last = r;
+    }
     if (write ? !r.target.writable : !r.target.readable)
-      throw new VfioError(Errno.EPERM, op, 'mapping forbids it');
-    return { r, off: Number(iova - r.iova) };
+      throw new VfioError(Errno.EPERM, write ? 'DMA write' : 'DMA read', 'mapping forbids it');
+    return r;
   }
 
   /**
@@ -203,10 +236,12 @@ export class DmaSpace {
    * under it). Prefer `readInto` when the device has somewhere to put the bytes: no allocation.
    */
   async read(iova: bigint, length: number): Promise<Uint8Array> {
-    const { r, off } = this.find(iova, length, false);
-    if (r.target.bytes) {
+    const r = this.find(iova, length, false);
+    const bytes = r.target.bytes;
+    if (bytes) {
+      const off = offsetIn(r, iova);
       const out = fresh(length);
-      out.set(r.target.bytes.subarray(off, off + length));
+      out.set(bytes.subarray(off, off + length));
       return out;
     }
     return r.target.remote!.read(iova, length);
@@ -214,15 +249,18 @@ export class DmaSpace {
 
   /** Reads [iova, iova+dst.length) into `dst`: one memcpy from mapped memory, nothing allocated. */
   async readInto(iova: bigint, dst: Uint8Array): Promise<void> {
-    const { r, off } = this.find(iova, dst.length, false);
-    if (r.target.bytes) dst.set(r.target.bytes.subarray(off, off + dst.length));
-    else dst.set(await r.target.remote!.read(iova, dst.length));
+    const r = this.find(iova, dst.length, false);
+    const bytes = r.target.bytes;
+    if (bytes) {
+      const off = offsetIn(r, iova);
+      dst.set(bytes.subarray(off, off + dst.length));
+    } else dst.set(await r.target.remote!.read(iova, dst.length));
   }
 
   async write(iova: bigint, data: Uint8Array): Promise<void> {
-    const { r, off } = this.find(iova, data.length, true);
+    const r = this.find(iova, data.length, true);
     if (r.target.bytes) {
-      r.target.bytes.set(data, off);
+      r.target.bytes.set(data, offsetIn(r, iova));
       this.logger?.mark(iova, data.length);
       return;
     }
@@ -234,4 +272,9 @@ export class DmaSpace {
       this.logger?.mark(iova, data.length);
     }
   }
+}
+
+/** Where `iova` (inside `r`) is in the range's bytes: in doubles when the range is exact there. */
+function offsetIn(r: DmaRange, iova: bigint): number {
+  return Number.isNaN(r.hi) ? Number(iova - r.iova) : Number(iova) - r.lo;
 }

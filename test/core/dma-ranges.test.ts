@@ -88,6 +88,33 @@ describe('DmaSpace: sorted ranges with binary search', () => {
     assert.equal(d.count, 0);
   });
 
+  it('the range last hit is tried first: its bytes at the right offset, dropped with its mapping, exact past 2^53', async () => {
+    const d = new DmaSpace();
+    const a = new Uint8Array(8192).map((_, i) => i & 0xff);
+    const b = new Uint8Array(8192).fill(0xbb);
+    const efault = (e: unknown) => e instanceof VfioError && e.errno === Errno.EFAULT;
+    d.map(0x1000n, 8192n, { bytes: a, readable: true, writable: true });
+    assert.deepEqual([...(await d.read(0x1010n, 4))], [0x10, 0x11, 0x12, 0x13]);
+    await assert.rejects(d.read(0x1000n + 8190n, 4), efault); // past the end of the range last hit
+    await d.write(0x1001n, Uint8Array.of(0xee));
+    assert.equal(a[1], 0xee);
+    d.unmap(0x1000n, 8192n);
+    await assert.rejects(d.read(0x1010n, 4), efault);
+    d.map(0x1000n, 8192n, { bytes: b, readable: true, writable: true });
+    assert.deepEqual([...(await d.read(0x1010n, 2))], [0xbb, 0xbb]);
+    d.unmapAll();
+    await assert.rejects(d.read(0x1010n, 4), efault);
+    // Past 2^53 doubles are not exact: such ranges are found and offset in BigInt.
+    for (const base of [(1n << 60n) + 0x1000n, (1n << 53n) - 4096n, 0xffff_ffff_ffff_e000n]) {
+      d.map(base, 8192n, { bytes: a, readable: true, writable: true });
+      assert.deepEqual([...(await d.read(base + 0x11n, 3))], [0x11, 0x12, 0x13], base.toString(16));
+      assert.deepEqual([...(await d.read(base + 8189n, 3))], [0xfd, 0xfe, 0xff], base.toString(16));
+      await assert.rejects(d.read(base + 8190n, 4), efault);
+      await assert.rejects(d.read(base - 1n, 2), efault);
+      d.unmapAll();
+    }
+  });
+
   it('unmapExact never finds a tombstone: a second unmap of the same range releases nothing', () => {
     const d = new DmaSpace(10);
     let released = 0;
