@@ -129,6 +129,55 @@ export function positiveNumber(spec: CommandSpec, p: ParsedArgs, name: string, d
   return n;
 }
 
+/** A whole number from `min` to `max` for `name`, or `dflt`; UsageError otherwise. */
+export function integerFlag(
+  spec: CommandSpec,
+  p: ParsedArgs,
+  name: string,
+  dflt: number,
+  min: number,
+  max = Number.MAX_SAFE_INTEGER,
+): number {
+  const v = flagValue(p, name);
+  if (v === undefined) return dflt;
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n < min || n > max)
+    throw new UsageError(
+      spec.name,
+      max === Number.MAX_SAFE_INTEGER
+        ? `${name} needs an integer >= ${min}, not '${v}'`
+        : `${name} needs an integer from ${min} to ${max}, not '${v}'`,
+    );
+  return n;
+}
+
+/** `a`, `a or b`, `a, b or c`: the choices a usage error lists. */
+export function orList(choices: readonly string[]): string {
+  return choices.length < 2 ? choices.join('') : `${choices.slice(0, -1).join(', ')} or ${choices.at(-1)}`;
+}
+
+/** `name`'s value when it is one of `choices`, undefined when not given; UsageError otherwise. */
+export function choiceFlag<T extends string>(
+  spec: CommandSpec,
+  p: ParsedArgs,
+  name: string,
+  choices: readonly T[],
+): T | undefined {
+  const v = flagValue(p, name);
+  if (v === undefined || (choices as readonly string[]).includes(v)) return v as T | undefined;
+  throw new UsageError(spec.name, `${name} must be ${orList(choices)}, not '${v}'`);
+}
+
+/** `name`'s value as a byteCount, undefined when not given; UsageError otherwise. */
+export function byteCountFlag(spec: CommandSpec, p: ParsedArgs, name: string): number | undefined {
+  const v = flagValue(p, name);
+  if (v === undefined) return undefined;
+  const n = byteCount(v);
+  if (n === undefined)
+    throw new UsageError(spec.name, `${name} needs a byte count (4096, 4k, 64K, 1m), not '${v}'`);
+  return n;
+}
+
 /**
  * A byte count with an optional binary suffix, either case (`4096`, `4k`, `16M`, `1G`, `2T`), as
  * fio and QEMU write sizes; undefined unless it is a positive safe integer.

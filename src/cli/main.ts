@@ -59,7 +59,8 @@ async function main(argv: string[]): Promise<number> {
     console.log(`vfio-ts ${packageVersion()}`);
     return 0;
   }
-  if (cmd === 'help' && rest[0] && COMMANDS[rest[0]]) [cmd, rest] = [rest[0], ['--help']];
+  // `help nvme perf` is `nvme perf --help`: a command's subcommand keeps its own help.
+  if (cmd === 'help' && rest[0] && COMMANDS[rest[0]]) [cmd, rest] = [rest[0], [...rest.slice(1), '--help']];
   if (cmd === undefined || cmd === '-h' || cmd === '--help' || cmd === 'help') {
     (cmd === undefined ? console.error : console.log)(usage());
     return cmd === undefined ? 2 : 0;

@@ -1,50 +1,144 @@
 /**
- * `vfio-ts nvme identify|perf <socket|pci-address> ...`: the userspace NVMe driver
+ * `vfio-ts nvme identify|perf SOCKET|PCI-ADDRESS ...`: the userspace NVMe driver
  * (src/driver/nvme) from the command line, over a vfio-user server's socket or a PCI device
  * bound to vfio-pci. `perf` is a small fio: IOPS, MB/s and latency percentiles, with the
  * submission queues in host memory or in the controller's CMB (write-combining), and a verify
  * mode that fails loudly on the first block that does not read back as written.
+ *
+ * Each subcommand is a command of its own to src/cli/args.ts (NVME_IDENTIFY, NVME_PERF: the
+ * parser, `--help` and the usage errors come from their tables); `vfio-ts nvme` only picks one.
+ * What a command line alone can refuse is a usage error (exit 2) before anything is opened; what
+ * depends on the controller (a --bs its logical block does not divide, a --qd deeper than
+ * CAP.MQES, a --size past the namespace) is runPerf's EINVAL, a failure (exit 1).
  */
-import { Errno } from '../abi/errno.js';
+
 import { VfioDevice } from '../driver/device.js';
 import type { VfioDeviceFile } from '../driver/file.js';
+import { sizeText } from '../driver/format.js';
 import { probeCmbBar } from '../driver/nvme/cmb.js';
-import { NvmeController, versionText } from '../driver/nvme/index.js';
-import { PERF_MODES, type PerfMode, type PerfResult, runPerf } from '../driver/nvme/perf.js';
-import { cap, cmbsz } from '../driver/nvme/spec.js';
+import { MAX_IO_QUEUE_DEPTH, NvmeController, versionText } from '../driver/nvme/index.js';
+import {
+  DEFAULT_VERIFY_SPAN,
+  PERF_MODES,
+  type PerfMode,
+  type PerfResult,
+  runPerf,
+} from '../driver/nvme/perf.js';
+import { cap, cmbsz, LBADS_MIN } from '../driver/nvme/spec.js';
 import { jsonText } from '../driver/report-json.js';
-import { fail } from '../errors.js';
 import { openKernelDevice } from '../kernel/device.js';
 import { iomemRelaxed, isBdf, normalizeBdf } from '../kernel/sysfs.js';
-import { byteCount, type Output, reportFailure } from './args.js';
+import {
+  byteCountFlag,
+  CONSOLE,
+  type CommandSpec,
+  choiceFlag,
+  flagValue,
+  hasFlag,
+  helpText,
+  integerFlag,
+  type Output,
+  orList,
+  type ParsedArgs,
+  positiveNumber,
+  reportFailure,
+  runCommand,
+  UsageError,
+} from './args.js';
 import { connectSocket } from './target.js';
 
-const TARGET = `<target> is a vfio-user socket path, or a PCI address (0000:00:04.0) bound to vfio-pci (vfio-ts bind).`;
-const USAGE = `usage: vfio-ts nvme identify <target> [--json]
-       vfio-ts nvme perf <target> --rw read|write|randread|randwrite [--bs 4k] [--qd 1] [--seconds 5]
-                         [--sq host|cmb] [--completions poll|interrupt] [--verify] [--force]
-                         [--nsid 1] [--size BYTES] [--json]
-${TARGET}
-identify  resets and enables the controller, prints Identify Controller and Namespace data,
-          the CMB, and how its BAR can be mapped write-combining; then shuts it down cleanly.
-perf      runs one workload on one I/O queue pair and prints IOPS, MB/s and p50/p99 latency:
-  --rw           read, write (sequential) or randread, randwrite (uniform over --size)
-  --bs           bytes per I/O, a multiple of the logical block (4k, 64k, 1m, 4096; default 4k)
-  --qd           I/Os kept in flight (default 1)
-  --seconds      how long to run (default 5)
-  --sq           where the I/O submission queue lives: host memory (default) or the controller's
-                 memory buffer, mapped write-combining (stores fenced before each doorbell)
-  --completions  find completions by polling the queue (default) or from MSI-X eventfds
-  --verify       stamp every written block with a pattern (LBA, generation) and check every block
-                 read back; read modes write the pattern first. Any mismatch fails the run
-  --force        write even when the namespace starts with a partition table or a filesystem
-                 (without it, write modes and --verify refuse: MBR, GPT, ext2/3/4, XFS, btrfs,
-                 FAT, LUKS, swap, LVM2, ISO 9660)
-  --nsid         namespace (default 1)
-  --size         bytes of the namespace to use from LBA 0 (default all; 1 GiB at most with --verify)
-  --json         one JSON object instead of text`;
+const SQ_PLACEMENTS = ['host', 'cmb'] as const;
+const COMPLETIONS = ['poll', 'interrupt'] as const;
+export const DEFAULT_PERF_BS = 4096;
+export const DEFAULT_PERF_SECONDS = 5;
+/** --bs is a multiple of this on every controller (LBADS_MIN); its own block may be larger. */
+const MIN_BLOCK_BYTES = 1 << LBADS_MIN;
+/** The deepest queue this driver creates holds MAX_IO_QUEUE_DEPTH entries, one always empty (§4.1.2: full at one less than its size). */
+const MAX_PERF_QD = MAX_IO_QUEUE_DEPTH - 1;
+/** An NSID for I/O: 1 up to FFFFFFFEh (NVMe 1.4 §6.1, Namespaces: 0 names none, FFFFFFFFh all). */
+const MAX_NSID = 0xfffffffe;
 
-interface PerfArgs {
+const OPERANDS = 'SOCKET|PCI-ADDRESS';
+const TARGET_TEXT = `SOCKET is a vfio-user server's UNIX socket (vfio-ts serve --device nvme); PCI-ADDRESS
+(0000:00:04.0) a controller bound to vfio-pci (vfio-ts bind).`;
+const JSON_FLAG = {
+  name: '--json',
+  help: 'one JSON object instead of text (numbers as JSON numbers, see\nvfio-ts info --help)',
+} as const;
+
+export const NVME_IDENTIFY: CommandSpec = {
+  name: 'nvme identify',
+  operands: OPERANDS,
+  minOperands: 1,
+  maxOperands: 1,
+  description: `Resets and enables the controller, prints its Identify Controller and Namespace data, the
+CMB, and how its BAR can be mapped write-combining; then shuts it down cleanly.
+${TARGET_TEXT}`,
+  flags: [JSON_FLAG],
+  notes: 'Exit status: 0 identified, 1 the controller could not be opened or failed, 2 usage.',
+};
+
+export const NVME_PERF: CommandSpec = {
+  name: 'nvme perf',
+  operands: OPERANDS,
+  synopsis: `nvme perf ${OPERANDS} --rw MODE [options]`,
+  minOperands: 1,
+  maxOperands: 1,
+  description: `Runs one workload on one I/O queue pair and prints IOPS, MB/s and p50/p99 latency (a small
+fio), then shuts the controller down cleanly.
+${TARGET_TEXT}`,
+  flags: [
+    {
+      name: '--rw',
+      value: 'MODE',
+      help: 'required: read, write (sequential) or randread, randwrite (uniform\nover --size)',
+    },
+    {
+      name: '--bs',
+      value: 'BYTES',
+      help: `bytes per I/O (4k, 64k, 1m, 4096; default ${sizeText(DEFAULT_PERF_BS).toLowerCase()}), a multiple of the\nnamespace's logical block (of ${MIN_BLOCK_BYTES} bytes or more)`,
+    },
+    { name: '--qd', value: 'N', help: `I/Os kept in flight (default 1, at most ${MAX_PERF_QD})` },
+    { name: '--seconds', value: 'SECONDS', help: `how long to run (default ${DEFAULT_PERF_SECONDS})` },
+    {
+      name: '--sq',
+      value: SQ_PLACEMENTS.join('|'),
+      help: "where the I/O submission queue lives: host memory (default) or the\ncontroller's memory buffer, mapped write-combining (stores fenced\nbefore each doorbell)",
+    },
+    {
+      name: '--completions',
+      value: COMPLETIONS.join('|'),
+      help: 'find completions by polling the queue (default) or from MSI-X\neventfds',
+    },
+    {
+      name: '--verify',
+      help: 'stamp every written block with a pattern (LBA, generation) and check\nevery block read back; read modes write the pattern first. Any\nmismatch fails the run',
+    },
+    {
+      name: '--force',
+      help: 'write even when the namespace starts with a partition table or a\nfilesystem (without it, write modes and --verify refuse: MBR, GPT,\next2/3/4, XFS, btrfs, FAT, LUKS, swap, LVM2, ISO 9660)',
+    },
+    { name: '--nsid', value: 'N', help: 'namespace (default 1)' },
+    {
+      name: '--size',
+      value: 'BYTES',
+      help: `bytes of the namespace to use from LBA 0 (default all; ${sizeText(DEFAULT_VERIFY_SPAN)} at most\nwith --verify)`,
+    },
+    JSON_FLAG,
+  ],
+  notes: `What depends on the controller fails (EINVAL) once it is asked: a --bs its namespace's logical
+block does not divide, a --qd deeper than its queues (CAP.MQES), a --size past the namespace.
+Exit status: 0 ran (and verified), 1 failure (the controller, a verify mismatch, the
+filesystem guard's EPERM), 2 usage.`,
+};
+
+/** `vfio-ts nvme`'s subcommands, each its own command line. */
+export const NVME_COMMANDS: Readonly<Record<string, CommandSpec>> = {
+  identify: NVME_IDENTIFY,
+  perf: NVME_PERF,
+};
+
+export interface PerfArgs {
   rw: PerfMode;
   bs: number;
   qd: number;
@@ -57,118 +151,69 @@ interface PerfArgs {
   size: bigint | undefined;
 }
 
-/** `4k` → 4096, `1m` → 1 MiB (binary units, as fio's bs): args.ts byteCount, or EINVAL. */
-export function parseSize(s: string): number {
-  return (
-    byteCount(s) ??
-    fail(Errno.EINVAL, 'nvme', `size '${s}' is not a positive number with an optional k, m, g or t`)
-  );
-}
-
-function parsePerf(flags: Map<string, string>): PerfArgs {
-  const rw = flags.get('--rw');
-  if (!rw || !(PERF_MODES as readonly string[]).includes(rw))
-    fail(Errno.EINVAL, 'nvme perf', `--rw must be one of ${PERF_MODES.join(', ')}`);
-  const int = (name: string, dflt: number, min: number) => {
-    const v = flags.get(name);
-    const n = v === undefined ? dflt : Number(v);
-    if (!Number.isSafeInteger(n) || n < min)
-      fail(Errno.EINVAL, 'nvme perf', `${name} needs an integer >= ${min}, not ${v}`);
-    return n;
-  };
-  const choice = <T extends string>(name: string, options: readonly T[]): T => {
-    const v = flags.get(name) ?? options[0]!;
-    if (!(options as readonly string[]).includes(v))
-      fail(Errno.EINVAL, 'nvme perf', `${name} must be ${options.join(' or ')}`);
-    return v as T;
-  };
-  const seconds = Number(flags.get('--seconds') ?? '5');
-  if (!(seconds > 0) || !Number.isFinite(seconds))
-    fail(Errno.EINVAL, 'nvme perf', `--seconds ${flags.get('--seconds')}`);
-  const size = flags.get('--size');
+/** NVME_PERF's flags, checked: a PerfArgs, or a UsageError naming the first problem. */
+export function perfArgs(p: ParsedArgs): PerfArgs {
+  const usage = (problem: string) => new UsageError(NVME_PERF.name, problem);
+  const rw = choiceFlag(NVME_PERF, p, '--rw', PERF_MODES);
+  if (rw === undefined) throw usage(`--rw is required: ${orList(PERF_MODES)}`);
+  const bs = byteCountFlag(NVME_PERF, p, '--bs') ?? DEFAULT_PERF_BS;
+  if (bs % MIN_BLOCK_BYTES)
+    throw usage(
+      `--bs needs a multiple of ${MIN_BLOCK_BYTES} bytes (the smallest NVMe logical block), not '${flagValue(p, '--bs')}'`,
+    );
+  const size = byteCountFlag(NVME_PERF, p, '--size');
   return {
-    rw: rw as PerfMode,
-    bs: parseSize(flags.get('--bs') ?? '4k'),
-    qd: int('--qd', 1, 1),
-    seconds,
-    sq: choice('--sq', ['host', 'cmb'] as const),
-    completions: choice('--completions', ['poll', 'interrupt'] as const),
-    verify: flags.has('--verify'),
-    force: flags.has('--force'),
-    nsid: int('--nsid', 1, 1),
-    size: size === undefined ? undefined : BigInt(parseSize(size)),
+    rw,
+    bs,
+    qd: integerFlag(NVME_PERF, p, '--qd', 1, 1, MAX_PERF_QD),
+    seconds: positiveNumber(NVME_PERF, p, '--seconds', DEFAULT_PERF_SECONDS),
+    sq: choiceFlag(NVME_PERF, p, '--sq', SQ_PLACEMENTS) ?? 'host',
+    completions: choiceFlag(NVME_PERF, p, '--completions', COMPLETIONS) ?? 'poll',
+    verify: hasFlag(p, '--verify'),
+    force: hasFlag(p, '--force'),
+    nsid: integerFlag(NVME_PERF, p, '--nsid', 1, 1, MAX_NSID),
+    size: size === undefined ? undefined : BigInt(size),
   };
 }
 
-const BOOLEAN_FLAGS = new Set(['--json', '--verify', '--force']);
-const VALUE_FLAGS = new Set([
-  '--rw',
-  '--bs',
-  '--qd',
-  '--seconds',
-  '--sq',
-  '--completions',
-  '--nsid',
-  '--size',
-]);
-/** Every flag `nvme perf` takes (the --help text explains each). */
-export const PERF_FLAGS: readonly string[] = [...VALUE_FLAGS, ...BOOLEAN_FLAGS];
+/** `vfio-ts nvme --help`: each subcommand's help, one after the other. */
+export function nvmeHelp(): string {
+  return Object.values(NVME_COMMANDS).map(helpText).join('\n\n');
+}
 
-export async function run(args: string[]): Promise<number> {
-  return runWith(args, { log: (l) => console.log(l), error: (l) => console.error(l) });
+/** What is wrong with `sub` as the word after `vfio-ts nvme`, or undefined for a subcommand. */
+function subcommandProblem(sub: string | undefined): string | undefined {
+  const choices = orList(Object.keys(NVME_COMMANDS));
+  if (sub === undefined) return `${choices} is missing`;
+  if (sub.startsWith('-')) return `unknown option '${sub}' (${choices} comes first)`;
+  if (!Object.hasOwn(NVME_COMMANDS, sub)) return `unknown nvme command '${sub}' (${choices})`;
+  return undefined;
+}
+
+export function run(args: string[]): Promise<number> {
+  return runWith(args, CONSOLE);
 }
 
 export async function runWith(args: string[], out: Output): Promise<number> {
-  const [cmd, ...rest] = args;
-  if (
-    cmd === undefined ||
-    cmd === '-h' ||
-    cmd === '--help' ||
-    rest.includes('--help') ||
-    rest.includes('-h')
-  ) {
-    (cmd === undefined ? out.error : out.log)(USAGE);
-    return cmd === undefined ? 2 : 0;
-  }
-  const positional: string[] = [];
-  const flags = new Map<string, string>();
-  for (let i = 0; i < rest.length; i++) {
-    const a = rest[i]!;
-    if (BOOLEAN_FLAGS.has(a)) flags.set(a, '');
-    else if (VALUE_FLAGS.has(a)) {
-      const v = rest[++i];
-      if (v === undefined) return usage(out, `${a} needs a value`);
-      flags.set(a, v);
-    } else if (a.startsWith('-')) return usage(out, `unknown option ${a}`);
-    else positional.push(a);
-  }
-  if ((cmd !== 'identify' && cmd !== 'perf') || positional.length !== 1)
-    return usage(
-      out,
-      cmd === 'identify' || cmd === 'perf' ? 'one <target> is needed' : `unknown nvme command '${cmd}'`,
-    );
-  const target = positional[0]!;
-  try {
-    if (cmd === 'identify') {
-      const report = await identify(target);
-      out.log(flags.has('--json') ? jsonText(report) : identifyText(report));
-      return 0;
-    }
-    const p = parsePerf(flags);
-    const r = await perf(target, p);
-    out.log(flags.has('--json') ? jsonText(r) : perfText(r));
+  const [sub, ...rest] = args;
+  if (sub === '-h' || sub === '--help') {
+    out.log(nvmeHelp());
     return 0;
-  } catch (e) {
-    // The error names the target where it matters (connectSocket, openKernelDevice say the path).
-    return reportFailure(`nvme ${cmd}`, e, out);
   }
+  const problem = subcommandProblem(sub);
+  if (problem !== undefined) return reportFailure('nvme', new UsageError('nvme', problem), out);
+  if (sub === 'identify')
+    return runCommand(NVME_IDENTIFY, rest, out, async (p) => {
+      const report = await identify(p.operands[0]!);
+      out.log(hasFlag(p, '--json') ? jsonText(report) : identifyText(report));
+      return 0;
+    });
+  return runCommand(NVME_PERF, rest, out, async (p) => {
+    const r = await perf(p.operands[0]!, perfArgs(p));
+    out.log(hasFlag(p, '--json') ? jsonText(r) : perfText(r));
+    return 0;
+  });
 }
-
-function usage(out: Output, why: string): number {
-  out.error(`vfio-ts nvme: ${why} (vfio-ts nvme --help)`);
-  return 2;
-}
-
 /**
  * Opens the target. For a kernel device whose submission queues go to the CMB on a kernel booted
  * with iomem=relaxed, the CMB BAR is premapped write-combining before the real open

@@ -3,9 +3,13 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { Errno } from '../../src/abi/errno.js';
 import {
+  byteCountFlag,
   type CommandSpec,
+  choiceFlag,
   flagValue,
   helpText,
+  integerFlag,
+  orList,
   parseArgs,
   positiveNumber,
   reportFailure,
@@ -77,6 +81,60 @@ test('positiveNumber: a default, a fraction, and refusals', () => {
   assert.equal(n(['--timeout', '0.25']), 0.25);
   for (const bad of ['0', '-1', 'soon', 'Infinity'])
     assert.throws(() => n(['--timeout', bad]), UsageError, bad);
+});
+
+test('integerFlag: a default, the range, each refusal naming it', () => {
+  const n = (args: string[], max?: number) =>
+    integerFlag(SPEC, parseArgs(SPEC, ['x', ...args]), '--timeout', 7, 1, max);
+  assert.equal(n([]), 7);
+  assert.equal(n(['--timeout', '1']), 1);
+  assert.equal(n(['--timeout', '4095'], 4095), 4095);
+  const problem = (args: string[], max?: number) => {
+    try {
+      n(args, max);
+    } catch (e) {
+      assert.ok(e instanceof UsageError);
+      return e.problem;
+    }
+    return assert.fail(`${args.join(' ')} accepted`);
+  };
+  assert.equal(problem(['--timeout', '0']), "--timeout needs an integer >= 1, not '0'");
+  assert.equal(problem(['--timeout', '4096'], 4095), "--timeout needs an integer from 1 to 4095, not '4096'");
+  for (const bad of ['1.5', 'two', '-1', '9007199254740993'])
+    assert.throws(() => n(['--timeout', bad]), UsageError, bad);
+});
+
+test('choiceFlag and orList: one of a list, undefined when not given', () => {
+  const modes = ['read', 'write', 'randread'] as const;
+  const c = (args: string[]) => choiceFlag(SPEC, parseArgs(SPEC, ['x', ...args]), '--timeout', modes);
+  assert.equal(c([]), undefined);
+  assert.equal(c(['--timeout', 'write']), 'write');
+  assert.throws(
+    () => c(['--timeout', 'sideways']),
+    (e: unknown) =>
+      e instanceof UsageError && e.problem === "--timeout must be read, write or randread, not 'sideways'",
+  );
+  assert.deepEqual(
+    [orList([]), orList(['a']), orList(['a', 'b']), orList(['a', 'b', 'c'])],
+    ['', 'a', 'a or b', 'a, b or c'],
+  );
+});
+
+test('byteCountFlag: binary suffixes in either case, undefined when not given', () => {
+  const b = (args: string[]) => byteCountFlag(SPEC, parseArgs(SPEC, ['x', ...args]), '--timeout');
+  assert.equal(b([]), undefined);
+  assert.deepEqual(
+    ['4k', '64K', '1m', '4096', '1g', '2T'].map((v) => b(['--timeout', v])),
+    [4096, 65536, 1 << 20, 4096, 1 << 30, 2 * 2 ** 40],
+  );
+  for (const bad of ['4kb', '-4k', '0', '1.5k', 'k', '4 k'])
+    assert.throws(
+      () => b(['--timeout', bad]),
+      (e: unknown) =>
+        e instanceof UsageError &&
+        e.problem === `--timeout needs a byte count (4096, 4k, 64K, 1m), not '${bad}'`,
+      bad,
+    );
 });
 
 test('timeoutFlag: whole ms a client takes, else a usage error before anything is opened', () => {

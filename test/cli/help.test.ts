@@ -11,7 +11,8 @@ import type { CommandSpec } from '../../src/cli/args.js';
 import { BIND, UNBIND } from '../../src/cli/bind.js';
 import { DEMO } from '../../src/cli/demo.js';
 import { INFO } from '../../src/cli/info.js';
-import { PERF_FLAGS } from '../../src/cli/nvme.js';
+import { MIGRATE } from '../../src/cli/migrate.js';
+import { NVME_IDENTIFY, NVME_PERF } from '../../src/cli/nvme.js';
 import { SERVE } from '../../src/cli/serve.js';
 
 function cli(...args: string[]) {
@@ -22,11 +23,13 @@ function cli(...args: string[]) {
   return { status: r.status, out: r.stdout, err: r.stderr };
 }
 
-const SPECS: CommandSpec[] = [DEMO, SERVE, INFO, BIND, UNBIND];
+const SPECS: CommandSpec[] = [DEMO, SERVE, INFO, BIND, UNBIND, MIGRATE, NVME_IDENTIFY, NVME_PERF];
 
 for (const spec of SPECS) {
   test(`vfio-ts ${spec.name} --help and -h: exit 0, every flag explained`, () => {
-    const long = cli(spec.name, '--help');
+    // A subcommand (`nvme perf`) is typed as two words.
+    const words = spec.name.split(' ');
+    const long = cli(...words, '--help');
     assert.equal(long.status, 0, long.err);
     assert.equal(long.err, '');
     assert.match(long.out, new RegExp(`^usage: vfio-ts ${spec.name}`));
@@ -39,19 +42,34 @@ for (const spec of SPECS) {
         `${spec.name} ${f.name}`,
       );
     }
-    assert.equal(cli(spec.name, '-h').out, long.out);
-    assert.equal(cli('help', spec.name).out, long.out);
+    assert.equal(cli(...words, '-h').out, long.out);
+    assert.equal(cli('help', ...words).out, long.out);
   });
 }
 
-test('vfio-ts serve: every flag its source reads is in its table, and each is accepted', () => {
-  // The parser is the table (parseArgs(SERVE)); a flag name read in the source but missing from
-  // the table would never be set.
-  const source = readFileSync('src/cli/serve.ts', 'utf8');
-  const read = new Set([...source.matchAll(/'(--[a-z0-9-]+)'/g)].map((m) => m[1]!));
-  const documented = new Set(SERVE.flags.map((f) => f.name));
-  for (const f of read)
-    if (f !== '--help') assert.ok(documented.has(f as `--${string}`), `${f} is read but not in SERVE.flags`);
+/** Each command's source and the flag tables it parses with. */
+const SOURCES: [file: string, specs: CommandSpec[]][] = [
+  ['demo', [DEMO]],
+  ['serve', [SERVE]],
+  ['info', [INFO]],
+  ['bind', [BIND, UNBIND]],
+  ['migrate', [MIGRATE]],
+  ['nvme', [NVME_IDENTIFY, NVME_PERF]],
+];
+
+for (const [file, specs] of SOURCES)
+  test(`src/cli/${file}.ts: every flag its source reads is in its table`, () => {
+    // The parser is the table (parseArgs(spec)); a flag name read in the source but missing from
+    // the table would never be set.
+    const source = readFileSync(`src/cli/${file}.ts`, 'utf8');
+    const read = new Set([...source.matchAll(/'(--[a-z0-9-]+)'/g)].map((m) => m[1]!));
+    const documented = new Set(specs.flatMap((s) => s.flags.map((f) => f.name as string)));
+    assert.ok(read.size > 0 || file === 'demo', `${file}.ts reads no flag`);
+    for (const f of read)
+      if (f !== '--help') assert.ok(documented.has(f), `${f} is read but in no table of ${file}.ts`);
+  });
+
+test('vfio-ts serve: each flag in its table is accepted', () => {
   const sample: Record<string, string> = {
     '--profile': '6.1',
     '--dma-layout': 'spec',
@@ -73,11 +91,11 @@ test('vfio-ts serve: every flag its source reads is in its table, and each is ac
   }
 });
 
-test('vfio-ts nvme --help explains identify and every perf flag', () => {
+test("vfio-ts nvme --help is each subcommand's help; help nvme perf is nvme perf --help", () => {
   const r = cli('nvme', '--help');
   assert.equal(r.status, 0, r.err);
-  for (const flag of PERF_FLAGS) assert.match(r.out, new RegExp(`\\n {2}${flag} `), flag);
-  assert.equal(cli('nvme', 'perf', '-h').status, 0);
+  assert.equal(r.out, `${cli('nvme', 'identify', '--help').out}\n${cli('nvme', 'perf', '--help').out}`);
+  assert.equal(cli('help', 'nvme').out, r.out);
 });
 
 test('vfio-ts --version prints package.json version', () => {
@@ -154,7 +172,15 @@ test('a wrong command line: one line naming the problem and where help is, exit 
       ['serve', '--profile', '5.4'],
       'vfio-ts serve: --profile must be 6.1 or 7.3, not 5.4 (vfio-ts serve --help)',
     ],
-    [['nvme', 'perf', '/x', '--bogus'], 'vfio-ts nvme: unknown option --bogus (vfio-ts nvme --help)'],
+    [
+      ['nvme', 'perf', '/x', '--bogus'],
+      "vfio-ts nvme perf: unknown option '--bogus' (vfio-ts nvme perf --help)",
+    ],
+    [
+      ['nvme', 'perf', '/x', '--rw', 'sideways'],
+      "vfio-ts nvme perf: --rw must be read, write, randread or randwrite, not 'sideways' (vfio-ts nvme perf --help)",
+    ],
+    [['nvme'], 'vfio-ts nvme: identify or perf is missing (vfio-ts nvme --help)'],
   ];
   for (const [args, line] of cases) {
     const r = cli(...args);

@@ -3,7 +3,8 @@
  * (a child process) on a temporary socket: text and --json, verified perf with the submission
  * queue in host memory and in the CMB (write-combining over vfio-user), checked on the device's
  * side by the server's shutdown line; the refusal to write over an image mke2fs made, --force;
- * --help naming every flag, and usage errors (exit 2) versus failures (exit 1).
+ * --help from each subcommand's flag table, and usage errors (exit 2, nothing opened) versus
+ * failures (exit 1).
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -11,7 +12,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { PERF_FLAGS, parseSize, runWith } from '../../src/cli/nvme.js';
+import { helpText, parseArgs } from '../../src/cli/args.js';
+import { NVME_COMMANDS, NVME_PERF, perfArgs, runWith } from '../../src/cli/nvme.js';
 import {
   type DeviceCounts,
   IMAGE_BYTES,
@@ -178,38 +180,156 @@ describe('vfio-ts nvme perf against an image holding a filesystem', () => {
   });
 });
 describe('vfio-ts nvme arguments', () => {
-  it('--help explains every flag', async () => {
-    const r = await cli(['perf', '--help']);
-    assert.equal(r.status, 0);
-    for (const flag of PERF_FLAGS) assert.match(r.out, new RegExp(`\\n {2}${flag} `), flag);
-    assert.match(r.out, /identify .*--json/);
+  it('--help: each subcommand explains every flag in its table; nvme --help is both', async () => {
+    const both = await cli(['--help']);
+    assert.equal(both.status, 0, both.err);
+    for (const [name, spec] of Object.entries(NVME_COMMANDS)) {
+      const r = await cli([name, '--help']);
+      assert.equal(r.status, 0, r.err);
+      assert.equal(r.out, helpText(spec));
+      assert.match(r.out, new RegExp(`^usage: vfio-ts nvme ${name} SOCKET\\|PCI-ADDRESS`));
+      for (const f of spec.flags) assert.match(r.out, new RegExp(`\\n {2}${f.name} `), `${name} ${f.name}`);
+      assert.equal((await cli([name, '/x', '-h'])).out, r.out);
+      assert.ok(both.out.includes(r.out), `nvme --help holds nvme ${name} --help`);
+    }
+    assert.deepEqual(
+      NVME_PERF.flags.map((f) => f.name),
+      [
+        '--rw',
+        '--bs',
+        '--qd',
+        '--seconds',
+        '--sq',
+        '--completions',
+        '--verify',
+        '--force',
+        '--nsid',
+        '--size',
+        '--json',
+      ],
+    );
   });
 
-  it('usage errors exit 2, failures exit 1', async () => {
-    const table: [string[], number, RegExp][] = [
-      [[], 2, /usage: vfio-ts nvme identify/],
-      [['frobnicate', '/x'], 2, /unknown nvme command 'frobnicate'/],
-      [['identify'], 2, /one <target> is needed/],
-      [['perf', '/x', '--qd'], 2, /--qd needs a value/],
-      [['perf', '/x', '--bogus'], 2, /unknown option --bogus/],
+  it('usage errors: one line naming the problem and its help, exit 2, before the target is opened', async () => {
+    // The target does not exist: opening it would fail (exit 1, ENOENT), so exit 2 means the
+    // command line was refused first.
+    const T = '/nonexistent/nvme.sock';
+    const perfHelp = '(vfio-ts nvme perf --help)';
+    const table: [string[], string][] = [
+      [[], 'vfio-ts nvme: identify or perf is missing (vfio-ts nvme --help)'],
       [
-        ['perf', '/nonexistent/nvme.sock', '--rw', 'sideways'],
-        1,
-        /--rw must be one of read, write, randread, randwrite/,
+        ['frobnicate', T],
+        "vfio-ts nvme: unknown nvme command 'frobnicate' (identify or perf) (vfio-ts nvme --help)",
       ],
-      [['perf', '/nonexistent/nvme.sock', '--rw', 'read', '--sq', 'gpu'], 1, /--sq must be host or cmb/],
-      [['perf', '/nonexistent/nvme.sock', '--rw', 'read', '--qd', '0'], 1, /--qd needs an integer >= 1/],
-      [['perf', '/nonexistent/nvme.sock', '--rw', 'read', '--bs', '4q'], 1, /size '4q'/],
-      [['perf', '/nonexistent/nvme.sock', '--rw', 'read'], 1, /ENOENT|ECONNREFUSED/],
+      [
+        ['--json', 'identify', T],
+        "vfio-ts nvme: unknown option '--json' (identify or perf comes first) (vfio-ts nvme --help)",
+      ],
+      [['identify'], 'vfio-ts nvme identify: SOCKET|PCI-ADDRESS is missing (vfio-ts nvme identify --help)'],
+      [
+        ['identify', T, '/y'],
+        `vfio-ts nvme identify: unexpected operand '/y' after SOCKET|PCI-ADDRESS (vfio-ts nvme identify --help)`,
+      ],
+      [
+        ['identify', T, '--rw', 'read'],
+        "vfio-ts nvme identify: unknown option '--rw' (vfio-ts nvme identify --help)",
+      ],
+      [['perf', T], `vfio-ts nvme perf: --rw is required: read, write, randread or randwrite ${perfHelp}`],
+      [
+        ['perf', T, '--rw', 'sideways'],
+        `vfio-ts nvme perf: --rw must be read, write, randread or randwrite, not 'sideways' ${perfHelp}`,
+      ],
+      [
+        ['perf', T, '--rw', 'read', '--qd', '0'],
+        `vfio-ts nvme perf: --qd needs an integer from 1 to 4095, not '0' ${perfHelp}`,
+      ],
+      [
+        ['perf', T, '--rw', 'read', '--qd', '4096'],
+        `vfio-ts nvme perf: --qd needs an integer from 1 to 4095, not '4096' ${perfHelp}`,
+      ],
+      [['perf', T, '--rw', 'read', '--qd'], `vfio-ts nvme perf: --qd needs a value (N) ${perfHelp}`],
+      [
+        ['perf', T, '--rw', 'read', '--bs', '3'],
+        `vfio-ts nvme perf: --bs needs a multiple of 512 bytes (the smallest NVMe logical block), not '3' ${perfHelp}`,
+      ],
+      [
+        ['perf', T, '--rw', 'read', '--bs', '4q'],
+        `vfio-ts nvme perf: --bs needs a byte count (4096, 4k, 64K, 1m), not '4q' ${perfHelp}`,
+      ],
+      [
+        ['perf', T, '--rw', 'read', '--size', '1.5k'],
+        `vfio-ts nvme perf: --size needs a byte count (4096, 4k, 64K, 1m), not '1.5k' ${perfHelp}`,
+      ],
+      [
+        ['perf', T, '--rw', 'read', '--sq', 'gpu'],
+        `vfio-ts nvme perf: --sq must be host or cmb, not 'gpu' ${perfHelp}`,
+      ],
+      [
+        ['perf', T, '--rw', 'read', '--completions', 'irq'],
+        `vfio-ts nvme perf: --completions must be poll or interrupt, not 'irq' ${perfHelp}`,
+      ],
+      [
+        ['perf', T, '--rw', 'read', '--seconds', '0'],
+        `vfio-ts nvme perf: --seconds needs a positive number, not '0' ${perfHelp}`,
+      ],
+      [
+        ['perf', T, '--rw', 'read', '--nsid', '0'],
+        `vfio-ts nvme perf: --nsid needs an integer from 1 to 4294967294, not '0' ${perfHelp}`,
+      ],
+      [
+        ['perf', T, '--rw', 'read', '--nsid', '4294967295'],
+        `vfio-ts nvme perf: --nsid needs an integer from 1 to 4294967294, not '4294967295' ${perfHelp}`,
+      ],
+      [['perf', T, '--rw', 'read', '--verify=yes'], `vfio-ts nvme perf: --verify takes no value ${perfHelp}`],
+      [['perf', T, '--bogus'], `vfio-ts nvme perf: unknown option '--bogus' ${perfHelp}`],
     ];
-    for (const [args, status, re] of table) {
+    for (const [args, line] of table) {
       const r = await cli(args);
-      assert.equal(r.status, status, `${args.join(' ')}: ${r.err}`);
-      assert.match(r.err, re, args.join(' '));
+      assert.equal(r.status, 2, `${args.join(' ')}: ${r.err}`);
+      assert.equal(r.err, line, args.join(' '));
+      assert.equal(r.out, '', args.join(' '));
     }
   });
 
-  it('a target that is not a socket: one line naming it once, exit 1', async () => {
+  it('--rw sideways, --qd 0, --bs 3 and an unknown flag: exit 2 with one line', async () => {
+    for (const bad of [['--rw', 'sideways'], ['--qd', '0'], ['--bs', '3'], ['--frobnicate']]) {
+      const r = await cli([
+        'perf',
+        '/nonexistent/nvme.sock',
+        ...(bad[0] === '--rw' ? [] : ['--rw', 'read']),
+        ...bad,
+      ]);
+      assert.equal(r.status, 2, `${bad.join(' ')}: ${r.err}`);
+      assert.match(r.err, /^vfio-ts nvme perf: [^\n]+ \(vfio-ts nvme perf --help\)$/, bad.join(' '));
+      assert.ok(r.err.includes(bad[0]!), `the line names ${bad[0]}: ${r.err}`);
+    }
+  });
+
+  it('sizes as fio writes them: 4k, 64K, 1m, 4096, 1g; defaults without flags', () => {
+    const parse = (...args: string[]) => perfArgs(parseArgs(NVME_PERF, ['/x', '--rw', 'randread', ...args]));
+    assert.deepEqual(
+      ['4k', '64K', '1m', '4096', '1g'].map((bs) => parse('--bs', bs).bs),
+      [4096, 65536, 1 << 20, 4096, 1 << 30],
+    );
+    assert.equal(parse('--size', '2m').size, 2n << 20n);
+    assert.deepEqual(parse(), {
+      rw: 'randread',
+      bs: 4096,
+      qd: 1,
+      seconds: 5,
+      sq: 'host',
+      completions: 'poll',
+      verify: false,
+      force: false,
+      nsid: 1,
+      size: undefined,
+    });
+  });
+
+  it('failures exit 1: a missing socket, and a target that is not a socket named once', async () => {
+    const missing = await cli(['perf', '/nonexistent/nvme.sock', '--rw', 'read']);
+    assert.equal(missing.status, 1, missing.err);
+    assert.match(missing.err, /^vfio-ts nvme perf: \/nonexistent\/nvme\.sock: ENOENT/);
     const dir = mkdtempSync(join(tmpdir(), 'vfio-ts-nvme-args-'));
     try {
       const file = join(dir, 'plain');
@@ -220,10 +340,5 @@ describe('vfio-ts nvme arguments', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
-  });
-
-  it('sizes: 4k, 64K, 1m, 4096', () => {
-    assert.deepEqual(['4k', '64K', '1m', '4096', '1g'].map(parseSize), [4096, 65536, 1 << 20, 4096, 1 << 30]);
-    for (const bad of ['', '4kb', '-4k', '0', '1.5k']) assert.throws(() => parseSize(bad), /EINVAL/, bad);
   });
 });

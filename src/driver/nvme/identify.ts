@@ -4,6 +4,7 @@
  * list (CNS 02h). Decoding only; byte offsets as the figures give them.
  */
 import { MalformedError } from '../../errors.js';
+import { LBADS_MIN } from './spec.js';
 
 export const IDENTIFY_BYTES = 4096;
 /** Namespaces the driver looks at (the Active Namespace ID list holds at most 1024). */
@@ -81,7 +82,7 @@ export function decodeNamespaceIdentity(nsid: number, b: Uint8Array): NamespaceI
   const lbaFormat = b[26]! & 0xf;
   const lbaf = dv.getUint32(128 + 4 * lbaFormat, true);
   const lbads = (lbaf >>> 16) & 0xff;
-  if (lbads < 9 || lbads > 31)
+  if (lbads < LBADS_MIN || lbads > 31)
     throw new MalformedError(
       'Identify Namespace',
       `LBA format ${lbaFormat} has LBADS ${lbads} (a block of 2^${lbads} bytes)`,

@@ -160,6 +160,12 @@ export const NVM = { FLUSH: 0x00, WRITE: 0x01, READ: 0x02 } as const;
 
 /** §5.15 Identify, CDW10.CNS. */
 export const CNS = { NAMESPACE: 0x00, CONTROLLER: 0x01, ACTIVE_NSIDS: 0x02 } as const;
+/**
+ * The smallest LBADS, a namespace's logical block as a power of two (Identify Namespace, LBA
+ * Format Data Structure: "A value smaller than 9 (i.e., 512 bytes) is not supported"): every
+ * transfer is a multiple of 2^9 bytes on any controller.
+ */
+export const LBADS_MIN = 9;
 /** §5.21.1.7 Number of Queues. */
 export const FEATURE_NUMBER_OF_QUEUES = 0x07;
 /** §5.3 Create I/O Completion Queue CDW11: PC (bit 0), IEN (bit 1), IV (31:16). */
