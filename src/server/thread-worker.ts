@@ -72,6 +72,9 @@ async function main(data: ThreadWorkerData): Promise<void> {
       void stop(m.seq);
       return;
     }
+    // Said before anything can close the fd: an fd the parent never heard was taken is still
+    // its own to close should this thread die (ThreadedServer's exit handler).
+    post({ ev: 'taken', seq: m.seq });
     try {
       server.adopt(m.fd);
       post({ ev: 'done', seq: m.seq });

@@ -21,8 +21,12 @@
  * worker, so the worker only ever blocks in its own loop (src/server/loop.ts), and only the
  * thread loops are offered here. `stop()` sets a shared flag the worker's loop sees within a
  * tick (LOOP_TICK_MS), then asks it to close the device and exit. An error the worker cannot
- * handle, or its exiting on its own, goes to `onError`: by default this thread's uncaught error.
+ * handle, or its exiting on its own, goes to `onError` once: by default this thread's uncaught
+ * error. A server whose worker died stops listening and removes its socket (while the path still
+ * holds it), refuses `listen` and `adopt` (EIO), closes the connections the worker held or never
+ * took, and is idle; `stop()` still resolves.
  */
+import { lstatSync, unlinkSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { Errno } from '../abi/errno.js';
 import { VfioError } from '../errors.js';
@@ -84,6 +88,8 @@ export type WorkerEvent =
   | { readonly ev: 'ready'; readonly name: string }
   | { readonly ev: 'failed'; readonly error: WireError }
   | { readonly ev: 'done'; readonly seq: number; readonly error?: WireError }
+  /** An adopt request reached the worker, which owns its fd from now on. */
+  | { readonly ev: 'taken'; readonly seq: number }
   | { readonly ev: 'log'; readonly line: string }
   | { readonly ev: 'connected'; readonly id: number; readonly peer?: PeerCred }
   | { readonly ev: 'refused'; readonly id: number }
@@ -127,6 +133,14 @@ export class ThreadedServer {
   #gone = false;
   /** The connected client's socket, which the worker owns (closed here if the worker dies). */
   #clientFd: number | undefined;
+  /** adopt requests posted and not yet taken by the worker (seq to fd): ours to close if it dies. */
+  readonly #untaken = new Map<number, number>();
+  /** The fd of the adopt the worker took and has not answered yet. */
+  #taking: number | undefined;
+  /** Why the worker failed, once it has (its death has then been reported). */
+  #failure: Error | undefined;
+  /** The socket listen() created: its path, device and inode (removed only while it is ours). */
+  #listenPath: { path: string; dev: number; ino: number } | undefined;
   readonly #log: ((line: string) => void) | undefined;
 
   private constructor(
@@ -144,11 +158,12 @@ export class ThreadedServer {
     this.#stop = stop;
     this.limits = limits;
     this.loop = loop;
-    let failed = false;
+    // The worker's death, reported once: it stops listening at once (no client is accepted
+    // only to be closed), the rest waits for its exit.
     const fail = (e: Error) => {
-      failed = true;
-      for (const p of this.#pending.values()) p.reject(e);
-      this.#pending.clear();
+      if (this.#failure) return;
+      this.#failure = e;
+      this.#closeListen(true);
       if (options.onError) options.onError(e);
       else
         queueMicrotask(() => {
@@ -157,17 +172,29 @@ export class ThreadedServer {
     };
     this.#exited = exited.then((code) => {
       this.#gone = true;
-      // A worker that dies with a client connected never closes its socket (fds are the
-      // process's, not the thread's): closed here, so the client sees the end of the stream
-      // instead of waiting for ever. Every 'closed' it posted has come before its exit.
+      // Fds are the process's, not the thread's: what the dead worker held is closed here.
+      // Node emits 'exit' only after every message the worker posted (lib/internal/worker.js,
+      // Worker [kOnExit]: drainMessagePort(kPublicPort) first, Node 20), so whatever has not
+      // been said 'taken' by now never was; 'error' comes through another port (kPort) with
+      // no order against these messages, which is why this waits for 'exit'.
+      // A client connected: closed, so it sees the end of the stream instead of waiting for ever.
       if (this.#clientFd !== undefined) closeFd(this.#clientFd);
       this.#clientFd = undefined;
       this.client = undefined;
+      // Connections handed over that the worker never took.
+      for (const fd of this.#untaken.values()) closeFd(fd);
+      this.#untaken.clear();
+      // One it took and died handling, not connected: its fate is unknown (it may be closed and
+      // its number reused), so it is left alone. Only a worker terminated mid-adopt leaves one.
+      if (this.#taking !== undefined)
+        this.#log?.(`the worker died handling connection fd ${this.#taking}; left as it is`);
+      this.#taking = undefined;
       // A request the worker did not answer never will.
       const gone = new VfioError(Errno.EIO, 'ThreadedServer', `the server's worker exited (code ${code})`);
-      for (const p of this.#pending.values()) p.reject(gone);
+      for (const p of this.#pending.values()) p.reject(this.#failure ?? gone);
       this.#pending.clear();
-      if (!failed && !this.#stopping) fail(gone);
+      if (!this.#stopping) fail(gone); // closes and removes the listening socket
+      this.#maybeIdle();
     });
     worker.on('message', (m: WorkerEvent) => this.#event(m, options));
     worker.on('error', fail);
@@ -235,7 +262,13 @@ export class ThreadedServer {
       case 'log':
         options.log?.(m.line);
         return;
+      case 'taken':
+        this.#taking = this.#untaken.get(m.seq);
+        this.#untaken.delete(m.seq);
+        return;
       case 'connected':
+        // Its socket is the one the worker is taking (adopts are handled one at a time, in order).
+        this.#clientFd = this.#taking;
         this.client = { id: m.id, peer: m.peer };
         this.served++;
         return;
@@ -251,6 +284,7 @@ export class ThreadedServer {
         this.#maybeIdle();
         return;
       case 'done': {
+        this.#taking = undefined;
         const p = this.#pending.get(m.seq);
         this.#pending.delete(m.seq);
         if (m.error) p?.reject(asError(m.error));
@@ -266,6 +300,7 @@ export class ThreadedServer {
     if (this.#gone)
       return Promise.reject(new VfioError(Errno.EIO, 'ThreadedServer', "the server's worker is gone"));
     const seq = ++this.#seq;
+    if (r.op === 'adopt') this.#untaken.set(seq, r.fd);
     return new Promise<void>((resolve, reject) => {
       this.#pending.set(seq, { resolve, reject });
       this.#worker.postMessage({ ...r, seq });
@@ -274,10 +309,37 @@ export class ThreadedServer {
 
   /** Listens at `path` (mode 0600) and hands each client to the worker in turn. The caller makes sure no live socket is there. */
   listen(path: string): void {
+    if (this.#failure || this.#gone) throw new VfioError(Errno.EIO, 'listen', "the server's worker is gone");
     if (this.#listenFd !== undefined || this.#stopping)
       throw new VfioError(Errno.EBUSY, 'listen', this.#stopping ? 'server stopped' : 'already listening');
     this.#listenFd = unixListen(path, { mode: 0o600 });
+    try {
+      const st = lstatSync(path);
+      this.#listenPath = { path, dev: st.dev, ino: st.ino };
+    } catch {
+      // Removed already by someone else: nothing of ours to remove later.
+    }
     this.#watchListen();
+  }
+
+  /**
+   * Stops listening; with `unlink` (the worker died) the socket is removed too, while the path
+   * still holds ours (serveDevice's check): nobody would accept there again.
+   */
+  #closeListen(unlink: boolean): void {
+    this.#listenWatch?.stop();
+    this.#listenWatch = undefined;
+    if (this.#listenFd !== undefined) closeFd(this.#listenFd);
+    this.#listenFd = undefined;
+    const ours = this.#listenPath;
+    this.#listenPath = undefined;
+    if (!unlink || !ours) return;
+    try {
+      const st = lstatSync(ours.path);
+      if (st.isSocket() && st.dev === ours.dev && st.ino === ours.ino) unlinkSync(ours.path);
+    } catch {
+      // already gone
+    }
   }
 
   #watchListen(): void {
@@ -310,7 +372,7 @@ export class ThreadedServer {
       closeFd(fd);
       return Promise.reject(new VfioError(Errno.EBUSY, 'adopt', 'server stopped'));
     }
-    if (this.#gone) {
+    if (this.#gone || this.#failure) {
       // Nobody is left to take it (the worker failed or exited on its own).
       closeFd(fd);
       return Promise.reject(new VfioError(Errno.EIO, 'adopt', "the server's worker is gone"));
@@ -321,16 +383,12 @@ export class ThreadedServer {
       this.#maybeIdle();
     };
     const p = this.#request({ op: 'adopt', fd });
-    p.then(() => {
-      // Served (its 'connected' came first), unless it has gone already.
-      if (this.client !== undefined) this.#clientFd = fd;
-      done();
-    }, done);
+    p.then(done, done);
     return p;
   }
 
   get #idle(): boolean {
-    return this.client === undefined && this.#adopting === 0;
+    return this.#gone || (this.client === undefined && this.#adopting === 0);
   }
 
   #maybeIdle(): void {
@@ -339,7 +397,11 @@ export class ThreadedServer {
     this.#watchListen();
   }
 
-  /** Resolves when no client is connected (nor being handed over by `adopt`). */
+  /**
+   * Resolves when no client is connected (nor being handed over by `adopt`); also once the worker
+   * is gone (its death goes to `onError`): no client can be connected then, and a caller waiting
+   * for its client to go must not wait for ever. It never rejects.
+   */
   idle(): Promise<void> {
     if (this.#idle) return Promise.resolve();
     return new Promise((resolve) => this.#idleWaiters.push(resolve));
@@ -349,10 +411,7 @@ export class ThreadedServer {
   stop(): Promise<void> {
     this.#stopping ??= (async () => {
       Atomics.store(this.#stop, 0, 1);
-      this.#listenWatch?.stop();
-      this.#listenWatch = undefined;
-      if (this.#listenFd !== undefined) closeFd(this.#listenFd);
-      this.#listenFd = undefined;
+      this.#closeListen(false);
       try {
         // A worker gone (it failed, or exited as it answered) has nothing left to stop.
         if (!this.#gone)

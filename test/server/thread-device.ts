@@ -23,12 +23,61 @@ export function device(arg: ThreadDeviceArg): VfioPciDevice {
 }
 
 /**
+ * A device that holds no fd of its own (an I/O BAR, so no memfd): a worker that dies with it
+ * leaves nothing behind that this process cannot close, so fds can be counted across its death.
+ */
+const fdless = defineDevice({
+  name: 'fdless',
+  identity: { vendorId: 0x1b36, deviceId: 0x7e5a, classCode: 0xff0000 },
+  // An I/O BAR: a memory BAR has a memfd behind it (src/core/regions.ts), even a register one.
+  bars: [{ index: 0, kind: 'io', size: 256, backing: 'registers', maxAccessSize: 4 }],
+  create: () => ({ bars: { 0: { read: () => 0n, write: () => {} } } }),
+});
+
+/** The devices of the modules that die: one of ours, or 'fdless'. */
+export interface DyingArg {
+  readonly name: DeviceName | 'fdless';
+}
+
+const dying = (arg: DyingArg) => (arg.name === 'fdless' ? fdless : device({ name: arg.name }));
+
+/**
  * A device whose worker then exits on its own (process.exit in a worker ends the thread), after
  * `exitAfterMs` (50 by default).
  */
-export function exitSoon(arg: ThreadDeviceArg & { readonly exitAfterMs?: number }): VfioPciDevice {
+export function exitSoon(
+  arg: DyingArg & { readonly exitAfterMs?: number },
+): VfioPciDevice | DeviceDefinition {
   setTimeout(() => process.exit(3), arg.exitAfterMs ?? 50);
-  return device(arg);
+  return dying(arg);
+}
+
+/**
+ * A device whose worker, soon after it is built, blocks its thread (no message of the parent is
+ * taken meanwhile) and tells the parent so through `gate` (index 0 set to 1); once the parent
+ * sets index 1, it exits without turning its event loop again.
+ */
+export function exitOnGate(
+  arg: DyingArg & { readonly gate: SharedArrayBuffer },
+): VfioPciDevice | DeviceDefinition {
+  const gate = new Int32Array(arg.gate);
+  setTimeout(() => {
+    Atomics.store(gate, 0, 1);
+    Atomics.notify(gate, 0);
+    while (Atomics.load(gate, 1) === 0) Atomics.wait(gate, 1, 0, 100);
+    process.exit(3);
+  }, 20);
+  return dying(arg);
+}
+
+/** A device whose worker then fails with an uncaught error after `throwAfterMs` (50 by default). */
+export function throwSoon(
+  arg: DyingArg & { readonly throwAfterMs?: number },
+): VfioPciDevice | DeviceDefinition {
+  setTimeout(() => {
+    throw new Error('the device module failed');
+  }, arg.throwAfterMs ?? 50);
+  return dying(arg);
 }
 
 export interface NvmeDiskArg {

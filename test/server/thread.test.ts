@@ -8,7 +8,7 @@
  * fds of the process come back to their count.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -404,6 +404,8 @@ test("ThreadedServer: a worker that exits with a client connected: the client's 
   try {
     await server.adopt(mine);
     assert.ok(server.client, 'served');
+    // Waiting for the client to go: the worker's death ends the wait (no client is left).
+    const idle = server.idle();
     const e = await caught;
     assert.match((e as Error).message, /worker exited \(code 3\)/);
     assert.equal(server.client, undefined);
@@ -411,9 +413,100 @@ test("ThreadedServer: a worker that exits with a client connected: the client's 
     const r = recvMsg(peer, 64, 0);
     assert.ok(r !== null, 'the server side is still open: the client would wait for ever');
     assert.equal(r.data.length, 0);
+    assert.equal(await within(idle, 10_000), 'settled', 'idle() still blocked after the worker died');
   } finally {
     clearInterval(keepAlive);
     closeFd(peer);
   }
   await server.stop();
+});
+
+/** 'settled' once `p` resolves, 'timeout' if it has not after `ms`. */
+async function within(p: Promise<unknown>, ms: number): Promise<'settled' | 'timeout'> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<'timeout'>((resolve) => {
+    timer = setTimeout(() => resolve('timeout'), ms);
+  });
+  try {
+    return await Promise.race([p.then(() => 'settled' as const), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+for (const [exportName, why] of [
+  ['exitSoon', /worker exited \(code 3\)/],
+  ['throwSoon', /the device module failed/],
+] as const) {
+  test(`ThreadedServer: a listening server whose worker dies (${exportName}) stops listening, removes its socket, reports once`, async () => {
+    const before = openFdCount();
+    const path = join(dir, `dies-${exportName}.sock`);
+    const errors: Error[] = [];
+    // A device with no fd of its own: the count then covers all this side must close.
+    const server = await ThreadedServer.start(
+      { module: MODULE, export: exportName, arg: { name: 'fdless' } },
+      { onError: (e) => errors.push(e) },
+    );
+    server.listen(path);
+    const keepAlive = setInterval(() => {}, 1000);
+    try {
+      for (let waited = 0; errors.length === 0 && waited < 20_000; waited += 20)
+        await new Promise((r) => setTimeout(r, 20));
+      assert.equal(errors.length, 1, 'reported');
+      assert.match(errors[0]!.message, why);
+      // Its exit comes after its error: wait for both, then nothing more is reported.
+      await server.idle();
+      await new Promise((r) => setTimeout(r, 200));
+      // Nobody accepts and closes clients at once: the path is gone, a connect fails.
+      assert.equal(existsSync(path), false, 'the socket is removed');
+      assert.throws(
+        () => unixConnect(path),
+        (e: unknown) => e instanceof VfioError && e.errno === Errno.ENOENT,
+      );
+      assert.throws(
+        () => server.listen(path),
+        (e: unknown) => e instanceof VfioError && e.errno === Errno.EIO,
+      );
+      await server.stop(); // nothing left to stop; resolves
+      assert.equal(errors.length, 1, 'reported once');
+    } finally {
+      clearInterval(keepAlive);
+      rmSync(path, { force: true });
+    }
+    assert.equal(openFdCount(), before);
+  });
+}
+
+test('ThreadedServer: an adopt the worker never took is failed and its fd closed once the worker has exited', async () => {
+  let report: (e: unknown) => void = () => {};
+  const caught = new Promise<unknown>((resolve) => {
+    report = resolve;
+  });
+  const before = openFdCount();
+  const gate = new SharedArrayBuffer(8);
+  const flags = new Int32Array(gate);
+  const server = await ThreadedServer.start(
+    { module: MODULE, export: 'exitOnGate', arg: { name: 'fdless', gate } },
+    { onError: (e) => report(e) },
+  );
+  const keepAlive = setInterval(() => {}, 1000);
+  try {
+    // The worker's thread is held: the adopt posted now is still in its queue when it exits.
+    while (Atomics.load(flags, 0) === 0) await new Promise((r) => setTimeout(r, 10));
+    const [mine, peer] = socketPair();
+    const adopted = server.adopt(mine);
+    Atomics.store(flags, 1, 1);
+    Atomics.notify(flags, 1);
+    await assert.rejects(adopted, (e: unknown) => e instanceof VfioError && e.errno === Errno.EIO);
+    assert.match(String(await caught), /worker exited \(code 3\)/);
+    // Closed by this thread: the client sees the end of the stream, and no fd is left.
+    const r = recvMsg(peer, 64, 0);
+    assert.ok(r !== null, 'the handed-over socket is still open: leaked');
+    assert.equal(r.data.length, 0);
+    closeFd(peer);
+  } finally {
+    clearInterval(keepAlive);
+  }
+  await server.stop();
+  assert.equal(openFdCount(), before);
 });
