@@ -7,17 +7,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { Errno } from '../../src/abi/errno.js';
 import { DMA_SLAB_BYTES, DMA_SLAB_MAX_READ, DmaSpace } from '../../src/core/dma.js';
-import { VfioError } from '../../src/errors.js';
-
-const errnoOf = async (p: Promise<unknown>): Promise<number> => {
-  try {
-    await p;
-    return 0;
-  } catch (e) {
-    if (e instanceof VfioError) return e.errno;
-    throw e;
-  }
-};
+import { errnoOfAsync } from '../helpers/errno.js';
 
 function space(): { dma: DmaSpace; mem: Uint8Array } {
   const mem = new Uint8Array(64 * 1024).map((_, i) => (i * 13 + 1) & 0xff);
@@ -61,8 +51,8 @@ test('readInto: the bytes land in the caller buffer; errnos as read', async () =
     ['write-only mapping', 0x40000n, 4, Errno.EPERM],
   ];
   for (const [what, iova, n, errno] of table) {
-    assert.equal(await errnoOf(dma.readInto(iova, new Uint8Array(n))), errno, `readInto: ${what}`);
-    assert.equal(await errnoOf(dma.read(iova, n)), errno, `read: ${what}`);
+    assert.equal(await errnoOfAsync(dma.readInto(iova, new Uint8Array(n))), errno, `readInto: ${what}`);
+    assert.equal(await errnoOfAsync(dma.read(iova, n)), errno, `read: ${what}`);
   }
 });
 
