@@ -189,19 +189,27 @@ export class CoreIoctls {
     return 0;
   }
 
-  /** vfio_pci_ioctl_get_info: minsz ends at num_irqs; copies back min(argsz, sizeof) bytes. */
+  /**
+   * vfio_pci_ioctl_get_info: minsz ends at num_irqs. What is copied back differs: 6.1 copies
+   * minsz bytes, or up to cap_offset's end once argsz reaches it ("For backward compatibility,
+   * cannot require this": `if (info.argsz >= capsz) minsz = capsz`); 7.3 copies min(argsz, sizeof)
+   * bytes of a zeroed struct (24 bytes, a trailing pad), so a partial cap_offset reads back 0 too.
+   */
   private getInfo(arg: Uint8Array): number {
     const op = 'VFIO_DEVICE_GET_INFO';
     const S = deviceInfoStruct;
     const argsz = copyArgsz(arg, S, S.endOf('num_irqs'), op);
-    // The struct is 20 bytes in 6.1's header and 24 in 7.3's (a trailing pad); the kernel copies
-    // back min(argsz, sizeof) bytes of a zeroed struct, so cap_offset and pad read back as 0.
-    const out = Math.min(argsz, sizeIn(vfio_device_info, this.d.profile));
+    const capsz = S.endOf('cap_offset');
+    const out =
+      this.d.profile === '6.1'
+        ? argsz >= capsz
+          ? capsz
+          : S.endOf('num_irqs')
+        : Math.min(argsz, sizeIn(vfio_device_info, this.d.profile));
     need(arg, out, op);
     const flags = VFIO_DEVICE_FLAGS_PCI | (this.d.description.resettable ? VFIO_DEVICE_FLAGS_RESET : 0);
     S.write(arg, { flags, num_regions: this.d.regions.count, num_irqs: VFIO_PCI_NUM_IRQS });
-    if (S.endOf('cap_offset') <= out) S.set(arg, 'cap_offset', 0);
-    if (S.endOf('pad') <= out) S.set(arg, 'pad', 0);
+    arg.fill(0, S.endOf('num_irqs'), out); // cap_offset and pad, whole or in part
     return 0;
   }
 

@@ -198,7 +198,7 @@ export class Prober {
   }
 
   private async deviceInfo(): Promise<void> {
-    for (const argsz of [0, 8, 15, 16, 20, 24, 32]) {
+    for (const argsz of [0, 8, 15, 16, 18, 20, 22, 24, 32]) {
       const b = new Uint8Array(32).fill(0xa5);
       putU32(b, 0, argsz);
       await this.io(`DEVICE_GET_INFO argsz=${argsz}`, VFIO_DEVICE_GET_INFO, b);
