@@ -4,25 +4,8 @@
  * the specification's (and Linux's include/linux/nvme.h, which spells the same fields).
  */
 
-/** §3.1 Register Definition: controller registers (offsets into BAR0). */
-export const REG = {
-  CAP: 0x00,
-  VS: 0x08,
-  INTMS: 0x0c,
-  INTMC: 0x10,
-  CC: 0x14,
-  CSTS: 0x1c,
-  NSSR: 0x20,
-  AQA: 0x24,
-  ASQ: 0x28,
-  ACQ: 0x30,
-  CMBLOC: 0x38,
-  CMBSZ: 0x3c,
-  CMBMSC: 0x50,
-  CMBSTS: 0x58,
-  /** §3.1 SQyTDBL at 0x1000 + (2y) * (4 << CAP.DSTRD), CQyHDBL right after it. */
-  DOORBELLS: 0x1000,
-} as const;
+/** §3.1 Register Definition: the register map the driver reads too (src/abi/nvme.ts). */
+export { NVME_REG as REG } from '../../abi/nvme.js';
 
 /** §3.1.5 CC fields. */
 export const CC = {
